@@ -1,0 +1,155 @@
+//! The binary's subcommands.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use projections::feed::{read_after, FeedPosition};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::{connect, Application, Services, MIGRATOR};
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "inboxd", version, about = "Omnichannel customer-support inbox: event-sourced, GraphQL.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API and run the projectors.
+    Serve,
+    /// Apply database migrations.
+    Migrate,
+    /// Create an account with an administrator and an API token; prints one JSON line.
+    Bootstrap {
+        #[arg(long)]
+        account_name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "BOOTSTRAP_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// The administrator's display name (default: the e-mail's local part).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Empty read models and replay the log into them.
+    Rebuild {
+        /// The projector to rebuild.
+        projector: Option<String>,
+        /// Rebuild every projector.
+        #[arg(long, conflicts_with = "projector")]
+        all: bool,
+    },
+    /// Measure the write and read paths beside raw PostgreSQL and plain postgres-es
+    /// (creates and drops `inbox_bench_*` databases on the DATABASE_URL server).
+    Bench {
+        /// The everyday run: shorter rounds, a smaller generated log (under 3 minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Where the JSON report goes.
+        #[arg(long, default_value = "target/bench/report.json")]
+        out: std::path::PathBuf,
+        /// Run only this case (raw, library, ingest, rebuild, query); repeatable.
+        #[arg(long, value_parser = ["raw", "library", "ingest", "rebuild", "query"])]
+        only: Vec<String>,
+    },
+    /// Write events as NDJSON to stdout, in feed order.
+    Export {
+        /// Start after this position (an `events` cursor); default: the beginning.
+        #[arg(long)]
+        after: Option<String>,
+        /// Stop at this position (inclusive); default: the end.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this account's events.
+        #[arg(long)]
+        account: Option<Uuid>,
+    },
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let config = Config::from_env()?;
+        match self.command {
+            Command::Serve => Application::build(config).await?.run_until_stopped().await,
+            Command::Migrate => {
+                let pool = connect(&config).await?;
+                MIGRATOR.run(&pool).await.context("failed to apply migrations")?;
+                tracing::info!("migrations applied");
+                Ok(())
+            }
+            Command::Bootstrap { account_name, email, password, name } => {
+                let services = Services::build(&config).await?;
+                let created =
+                    services.state.commands.bootstrap(&account_name, &email, &password, name.as_deref()).await?;
+                // Serving processes project it at once rather than at their next poll.
+                services.state.engine.wake_remote().await;
+                let line =
+                    json!({ "account_id": created.account_id, "user_id": created.user_id, "token": created.token });
+                println!("{line}");
+                Ok(())
+            }
+            Command::Rebuild { projector, all } => {
+                let services = Services::build(&config).await?;
+                let engine = &services.state.engine;
+                let names: Vec<String> = match (projector, all) {
+                    (Some(name), false) => vec![name],
+                    (None, true) => engine.projector_names().into_iter().map(String::from).collect(),
+                    _ => anyhow::bail!("name a projector ({}) or pass --all", engine.projector_names().join(", ")),
+                };
+                for name in names {
+                    let started = std::time::Instant::now();
+                    let applied = engine.rebuild(&name).await?;
+                    let seconds = started.elapsed().as_secs_f64();
+                    tracing::info!(projector = %name, applied, seconds, "rebuilt");
+                    println!("{}", json!({ "projector": name, "events_applied": applied, "seconds": seconds }));
+                }
+                Ok(())
+            }
+            Command::Bench { quick, out, only } => {
+                crate::bench::run(&config, &crate::bench::Options { quick, out, only }).await
+            }
+            Command::Export { after, until, account } => {
+                let services = Services::build(&config).await?;
+                let parse =
+                    |c: &str| c.parse::<FeedPosition>().context("--after/--until take a position from `events`");
+                let mut position = after.as_deref().map(parse).transpose()?.unwrap_or(FeedPosition::START);
+                let until = until.as_deref().map(parse).transpose()?;
+                let mut conn = services.state.pool.acquire().await?;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                loop {
+                    let events = read_after(&mut conn, &services.state.keyring, account, position, 1000).await?;
+                    let Some(last) = events.last() else { break };
+                    position = last.position;
+                    for event in &events {
+                        if until.is_some_and(|u| event.position > u) {
+                            out.flush()?;
+                            return Ok(());
+                        }
+                        let line = json!({
+                            "position": event.position.to_string(),
+                            "global_position": event.position.global_position,
+                            "aggregate_type": event.aggregate_type,
+                            "aggregate_id": event.aggregate_id,
+                            "sequence": event.sequence,
+                            "account_id": event.account_id,
+                            "event_type": event.event_type,
+                            "event_version": event.event_version,
+                            "recorded_at": event.recorded_at,
+                            "actor": event.actor(),
+                            "payload": event.payload,
+                            "metadata": event.metadata,
+                        });
+                        writeln!(out, "{line}")?;
+                    }
+                }
+                out.flush()?;
+                Ok(())
+            }
+        }
+    }
+}

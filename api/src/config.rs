@@ -1,0 +1,102 @@
+//! Configuration from the environment (12-factor); `.env.example` documents each
+//! variable. Secrets are never logged: `Debug` shows that they are set, not what.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// Where the process runs: development tolerates missing secrets, production not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub listen_addr: SocketAddr,
+    /// `MASTER_KEY`, base64 of 32 bytes.
+    pub master_key: String,
+    pub read_your_writes_timeout: Duration,
+    pub projector_poll: Duration,
+    /// Streams (conversations, routes…) kept in memory between commands.
+    pub aggregate_cache_size: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("environment", &self.environment)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("listen_addr", &self.listen_addr)
+            .field("master_key", &"<set>")
+            .field("read_your_writes_timeout", &self.read_your_writes_timeout)
+            .field("projector_poll", &self.projector_poll)
+            .field("aggregate_cache_size", &self.aggregate_cache_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fixed development key, used only when APP_ENV=development and no MASTER_KEY is
+/// set, so a first run works; production refuses to start without a real one.
+const DEVELOPMENT_MASTER_KEY: &str = "ZGV2ZWxvcG1lbnQtb25seS1tYXN0ZXIta2V5LTMyYiE=";
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let environment = match var("APP_ENV").as_deref().unwrap_or("production") {
+            "development" | "dev" | "test" => Environment::Development,
+            "production" | "prod" => Environment::Production,
+            other => bail!("APP_ENV must be development or production, not '{other}'"),
+        };
+        let master_key = match (var("MASTER_KEY"), environment) {
+            (Some(key), _) => key,
+            (None, Environment::Development) => {
+                tracing::warn!("MASTER_KEY is not set; using the development key (never do this in production)");
+                DEVELOPMENT_MASTER_KEY.to_string()
+            }
+            (None, Environment::Production) => {
+                bail!("MASTER_KEY is required in production: generate one with `head -c32 /dev/urandom | base64`")
+            }
+        };
+        Ok(Self {
+            environment,
+            database_url: var("DATABASE_URL")
+                .context("DATABASE_URL is required, e.g. postgres://postgres@127.0.0.1/inbox")?,
+            database_max_connections: parse("DATABASE_MAX_CONNECTIONS", 8)?,
+            listen_addr: parse("LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            master_key,
+            read_your_writes_timeout: Duration::from_millis(parse("READ_YOUR_WRITES_TIMEOUT_MS", 2000)?),
+            projector_poll: Duration::from_millis(parse("PROJECTOR_POLL_MS", 200)?),
+            aggregate_cache_size: parse("AGGREGATE_CACHE_SIZE", 10_000)?,
+        })
+    }
+}
+
+/// The same server and credentials as `url`, another database: tests and the
+/// benchmark make databases of their own next to the configured one.
+pub fn database_url_with_name(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(value) => value.parse().map_err(|e| anyhow::anyhow!("{name}='{value}' is invalid: {e}")),
+    }
+}

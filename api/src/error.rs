@@ -1,0 +1,106 @@
+//! The API's errors and their stable codes, shared by GraphQL `extensions.code` and
+//! HTTP bodies. Internal causes are logged, never sent.
+
+use async_graphql::ErrorExtensions;
+use commands::CommandError;
+use domain::DomainError;
+
+/// Stable error codes: clients match on these, so they never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// No valid credentials for an operation that needs them.
+    Unauthenticated,
+    /// Authenticated, but not allowed to do this.
+    Forbidden,
+    /// The thing does not exist in the caller's account.
+    NotFound,
+    /// Malformed or invalid input; nothing was changed.
+    BadUserInput,
+    /// A concurrent change won, or the thing exists already.
+    Conflict,
+    /// Our fault; the cause is in the logs under the request's id.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::BadUserInput => "BAD_USER_INPUT",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// An error as the client sees it. Not `Display`: async-graphql converts any
+/// `Display` type into an error without a code, and every error here has one.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+    pub fn unauthenticated() -> Self {
+        Self::new(ErrorCode::Unauthenticated, "a valid API token is required (Authorization: Bearer <token>)")
+    }
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadUserInput, message)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+    /// Logs the cause and hides it from the client.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        let cause = cause.into();
+        tracing::error!(error = format!("{cause:#}"), "internal error");
+        Self::new(ErrorCode::Internal, "internal error")
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::Domain(DomainError::Invalid(message)) => Self::bad_input(message),
+            CommandError::Domain(e @ DomainError::NotFound(_)) => Self::new(ErrorCode::NotFound, e.to_string()),
+            CommandError::Domain(e @ DomainError::AlreadyExists(_)) => Self::new(ErrorCode::Conflict, e.to_string()),
+            CommandError::Conflict => Self::new(ErrorCode::Conflict, CommandError::Conflict.to_string()),
+            CommandError::Internal(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        CommandError::Domain(error).into()
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::internal(error)
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        async_graphql::Error::new(error.message).extend_with(|_, e| e.set("code", error.code.as_str()))
+    }
+}
+
+/// Gives every error without a code one: resolvers always set theirs, so an error
+/// without one came from parsing or validating the request.
+pub fn ensure_codes(response: &mut async_graphql::Response) {
+    for error in &mut response.errors {
+        let has_code = error.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
+        if !has_code {
+            error.extensions.get_or_insert_with(Default::default).set("code", ErrorCode::BadUserInput.as_str());
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Mutations. Each one validates its input, runs a command, waits (bounded) for the
+//! read models it answers from, and answers from them: the caller sees its own write.
+
+use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use commands::conversation::Assignment;
+use commands::inbound::InboundMessage;
+use commands::Written;
+use domain::contact::ContactDetails;
+use domain::values::{self, EmailAddress, MessageContent, Name};
+use projections::{directory, timeline};
+use uuid::Uuid;
+
+use super::types::*;
+use super::{acting, parse_id};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub struct Mutation;
+
+#[derive(InputObject)]
+pub struct CreateInboxInput {
+    pub name: String,
+    pub channel: ChannelType,
+}
+
+#[derive(InputObject)]
+pub struct InboxMemberInput {
+    pub inbox_id: ID,
+    pub user_id: ID,
+}
+
+/// The contact as the API channel identifies it.
+#[derive(InputObject)]
+pub struct ContactInput {
+    /// The contact's id in the calling system; one conversation per contact and inbox.
+    pub source_id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct ReceiveMessageInput {
+    pub inbox_id: ID,
+    pub contact: ContactInput,
+    /// The message's id in the calling system: a repeat is answered with the original.
+    pub source_id: String,
+    pub content: String,
+}
+
+#[derive(InputObject)]
+pub struct SendMessageInput {
+    pub conversation_id: ID,
+    pub content: String,
+    /// A private note, visible to agents only.
+    pub private: Option<bool>,
+}
+
+#[derive(InputObject)]
+pub struct AssignConversationInput {
+    pub conversation_id: ID,
+    /// The agent; null unassigns, absent leaves the assignee as it is.
+    pub assignee_id: MaybeUndefined<ID>,
+    /// The team; null clears it, absent leaves it as it is.
+    pub team_id: MaybeUndefined<ID>,
+}
+
+#[derive(InputObject)]
+pub struct SetConversationStatusInput {
+    pub conversation_id: ID,
+    pub status: ConversationStatus,
+    /// Only with SNOOZED: when it reopens by itself.
+    pub snoozed_until: Option<DateTime<Utc>>,
+}
+
+#[derive(InputObject)]
+pub struct SetConversationPriorityInput {
+    pub conversation_id: ID,
+    pub priority: Priority,
+}
+
+#[derive(InputObject)]
+pub struct SetConversationLabelsInput {
+    pub conversation_id: ID,
+    /// The whole set of labels after the change.
+    pub labels: Vec<String>,
+}
+
+#[derive(InputObject)]
+pub struct SetConversationMutedInput {
+    pub conversation_id: ID,
+    pub muted: bool,
+}
+
+#[derive(InputObject)]
+pub struct SetConversationCustomAttributesInput {
+    pub conversation_id: ID,
+    /// The whole set after the change: an object of strings, numbers, booleans.
+    pub attributes: async_graphql::Json<serde_json::Value>,
+}
+
+#[derive(InputObject)]
+pub struct CreateTeamInput {
+    pub name: String,
+}
+
+#[derive(InputObject)]
+pub struct TeamMemberInput {
+    pub team_id: ID,
+    pub user_id: ID,
+}
+
+#[derive(InputObject)]
+pub struct CreateApiTokenInput {
+    /// What the token is for ("CRM sync").
+    pub name: String,
+}
+
+/// A new API token; the secret is shown only in this answer.
+#[derive(SimpleObject)]
+pub struct ApiToken {
+    pub id: ID,
+    pub token: String,
+}
+
+#[derive(InputObject)]
+pub struct CreateLabelInput {
+    pub title: String,
+    /// `#rrggbb`
+    pub color: String,
+}
+
+fn optional_id(value: &MaybeUndefined<ID>, what: &str) -> Result<Option<Option<Uuid>>, ApiError> {
+    match value {
+        MaybeUndefined::Undefined => Ok(None),
+        MaybeUndefined::Null => Ok(Some(None)),
+        MaybeUndefined::Value(id) => Ok(Some(Some(parse_id(id, what)?))),
+    }
+}
+
+fn contact_details(input: &ContactInput) -> Result<ContactDetails, ApiError> {
+    let name = input.name.as_deref().map(|n| Name::parse("contact name", n).map(Name::into_inner)).transpose()?;
+    let email = input.email.as_deref().map(|e| EmailAddress::parse(e).map(EmailAddress::into_inner)).transpose()?;
+    let phone = input.phone.as_deref().map(parse_phone).transpose()?;
+    Ok(ContactDetails { name, email, phone })
+}
+
+/// A phone number: digits with an optional leading `+` and common separators.
+fn parse_phone(phone: &str) -> Result<String, ApiError> {
+    let phone = phone.trim();
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    let allowed =
+        phone.chars().enumerate().all(|(i, c)| c.is_ascii_digit() || " -().".contains(c) || (c == '+' && i == 0));
+    if allowed && (4..=20).contains(&digits) {
+        Ok(phone.to_string())
+    } else {
+        Err(ApiError::bad_input(format!("'{phone}' is not a valid phone number")))
+    }
+}
+
+#[Object]
+impl Mutation {
+    async fn create_inbox(&self, ctx: &Context<'_>, input: CreateInboxInput) -> Result<Inbox> {
+        let (principal, state, context) = acting(ctx)?;
+        let (id, written) =
+            state.commands.create_inbox(&context, &input.name, input.channel.into()).await.map_err(ApiError::from)?;
+        state.settle(written, &["directory"]).await;
+        let row = directory::inbox(&state.pool, principal.account_id, id).await.map_err(ApiError::from)?;
+        Ok(Inbox(row.ok_or_else(|| ApiError::internal(anyhow::anyhow!("inbox {id} not projected")))?))
+    }
+
+    async fn add_inbox_member(&self, ctx: &Context<'_>, input: InboxMemberInput) -> Result<Inbox> {
+        self.change_inbox(ctx, input, true).await
+    }
+
+    async fn remove_inbox_member(&self, ctx: &Context<'_>, input: InboxMemberInput) -> Result<Inbox> {
+        self.change_inbox(ctx, input, false).await
+    }
+
+    /// The API channel's inbound path: a contact's message arrives in an inbox.
+    async fn receive_message(&self, ctx: &Context<'_>, input: ReceiveMessageInput) -> Result<Message> {
+        let (principal, state, context) = acting(ctx)?;
+        let message = InboundMessage {
+            inbox_id: parse_id(&input.inbox_id, "inbox")?,
+            contact_source_id: input.contact.source_id.clone(),
+            contact: contact_details(&input.contact)?,
+            source_id: input.source_id,
+            content: MessageContent::parse(input.content.clone()).map_err(ApiError::from)?,
+        };
+        let mut received = state.commands.receive_message(&context, message).await.map_err(ApiError::from)?;
+        let account = principal.account_id;
+        if received.duplicate {
+            // The original, as it was received: committed before this delivery looked,
+            // so projected once the projectors reach the head of the log.
+            let head = state.engine.head().await.map_err(ApiError::internal)?;
+            received.written = Written { position: Some(head) };
+            state.settle(received.written, &["timeline"]).await;
+            let row = timeline::message(&state.pool, account, received.message_id).await.map_err(ApiError::from)?;
+            let row = row.ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("message {} is not projected", received.message_id))
+            })?;
+            return Ok(Message::written(row, account, received.written));
+        }
+        if received.new_contact {
+            // The contact's details come from the directory: let it catch up too.
+            state.settle(received.written, &["directory"]).await;
+        }
+        let row = timeline::MessageRow {
+            message_id: received.message_id,
+            conversation_id: received.conversation_id,
+            seq: 0,
+            message_type: values::MessageType::Incoming.as_str().into(),
+            private: false,
+            content: Some(input.content),
+            sender: format!("contact:{}", received.contact_id),
+            created_at: context.at,
+        };
+        Ok(Message::written(row, account, received.written))
+    }
+
+    /// An agent's reply, or a private note.
+    async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
+        let (principal, state, context) = acting(ctx)?;
+        let conversation = parse_id(&input.conversation_id, "conversation")?;
+        let content = MessageContent::parse(input.content).map_err(ApiError::from)?;
+        let private = input.private.unwrap_or(false);
+        let (id, written) = state
+            .commands
+            .send_message(&context, conversation, content.clone(), private)
+            .await
+            .map_err(ApiError::from)?;
+        let row = timeline::MessageRow {
+            message_id: id,
+            conversation_id: conversation,
+            seq: 0,
+            message_type: values::MessageType::Outgoing.as_str().into(),
+            private,
+            content: Some(content.into_inner()),
+            sender: format!("user:{}", principal.user_id),
+            created_at: context.at,
+        };
+        Ok(Message::written(row, principal.account_id, written))
+    }
+
+    async fn assign_conversation(&self, ctx: &Context<'_>, input: AssignConversationInput) -> Result<Conversation> {
+        let (principal, state, context) = acting(ctx)?;
+        let id = parse_id(&input.conversation_id, "conversation")?;
+        let change = Assignment {
+            assignee: optional_id(&input.assignee_id, "agent")?,
+            team: optional_id(&input.team_id, "team")?,
+        };
+        let written = state.commands.assign(&context, id, change).await.map_err(ApiError::from)?;
+        Ok(Conversation::changed(id, principal.account_id, written))
+    }
+
+    async fn set_conversation_status(
+        &self,
+        ctx: &Context<'_>,
+        input: SetConversationStatusInput,
+    ) -> Result<Conversation> {
+        let (principal, state, context) = acting(ctx)?;
+        let id = parse_id(&input.conversation_id, "conversation")?;
+        let written = state
+            .commands
+            .set_status(&context, id, input.status.into(), input.snoozed_until)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Conversation::changed(id, principal.account_id, written))
+    }
+
+    async fn set_conversation_priority(
+        &self,
+        ctx: &Context<'_>,
+        input: SetConversationPriorityInput,
+    ) -> Result<Conversation> {
+        let (principal, state, context) = acting(ctx)?;
+        let id = parse_id(&input.conversation_id, "conversation")?;
+        let written = state.commands.set_priority(&context, id, input.priority.into()).await.map_err(ApiError::from)?;
+        Ok(Conversation::changed(id, principal.account_id, written))
+    }
+
+    async fn set_conversation_labels(
+        &self,
+        ctx: &Context<'_>,
+        input: SetConversationLabelsInput,
+    ) -> Result<Conversation> {
+        let (principal, state, context) = acting(ctx)?;
+        let id = parse_id(&input.conversation_id, "conversation")?;
+        let written = state.commands.set_labels(&context, id, &input.labels).await.map_err(ApiError::from)?;
+        Ok(Conversation::changed(id, principal.account_id, written))
+    }
+
+    async fn set_conversation_muted(
+        &self,
+        ctx: &Context<'_>,
+        input: SetConversationMutedInput,
+    ) -> Result<Conversation> {
+        let (principal, state, context) = acting(ctx)?;
+        let id = parse_id(&input.conversation_id, "conversation")?;
+        let written = state.commands.set_muted(&context, id, input.muted).await.map_err(ApiError::from)?;
+        Ok(Conversation::changed(id, principal.account_id, written))
+    }
+
+    async fn set_conversation_custom_attributes(
+        &self,
+        ctx: &Context<'_>,
+        input: SetConversationCustomAttributesInput,
+    ) -> Result<Conversation> {
+        let (principal, state, context) = acting(ctx)?;
+        let id = parse_id(&input.conversation_id, "conversation")?;
+        let written =
+            state.commands.set_custom_attributes(&context, id, input.attributes.0).await.map_err(ApiError::from)?;
+        Ok(Conversation::changed(id, principal.account_id, written))
+    }
+
+    async fn create_team(&self, ctx: &Context<'_>, input: CreateTeamInput) -> Result<Team> {
+        let (principal, state, context) = acting(ctx)?;
+        let (id, written) = state.commands.create_team(&context, &input.name).await.map_err(ApiError::from)?;
+        state.settle(written, &["directory"]).await;
+        self.team_view(state, principal.account_id, id).await
+    }
+
+    async fn add_team_member(&self, ctx: &Context<'_>, input: TeamMemberInput) -> Result<Team> {
+        let (principal, state, context) = acting(ctx)?;
+        let team = parse_id(&input.team_id, "team")?;
+        let user = parse_id(&input.user_id, "agent")?;
+        let written = state.commands.add_team_member(&context, team, user).await.map_err(ApiError::from)?;
+        state.settle(written, &["directory"]).await;
+        self.team_view(state, principal.account_id, team).await
+    }
+
+    /// A personal API token for the caller, in the account they act in.
+    async fn create_api_token(&self, ctx: &Context<'_>, input: CreateApiTokenInput) -> Result<ApiToken> {
+        let (_, state, context) = acting(ctx)?;
+        let (issued, _) = state.commands.issue_api_token(&context, &input.name).await.map_err(ApiError::from)?;
+        Ok(ApiToken { id: ID(issued.token_id.to_string()), token: issued.token })
+    }
+
+    async fn create_label(&self, ctx: &Context<'_>, input: CreateLabelInput) -> Result<Label> {
+        let (principal, state, context) = acting(ctx)?;
+        let (id, written) =
+            state.commands.create_label(&context, &input.title, &input.color).await.map_err(ApiError::from)?;
+        state.settle(written, &["directory"]).await;
+        let labels = directory::labels(&state.pool, principal.account_id).await.map_err(ApiError::from)?;
+        let label = labels.into_iter().find(|l| l.label_id == id);
+        Ok(Label(label.ok_or_else(|| ApiError::internal(anyhow::anyhow!("label {id} not projected")))?))
+    }
+}
+
+impl Mutation {
+    async fn change_inbox(&self, ctx: &Context<'_>, input: InboxMemberInput, add: bool) -> Result<Inbox> {
+        let (principal, state, context) = acting(ctx)?;
+        let inbox = parse_id(&input.inbox_id, "inbox")?;
+        let user = parse_id(&input.user_id, "agent")?;
+        let written = if add {
+            state.commands.add_inbox_member(&context, inbox, user).await
+        } else {
+            state.commands.remove_inbox_member(&context, inbox, user).await
+        }
+        .map_err(ApiError::from)?;
+        state.settle(written, &["directory"]).await;
+        let row = directory::inbox(&state.pool, principal.account_id, inbox).await.map_err(ApiError::from)?;
+        Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
+    }
+
+    async fn team_view(&self, state: &AppState, account: Uuid, id: Uuid) -> Result<Team> {
+        let teams = directory::teams(&state.pool, account).await.map_err(ApiError::from)?;
+        let team = teams.into_iter().find(|t| t.team_id == id);
+        Ok(Team(team.ok_or_else(|| ApiError::internal(anyhow::anyhow!("team {id} not projected")))?))
+    }
+}

@@ -1,0 +1,203 @@
+//! Queries: the inbox, timelines, the directory and the event log.
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, InputObject, Object, Result, ID};
+use projections::directory;
+use projections::feed::{read_after, read_stream, FeedPosition};
+use projections::inbox_list::{self, AssigneeFilter, BadCursor};
+
+use super::types::*;
+use super::{page_size, parse_id, principal, state};
+use crate::error::ApiError;
+
+pub struct Query;
+
+/// Inbox list filters; every field narrows the list.
+#[derive(InputObject, Default)]
+pub struct ConversationFilter {
+    pub status: Option<ConversationStatus>,
+    pub inbox_id: Option<ID>,
+    /// A given agent's conversations.
+    pub assignee_id: Option<ID>,
+    /// Me, unassigned, assigned or all (ignored when assigneeId is given).
+    pub assignee: Option<AssigneeScope>,
+    pub team_id: Option<ID>,
+    pub label: Option<String>,
+    pub priority: Option<Priority>,
+}
+
+impl ConversationFilter {
+    fn parse(&self, me: uuid::Uuid) -> Result<inbox_list::ConversationFilter, ApiError> {
+        let assignee = match (&self.assignee_id, self.assignee) {
+            (Some(id), _) => Some(AssigneeFilter::Agent(parse_id(id, "agent")?)),
+            (None, Some(AssigneeScope::Me)) => Some(AssigneeFilter::Agent(me)),
+            (None, Some(AssigneeScope::Unassigned)) => Some(AssigneeFilter::Unassigned),
+            (None, Some(AssigneeScope::Assigned)) => Some(AssigneeFilter::Assigned),
+            (None, Some(AssigneeScope::All) | None) => None,
+        };
+        Ok(inbox_list::ConversationFilter {
+            status: self.status.map(Into::into),
+            inbox_id: self.inbox_id.as_ref().map(|id| parse_id(id, "inbox")).transpose()?,
+            assignee,
+            team_id: self.team_id.as_ref().map(|id| parse_id(id, "team")).transpose()?,
+            label: self.label.clone(),
+            priority: self.priority.map(Into::into),
+        })
+    }
+}
+
+#[Object]
+impl Query {
+    /// The caller, as an agent of the account they act in.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Agent> {
+        let principal = principal(ctx)?;
+        let row = directory::agent(&state(ctx)?.pool, principal.account_id, principal.user_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Agent(row.ok_or_else(|| ApiError::not_found("agent"))?))
+    }
+
+    /// The inbox list: filtered, sorted, keyset-paginated.
+    async fn conversations(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ConversationFilter>,
+        sort_by: Option<ConversationSort>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Conversation>> {
+        let principal = principal(ctx)?;
+        let filter = filter.unwrap_or_default().parse(principal.user_id)?;
+        let limit = page_size(first, 25, 100)?;
+        let order: inbox_list::ConversationSort = sort_by.map(Into::into).unwrap_or_default();
+        let rows =
+            inbox_list::list(&state(ctx)?.pool, principal.account_id, &filter, order, after.as_deref(), limit + 1)
+                .await
+                .map_err(|e| match e.downcast_ref::<BadCursor>() {
+                    Some(bad) => ApiError::bad_input(bad.to_string()),
+                    None => ApiError::internal(e),
+                })?;
+        Ok(connection(rows, limit, |row| order.cursor(row), Conversation::loaded))
+    }
+
+    /// How many conversations each inbox tab holds under the filter.
+    async fn conversation_counts(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ConversationFilter>,
+    ) -> Result<ConversationCounts> {
+        let principal = principal(ctx)?;
+        let filter = filter.unwrap_or_default().parse(principal.user_id)?;
+        let c = inbox_list::counts(&state(ctx)?.pool, principal.account_id, principal.user_id, &filter)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(ConversationCounts { mine: c.mine, unassigned: c.unassigned, assigned: c.assigned, all: c.all })
+    }
+
+    async fn conversation(&self, ctx: &Context<'_>, id: ID) -> Result<Conversation> {
+        let principal = principal(ctx)?;
+        let id = parse_id(&id, "conversation")?;
+        let row = inbox_list::get(&state(ctx)?.pool, principal.account_id, id).await.map_err(ApiError::from)?;
+        Ok(Conversation::loaded(row.ok_or_else(|| ApiError::not_found("conversation"))?))
+    }
+
+    /// Every event of one conversation, in order, with its actor: the auditor's
+    /// timeline, read from the log itself.
+    async fn conversation_history(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<Event>> {
+        let principal = principal(ctx)?;
+        let id = parse_id(&id, "conversation")?;
+        let state = state(ctx)?;
+        let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
+        let events = read_stream(&mut conn, &state.keyring, "conversation", &id.to_string())
+            .await
+            .map_err(ApiError::internal)?;
+        if events.first().and_then(|e| e.account_id) != Some(principal.account_id) {
+            return Err(ApiError::not_found("conversation").into());
+        }
+        Ok(events.into_iter().map(Event).collect())
+    }
+
+    /// The account's event log in feed (commit) order, for analysts.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        first: Option<i32>,
+    ) -> Result<Connection<String, Event>> {
+        let principal = principal(ctx)?;
+        let limit = page_size(first, 100, 1000)?;
+        let after = match after {
+            Some(cursor) => {
+                cursor.parse::<FeedPosition>().map_err(|_| ApiError::bad_input("the cursor is not a position"))?
+            }
+            None => FeedPosition::START,
+        };
+        let state = state(ctx)?;
+        let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
+        let events = read_after(&mut conn, &state.keyring, Some(principal.account_id), after, limit + 1)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(connection(events, limit, |e| e.position.to_string(), Event))
+    }
+
+    async fn inboxes(&self, ctx: &Context<'_>) -> Result<Vec<Inbox>> {
+        let principal = principal(ctx)?;
+        let rows = directory::inboxes(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Inbox).collect())
+    }
+
+    async fn inbox(&self, ctx: &Context<'_>, id: ID) -> Result<Inbox> {
+        let principal = principal(ctx)?;
+        let id = parse_id(&id, "inbox")?;
+        let row = directory::inbox(&state(ctx)?.pool, principal.account_id, id).await.map_err(ApiError::from)?;
+        Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
+    }
+
+    async fn agents(&self, ctx: &Context<'_>) -> Result<Vec<Agent>> {
+        let principal = principal(ctx)?;
+        let rows = directory::agents(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Agent).collect())
+    }
+
+    async fn teams(&self, ctx: &Context<'_>) -> Result<Vec<Team>> {
+        let principal = principal(ctx)?;
+        let rows = directory::teams(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Team).collect())
+    }
+
+    async fn labels(&self, ctx: &Context<'_>) -> Result<Vec<Label>> {
+        let principal = principal(ctx)?;
+        let rows = directory::labels(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Label).collect())
+    }
+
+    async fn contact(&self, ctx: &Context<'_>, id: ID) -> Result<Contact> {
+        let principal = principal(ctx)?;
+        let id = parse_id(&id, "contact")?;
+        let row = directory::contact(&state(ctx)?.pool, principal.account_id, id).await.map_err(ApiError::from)?;
+        Ok(Contact(row.ok_or_else(|| ApiError::not_found("contact"))?))
+    }
+
+    /// Contacts, newest first.
+    async fn contacts(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Contact>> {
+        let principal = principal(ctx)?;
+        let limit = page_size(first, 25, 100)?;
+        let after = after.map(|c| parse_contact_cursor(&c)).transpose()?;
+        let rows = directory::contacts(&state(ctx)?.pool, principal.account_id, after, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(connection(rows, limit, |c| format!("{}|{}", c.created_at.to_rfc3339(), c.contact_id), Contact))
+    }
+}
+
+fn parse_contact_cursor(cursor: &str) -> Result<(chrono::DateTime<chrono::Utc>, uuid::Uuid), ApiError> {
+    let bad = || ApiError::bad_input("the cursor is not valid for this list");
+    let (at, id) = cursor.split_once('|').ok_or_else(bad)?;
+    let at = chrono::DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&chrono::Utc);
+    Ok((at, id.parse().map_err(|_| bad())?))
+}

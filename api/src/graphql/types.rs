@@ -1,0 +1,430 @@
+//! GraphQL object, enum and input types, and their mapping to domain values.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use commands::Written;
+use domain::values;
+use projections::directory::{self, AgentRow, ContactRow, InboxRow, LabelRow, TeamRow};
+use projections::feed::FeedEvent;
+use projections::inbox_list::{self, ConversationRow};
+use projections::timeline::{self, MessageRow};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use super::{page_size, state, CONVERSATION_VIEWS};
+use crate::error::ApiError;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "values::Status")]
+pub enum ConversationStatus {
+    Open,
+    Pending,
+    Snoozed,
+    Resolved,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "values::Priority")]
+pub enum Priority {
+    None,
+    Low,
+    Medium,
+    High,
+    Urgent,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "values::MessageType")]
+pub enum MessageType {
+    Incoming,
+    Outgoing,
+    Activity,
+    Template,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "values::Channel")]
+pub enum ChannelType {
+    Api,
+    Webchat,
+    Whatsapp,
+    Messenger,
+    Email,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "values::Role")]
+pub enum Role {
+    Administrator,
+    Agent,
+}
+
+/// A value a projector stored from a domain enum; anything else is a bug.
+fn stored<T: std::str::FromStr<Err = domain::DomainError>>(text: &str) -> Result<T> {
+    text.parse::<T>().map_err(|e| ApiError::internal(anyhow::anyhow!("read model holds {e}")).into())
+}
+
+/// Whose conversations the inbox list shows.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AssigneeScope {
+    Me,
+    Unassigned,
+    Assigned,
+    All,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "inbox_list::ConversationSort")]
+pub enum ConversationSort {
+    LastActivity,
+    CreatedAt,
+    Priority,
+    WaitingSince,
+}
+
+/// A conversation as the inbox list shows it. A mutation's answer names one by id
+/// and fetches its row only if a field needs it — after waiting for the projectors to
+/// pass the mutation's own write, so the answer shows it.
+pub struct Conversation {
+    id: Uuid,
+    account_id: Uuid,
+    written: Written,
+    row: OnceCell<ConversationRow>,
+}
+
+impl Conversation {
+    pub fn loaded(row: ConversationRow) -> Self {
+        Self {
+            id: row.conversation_id,
+            account_id: row.account_id,
+            written: Written::default(),
+            row: OnceCell::new_with(Some(row)),
+        }
+    }
+
+    /// One changed by `written` (or by nothing: `Written::default()`), read on demand.
+    pub fn changed(id: Uuid, account_id: Uuid, written: Written) -> Self {
+        Self { id, account_id, written, row: OnceCell::new() }
+    }
+
+    async fn row(&self, ctx: &Context<'_>) -> Result<&ConversationRow, ApiError> {
+        self.row
+            .get_or_try_init(|| async {
+                let state = state(ctx)?;
+                state.settle(self.written, CONVERSATION_VIEWS).await;
+                inbox_list::get(&state.pool, self.account_id, self.id).await?.ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("conversation {} is not in the inbox list", self.id))
+                })
+            })
+            .await
+    }
+}
+
+#[Object]
+impl Conversation {
+    async fn id(&self) -> ID {
+        ID(self.id.to_string())
+    }
+    /// The account-wide conversation number (1, 2, 3…).
+    async fn display_id(&self, ctx: &Context<'_>) -> Result<i64> {
+        Ok(self.row(ctx).await?.display_id)
+    }
+    async fn status(&self, ctx: &Context<'_>) -> Result<ConversationStatus> {
+        Ok(stored::<values::Status>(&self.row(ctx).await?.status)?.into())
+    }
+    async fn priority(&self, ctx: &Context<'_>) -> Result<Priority> {
+        Ok(stored::<values::Priority>(&self.row(ctx).await?.priority)?.into())
+    }
+    async fn labels(&self, ctx: &Context<'_>) -> Result<&[String]> {
+        Ok(&self.row(ctx).await?.labels)
+    }
+    async fn muted(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(self.row(ctx).await?.muted)
+    }
+    /// Free-form attributes set by agents or integrations; null once erased.
+    async fn custom_attributes(&self, ctx: &Context<'_>) -> Result<Option<async_graphql::Json<&serde_json::Value>>> {
+        Ok(self.row(ctx).await?.custom_attributes.as_ref().map(async_graphql::Json))
+    }
+    async fn snoozed_until(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.row(ctx).await?.snoozed_until)
+    }
+    /// Since when the contact has been waiting for a reply; null when answered.
+    async fn waiting_since(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.row(ctx).await?.waiting_since)
+    }
+    async fn first_reply_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.row(ctx).await?.first_reply_at)
+    }
+    async fn messages_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        Ok(self.row(ctx).await?.messages_count)
+    }
+    async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
+        Ok(self.row(ctx).await?.created_at)
+    }
+    async fn last_activity_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
+        Ok(self.row(ctx).await?.last_activity_at)
+    }
+    async fn assignee(&self, ctx: &Context<'_>) -> Result<Option<Agent>> {
+        let Some(user) = self.row(ctx).await?.assignee_id else { return Ok(None) };
+        let row = directory::agent(&state(ctx)?.pool, self.account_id, user).await.map_err(ApiError::from)?;
+        Ok(Some(row.map_or(Agent::unknown(user), Agent)))
+    }
+    async fn team(&self, ctx: &Context<'_>) -> Result<Option<Team>> {
+        let Some(team) = self.row(ctx).await?.team_id else { return Ok(None) };
+        let teams = directory::teams(&state(ctx)?.pool, self.account_id).await.map_err(ApiError::from)?;
+        Ok(teams.into_iter().find(|t| t.team_id == team).map(Team))
+    }
+    async fn inbox(&self, ctx: &Context<'_>) -> Result<Option<Inbox>> {
+        let inbox_id = self.row(ctx).await?.inbox_id;
+        let row = directory::inbox(&state(ctx)?.pool, self.account_id, inbox_id).await.map_err(ApiError::from)?;
+        Ok(row.map(Inbox))
+    }
+    async fn contact(&self, ctx: &Context<'_>) -> Result<Contact> {
+        let conversation = self.row(ctx).await?;
+        let row = directory::contact(&state(ctx)?.pool, self.account_id, conversation.contact_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Contact(row.unwrap_or(ContactRow {
+            contact_id: conversation.contact_id,
+            name: conversation.contact_name.clone(),
+            email: None,
+            phone: None,
+            created_at: conversation.created_at,
+        })))
+    }
+    /// Messages and activity lines, oldest first.
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Message>> {
+        let limit = page_size(first, 100, 1000)?;
+        let after_seq = after
+            .map(|a| a.parse::<i64>().map_err(|_| ApiError::bad_input("the cursor is not valid for this list")))
+            .transpose()?;
+        state(ctx)?.settle(self.written, CONVERSATION_VIEWS).await;
+        let rows = timeline::messages(&state(ctx)?.pool, self.account_id, self.id, after_seq, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let account_id = self.account_id;
+        Ok(connection(rows, limit, |m| m.seq.to_string(), |row| Message::loaded(row, account_id)))
+    }
+}
+
+/// Builds a Relay connection from `limit + 1` fetched rows.
+pub fn connection<R, N: async_graphql::OutputType>(
+    mut rows: Vec<R>,
+    limit: i64,
+    cursor: impl Fn(&R) -> String,
+    node: impl Fn(R) -> N,
+) -> Connection<String, N> {
+    let has_next = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let mut connection = Connection::new(false, has_next);
+    connection.edges.extend(rows.into_iter().map(|row| Edge::new(cursor(&row), node(row))));
+    connection
+}
+
+/// A message or activity line. A mutation's answer builds it from what the command
+/// knows; its conversation is read on demand (see [`Conversation`]).
+pub struct Message {
+    row: MessageRow,
+    account_id: Uuid,
+    written: Written,
+}
+
+impl Message {
+    pub fn loaded(row: MessageRow, account_id: Uuid) -> Self {
+        Self { row, account_id, written: Written::default() }
+    }
+
+    /// One a command just wrote (`written`): its conversation is read after it lands.
+    pub fn written(row: MessageRow, account_id: Uuid, written: Written) -> Self {
+        Self { row, account_id, written }
+    }
+}
+
+#[Object]
+impl Message {
+    async fn id(&self) -> ID {
+        ID(self.row.message_id.to_string())
+    }
+    /// Null once the contact's data has been erased.
+    async fn content(&self) -> Option<&str> {
+        self.row.content.as_deref()
+    }
+    async fn message_type(&self) -> Result<MessageType> {
+        Ok(stored::<values::MessageType>(&self.row.message_type)?.into())
+    }
+    async fn private(&self) -> bool {
+        self.row.private
+    }
+    /// `contact:<id>`, `user:<id>` or `system`.
+    async fn sender(&self) -> &str {
+        &self.row.sender
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.row.created_at
+    }
+    async fn conversation(&self) -> Conversation {
+        Conversation::changed(self.row.conversation_id, self.account_id, self.written)
+    }
+}
+
+pub struct Agent(pub AgentRow);
+
+impl Agent {
+    fn unknown(user: Uuid) -> Self {
+        Self(AgentRow { user_id: user, name: String::new(), email: String::new(), role: "agent".into() })
+    }
+}
+
+#[Object]
+impl Agent {
+    async fn id(&self) -> ID {
+        ID(self.0.user_id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+    async fn role(&self) -> Result<Role> {
+        Ok(stored::<values::Role>(&self.0.role)?.into())
+    }
+}
+
+pub struct Inbox(pub InboxRow);
+
+#[Object]
+impl Inbox {
+    async fn id(&self) -> ID {
+        ID(self.0.inbox_id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn channel(&self) -> Result<ChannelType> {
+        Ok(stored::<values::Channel>(&self.0.channel)?.into())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn members(&self, ctx: &Context<'_>) -> Result<Vec<Agent>> {
+        members(ctx, self.0.account_id, directory::Group::Inbox(self.0.inbox_id)).await
+    }
+}
+
+async fn members(ctx: &Context<'_>, account: Uuid, group: directory::Group) -> Result<Vec<Agent>> {
+    let rows = directory::members(&state(ctx)?.pool, account, group).await.map_err(ApiError::from)?;
+    Ok(rows.into_iter().map(Agent).collect())
+}
+
+pub struct Team(pub TeamRow);
+
+#[Object]
+impl Team {
+    async fn id(&self) -> ID {
+        ID(self.0.team_id.to_string())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn members(&self, ctx: &Context<'_>) -> Result<Vec<Agent>> {
+        members(ctx, self.0.account_id, directory::Group::Team(self.0.team_id)).await
+    }
+}
+
+pub struct Label(pub LabelRow);
+
+#[Object]
+impl Label {
+    async fn id(&self) -> ID {
+        ID(self.0.label_id.to_string())
+    }
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+    async fn color(&self) -> &str {
+        &self.0.color
+    }
+}
+
+pub struct Contact(pub ContactRow);
+
+/// A contact; personal fields are null when unknown or erased.
+#[Object]
+impl Contact {
+    async fn id(&self) -> ID {
+        ID(self.0.contact_id.to_string())
+    }
+    async fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
+    }
+    async fn phone(&self) -> Option<&str> {
+        self.0.phone.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// One event of the log, personal fields opened (null once erased).
+pub struct Event(pub FeedEvent);
+
+#[Object]
+impl Event {
+    /// Opaque cursor of the event in feed order; pass it back as `after`.
+    async fn position(&self) -> String {
+        self.0.position.to_string()
+    }
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+    async fn event_version(&self) -> &str {
+        &self.0.event_version
+    }
+    async fn aggregate_type(&self) -> &str {
+        &self.0.aggregate_type
+    }
+    async fn aggregate_id(&self) -> ID {
+        ID(self.0.aggregate_id.clone())
+    }
+    /// The event's number within its stream, from 1.
+    async fn sequence(&self) -> i64 {
+        self.0.sequence
+    }
+    async fn recorded_at(&self) -> DateTime<Utc> {
+        self.0.recorded_at
+    }
+    /// `user:<id>`, `contact:<id>`, `automation:<rule>` or `system`.
+    async fn actor(&self) -> &str {
+        self.0.actor()
+    }
+    async fn payload(&self) -> async_graphql::Json<serde_json::Value> {
+        let mut payload = self.0.payload.clone();
+        // The variant's fields, not the serde envelope: the type is in eventType.
+        if let Some(body) = projections::feed::variant_body(&mut payload) {
+            return async_graphql::Json(serde_json::Value::Object(body.clone()));
+        }
+        async_graphql::Json(payload)
+    }
+    async fn metadata(&self) -> async_graphql::Json<serde_json::Value> {
+        async_graphql::Json(self.0.metadata.clone())
+    }
+}
+
+/// Counts behind the inbox tabs, under the same filter.
+#[derive(SimpleObject)]
+pub struct ConversationCounts {
+    pub mine: i64,
+    pub unassigned: i64,
+    pub assigned: i64,
+    pub all: i64,
+}

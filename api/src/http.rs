@@ -1,0 +1,166 @@
+//! The HTTP surface: GraphQL, GraphiQL, health, readiness and metrics.
+
+use std::fmt::Write;
+
+use async_graphql::http::GraphiQLSource;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use projections::engine::RunnerState;
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::authenticate;
+use crate::error::{ensure_codes, ApiError, ErrorCode};
+use crate::graphql::ApiSchema;
+use crate::state::{AppState, RequestId};
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Largest request body accepted (a 150,000-character message fits comfortably).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+struct HttpState {
+    app: AppState,
+    schema: ApiSchema,
+}
+
+pub fn router(app: AppState, schema: ApiSchema) -> Router {
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(HttpState { app, schema })
+}
+
+async fn graphql(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return ApiError::bad_input(format!("the request is not a GraphQL request: {e}")).into_response(),
+    };
+    let auth = match authenticate(&state.app.pool, &headers).await {
+        Ok(auth) => auth,
+        Err(error) => return error.into_response(),
+    };
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Uuid>().ok())
+        .unwrap_or_else(Uuid::now_v7);
+    let span = tracing::info_span!("graphql", request_id = %request_id, operation = request.operation_name.as_deref().unwrap_or(""));
+    let mut response = state.schema.execute(request.data(auth).data(RequestId(request_id))).instrument(span).await;
+    ensure_codes(&mut response);
+    let mut answer = Json(response).into_response();
+    if let Ok(value) = request_id.to_string().parse() {
+        answer.headers_mut().insert("x-request-id", value);
+    }
+    answer
+}
+
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the database answers and no projector has stopped on an error.
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let app = &state.app;
+    let database = sqlx::query("SELECT 1").execute(&app.pool).await.is_ok();
+    // Every projector's checkpoint, its error if it stopped, and how many events
+    // behind the head of the log it is.
+    let checkpoints: Vec<(String, Option<String>, i64)> = if database {
+        sqlx::query_as(
+            "SELECT projector, error, greatest(coalesce((SELECT max(global_position) FROM events), 0) - last_position, 0) \
+             FROM projector_checkpoints ORDER BY projector",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let failed: Vec<(&str, &str)> =
+        checkpoints.iter().filter_map(|(p, e, _)| e.as_deref().map(|e| (p.as_str(), e))).collect();
+    let lag: serde_json::Map<String, serde_json::Value> =
+        checkpoints.iter().map(|(p, _, lag)| (p.clone(), json!(lag))).collect();
+    let local = app.engine.status();
+    let projectors: serde_json::Map<String, serde_json::Value> = local
+        .iter()
+        .map(|(name, s)| {
+            let state = match &s.state {
+                RunnerState::Standby => "standby".to_string(),
+                RunnerState::Running => "running".to_string(),
+                RunnerState::Failed(e) => format!("failed: {e}"),
+            };
+            (name.to_string(), json!({ "state": state, "position": s.position.global_position }))
+        })
+        .collect();
+    let ready = database && failed.is_empty();
+    let body = json!({
+        "ready": ready,
+        "database": database,
+        "failed_projectors": failed.iter().map(|(p, e)| json!({ "projector": p, "error": e })).collect::<Vec<_>>(),
+        "projectors": projectors,
+        "lag_events": lag,
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus text exposition of the engine's state.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let mut out = String::new();
+    let status = state.app.engine.status();
+    let _ =
+        writeln!(out, "# HELP inbox_projector_position Last global position applied by the projector in this process.");
+    let _ = writeln!(out, "# TYPE inbox_projector_position gauge");
+    for (name, s) in &status {
+        let _ = writeln!(out, "inbox_projector_position{{projector=\"{name}\"}} {}", s.position.global_position);
+    }
+    let _ =
+        writeln!(out, "# HELP inbox_projector_events_applied_total Events applied by the projector in this process.");
+    let _ = writeln!(out, "# TYPE inbox_projector_events_applied_total counter");
+    for (name, s) in &status {
+        let _ = writeln!(out, "inbox_projector_events_applied_total{{projector=\"{name}\"}} {}", s.events_applied);
+    }
+    let _ = writeln!(out, "# HELP inbox_projector_up 1 when the projector runs here, 0 on standby, -1 when failed.");
+    let _ = writeln!(out, "# TYPE inbox_projector_up gauge");
+    for (name, s) in &status {
+        let up = match s.state {
+            RunnerState::Running => 1,
+            RunnerState::Standby => 0,
+            RunnerState::Failed(_) => -1,
+        };
+        let _ = writeln!(out, "inbox_projector_up{{projector=\"{name}\"}} {up}");
+    }
+    let _ = writeln!(out, "# HELP inbox_db_pool_connections Open database connections in the pool.");
+    let _ = writeln!(out, "# TYPE inbox_db_pool_connections gauge");
+    let _ = writeln!(out, "inbox_db_pool_connections {}", state.app.pool.size());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The same body shape as a GraphQL error, for failures before GraphQL runs.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.code {
+            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code.as_str() } }] });
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,13 @@
+//! The API process: configuration, the composition root, HTTP and GraphQL, auth, and
+//! the command-line tasks of the `inboxd` binary.
+
+pub mod app;
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,50 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use commands::context::{Actor, CommandContext};
+use commands::{Commands, Written};
+use projections::engine::Engine;
+use projections::keyring::Keyring;
+use sqlx::PgPool;
+
+use crate::auth::Principal;
+
+/// The request's id: the caller's `X-Request-Id` if it is a UUID, else a new one.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub uuid::Uuid);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub commands: Commands,
+    pub engine: Engine,
+    pub keyring: Arc<Keyring>,
+    pub read_your_writes_timeout: Duration,
+}
+
+impl AppState {
+    /// A command context for the principal, carrying the request's id as the
+    /// correlation id of every event the command writes.
+    pub fn context(&self, principal: &Principal, request: RequestId) -> CommandContext {
+        let mut context = CommandContext::now(principal.account_id, Actor::User(principal.user_id));
+        context.correlation_id = request.0;
+        context.channel = Some("api".into());
+        context
+    }
+
+    /// Waits (bounded, outside any transaction) until the named projectors have
+    /// applied what a command wrote, so a mutation's answer shows its own write.
+    pub async fn settle(&self, written: Written, projectors: &[&'static str]) {
+        if let Some(position) = written.position {
+            if !self.engine.wait_for(projectors, position, self.read_your_writes_timeout).await {
+                tracing::warn!(
+                    ?position,
+                    ?projectors,
+                    "read model did not catch up in time; answering with it as it is"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! What agents do to a conversation: reply, note, assign, set status, priority,
+//! labels and mute.
+
+use std::collections::BTreeSet;
+
+use domain::conversation::{ChangedBy, Conversation, ConversationCommand, Named};
+use domain::ids::{MessageId, TeamId, UserId};
+use domain::label::LabelTitle;
+use domain::values::{Instant, MessageContent, Priority, Role, Status};
+use domain::DomainError;
+use uuid::Uuid;
+
+use crate::context::{Actor, CommandContext};
+use crate::{CommandError, Commands, Written};
+
+/// A change to assignee or team: `None` leaves it, `Some(None)` clears it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Assignment {
+    pub assignee: Option<Option<Uuid>>,
+    pub team: Option<Option<Uuid>>,
+}
+
+/// Most attributes one conversation may carry, and the largest serialised set.
+const MAX_ATTRIBUTES: usize = 50;
+const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+
+/// Custom attributes: an object of at most [`MAX_ATTRIBUTES`] keys (1–64 characters)
+/// whose values are strings, numbers, booleans or null.
+fn custom_attributes(value: serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, DomainError> {
+    let serde_json::Value::Object(map) = value else {
+        return Err(DomainError::invalid("custom attributes must be a JSON object"));
+    };
+    if map.len() > MAX_ATTRIBUTES || serde_json::to_vec(&map).map_or(true, |b| b.len() > MAX_ATTRIBUTES_BYTES) {
+        return Err(DomainError::invalid(format!(
+            "at most {MAX_ATTRIBUTES} custom attributes and {MAX_ATTRIBUTES_BYTES} bytes are allowed"
+        )));
+    }
+    for (key, value) in &map {
+        if key.is_empty() || key.chars().count() > 64 || key.chars().any(char::is_control) {
+            return Err(DomainError::invalid(format!(
+                "custom attribute name '{key}' must be 1-64 printable characters"
+            )));
+        }
+        if value.is_object() || value.is_array() {
+            return Err(DomainError::invalid(format!(
+                "custom attribute '{key}' must be a string, number, boolean or null"
+            )));
+        }
+    }
+    Ok(map)
+}
+
+fn in_account(context: &CommandContext, conversation: &Conversation) -> Result<(), DomainError> {
+    match conversation.account_id() {
+        Some(owner) if owner.as_uuid() == context.account_id => Ok(()),
+        _ => Err(DomainError::NotFound("conversation")),
+    }
+}
+
+impl Commands {
+    /// The conversation's state, if it exists in the context's account.
+    pub async fn conversation(&self, context: &CommandContext, id: Uuid) -> Result<Conversation, CommandError> {
+        let conversation = self.store().load::<Conversation>(&id.to_string()).await?.state;
+        in_account(context, &conversation)?;
+        Ok(conversation)
+    }
+
+    /// An agent's reply (or private note); returns the message id.
+    pub async fn send_message(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        content: MessageContent,
+        private: bool,
+    ) -> Result<(Uuid, Written), CommandError> {
+        let Actor::User(author) = context.actor else {
+            return Err(DomainError::invalid("only an agent can send a message").into());
+        };
+        let message_id = Uuid::now_v7();
+        let written = self
+            .execute::<Conversation>(context, &conversation_id.to_string(), |conversation| {
+                in_account(context, conversation)?;
+                Ok(ConversationCommand::SendMessage {
+                    message_id: MessageId(message_id),
+                    author: UserId(author),
+                    content: content.clone(),
+                    private,
+                    at: context.at,
+                })
+            })
+            .await?;
+        Ok((message_id, written))
+    }
+
+    /// Assigns an agent and/or a team. An agent must be an administrator of the
+    /// account or a member of the conversation's inbox (as the reference allows).
+    pub async fn assign(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        change: Assignment,
+    ) -> Result<Written, CommandError> {
+        let account = self.account(context.account_id).await?;
+        let current = self.conversation(context, conversation_id).await?;
+        let assignee = match change.assignee {
+            Some(Some(user)) => {
+                let member = account.member(UserId(user)).ok_or(DomainError::NotFound("agent"))?;
+                let inbox_id = current.inbox_id().ok_or(DomainError::NotFound("conversation"))?;
+                let inbox = self.inbox(context, inbox_id.as_uuid()).await?;
+                if member.role != Role::Administrator && !inbox.has_member(UserId(user)) {
+                    return Err(DomainError::invalid("the agent is not a member of this conversation's inbox").into());
+                }
+                Some(Some(Named { id: UserId(user), name: member.name.clone() }))
+            }
+            Some(None) => Some(None),
+            None => None,
+        };
+        let team = match change.team {
+            Some(Some(team_id)) => {
+                let team = self.team(context, team_id).await?;
+                Some(Some(Named { id: TeamId(team_id), name: team.name().to_string() }))
+            }
+            Some(None) => Some(None),
+            None => None,
+        };
+        let by = self.changed_by(context, &account).await;
+        self.change(context, conversation_id, || ConversationCommand::Assign {
+            assignee: assignee.clone(),
+            team: team.clone(),
+            by: by.clone(),
+            at: context.at,
+        })
+        .await
+    }
+
+    pub async fn set_status(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        status: Status,
+        snoozed_until: Option<Instant>,
+    ) -> Result<Written, CommandError> {
+        self.change_by(context, conversation_id, |by| ConversationCommand::SetStatus {
+            status,
+            snoozed_until,
+            by,
+            at: context.at,
+        })
+        .await
+    }
+
+    pub async fn set_priority(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        priority: Priority,
+    ) -> Result<Written, CommandError> {
+        self.change_by(context, conversation_id, |by| ConversationCommand::SetPriority { priority, by, at: context.at })
+            .await
+    }
+
+    pub async fn set_labels(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        labels: &[String],
+    ) -> Result<Written, CommandError> {
+        let labels = labels
+            .iter()
+            .map(|l| LabelTitle::parse(l).map(LabelTitle::into_inner))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        self.change_by(context, conversation_id, |by| ConversationCommand::SetLabels {
+            labels: labels.clone(),
+            by,
+            at: context.at,
+        })
+        .await
+    }
+
+    pub async fn set_muted(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        muted: bool,
+    ) -> Result<Written, CommandError> {
+        self.change_by(context, conversation_id, |by| ConversationCommand::SetMuted { muted, by, at: context.at }).await
+    }
+
+    /// Replaces the conversation's custom attributes (a flat JSON object).
+    pub async fn set_custom_attributes(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        attributes: serde_json::Value,
+    ) -> Result<Written, CommandError> {
+        let attributes = custom_attributes(attributes)?;
+        self.change(context, conversation_id, || ConversationCommand::SetCustomAttributes {
+            attributes: attributes.clone(),
+            at: context.at,
+        })
+        .await
+    }
+
+    async fn change(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        command: impl Fn() -> ConversationCommand,
+    ) -> Result<Written, CommandError> {
+        let written = self
+            .execute::<Conversation>(context, &conversation_id.to_string(), |conversation| {
+                in_account(context, conversation)?;
+                Ok(command())
+            })
+            .await?;
+        Ok(written)
+    }
+
+    /// A change recorded with an activity line naming the context's actor.
+    async fn change_by(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        command: impl Fn(ChangedBy) -> ConversationCommand,
+    ) -> Result<Written, CommandError> {
+        let by = self.changed_by(context, &self.account(context.account_id).await?).await;
+        self.change(context, conversation_id, || command(by.clone())).await
+    }
+
+    async fn changed_by(&self, context: &CommandContext, account: &domain::account::Account) -> ChangedBy {
+        let user = match context.actor {
+            Actor::User(id) => Some(UserId(id)),
+            _ => None,
+        };
+        ChangedBy {
+            name: self.actor_name(context, account).await,
+            user,
+            activity_message_id: MessageId(Uuid::now_v7()),
+        }
+    }
+}

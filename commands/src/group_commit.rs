@@ -1,0 +1,148 @@
+//! Group commit: the units of work that are ready at the same moment are appended in
+//! one transaction and one INSERT, so a burst costs one commit instead of one each.
+//!
+//! Callers hand over rows already sealed and hashed and wait for the answer. A unit
+//! that conflicts must not fail its neighbours: when a shared transaction hits a
+//! uniqueness violation, each unit of that batch is retried on its own, and only the
+//! one that conflicts gets the error. Units of one stream never share a batch: the
+//! caller holds the stream's lock until its commit returns.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use projections::engine::Wake;
+use projections::feed::FeedPosition;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::store::{side_write, unique_violation, Rows, SideWrite, StoreError};
+
+/// Units per transaction, at most.
+const MAX_BATCH: usize = 64;
+/// Transactions in flight at once: one can wait for its WAL flush while the next
+/// batch is built.
+const COMMITTERS: usize = 2;
+
+struct Unit {
+    rows: Rows,
+    side_writes: Vec<SideWrite>,
+    reply: oneshot::Sender<Result<FeedPosition, StoreError>>,
+}
+
+#[derive(Clone)]
+pub struct GroupCommitter {
+    units: mpsc::Sender<Unit>,
+}
+
+impl GroupCommitter {
+    /// Starts the committer tasks; `committed` is signalled after each transaction.
+    pub fn start(pool: PgPool, committed: Wake) -> Self {
+        let (units, queue) = mpsc::channel(1024);
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..COMMITTERS {
+            tokio::spawn(run(pool.clone(), queue.clone(), committed.clone()));
+        }
+        Self { units }
+    }
+
+    /// Writes one unit (with whatever else is ready) and returns the feed position
+    /// that covers it.
+    pub async fn write(&self, rows: Rows, side_writes: Vec<SideWrite>) -> Result<FeedPosition, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Internal(anyhow::anyhow!("the group committer has stopped"));
+        self.units.send(Unit { rows, side_writes, reply }).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Unit>>>, committed: Wake) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else { return };
+            // Let the tasks that are ready finish their units: one commit for a burst.
+            tokio::task::yield_now().await;
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(unit) => batch.push(unit),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let refs: Vec<&Unit> = batch.iter().collect();
+        match write(&pool, &refs).await {
+            Ok(position) => {
+                committed.wake();
+                for unit in batch {
+                    let _ = unit.reply.send(Ok(position));
+                }
+            }
+            Err(StoreError::Conflict | StoreError::Duplicate(_)) if batch.len() > 1 => {
+                // Someone in the batch lost a race: find out who, one unit at a time.
+                for unit in batch {
+                    let result = write(&pool, &[&unit]).await;
+                    if result.is_ok() {
+                        committed.wake();
+                    }
+                    let _ = unit.reply.send(result);
+                }
+            }
+            Err(error) => {
+                let message = format!("{error:#}");
+                let mut error = Some(error);
+                for unit in batch {
+                    let answer = error.take().unwrap_or_else(|| StoreError::Internal(anyhow::anyhow!("{message}")));
+                    let _ = unit.reply.send(Err(answer));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction: every unit's side writes, then all their events in one INSERT. A
+/// batch without side writes is that one statement, atomic on its own: no BEGIN and
+/// COMMIT round trips.
+async fn write(pool: &PgPool, units: &[&Unit]) -> Result<FeedPosition, StoreError> {
+    let mut rows = Rows::default();
+    for unit in units {
+        rows.extend(&unit.rows);
+    }
+    if units.iter().all(|u| u.side_writes.is_empty()) {
+        let mut conn = pool.acquire().await.context("failed to get a connection")?;
+        return insert(&mut conn, &rows).await;
+    }
+    let mut tx = pool.begin().await.context("failed to begin a transaction")?;
+    for unit in units {
+        for write in &unit.side_writes {
+            side_write(&mut tx, write).await?;
+        }
+    }
+    let position = insert(&mut tx, &rows).await?;
+    tx.commit().await.map_err(|e| unique_violation(e, "events_pkey", StoreError::Conflict))?;
+    Ok(position)
+}
+
+async fn insert(conn: &mut PgConnection, rows: &Rows) -> Result<FeedPosition, StoreError> {
+    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
+        "WITH written AS (INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, account_id, hash) SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], \
+         $5::text[], $6::jsonb[], $7::jsonb[], $8::uuid[], $9::bytea[]) RETURNING transaction_id, global_position) \
+         SELECT transaction_id::text::bigint, max(global_position) FROM written GROUP BY transaction_id",
+    )
+    .bind(&rows.aggregate_type)
+    .bind(&rows.aggregate_id)
+    .bind(&rows.sequence)
+    .bind(&rows.event_type)
+    .bind(&rows.event_version)
+    .bind(&rows.payload)
+    .bind(&rows.metadata)
+    .bind(&rows.account_id)
+    .bind(&rows.hash)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| unique_violation(e, "events_pkey", StoreError::Conflict))?;
+    // Every row shares the transaction: its last position covers every unit.
+    Ok(FeedPosition { transaction_id, global_position })
+}

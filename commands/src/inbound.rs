@@ -1,0 +1,206 @@
+//! Inbound messages: a channel delivers a contact's message to an inbox.
+//!
+//! The route stream (keyed hash of inbox + the contact's channel id) decides whether
+//! the message is new and where it goes; the contact, its data key, the conversation
+//! and the message are then written with the route's events in one transaction. A
+//! redelivery finds its key in the route and returns the original, whatever the
+//! timing: concurrent deliveries queue on the route's lock in this process and
+//! conflict on its sequence across processes.
+
+use anyhow::Context;
+use domain::contact::{Contact, ContactCommand, ContactDetails};
+use domain::conversation::{Conversation, ConversationCommand};
+use domain::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId};
+use domain::route::{Route, RouteCommand, RouteEvent};
+use domain::values::MessageContent;
+use domain::DomainError;
+use projections::keyring::Keyring;
+use uuid::Uuid;
+
+use crate::context::{Actor, CommandContext};
+use crate::store::{Loaded, SideWrite, UnitOfWork};
+use crate::{decide, retry, CommandError, Commands, Written};
+
+/// Longest channel-side id accepted (a contact's or a message's).
+const MAX_SOURCE_ID_CHARS: usize = 512;
+
+/// A message as a channel hands it over.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub inbox_id: Uuid,
+    /// The contact's id on the channel (phone number, PSID, e-mail, API source id).
+    pub contact_source_id: String,
+    pub contact: ContactDetails,
+    /// The message's id on the channel: unique per sender.
+    pub source_id: String,
+    pub content: MessageContent,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub contact_id: Uuid,
+    /// The message had been received before; nothing was written.
+    pub duplicate: bool,
+    /// This message introduced the contact.
+    pub new_contact: bool,
+    pub written: Written,
+}
+
+fn check_source_id(what: &str, id: &str) -> Result<(), DomainError> {
+    if id.trim().is_empty() || id.chars().count() > MAX_SOURCE_ID_CHARS || id.chars().any(char::is_control) {
+        return Err(DomainError::invalid(format!("{what} must be 1-{MAX_SOURCE_ID_CHARS} printable characters")));
+    }
+    Ok(())
+}
+
+impl Commands {
+    /// Receives one inbound message; exactly once per (inbox, contact, source id).
+    pub async fn receive_message(
+        &self,
+        context: &CommandContext,
+        message: InboundMessage,
+    ) -> Result<Received, CommandError> {
+        check_source_id("contact sourceId", &message.contact_source_id)?;
+        check_source_id("sourceId", &message.source_id)?;
+        self.inbox(context, message.inbox_id).await?;
+        let keyring = self.store().keyring();
+        let RouteKeys { identity_hash, route_id } =
+            RouteKeys::new(keyring, message.inbox_id, &message.contact_source_id);
+        let source_key = RouteKeys::source_key(keyring, &identity_hash, &message.source_id);
+
+        retry(|| async {
+            let _route_guard = self.store().lock::<Route>(&route_id).await;
+            let mut route = self.store().load_for_update::<Route>(&route_id).await?;
+            let deliver = RouteCommand::Deliver {
+                account_id: AccountId(context.account_id),
+                inbox_id: InboxId(message.inbox_id),
+                source_key: source_key.clone(),
+                new_contact_id: ContactId(Uuid::now_v7()),
+                new_conversation_id: ConversationId(Uuid::now_v7()),
+                new_message_id: MessageId(Uuid::now_v7()),
+                at: context.at,
+            };
+            let route_events = decide(&mut route, deliver).await?;
+            let delivery = route.state.delivery(&source_key).context("route accepted no delivery")?;
+            let contact_id = route.state.contact_id().context("route without a contact")?;
+            let new_contact = route_events.iter().any(|e| matches!(e, RouteEvent::RouteOpened { .. }));
+            let outcome = |duplicate, written| Received {
+                message_id: delivery.message_id.as_uuid(),
+                conversation_id: delivery.conversation_id.as_uuid(),
+                contact_id: contact_id.as_uuid(),
+                duplicate,
+                new_contact,
+                written,
+            };
+            if route_events.is_empty() {
+                self.store().keep(route);
+                return Ok(outcome(true, Written::default()));
+            }
+            // The contact is the author of what it sends, whoever relayed it.
+            let context = CommandContext { actor: Actor::Contact(contact_id.as_uuid()), ..context.clone() };
+            let context = &context;
+            let mut work = UnitOfWork::new(context);
+            let new_conversation = route_events.iter().any(|e| matches!(e, RouteEvent::ConversationLinked { .. }));
+            work.append(route, route_events)?;
+
+            if new_contact {
+                let key = keyring.new_data_key(contact_id.as_uuid())?;
+                work.side_write(SideWrite::ContactKey {
+                    contact: contact_id.as_uuid(),
+                    wrapped: key.wrapped,
+                    cipher: key.cipher,
+                });
+                work.side_write(SideWrite::ChannelIdentity {
+                    hash: identity_hash.clone(),
+                    account: context.account_id,
+                    inbox: message.inbox_id,
+                    contact: contact_id.as_uuid(),
+                });
+                // A fresh id: the stream is new, nothing to read.
+                let mut contact = Loaded::<Contact>::new_stream(contact_id.to_string());
+                let create = ContactCommand::Create {
+                    contact_id,
+                    account_id: AccountId(context.account_id),
+                    details: message.contact.clone(),
+                    at: context.at,
+                };
+                let events = decide(&mut contact, create).await?;
+                work.append(contact, events)?;
+            }
+
+            let conversation_key = delivery.conversation_id.to_string();
+            let _conversation_guard = self.store().lock::<Conversation>(&conversation_key).await;
+            let mut conversation = if new_conversation {
+                Loaded::<Conversation>::new_stream(conversation_key.clone())
+            } else {
+                self.store().load_for_update::<Conversation>(&conversation_key).await?
+            };
+            let mut events = Vec::new();
+            if new_conversation {
+                let start = ConversationCommand::Start {
+                    conversation_id: delivery.conversation_id,
+                    account_id: AccountId(context.account_id),
+                    inbox_id: InboxId(message.inbox_id),
+                    contact_id,
+                    display_id: self.reserve_display_ids(context.account_id, 1).await?,
+                    at: context.at,
+                };
+                events.extend(decide(&mut conversation, start).await?);
+            }
+            let receive = ConversationCommand::ReceiveMessage {
+                message_id: delivery.message_id,
+                content: message.content.clone(),
+                at: context.at,
+            };
+            events.extend(decide(&mut conversation, receive).await?);
+            work.append(conversation, events)?;
+            let position = self.store().commit(work).await?;
+            Ok(outcome(false, Written { position }))
+        })
+        .await
+    }
+
+    /// Reserves the account's next `count` conversation numbers and returns the last,
+    /// from its own counter row in a statement of its own: no aggregate sits on every
+    /// new conversation, and a failed command leaves a gap, as a sequence would.
+    pub async fn reserve_display_ids(&self, account_id: Uuid, count: i64) -> anyhow::Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO account_sequences (account_id, last_conversation_no) VALUES ($1, $2) \
+             ON CONFLICT (account_id) DO UPDATE SET last_conversation_no = account_sequences.last_conversation_no + $2 \
+             RETURNING last_conversation_no",
+        )
+        .bind(account_id)
+        .bind(count)
+        .fetch_one(self.store().pool())
+        .await
+        .context("failed to number a conversation")
+    }
+}
+
+/// Where a contact's channel identity routes: its keyed hash (the lookup key) and the
+/// route stream's id derived from it.
+pub struct RouteKeys {
+    pub identity_hash: String,
+    pub route_id: String,
+}
+
+impl RouteKeys {
+    pub fn new(keyring: &Keyring, inbox_id: Uuid, contact_source_id: &str) -> Self {
+        let identity_hash = keyring.keyed_hash(&["channel-identity", &inbox_id.to_string(), contact_source_id]);
+        let route_id = uuid_from_hash(&identity_hash).to_string();
+        Self { identity_hash, route_id }
+    }
+
+    /// The dedupe key of one message of this identity.
+    pub fn source_key(keyring: &Keyring, identity_hash: &str, source_id: &str) -> String {
+        keyring.keyed_hash(&["message", identity_hash, source_id])
+    }
+}
+
+/// A stream id from a keyed hash: its first 16 bytes as a uuid.
+fn uuid_from_hash(hex: &str) -> Uuid {
+    let bytes: Vec<u8> = (0..32).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0)).collect();
+    Uuid::from_slice(&bytes).unwrap_or_default()
+}

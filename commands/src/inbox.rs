@@ -1,0 +1,91 @@
+//! Inboxes and who works in them.
+
+use domain::ids::{AccountId, UserId};
+use domain::inbox::{Inbox, InboxCommand};
+use domain::values::{Channel, Name};
+use domain::DomainError;
+use uuid::Uuid;
+
+use crate::context::CommandContext;
+use crate::{CommandError, Commands, Written};
+
+impl Commands {
+    pub async fn create_inbox(
+        &self,
+        context: &CommandContext,
+        name: &str,
+        channel: Channel,
+    ) -> Result<(Uuid, Written), CommandError> {
+        let name = Name::parse("inbox name", name)?;
+        let id = Uuid::now_v7();
+        let account_id = AccountId(context.account_id);
+        let written = self
+            .execute::<Inbox>(context, &id.to_string(), |_| {
+                Ok(InboxCommand::Create { account_id, name: name.clone(), channel, at: context.at })
+            })
+            .await?;
+        Ok((id, written))
+    }
+
+    /// The inbox's state, if it exists in the context's account.
+    pub async fn inbox(&self, context: &CommandContext, inbox_id: Uuid) -> Result<Inbox, CommandError> {
+        let inbox = self.store().load::<Inbox>(&inbox_id.to_string()).await?.state;
+        in_account(context, inbox.account_id())?;
+        Ok(inbox)
+    }
+
+    pub async fn add_inbox_member(
+        &self,
+        context: &CommandContext,
+        inbox_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Written, CommandError> {
+        let account = self.account(context.account_id).await?;
+        if account.member(UserId(user_id)).is_none() {
+            return Err(DomainError::NotFound("agent").into());
+        }
+        self.change_inbox(context, inbox_id, InboxChange::Add(UserId(user_id))).await
+    }
+
+    pub async fn remove_inbox_member(
+        &self,
+        context: &CommandContext,
+        inbox_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Written, CommandError> {
+        self.change_inbox(context, inbox_id, InboxChange::Remove(UserId(user_id))).await
+    }
+
+    async fn change_inbox(
+        &self,
+        context: &CommandContext,
+        inbox_id: Uuid,
+        change: InboxChange,
+    ) -> Result<Written, CommandError> {
+        let written = self
+            .execute::<Inbox>(context, &inbox_id.to_string(), |inbox| {
+                in_account(context, inbox.account_id())?;
+                Ok(match change {
+                    InboxChange::Add(user_id) => InboxCommand::AddMember { user_id, at: context.at },
+                    InboxChange::Remove(user_id) => InboxCommand::RemoveMember { user_id, at: context.at },
+                })
+            })
+            .await?;
+        Ok(written)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum InboxChange {
+    Add(UserId),
+    Remove(UserId),
+}
+
+/// Something of another account (or of none) is reported as not found, never as
+/// forbidden: its existence is not the caller's business.
+pub(crate) fn in_account(context: &CommandContext, owner: Option<AccountId>) -> Result<(), DomainError> {
+    match owner {
+        Some(owner) if owner.as_uuid() == context.account_id => Ok(()),
+        _ => Err(DomainError::NotFound("inbox")),
+    }
+}

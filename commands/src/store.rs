@@ -1,0 +1,509 @@
+//! The event store behind cqrs-es aggregates, over the `events` table.
+//!
+//! cqrs-es decides (`Aggregate::handle`), this module persists. It is our own rather
+//! than postgres-es's repository because the write path needs what that one cannot
+//! give (docs/adr/0001-own-event-repository.md): the positions it wrote (for
+//! read-your-writes), several streams appended atomically in one round trip (inbound
+//! routing writes a route, a contact and a conversation together), sealed personal
+//! fields, and a per-stream hash chain.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use anyhow::Context;
+use cqrs_es::{Aggregate, DomainEvent};
+use domain::PersonalData;
+use projections::engine::Wake;
+use projections::feed::{open_payload, variant_body, FeedPosition, META_ACTOR, META_SEALED, META_SUBJECT};
+use projections::keyring::{seal, Aes256Gcm, Keyring};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::OwnedMutexGuard;
+use uuid::Uuid;
+
+use crate::cache::AggregateCache;
+use crate::context::CommandContext;
+use crate::group_commit::GroupCommitter;
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to one of the streams first: reload and retry.
+    #[error("a stream was changed concurrently")]
+    Conflict,
+    /// A uniqueness rule outside the log refused the write (e.g. an e-mail in use).
+    #[error("{0} already exists")]
+    Duplicate(&'static str),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A stream as loaded: its state, how many events it has, and its last hash.
+#[derive(Clone)]
+pub struct Loaded<A: Aggregate> {
+    pub id: String,
+    pub state: A,
+    pub version: i64,
+    last_hash: Option<Vec<u8>>,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    /// A stream known to be new (no read needed); appending to one that exists
+    /// conflicts on its first sequence.
+    pub fn new_stream(id: impl Into<String>) -> Self {
+        Self { id: id.into(), state: A::default(), version: 0, last_hash: None }
+    }
+}
+
+/// Rows written outside the log in the same transaction as the events.
+pub enum SideWrite {
+    /// A new contact's data key: stored wrapped, and used to seal this unit's events.
+    ContactKey {
+        contact: Uuid,
+        wrapped: Vec<u8>,
+        cipher: Arc<Aes256Gcm>,
+    },
+    ChannelIdentity {
+        hash: String,
+        account: Uuid,
+        inbox: Uuid,
+        contact: Uuid,
+    },
+    Credentials {
+        user: Uuid,
+        email: String,
+        password_hash: String,
+    },
+    ApiToken {
+        token: Uuid,
+        token_hash: Vec<u8>,
+        user: Uuid,
+        account: Uuid,
+        name: String,
+    },
+    Membership {
+        account: Uuid,
+        user: Uuid,
+        role: &'static str,
+    },
+}
+
+struct PendingEvent {
+    event_type: String,
+    event_version: String,
+    payload: Value,
+    personal_fields: &'static [&'static str],
+    subject: Option<Uuid>,
+}
+
+/// Puts a stream back in the cache at its new head (version, hash) after commit.
+type Keep = Box<dyn FnOnce(&AggregateCache, i64, Option<Vec<u8>>) + Send + Sync>;
+
+struct Append {
+    aggregate_type: &'static str,
+    aggregate_id: String,
+    version: i64,
+    last_hash: Option<Vec<u8>>,
+    events: Vec<PendingEvent>,
+    keep: Keep,
+}
+
+/// Everything one command writes, committed in one transaction or not at all.
+pub struct UnitOfWork<'c> {
+    context: &'c CommandContext,
+    appends: Vec<Append>,
+    side_writes: Vec<SideWrite>,
+}
+
+impl<'c> UnitOfWork<'c> {
+    pub fn new(context: &'c CommandContext) -> Self {
+        Self { context, appends: Vec::new(), side_writes: Vec::new() }
+    }
+
+    /// Adds the events a command produced on a loaded stream; the stream goes back to
+    /// the cache, at its new head, once they are committed.
+    pub fn append<A>(&mut self, stream: Loaded<A>, events: Vec<A::Event>) -> anyhow::Result<()>
+    where
+        A: Aggregate + 'static,
+        A::Event: PersonalData,
+    {
+        let events = events
+            .into_iter()
+            .map(|event| {
+                Ok(PendingEvent {
+                    event_type: event.event_type(),
+                    event_version: event.event_version(),
+                    personal_fields: event.personal_fields(),
+                    subject: event.data_subject(),
+                    payload: serde_json::to_value(&event).context("failed to serialise an event")?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.appends.push(Append {
+            aggregate_type: A::TYPE,
+            aggregate_id: stream.id.clone(),
+            version: stream.version,
+            last_hash: stream.last_hash.clone(),
+            events,
+            keep: Box::new(move |cache: &AggregateCache, version, last_hash| {
+                let mut stream = stream;
+                stream.version = version;
+                stream.last_hash = last_hash;
+                cache.put(A::TYPE, &stream.id.clone(), version, stream);
+            }),
+        });
+        Ok(())
+    }
+
+    pub fn side_write(&mut self, write: SideWrite) {
+        self.side_writes.push(write);
+    }
+
+    /// Nothing to write (streams may still go back to the cache).
+    pub fn writes_nothing(&self) -> bool {
+        self.appends.iter().all(|a| a.events.is_empty()) && self.side_writes.is_empty()
+    }
+}
+
+/// Serialises commands per stream inside this process, so a burst on one
+/// conversation queues instead of conflicting. Locks are per stream (not striped):
+/// a command that takes two (route, then conversation) can never deadlock another.
+#[derive(Default)]
+pub struct StreamLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl StreamLocks {
+    pub async fn lock(&self, aggregate_type: &str, id: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().expect("stream lock table");
+            if locks.len() > 10_000 {
+                locks.retain(|_, lock| lock.strong_count() > 0);
+            }
+            let key = format!("{aggregate_type}/{id}");
+            match locks.get(&key).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}
+
+pub struct EventStore {
+    pool: PgPool,
+    keyring: Arc<Keyring>,
+    locks: StreamLocks,
+    cache: AggregateCache,
+    committer: GroupCommitter,
+}
+
+impl EventStore {
+    /// `cache_capacity`: how many streams stay in memory between commands. Starts
+    /// the group committer, which signals `committed` after every transaction.
+    pub fn new(pool: PgPool, keyring: Arc<Keyring>, committed: Wake, cache_capacity: usize) -> Self {
+        Self {
+            committer: GroupCommitter::start(pool.clone(), committed),
+            pool,
+            keyring,
+            locks: StreamLocks::default(),
+            cache: AggregateCache::new(cache_capacity),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    pub async fn lock<A: Aggregate>(&self, id: &str) -> OwnedMutexGuard<()> {
+        self.locks.lock(A::TYPE, id).await
+    }
+
+    /// A stream's current state, to read (a copy of the cached one, or replayed).
+    pub async fn load<A: Aggregate + Clone + 'static>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
+        if let Some(stream) = self.cache.copy::<Loaded<A>>(A::TYPE, id) {
+            return Ok(stream);
+        }
+        let stream = self.replay::<A>(id).await?;
+        self.cache.put(A::TYPE, id, stream.version, stream.clone());
+        Ok(stream)
+    }
+
+    /// A stream to decide on and append to: taken from the cache (no copy) or
+    /// replayed. The caller holds the stream's lock, or the stream is new.
+    pub async fn load_for_update<A: Aggregate + 'static>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
+        match self.cache.take::<Loaded<A>>(A::TYPE, id) {
+            Some(stream) => Ok(stream),
+            None => self.replay(id).await,
+        }
+    }
+
+    /// Puts back a stream a command loaded for update and then did not change.
+    pub fn keep<A: Aggregate + 'static>(&self, stream: Loaded<A>) {
+        self.cache.put(A::TYPE, &stream.id.clone(), stream.version, stream);
+    }
+
+    /// Replays a stream from the log (an empty stream is the default state).
+    #[tracing::instrument(skip(self), fields(aggregate = A::TYPE))]
+    async fn replay<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
+        let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
+        let rows: Vec<(i64, Value, Value, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT sequence, payload, metadata, hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .context("failed to load a stream")?;
+        let mut stream = Loaded::<A>::new_stream(id);
+        for (sequence, mut payload, metadata, hash) in rows {
+            open_payload(&mut conn, &self.keyring, &mut payload, &metadata).await?;
+            let event: A::Event = serde_json::from_value(payload)
+                .with_context(|| format!("failed to decode event {id}/{sequence} of {}", A::TYPE))?;
+            stream.state.apply(event);
+            stream.version = sequence;
+            stream.last_hash = hash;
+        }
+        Ok(stream)
+    }
+
+    /// Appends everything in `work` atomically; returns the feed position to wait for
+    /// to see it projected (or `None` if there was nothing to write).
+    ///
+    /// Sealing and hashing happen here, in the caller's task; the write itself goes
+    /// to the group committer, which appends concurrent units in one transaction.
+    #[tracing::instrument(skip_all, fields(streams = work.appends.len()))]
+    pub async fn commit(&self, work: UnitOfWork<'_>) -> Result<Option<FeedPosition>, StoreError> {
+        if work.writes_nothing() {
+            for append in work.appends {
+                (append.keep)(&self.cache, append.version, append.last_hash);
+            }
+            return Ok(None);
+        }
+        let context = work.context;
+        let mut rows = Rows::default();
+        let mut heads = Vec::with_capacity(work.appends.len());
+        for append in work.appends {
+            let mut previous = append.last_hash;
+            let version = append.version + append.events.len() as i64;
+            for (offset, event) in append.events.into_iter().enumerate() {
+                let sequence = append.version + 1 + offset as i64;
+                let cipher = match (event.subject, event.personal_fields.is_empty()) {
+                    (Some(subject), false) => Some(self.data_key(&work.side_writes, subject).await?),
+                    _ => None,
+                };
+                let (payload, metadata) =
+                    seal_payload(event.payload, event.personal_fields, event.subject, cipher.as_deref(), context)?;
+                let hash = chain_hash(
+                    previous.as_deref(),
+                    append.aggregate_type,
+                    &append.aggregate_id,
+                    sequence,
+                    &event.event_type,
+                    &event.event_version,
+                    &payload,
+                    &metadata,
+                );
+                rows.aggregate_type.push(append.aggregate_type.to_string());
+                rows.aggregate_id.push(append.aggregate_id.clone());
+                rows.sequence.push(sequence);
+                rows.event_type.push(event.event_type);
+                rows.event_version.push(event.event_version);
+                rows.payload.push(payload);
+                rows.metadata.push(metadata);
+                rows.account_id.push(context.account_id);
+                rows.hash.push(hash.clone());
+                previous = Some(hash);
+            }
+            heads.push((append.keep, version, previous));
+        }
+        let position = self.committer.write(rows, work.side_writes).await?;
+        for (keep, version, hash) in heads {
+            keep(&self.cache, version, hash);
+        }
+        Ok(Some(position))
+    }
+
+    /// The key sealing `subject`'s fields: one this unit of work creates, or a stored one.
+    async fn data_key(&self, side_writes: &[SideWrite], subject: Uuid) -> Result<Arc<Aes256Gcm>, StoreError> {
+        let created = side_writes.iter().find_map(|w| match w {
+            SideWrite::ContactKey { contact, cipher, .. } if *contact == subject => Some(cipher.clone()),
+            _ => None,
+        });
+        if let Some(cipher) = created {
+            return Ok(cipher);
+        }
+        let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
+        let key = self.keyring.data_key(&mut *conn, subject).await?;
+        Ok(key.with_context(|| format!("contact {subject} has no data key (erased?)"))?)
+    }
+}
+
+/// Seals the personal fields of a payload and builds its metadata.
+fn seal_payload(
+    mut payload: Value,
+    fields: &[&str],
+    subject: Option<Uuid>,
+    cipher: Option<&Aes256Gcm>,
+    context: &CommandContext,
+) -> Result<(Value, Value), StoreError> {
+    let mut metadata = json!({
+        META_ACTOR: context.actor.to_string(),
+        "correlation_id": context.correlation_id.to_string(),
+        "occurred_at": context.at.to_rfc3339(),
+    });
+    if let Some(causation) = context.causation_id {
+        metadata["causation_id"] = json!(causation.to_string());
+    }
+    if let Some(channel) = &context.channel {
+        metadata["channel"] = json!(channel);
+    }
+    let (Some(subject), Some(cipher)) = (subject, cipher) else { return Ok((payload, metadata)) };
+    let body = variant_body(&mut payload).context("event payload is not an externally tagged object")?;
+    let mut sealed = Vec::new();
+    for field in fields {
+        if let Some(slot) = body.get_mut(*field) {
+            if !slot.is_null() {
+                *slot = Value::String(seal(cipher, subject, slot)?);
+                sealed.push(*field);
+            }
+        }
+    }
+    if !sealed.is_empty() {
+        metadata[META_SEALED] = json!(sealed.join(","));
+        metadata[META_SUBJECT] = json!(subject.to_string());
+    }
+    Ok((payload, metadata))
+}
+
+/// Events ready to insert, column by column (for one `INSERT … SELECT FROM UNNEST`).
+#[derive(Default)]
+pub(crate) struct Rows {
+    pub aggregate_type: Vec<String>,
+    pub aggregate_id: Vec<String>,
+    pub sequence: Vec<i64>,
+    pub event_type: Vec<String>,
+    pub event_version: Vec<String>,
+    pub payload: Vec<Value>,
+    pub metadata: Vec<Value>,
+    pub account_id: Vec<Uuid>,
+    pub hash: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    pub fn extend(&mut self, other: &Rows) {
+        self.aggregate_type.extend_from_slice(&other.aggregate_type);
+        self.aggregate_id.extend_from_slice(&other.aggregate_id);
+        self.sequence.extend_from_slice(&other.sequence);
+        self.event_type.extend_from_slice(&other.event_type);
+        self.event_version.extend_from_slice(&other.event_version);
+        self.payload.extend_from_slice(&other.payload);
+        self.metadata.extend_from_slice(&other.metadata);
+        self.account_id.extend_from_slice(&other.account_id);
+        self.hash.extend_from_slice(&other.hash);
+    }
+}
+
+/// sha256 over the previous hash and this event as stored (sealed payload, metadata).
+#[allow(clippy::too_many_arguments)]
+pub fn chain_hash(
+    previous: Option<&[u8]>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+    metadata: &Value,
+) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(previous.unwrap_or(&[0u8; 32]));
+    for part in [aggregate_type, aggregate_id, event_type, event_version] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.update(sequence.to_be_bytes());
+    hasher.update(payload.to_string().as_bytes());
+    hasher.update([0]);
+    hasher.update(metadata.to_string().as_bytes());
+    hasher.finalize().to_vec()
+}
+
+pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideWrite) -> Result<(), StoreError> {
+    let result = match write {
+        SideWrite::ContactKey { contact, wrapped, .. } => {
+            sqlx::query("INSERT INTO contact_keys (contact_id, wrapped_key) VALUES ($1, $2)")
+                .bind(contact)
+                .bind(wrapped)
+                .execute(&mut **tx)
+                .await
+        }
+        SideWrite::ChannelIdentity { hash, account, inbox, contact } => sqlx::query(
+            "INSERT INTO channel_identities (identity_hash, account_id, inbox_id, contact_id) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash)
+        .bind(account)
+        .bind(inbox)
+        .bind(contact)
+        .execute(&mut **tx)
+        .await,
+        SideWrite::Credentials { user, email, password_hash } => {
+            sqlx::query("INSERT INTO user_credentials (user_id, email, password_hash) VALUES ($1, $2, $3)")
+                .bind(user)
+                .bind(email)
+                .bind(password_hash)
+                .execute(&mut **tx)
+                .await
+        }
+        SideWrite::ApiToken { token, token_hash, user, account, name } => {
+            sqlx::query(
+                "INSERT INTO api_tokens (token_id, token_hash, user_id, account_id, name) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(token)
+            .bind(token_hash)
+            .bind(user)
+            .bind(account)
+            .bind(name)
+            .execute(&mut **tx)
+            .await
+        }
+        SideWrite::Membership { account, user, role } => {
+            sqlx::query("INSERT INTO account_memberships (account_id, user_id, role) VALUES ($1, $2, $3)")
+                .bind(account)
+                .bind(user)
+                .bind(role)
+                .execute(&mut **tx)
+                .await
+        }
+    };
+    result.map(|_| ()).map_err(|e| match write {
+        SideWrite::Credentials { .. } => {
+            unique_violation(e, "user_credentials_email_key", StoreError::Duplicate("a user with this e-mail"))
+        }
+        SideWrite::ChannelIdentity { .. } => unique_violation(e, "channel_identities_pkey", StoreError::Conflict),
+        _ => unique_violation(e, "", StoreError::Conflict),
+    })
+}
+
+/// Maps a unique violation on `constraint` (any, if empty) to `as_error`.
+pub(crate) fn unique_violation(error: sqlx::Error, constraint: &str, as_error: StoreError) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db)
+            if db.code().as_deref() == Some("23505")
+                && (constraint.is_empty() || db.constraint() == Some(constraint)) =>
+        {
+            as_error
+        }
+        _ => StoreError::Internal(anyhow::Error::new(error).context("failed to append events")),
+    }
+}

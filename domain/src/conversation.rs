@@ -1,0 +1,676 @@
+//! Conversation: the thread between a contact and the team in one inbox — its messages,
+//! status, priority, assignee, team, labels, custom attributes and reply tracking.
+//!
+//! The aggregate derives what readers need (response times, the previous assignee, the
+//! activity line the timeline shows) and puts it in the events, so projectors stay thin.
+
+use std::collections::BTreeSet;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId, TeamId, UserId};
+use crate::values::{Instant, MessageContent, Priority, Status};
+use crate::{domain_event, DomainError, PersonalData};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Conversation {
+    id: Option<ConversationId>,
+    contact_id: Option<ContactId>,
+    inbox_id: Option<InboxId>,
+    account_id: Option<AccountId>,
+    status: Status,
+    priority: Priority,
+    assignee: Option<UserId>,
+    team: Option<TeamId>,
+    labels: BTreeSet<String>,
+    muted: bool,
+    waiting_since: Option<Instant>,
+    first_reply_at: Option<Instant>,
+}
+
+impl Conversation {
+    pub fn account_id(&self) -> Option<AccountId> {
+        self.account_id
+    }
+    pub fn inbox_id(&self) -> Option<InboxId> {
+        self.inbox_id
+    }
+}
+
+/// An agent or team as a command names it: the id, and the name the activity line shows.
+#[derive(Debug, Clone)]
+pub struct Named<I> {
+    pub id: I,
+    pub name: String,
+}
+
+/// A line in the timeline recording a change ("Assigned to Ana by Bo").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub message_id: MessageId,
+    pub content: String,
+}
+
+/// Who issues a command to the conversation (the agent, if one), and the id its
+/// activity line gets.
+#[derive(Debug, Clone)]
+pub struct ChangedBy {
+    pub name: String,
+    pub user: Option<UserId>,
+    pub activity_message_id: MessageId,
+}
+
+#[derive(Debug)]
+pub enum ConversationCommand {
+    Start {
+        conversation_id: ConversationId,
+        account_id: AccountId,
+        inbox_id: InboxId,
+        contact_id: ContactId,
+        display_id: i64,
+        at: Instant,
+    },
+    ReceiveMessage {
+        message_id: MessageId,
+        content: MessageContent,
+        at: Instant,
+    },
+    SendMessage {
+        message_id: MessageId,
+        author: UserId,
+        content: MessageContent,
+        private: bool,
+        at: Instant,
+    },
+    /// `None` leaves that side unchanged; `Some(None)` clears it.
+    Assign {
+        assignee: Option<Option<Named<UserId>>>,
+        team: Option<Option<Named<TeamId>>>,
+        by: ChangedBy,
+        at: Instant,
+    },
+    SetStatus {
+        status: Status,
+        snoozed_until: Option<Instant>,
+        by: ChangedBy,
+        at: Instant,
+    },
+    SetPriority {
+        priority: Priority,
+        by: ChangedBy,
+        at: Instant,
+    },
+    SetLabels {
+        labels: BTreeSet<String>,
+        by: ChangedBy,
+        at: Instant,
+    },
+    SetMuted {
+        muted: bool,
+        by: ChangedBy,
+        at: Instant,
+    },
+    SetCustomAttributes {
+        attributes: serde_json::Map<String, serde_json::Value>,
+        at: Instant,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ConversationEvent {
+    ConversationStarted {
+        conversation_id: ConversationId,
+        account_id: AccountId,
+        inbox_id: InboxId,
+        contact_id: ContactId,
+        display_id: i64,
+        status: Status,
+        at: Instant,
+    },
+    /// `content` is `None` once the contact is erased.
+    MessageReceived {
+        message_id: MessageId,
+        contact_id: ContactId,
+        content: Option<String>,
+        /// Set when this message starts a wait for a reply.
+        waiting_since: Option<Instant>,
+        at: Instant,
+    },
+    MessageSent {
+        message_id: MessageId,
+        contact_id: ContactId,
+        author: UserId,
+        content: Option<String>,
+        private: bool,
+        /// The first public reply of the conversation.
+        first_reply: bool,
+        /// Seconds the contact waited for this reply (public replies while waiting).
+        reply_time_seconds: Option<i64>,
+        at: Instant,
+    },
+    AssigneeChanged {
+        from: Option<UserId>,
+        to: Option<UserId>,
+        activity: Activity,
+        at: Instant,
+    },
+    TeamChanged {
+        from: Option<TeamId>,
+        to: Option<TeamId>,
+        activity: Activity,
+        at: Instant,
+    },
+    StatusChanged {
+        from: Status,
+        to: Status,
+        snoozed_until: Option<Instant>,
+        /// `None` when the change was automatic (a contact's message reopened it).
+        activity: Option<Activity>,
+        at: Instant,
+    },
+    PriorityChanged {
+        from: Priority,
+        to: Priority,
+        activity: Activity,
+        at: Instant,
+    },
+    LabelsChanged {
+        added: Vec<String>,
+        removed: Vec<String>,
+        activity: Activity,
+        at: Instant,
+    },
+    MuteChanged {
+        muted: bool,
+        activity: Activity,
+        at: Instant,
+    },
+    /// The whole set after the change; sealed: attributes may identify the contact.
+    CustomAttributesChanged {
+        contact_id: ContactId,
+        attributes: Option<serde_json::Map<String, serde_json::Value>>,
+        at: Instant,
+    },
+}
+
+domain_event!(
+    ConversationEvent,
+    version = "1",
+    [
+        ConversationStarted,
+        MessageReceived,
+        MessageSent,
+        AssigneeChanged,
+        TeamChanged,
+        StatusChanged,
+        PriorityChanged,
+        LabelsChanged,
+        MuteChanged,
+        CustomAttributesChanged,
+    ]
+);
+
+impl PersonalData for ConversationEvent {
+    fn personal_fields(&self) -> &'static [&'static str] {
+        match self {
+            Self::MessageReceived { .. } | Self::MessageSent { .. } => &["content"],
+            Self::CustomAttributesChanged { .. } => &["attributes"],
+            _ => &[],
+        }
+    }
+    fn data_subject(&self) -> Option<Uuid> {
+        match self {
+            Self::MessageReceived { contact_id, .. }
+            | Self::MessageSent { contact_id, .. }
+            | Self::CustomAttributesChanged { contact_id, .. } => Some(contact_id.as_uuid()),
+            _ => None,
+        }
+    }
+}
+
+fn status_line(to: Status, by: &str) -> String {
+    match to {
+        Status::Open => format!("Conversation was reopened by {by}"),
+        Status::Pending => format!("Conversation was marked pending by {by}"),
+        Status::Snoozed => format!("Conversation was snoozed by {by}"),
+        Status::Resolved => format!("Conversation was marked resolved by {by}"),
+    }
+}
+
+impl Conversation {
+    fn started(&self) -> Result<ContactId, DomainError> {
+        self.contact_id.ok_or(DomainError::NotFound("conversation"))
+    }
+
+    fn activity(by: &ChangedBy, content: String) -> Activity {
+        Activity { message_id: by.activity_message_id, content }
+    }
+}
+
+impl Aggregate for Conversation {
+    const TYPE: &'static str = "conversation";
+    type Command = ConversationCommand;
+    type Event = ConversationEvent;
+    type Error = DomainError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: ConversationCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), DomainError> {
+        use ConversationEvent as E;
+        if let ConversationCommand::Start { conversation_id, account_id, inbox_id, contact_id, display_id, at } =
+            command
+        {
+            if self.id.is_some() {
+                return Err(DomainError::AlreadyExists("conversation"));
+            }
+            let event = E::ConversationStarted {
+                conversation_id,
+                account_id,
+                inbox_id,
+                contact_id,
+                display_id,
+                status: Status::Open,
+                at,
+            };
+            sink.write(event, self).await;
+            return Ok(());
+        }
+        let contact_id = self.started()?;
+        match command {
+            ConversationCommand::Start { .. } => unreachable!("handled above"),
+            ConversationCommand::ReceiveMessage { message_id, content, at } => {
+                let waiting_since = self.waiting_since.or(Some(at));
+                let content = Some(content.into_inner());
+                sink.write(E::MessageReceived { message_id, contact_id, content, waiting_since, at }, self).await;
+                if matches!(self.status, Status::Snoozed | Status::Resolved) && !self.muted {
+                    let from = self.status;
+                    let reopened = E::StatusChanged { from, to: Status::Open, snoozed_until: None, activity: None, at };
+                    sink.write(reopened, self).await;
+                }
+            }
+            ConversationCommand::SendMessage { message_id, author, content, private, at } => {
+                let public = !private;
+                let first_reply = public && self.first_reply_at.is_none();
+                let reply_time_seconds = match (public, self.waiting_since) {
+                    (true, Some(since)) => Some((at - since).num_seconds().max(0)),
+                    _ => None,
+                };
+                let event = E::MessageSent {
+                    message_id,
+                    contact_id,
+                    author,
+                    content: Some(content.into_inner()),
+                    private,
+                    first_reply,
+                    reply_time_seconds,
+                    at,
+                };
+                sink.write(event, self).await;
+            }
+            ConversationCommand::Assign { assignee, team, by, at } => {
+                if assignee.is_none() && team.is_none() {
+                    return Err(DomainError::invalid("name an assignee or a team (null clears it)"));
+                }
+                let mut team_changed = false;
+                if let Some(to) = team {
+                    let to_id = to.as_ref().map(|t| t.id);
+                    if to_id != self.team {
+                        team_changed = true;
+                        let content = match &to {
+                            Some(t) => format!("Assigned to {} team by {}", t.name, by.name),
+                            None => format!("Unassigned from team by {}", by.name),
+                        };
+                        let activity = Self::activity(&by, content);
+                        sink.write(E::TeamChanged { from: self.team, to: to_id, activity, at }, self).await;
+                    }
+                }
+                if let Some(to) = assignee {
+                    let to_id = to.as_ref().map(|a| a.id);
+                    if to_id != self.assignee {
+                        let content = match &to {
+                            Some(a) if Some(a.id) == by.user => format!("{} self-assigned this conversation", by.name),
+                            Some(a) => format!("Assigned to {} by {}", a.name, by.name),
+                            None => format!("Conversation unassigned by {}", by.name),
+                        };
+                        // When the team changed too, its line took the given id: this
+                        // one gets an id derived from it, so both stay deterministic.
+                        let mut activity = Self::activity(&by, content);
+                        if team_changed {
+                            activity.message_id = MessageId(Uuid::new_v5(&by.activity_message_id.0, b"assignee"));
+                        }
+                        sink.write(E::AssigneeChanged { from: self.assignee, to: to_id, activity, at }, self).await;
+                    }
+                }
+            }
+            ConversationCommand::SetStatus { status, snoozed_until, by, at } => {
+                if snoozed_until.is_some() && status != Status::Snoozed {
+                    return Err(DomainError::invalid("snoozedUntil is only allowed with status SNOOZED"));
+                }
+                if let Some(until) = snoozed_until {
+                    if until <= at {
+                        return Err(DomainError::invalid("snoozedUntil must be in the future"));
+                    }
+                }
+                if status != self.status || status == Status::Snoozed {
+                    let activity = Some(Self::activity(&by, status_line(status, &by.name)));
+                    sink.write(E::StatusChanged { from: self.status, to: status, snoozed_until, activity, at }, self)
+                        .await;
+                }
+            }
+            ConversationCommand::SetPriority { priority, by, at } => {
+                if priority != self.priority {
+                    let content = format!("{} set the priority to {}", by.name, priority.as_str());
+                    let activity = Self::activity(&by, content);
+                    sink.write(E::PriorityChanged { from: self.priority, to: priority, activity, at }, self).await;
+                }
+            }
+            ConversationCommand::SetLabels { labels, by, at } => {
+                let added: Vec<String> = labels.difference(&self.labels).cloned().collect();
+                let removed: Vec<String> = self.labels.difference(&labels).cloned().collect();
+                if !added.is_empty() || !removed.is_empty() {
+                    let mut parts = Vec::new();
+                    if !added.is_empty() {
+                        parts.push(format!("added {}", added.join(", ")));
+                    }
+                    if !removed.is_empty() {
+                        parts.push(format!("removed {}", removed.join(", ")));
+                    }
+                    let activity = Self::activity(&by, format!("{} {}", by.name, parts.join(" and ")));
+                    sink.write(E::LabelsChanged { added, removed, activity, at }, self).await;
+                }
+            }
+            ConversationCommand::SetMuted { muted, by, at } => {
+                if muted != self.muted {
+                    let verb = if muted { "muted" } else { "unmuted" };
+                    let activity = Self::activity(&by, format!("{} {verb} the conversation", by.name));
+                    sink.write(E::MuteChanged { muted, activity, at }, self).await;
+                }
+            }
+            ConversationCommand::SetCustomAttributes { attributes, at } => {
+                let event = E::CustomAttributesChanged { contact_id, attributes: Some(attributes), at };
+                sink.write(event, self).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: ConversationEvent) {
+        use ConversationEvent as E;
+        match event {
+            E::ConversationStarted { conversation_id, account_id, inbox_id, contact_id, status, at, .. } => {
+                self.id = Some(conversation_id);
+                self.account_id = Some(account_id);
+                self.inbox_id = Some(inbox_id);
+                self.contact_id = Some(contact_id);
+                self.status = status;
+                self.waiting_since = Some(at);
+            }
+            E::MessageReceived { waiting_since, .. } => self.waiting_since = waiting_since,
+            E::MessageSent { private, at, first_reply, .. } => {
+                if !private {
+                    self.waiting_since = None;
+                }
+                if first_reply {
+                    self.first_reply_at = Some(at);
+                }
+            }
+            E::AssigneeChanged { to, .. } => self.assignee = to,
+            E::TeamChanged { to, .. } => self.team = to,
+            E::StatusChanged { to, .. } => {
+                self.status = to;
+                if to == Status::Resolved {
+                    self.waiting_since = None;
+                }
+            }
+            E::PriorityChanged { to, .. } => self.priority = to,
+            E::LabelsChanged { added, removed, .. } => {
+                for label in removed {
+                    self.labels.remove(&label);
+                }
+                self.labels.extend(added);
+            }
+            E::MuteChanged { muted, .. } => self.muted = muted,
+            E::CustomAttributesChanged { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+    use cqrs_es::test::TestFramework;
+    use ConversationCommand as C;
+    use ConversationEvent as E;
+
+    const CONTACT: ContactId = ContactId(Uuid::from_u128(3));
+    const ANA: UserId = UserId(Uuid::from_u128(5));
+
+    fn t(minutes: i64) -> Instant {
+        chrono::Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap() + Duration::minutes(minutes)
+    }
+    fn msg(n: u128) -> MessageId {
+        MessageId(Uuid::from_u128(100 + n))
+    }
+    fn by(name: &str) -> ChangedBy {
+        ChangedBy { name: name.into(), user: Some(UserId(Uuid::from_u128(6))), activity_message_id: msg(99) }
+    }
+    fn activity(content: &str) -> Activity {
+        Activity { message_id: msg(99), content: content.into() }
+    }
+    fn text(s: &str) -> MessageContent {
+        MessageContent::parse(s).unwrap()
+    }
+    fn started() -> E {
+        E::ConversationStarted {
+            conversation_id: ConversationId(Uuid::from_u128(4)),
+            account_id: AccountId(Uuid::from_u128(1)),
+            inbox_id: InboxId(Uuid::from_u128(2)),
+            contact_id: CONTACT,
+            display_id: 1,
+            status: Status::Open,
+            at: t(0),
+        }
+    }
+    fn received(n: u128, minute: i64, waiting_since: Instant) -> E {
+        E::MessageReceived {
+            message_id: msg(n),
+            contact_id: CONTACT,
+            content: Some("hi".into()),
+            waiting_since: Some(waiting_since),
+            at: t(minute),
+        }
+    }
+    fn status(from: Status, to: Status, minute: i64, by_name: Option<&str>) -> E {
+        let activity = by_name.map(|n| activity(&status_line(to, n)));
+        E::StatusChanged { from, to, snoozed_until: None, activity, at: t(minute) }
+    }
+    fn conversation() -> TestFramework<Conversation> {
+        TestFramework::with(())
+    }
+
+    #[test]
+    fn an_incoming_message_reopens_a_resolved_conversation() {
+        conversation()
+            .given(vec![started(), status(Status::Open, Status::Resolved, 5, Some("Bo"))])
+            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(10) })
+            .then_expect_events(vec![received(1, 10, t(10)), status(Status::Resolved, Status::Open, 10, None)]);
+    }
+
+    #[test]
+    fn an_incoming_message_reopens_a_snoozed_conversation_unless_muted() {
+        let snoozed = status(Status::Open, Status::Snoozed, 5, Some("Bo"));
+        conversation()
+            .given(vec![started(), snoozed.clone()])
+            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(10) })
+            .then_expect_events(vec![received(1, 10, t(0)), status(Status::Snoozed, Status::Open, 10, None)]);
+        let muted = E::MuteChanged { muted: true, activity: activity("Bo muted the conversation"), at: t(6) };
+        conversation()
+            .given(vec![started(), snoozed, muted])
+            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(10) })
+            .then_expect_events(vec![received(1, 10, t(0))]);
+    }
+
+    #[test]
+    fn the_first_public_reply_records_the_response_time_and_private_notes_do_not() {
+        conversation()
+            .given(vec![started(), received(1, 1, t(0))])
+            .when(C::SendMessage { message_id: msg(2), author: ANA, content: text("note"), private: true, at: t(3) })
+            .then_expect_events(vec![E::MessageSent {
+                message_id: msg(2),
+                contact_id: CONTACT,
+                author: ANA,
+                content: Some("note".into()),
+                private: true,
+                first_reply: false,
+                reply_time_seconds: None,
+                at: t(3),
+            }]);
+        conversation()
+            .given(vec![started(), received(1, 1, t(0))])
+            .when(C::SendMessage { message_id: msg(2), author: ANA, content: text("hello"), private: false, at: t(4) })
+            .then_expect_events(vec![E::MessageSent {
+                message_id: msg(2),
+                contact_id: CONTACT,
+                author: ANA,
+                content: Some("hello".into()),
+                private: false,
+                first_reply: true,
+                reply_time_seconds: Some(240),
+                at: t(4),
+            }]);
+    }
+
+    #[test]
+    fn waiting_starts_again_with_the_first_message_after_a_reply() {
+        let reply = E::MessageSent {
+            message_id: msg(2),
+            contact_id: CONTACT,
+            author: ANA,
+            content: Some("hello".into()),
+            private: false,
+            first_reply: true,
+            reply_time_seconds: Some(240),
+            at: t(4),
+        };
+        conversation()
+            .given(vec![started(), received(1, 1, t(0)), reply])
+            .when(C::ReceiveMessage { message_id: msg(3), content: text("thanks"), at: t(20) })
+            .then_expect_events(vec![E::MessageReceived {
+                message_id: msg(3),
+                contact_id: CONTACT,
+                content: Some("thanks".into()),
+                waiting_since: Some(t(20)),
+                at: t(20),
+            }]);
+    }
+
+    #[test]
+    fn snooze_times_must_be_in_the_future_and_only_with_snoozed() {
+        conversation()
+            .given(vec![started()])
+            .when(C::SetStatus { status: Status::Resolved, snoozed_until: Some(t(60)), by: by("Bo"), at: t(1) })
+            .then_expect_error(DomainError::invalid("snoozedUntil is only allowed with status SNOOZED"));
+        conversation()
+            .given(vec![started()])
+            .when(C::SetStatus { status: Status::Snoozed, snoozed_until: Some(t(0)), by: by("Bo"), at: t(1) })
+            .then_expect_error(DomainError::invalid("snoozedUntil must be in the future"));
+        conversation()
+            .given(vec![started()])
+            .when(C::SetStatus { status: Status::Snoozed, snoozed_until: Some(t(60)), by: by("Bo"), at: t(1) })
+            .then_expect_events(vec![E::StatusChanged {
+                from: Status::Open,
+                to: Status::Snoozed,
+                snoozed_until: Some(t(60)),
+                activity: Some(activity("Conversation was snoozed by Bo")),
+                at: t(1),
+            }]);
+    }
+
+    #[test]
+    fn setting_the_current_status_again_changes_nothing() {
+        conversation()
+            .given(vec![started()])
+            .when(C::SetStatus { status: Status::Open, snoozed_until: None, by: by("Bo"), at: t(1) })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn assignment_records_who_assigned_whom() {
+        let ana = || Some(Some(Named { id: ANA, name: "Ana".to_string() }));
+        conversation()
+            .given(vec![started()])
+            .when(C::Assign { assignee: ana(), team: None, by: by("Bo"), at: t(1) })
+            .then_expect_events(vec![E::AssigneeChanged {
+                from: None,
+                to: Some(ANA),
+                activity: activity("Assigned to Ana by Bo"),
+                at: t(1),
+            }]);
+        let assigned =
+            E::AssigneeChanged { from: None, to: Some(ANA), activity: activity("Assigned to Ana by Bo"), at: t(1) };
+        conversation()
+            .given(vec![started(), assigned.clone()])
+            .when(C::Assign { assignee: ana(), team: None, by: by("Bo"), at: t(2) })
+            .then_expect_events(vec![]);
+        conversation()
+            .given(vec![started(), assigned])
+            .when(C::Assign { assignee: Some(None), team: None, by: by("Bo"), at: t(2) })
+            .then_expect_events(vec![E::AssigneeChanged {
+                from: Some(ANA),
+                to: None,
+                activity: activity("Conversation unassigned by Bo"),
+                at: t(2),
+            }]);
+        conversation()
+            .given(vec![started()])
+            .when(C::Assign { assignee: None, team: None, by: by("Bo"), at: t(2) })
+            .then_expect_error(DomainError::invalid("name an assignee or a team (null clears it)"));
+    }
+
+    #[test]
+    fn a_conversation_that_was_never_started_is_not_found() {
+        conversation()
+            .given_no_previous_events()
+            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(1) })
+            .then_expect_error(DomainError::NotFound("conversation"));
+    }
+
+    #[test]
+    fn labels_record_what_was_added_and_removed() {
+        let labels = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let first = E::LabelsChanged {
+            added: vec!["billing".into(), "vip".into()],
+            removed: vec![],
+            activity: activity("Bo added billing, vip"),
+            at: t(1),
+        };
+        conversation()
+            .given(vec![started()])
+            .when(C::SetLabels { labels: labels(&["vip", "billing"]), by: by("Bo"), at: t(1) })
+            .then_expect_events(vec![first.clone()]);
+        conversation()
+            .given(vec![started(), first])
+            .when(C::SetLabels { labels: labels(&["vip", "urgent"]), by: by("Bo"), at: t(2) })
+            .then_expect_events(vec![E::LabelsChanged {
+                added: vec!["urgent".into()],
+                removed: vec!["billing".into()],
+                activity: activity("Bo added urgent and removed billing"),
+                at: t(2),
+            }]);
+    }
+
+    #[test]
+    fn message_content_has_limits() {
+        assert!(MessageContent::parse("  ").is_err());
+        assert!(MessageContent::parse("x".repeat(crate::values::MAX_MESSAGE_CHARS + 1)).is_err());
+        assert!(MessageContent::parse("x".repeat(crate::values::MAX_MESSAGE_CHARS)).is_ok());
+    }
+}

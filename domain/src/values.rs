@@ -1,0 +1,172 @@
+//! Value types that parse: an invalid value cannot be built.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::DomainError;
+
+/// Longest message the product accepts, in characters (as the reference does).
+pub const MAX_MESSAGE_CHARS: usize = 150_000;
+/// Longest name of an inbox, team, label, contact or agent.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// A closed set of values stored and exchanged as lower-case strings.
+macro_rules! str_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = DomainError;
+            fn from_str(text: &str) -> Result<Self, DomainError> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(DomainError::invalid(format!("'{other}' is not a valid {}", stringify!($name)))),
+                }
+            }
+        }
+    };
+}
+
+str_enum!(
+    /// A role within one account.
+    Role { Administrator = "administrator", Agent = "agent" }
+);
+
+str_enum!(
+    /// The kind of channel an inbox receives from.
+    Channel { Api = "api", Webchat = "webchat", Whatsapp = "whatsapp", Messenger = "messenger", Email = "email" }
+);
+
+str_enum!(
+    /// A conversation's status.
+    #[derive(Default)]
+    Status {
+        #[default]
+        Open = "open",
+        Pending = "pending",
+        Snoozed = "snoozed",
+        Resolved = "resolved",
+    }
+);
+
+str_enum!(
+    /// A conversation's priority, from none to urgent.
+    #[derive(Default, PartialOrd, Ord)]
+    Priority {
+        #[default]
+        None = "none",
+        Low = "low",
+        Medium = "medium",
+        High = "high",
+        Urgent = "urgent",
+    }
+);
+
+impl Priority {
+    /// Sort key: none = 0 … urgent = 4.
+    pub fn rank(self) -> i16 {
+        self as i16
+    }
+}
+
+str_enum!(
+    /// Message direction, as agents see it in the timeline.
+    MessageType { Incoming = "incoming", Outgoing = "outgoing", Activity = "activity", Template = "template" }
+);
+
+/// Message text: not blank, at most [`MAX_MESSAGE_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageContent(String);
+
+impl MessageContent {
+    pub fn parse(text: impl Into<String>) -> Result<Self, DomainError> {
+        let text = text.into();
+        if text.trim().is_empty() {
+            return Err(DomainError::invalid("message content must not be empty"));
+        }
+        let chars = text.chars().count();
+        if chars > MAX_MESSAGE_CHARS {
+            return Err(DomainError::invalid(format!(
+                "message content has {chars} characters; at most {MAX_MESSAGE_CHARS} are allowed"
+            )));
+        }
+        Ok(Self(text))
+    }
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// A display name: trimmed, not blank, at most [`MAX_NAME_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(what: &str, text: &str) -> Result<Self, DomainError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(DomainError::invalid(format!("{what} must not be empty")));
+        }
+        if text.chars().count() > MAX_NAME_CHARS {
+            return Err(DomainError::invalid(format!("{what} is longer than {MAX_NAME_CHARS} characters")));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(DomainError::invalid(format!("{what} contains control characters")));
+        }
+        Ok(Self(text.to_string()))
+    }
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// An e-mail address, lower-cased; checked for shape, not deliverability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
+        let text = text.trim().to_lowercase();
+        let valid = text.len() <= 254
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+            && matches!(text.split_once('@'), Some((local, domain))
+                if !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+                    && !domain.ends_with('.') && !domain.contains('@'));
+        if valid {
+            Ok(Self(text))
+        } else {
+            Err(DomainError::invalid(format!("'{text}' is not a valid e-mail address")))
+        }
+    }
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who did something, as the timeline shows it ("… by Jane").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorName(pub String);
+
+/// The instant a command happens at, given by the caller's clock.
+pub type Instant = DateTime<Utc>;

@@ -1,0 +1,301 @@
+//! Projector `directory`: the account's people and places — agents, inboxes and their
+//! members, teams and their members, labels, contacts — and the queries over them.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::account::AccountEvent;
+use domain::contact::ContactEvent;
+use domain::inbox::InboxEvent;
+use domain::label::LabelEvent;
+use domain::team::TeamEvent;
+use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::engine::Projector;
+use crate::feed::FeedEvent;
+
+pub struct Directory;
+
+#[async_trait]
+impl Projector for Directory {
+    fn name(&self) -> &'static str {
+        "directory"
+    }
+
+    fn consumes(&self, aggregate_type: &str) -> bool {
+        matches!(aggregate_type, "account" | "inbox" | "team" | "label" | "contact")
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[
+            "rm_accounts",
+            "rm_agents",
+            "rm_inboxes",
+            "rm_inbox_members",
+            "rm_teams",
+            "rm_team_members",
+            "rm_labels",
+            "rm_contacts",
+        ]
+    }
+
+    /// Directory changes are rare: one statement per event.
+    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[FeedEvent]) -> anyhow::Result<()> {
+        for event in events {
+            apply_one(tx, event).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> anyhow::Result<()> {
+    let id = || event.aggregate_id.parse::<Uuid>();
+    match event.aggregate_type.as_str() {
+        "account" => match event.decode::<AccountEvent>()? {
+            AccountEvent::AccountCreated { name, created_at } => {
+                sqlx::query("INSERT INTO rm_accounts (account_id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(id()?)
+                    .bind(name)
+                    .bind(created_at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            AccountEvent::MemberAdded { user_id, name, email, role, at } => {
+                sqlx::query(
+                    "INSERT INTO rm_agents (account_id, user_id, name, email, role, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(id()?)
+                .bind(user_id.as_uuid())
+                .bind(name)
+                .bind(email)
+                .bind(role.as_str())
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+            }
+        },
+        "inbox" => match event.decode::<InboxEvent>()? {
+            InboxEvent::InboxCreated { account_id, name, channel, at } => {
+                sqlx::query(
+                        "INSERT INTO rm_inboxes (inbox_id, account_id, name, channel, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(id()?)
+                    .bind(account_id.as_uuid())
+                    .bind(name)
+                    .bind(channel.as_str())
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            InboxEvent::InboxMemberAdded { account_id, user_id, .. } => {
+                sqlx::query("INSERT INTO rm_inbox_members (inbox_id, user_id, account_id) VALUES ($1, $2, $3)")
+                    .bind(id()?)
+                    .bind(user_id.as_uuid())
+                    .bind(account_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            InboxEvent::InboxMemberRemoved { user_id, .. } => {
+                sqlx::query("DELETE FROM rm_inbox_members WHERE inbox_id = $1 AND user_id = $2")
+                    .bind(id()?)
+                    .bind(user_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        },
+        "team" => match event.decode::<TeamEvent>()? {
+            TeamEvent::TeamCreated { account_id, name, at } => {
+                sqlx::query("INSERT INTO rm_teams (team_id, account_id, name, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(id()?)
+                    .bind(account_id.as_uuid())
+                    .bind(name)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            TeamEvent::TeamMemberAdded { account_id, user_id, .. } => {
+                sqlx::query("INSERT INTO rm_team_members (team_id, user_id, account_id) VALUES ($1, $2, $3)")
+                    .bind(id()?)
+                    .bind(user_id.as_uuid())
+                    .bind(account_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        },
+        "label" => {
+            let LabelEvent::LabelCreated { account_id, title, color, .. } = event.decode()?;
+            sqlx::query("INSERT INTO rm_labels (label_id, account_id, title, color) VALUES ($1, $2, $3, $4)")
+                .bind(id()?)
+                .bind(account_id.as_uuid())
+                .bind(title)
+                .bind(color)
+                .execute(&mut **tx)
+                .await?;
+        }
+        "contact" => {
+            let ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at } = event.decode()?;
+            sqlx::query(
+                "INSERT INTO rm_contacts (contact_id, account_id, name, email, phone, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(contact_id.as_uuid())
+            .bind(account_id.as_uuid())
+            .bind(name)
+            .bind(email)
+            .bind(phone)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct InboxRow {
+    pub inbox_id: Uuid,
+    pub account_id: Uuid,
+    pub name: String,
+    pub channel: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AgentRow {
+    pub user_id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TeamRow {
+    pub team_id: Uuid,
+    pub account_id: Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct LabelRow {
+    pub label_id: Uuid,
+    pub title: String,
+    pub color: String,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ContactRow {
+    pub contact_id: Uuid,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn inboxes(pool: &PgPool, account: Uuid) -> sqlx::Result<Vec<InboxRow>> {
+    sqlx::query_as("SELECT * FROM rm_inboxes WHERE account_id = $1 ORDER BY created_at, inbox_id")
+        .bind(account)
+        .fetch_all(pool)
+        .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn inbox(pool: &PgPool, account: Uuid, inbox: Uuid) -> sqlx::Result<Option<InboxRow>> {
+    sqlx::query_as("SELECT * FROM rm_inboxes WHERE account_id = $1 AND inbox_id = $2")
+        .bind(account)
+        .bind(inbox)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A group of agents: an inbox's members or a team's.
+#[derive(Debug, Clone, Copy)]
+pub enum Group {
+    Inbox(Uuid),
+    Team(Uuid),
+}
+
+/// The agents of an inbox or a team, by name.
+#[tracing::instrument(skip_all)]
+pub async fn members(pool: &PgPool, account: Uuid, group: Group) -> sqlx::Result<Vec<AgentRow>> {
+    let (table, column, id) = match group {
+        Group::Inbox(id) => ("rm_inbox_members", "inbox_id", id),
+        Group::Team(id) => ("rm_team_members", "team_id", id),
+    };
+    sqlx::query_as(&format!(
+        "SELECT a.user_id, a.name, a.email, a.role FROM {table} m \
+         JOIN rm_agents a ON a.account_id = m.account_id AND a.user_id = m.user_id \
+         WHERE m.account_id = $1 AND m.{column} = $2 ORDER BY a.name, a.user_id"
+    ))
+    .bind(account)
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn agents(pool: &PgPool, account: Uuid) -> sqlx::Result<Vec<AgentRow>> {
+    sqlx::query_as("SELECT user_id, name, email, role FROM rm_agents WHERE account_id = $1 ORDER BY name, user_id")
+        .bind(account)
+        .fetch_all(pool)
+        .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn agent(pool: &PgPool, account: Uuid, user: Uuid) -> sqlx::Result<Option<AgentRow>> {
+    sqlx::query_as("SELECT user_id, name, email, role FROM rm_agents WHERE account_id = $1 AND user_id = $2")
+        .bind(account)
+        .bind(user)
+        .fetch_optional(pool)
+        .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn teams(pool: &PgPool, account: Uuid) -> sqlx::Result<Vec<TeamRow>> {
+    sqlx::query_as("SELECT team_id, account_id, name FROM rm_teams WHERE account_id = $1 ORDER BY name, team_id")
+        .bind(account)
+        .fetch_all(pool)
+        .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn labels(pool: &PgPool, account: Uuid) -> sqlx::Result<Vec<LabelRow>> {
+    sqlx::query_as("SELECT label_id, title, color FROM rm_labels WHERE account_id = $1 ORDER BY title")
+        .bind(account)
+        .fetch_all(pool)
+        .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn contact(pool: &PgPool, account: Uuid, contact: Uuid) -> sqlx::Result<Option<ContactRow>> {
+    sqlx::query_as(
+        "SELECT contact_id, name, email, phone, created_at FROM rm_contacts WHERE account_id = $1 AND contact_id = $2",
+    )
+    .bind(account)
+    .bind(contact)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Contacts newest first, keyset-paginated on (created_at, id); fetches `limit` rows.
+#[tracing::instrument(skip_all)]
+pub async fn contacts(
+    pool: &PgPool,
+    account: Uuid,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> sqlx::Result<Vec<ContactRow>> {
+    sqlx::query_as(
+        "SELECT contact_id, name, email, phone, created_at FROM rm_contacts WHERE account_id = $1 \
+         AND ($2::timestamptz IS NULL OR (created_at, contact_id) < ($2, $3)) \
+         ORDER BY created_at DESC, contact_id DESC LIMIT $4",
+    )
+    .bind(account)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

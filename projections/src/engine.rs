@@ -1,0 +1,535 @@
+//! The projection engine: runs each projector over the feed, one runner per projector
+//! across all processes, and lets writers wait until their events are projected.
+//!
+//! A runner owns its projector through a session advisory lock held on its own
+//! connection, and applies batches on that same connection: if the connection dies the
+//! lock goes with it and another process's runner takes over. Each batch and the
+//! checkpoint move in one transaction, so a crash anywhere leaves the read model
+//! exactly as a replay up to the checkpoint would.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::feed::{open_sealed_fields, read_sealed_after, FeedEvent, FeedPosition};
+use crate::keyring::Keyring;
+
+/// The channel writers NOTIFY (after commit) to wake runners in other processes.
+pub const WAKE_CHANNEL: &str = "inbox_events";
+/// Events read per batch while serving.
+pub const BATCH_SIZE: i64 = 1000;
+/// Events read per batch by a rebuild, where nothing waits on a single event.
+const REBUILD_BATCH_SIZE: i64 = 5000;
+
+/// A read model built from the feed. It has no side effects: it writes only its own
+/// tables, inside the transaction it is given.
+#[async_trait]
+pub trait Projector: Send + Sync {
+    /// Stable name: the checkpoint row's key.
+    fn name(&self) -> &'static str;
+    /// The tables it owns, emptied by a rebuild.
+    fn tables(&self) -> &'static [&'static str];
+    /// Whether it reads events of this aggregate type (the others are skipped unread).
+    fn consumes(&self, aggregate_type: &str) -> bool;
+    /// Whether it needs the personal fields of this event type opened (decrypting
+    /// what it never reads is wasted work).
+    fn opens(&self, _event_type: &str) -> bool {
+        true
+    }
+    /// Applies a batch of events (in feed order) inside the transaction that also
+    /// moves the checkpoint.
+    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[FeedEvent]) -> anyhow::Result<()>;
+}
+
+/// What a runner in this process is doing, for `/readyz` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerState {
+    /// Another process holds the projector.
+    Standby,
+    Running,
+    /// Stopped by an error in the projector; needs an operator.
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerStatus {
+    pub state: RunnerState,
+    pub position: FeedPosition,
+    pub events_applied: u64,
+}
+
+/// Wakes runners: in-process through a watch channel, across processes by NOTIFY.
+#[derive(Clone)]
+pub struct Wake {
+    tx: watch::Sender<u64>,
+}
+
+impl Default for Wake {
+    fn default() -> Self {
+        Self { tx: watch::channel(0).0 }
+    }
+}
+
+impl Wake {
+    pub fn wake(&self) {
+        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
+
+/// Shared state of the engine in this process.
+#[derive(Clone)]
+pub struct Engine {
+    pool: PgPool,
+    keyring: Arc<Keyring>,
+    projectors: Vec<Arc<dyn Projector>>,
+    wake: Wake,
+    status: Arc<RwLock<HashMap<&'static str, RunnerStatus>>>,
+    progress: watch::Sender<u64>,
+    poll: Duration,
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, keyring: Arc<Keyring>, projectors: Vec<Arc<dyn Projector>>, poll: Duration) -> Self {
+        Self {
+            pool,
+            keyring,
+            projectors,
+            wake: Wake::default(),
+            status: Arc::default(),
+            progress: watch::channel(0).0,
+            poll,
+        }
+    }
+
+    pub fn wake(&self) -> &Wake {
+        &self.wake
+    }
+
+    pub fn projector_names(&self) -> Vec<&'static str> {
+        self.projectors.iter().map(|p| p.name()).collect()
+    }
+
+    pub fn status(&self) -> HashMap<&'static str, RunnerStatus> {
+        self.status.read().expect("status lock").clone()
+    }
+
+    /// Creates the checkpoint rows of projectors that have none (a new projector
+    /// starts from the beginning of the log).
+    pub async fn register(&self) -> anyhow::Result<()> {
+        for projector in &self.projectors {
+            sqlx::query("INSERT INTO projector_checkpoints (projector) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(projector.name())
+                .execute(&self.pool)
+                .await
+                .context("failed to register a projector")?;
+        }
+        Ok(())
+    }
+
+    /// Runs every projector until `shutdown` fires.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.register().await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        let listener = self.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move { listener.listen_for_wakeups(stop).await });
+        for projector in self.projectors.clone() {
+            let engine = self.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move { engine.run_projector(projector, stop).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Relays NOTIFYs from other processes to local runners.
+    async fn listen_for_wakeups(&self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let mut listener = match PgListener::connect_with(&self.pool).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, "event wake-up listener cannot connect; retrying");
+                    tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = shutdown.cancelled() => return }
+                }
+            };
+            if let Err(error) = listener.listen(WAKE_CHANNEL).await {
+                tracing::warn!(%error, "event wake-up listener cannot LISTEN; retrying");
+                continue;
+            }
+            loop {
+                tokio::select! {
+                    received = listener.recv() => match received {
+                        Ok(_) => self.wake.wake(),
+                        Err(error) => { tracing::warn!(%error, "event wake-up listener lost"); break; }
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    fn set_status(&self, name: &'static str, update: impl FnOnce(&mut RunnerStatus)) {
+        let mut status = self.status.write().expect("status lock");
+        let entry = status.entry(name).or_insert(RunnerStatus {
+            state: RunnerState::Standby,
+            position: FeedPosition::START,
+            events_applied: 0,
+        });
+        update(entry);
+    }
+
+    async fn run_projector(&self, projector: Arc<dyn Projector>, shutdown: CancellationToken) {
+        let name = projector.name();
+        self.set_status(name, |s| s.state = RunnerState::Standby);
+        while !shutdown.is_cancelled() {
+            match self.own_and_apply(projector.as_ref(), &shutdown).await {
+                Ok(()) => {}
+                Err(RunError::Transient(error)) => {
+                    tracing::warn!(
+                        projector = name,
+                        error = format!("{error:#}"),
+                        "projector connection lost; retrying"
+                    );
+                    self.set_status(name, |s| s.state = RunnerState::Standby);
+                }
+                Err(RunError::Fatal(error)) => {
+                    let message = format!("{error:#}");
+                    tracing::error!(projector = name, error = %message, "projector stopped");
+                    self.set_status(name, |s| s.state = RunnerState::Failed(message.clone()));
+                    // Recorded in the database too, so every process's /readyz shows it.
+                    let recorded = sqlx::query(
+                        "UPDATE projector_checkpoints SET error = $2, updated_at = now() WHERE projector = $1",
+                    )
+                    .bind(name)
+                    .bind(&message)
+                    .execute(&self.pool)
+                    .await;
+                    if let Err(error) = recorded {
+                        tracing::error!(projector = name, %error, "failed to record the projector's error");
+                    }
+                    return;
+                }
+            }
+            tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = shutdown.cancelled() => {} }
+        }
+    }
+
+    /// Takes the projector's lock (or returns if another process has it) and applies
+    /// batches until shutdown or an error.
+    async fn own_and_apply(&self, projector: &dyn Projector, shutdown: &CancellationToken) -> Result<(), RunError> {
+        let name = projector.name();
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await.map_err(transient)?;
+        if !lock_projector(&mut conn, name).await.map_err(transient)? {
+            return Ok(());
+        }
+        tracing::info!(projector = name, "projector running in this process");
+        let mut cursor = Cursor::load(&mut conn, name).await.map_err(transient)?;
+        self.set_status(name, |s| {
+            s.state = RunnerState::Running;
+            s.position = cursor.scanned;
+        });
+        let mut woken = self.wake.subscribe();
+        while !shutdown.is_cancelled() {
+            let read_at = tokio::time::Instant::now();
+            let scanned = self.apply_batch(&mut conn, projector, &mut cursor, BATCH_SIZE).await?;
+            if scanned < BATCH_SIZE as usize {
+                // Caught up: now and then record how far the feed was scanned (and
+                // notice a reset), then wait.
+                if cursor.persisted_at.elapsed() >= IDLE_CHECKPOINT_EVERY {
+                    cursor.persist(&mut conn, name).await.map_err(transient)?;
+                    self.set_status(name, |s| s.position = cursor.scanned);
+                }
+                tokio::select! {
+                    _ = woken.changed() => {},
+                    _ = tokio::time::sleep(self.poll) => {},
+                    _ = shutdown.cancelled() => {},
+                }
+                // Under load, a batch per few milliseconds rather than per commit: the
+                // statements a batch costs are shared by everything that landed meanwhile.
+                tokio::time::sleep_until(read_at + BATCH_INTERVAL).await;
+            } else if cursor.persisted_at.elapsed() > CHECKPOINT_EVERY {
+                cursor.persist(&mut conn, name).await.map_err(transient)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one batch after the cursor and applies the events the projector consumes
+    /// (in one transaction with the checkpoint); returns how many events it scanned.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        projector: &dyn Projector,
+        cursor: &mut Cursor,
+        batch: i64,
+    ) -> Result<usize, RunError> {
+        let name = projector.name();
+        let events = read_sealed_after(conn, None, cursor.scanned, batch).await.map_err(classify)?;
+        let Some(last) = events.last().map(|e| e.position) else { return Ok(0) };
+        let scanned = events.len();
+        let mut consumed: Vec<FeedEvent> =
+            events.into_iter().filter(|e| projector.consumes(&e.aggregate_type)).collect();
+        if !consumed.is_empty() {
+            for event in consumed.iter_mut().filter(|e| projector.opens(&e.event_type)) {
+                open_sealed_fields(conn, &self.keyring, event).await.map_err(classify)?;
+            }
+            let mut tx = conn.begin().await.map_err(transient)?;
+            // The checkpoint row first (the order `rebuild` locks in), and only if it is
+            // where this runner left it: a rebuild may have reset it meanwhile.
+            if !cursor.advance(&mut tx, name, last).await.map_err(transient)? {
+                tx.rollback().await.map_err(transient)?;
+                *cursor = Cursor::load(conn, name).await.map_err(transient)?;
+                tracing::info!(projector = name, "checkpoint was reset (rebuild): starting over");
+                return Ok(BATCH_SIZE as usize);
+            }
+            projector.apply(&mut tx, &consumed).await.map_err(classify)?;
+            tx.commit().await.map_err(transient)?;
+            cursor.persisted = last;
+            cursor.persisted_at = std::time::Instant::now();
+        }
+        cursor.scanned = last;
+        self.set_status(name, |s| {
+            s.position = last;
+            s.events_applied += consumed.len() as u64;
+        });
+        self.progress.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(scanned)
+    }
+
+    /// Waits (at most `timeout`) until each named projector has applied `position`.
+    /// Returns whether they all did: a caller answers anyway, just possibly stale.
+    pub async fn wait_for(&self, projectors: &[&'static str], position: FeedPosition, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut progress = self.progress.subscribe();
+        loop {
+            if self.reached(projectors, position).await {
+                return true;
+            }
+            tokio::select! {
+                _ = progress.changed() => {},
+                // Runners in other processes: poll their checkpoints.
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {},
+                _ = tokio::time::sleep_until(deadline) => return self.reached(projectors, position).await,
+            }
+        }
+    }
+
+    async fn reached(&self, projectors: &[&'static str], position: FeedPosition) -> bool {
+        let mut remote = Vec::new();
+        {
+            let status = self.status.read().expect("status lock");
+            for name in projectors {
+                match status.get(name) {
+                    Some(s) if s.state == RunnerState::Running => {
+                        if s.position < position {
+                            return false;
+                        }
+                    }
+                    _ => remote.push(*name),
+                }
+            }
+        }
+        if remote.is_empty() {
+            return true;
+        }
+        let done: Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(*) FROM projector_checkpoints WHERE projector = ANY($1) \
+             AND (last_txid, last_position) >= ($2::text::xid8, $3)",
+        )
+        .bind(&remote)
+        .bind(position.transaction_id.to_string())
+        .bind(position.global_position)
+        .fetch_one(&self.pool)
+        .await;
+        matches!(done, Ok(n) if n == remote.len() as i64)
+    }
+
+    /// Empties a projector's tables and replays the log into them. The reset is one
+    /// short transaction; the replay runs in ordinary batches here, or in the serving
+    /// process that owns the projector, which this then waits for.
+    pub async fn rebuild(&self, name: &str) -> anyhow::Result<u64> {
+        let projector =
+            self.projectors.iter().find(|p| p.name() == name).with_context(|| format!("no projector named {name}"))?;
+        self.register().await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1 FROM projector_checkpoints WHERE projector = $1 FOR UPDATE")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        for table in projector.tables() {
+            sqlx::query(&format!("TRUNCATE {table}")).execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "UPDATE projector_checkpoints SET last_txid = '0', last_position = 0, error = NULL, updated_at = now() \
+             WHERE projector = $1",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.catch_up(projector.as_ref()).await
+    }
+
+    /// Brings one projector to the head of the log; returns the events applied here.
+    pub async fn catch_up(&self, projector: &dyn Projector) -> anyhow::Result<u64> {
+        let head = self.head().await?;
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        if !lock_projector(&mut conn, projector.name()).await? {
+            tracing::info!(projector = projector.name(), "a serving process owns this projector; waiting for it");
+            self.wake_remote().await;
+            while !self.reached(&[projector.name()], head).await {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            return Ok(0);
+        }
+        let mut cursor = Cursor::load(&mut conn, projector.name()).await?;
+        let mut scanned = 0u64;
+        loop {
+            let n = self
+                .apply_batch(&mut conn, projector, &mut cursor, REBUILD_BATCH_SIZE)
+                .await
+                .map_err(RunError::into_inner)?;
+            scanned += n as u64;
+            if n == 0 && cursor.scanned >= head {
+                cursor.persist(&mut conn, projector.name()).await?;
+                return Ok(scanned);
+            }
+            if n == 0 {
+                // Events below the head still in flight (the watermark): wait for them.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// The last event committed so far, in feed order.
+    pub async fn head(&self) -> anyhow::Result<FeedPosition> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text::bigint, global_position FROM events \
+             ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(t, p)| FeedPosition { transaction_id: t, global_position: p }).unwrap_or_default())
+    }
+
+    /// Wakes runners in every process (NOTIFY is sent outside any write transaction).
+    pub async fn wake_remote(&self) {
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&self.pool).await {
+            tracing::warn!(%error, "failed to send the event wake-up");
+        }
+    }
+}
+
+/// How often a busy runner records how far it scanned past events it does not consume
+/// (an idle one records it whenever it catches up).
+const CHECKPOINT_EVERY: std::time::Duration = Duration::from_secs(1);
+/// The shortest time between two reads of a runner that is keeping up.
+const BATCH_INTERVAL: Duration = Duration::from_millis(5);
+/// How often an idle runner records its scanned position and checks for a reset.
+const IDLE_CHECKPOINT_EVERY: std::time::Duration = Duration::from_millis(100);
+
+/// Where a runner is: how far it has scanned the feed (in memory), and what its
+/// checkpoint row says. Events a projector does not consume change nothing, so the
+/// row may lag behind them: after a crash they are scanned again, to no effect.
+struct Cursor {
+    scanned: FeedPosition,
+    persisted: FeedPosition,
+    persisted_at: std::time::Instant,
+}
+
+impl Cursor {
+    async fn load(conn: &mut PgConnection, name: &str) -> sqlx::Result<Self> {
+        let (txid, position): (i64, i64) = sqlx::query_as(
+            "SELECT last_txid::text::bigint, last_position FROM projector_checkpoints WHERE projector = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+        let at = FeedPosition { transaction_id: txid, global_position: position };
+        Ok(Self { scanned: at, persisted: at, persisted_at: std::time::Instant::now() })
+    }
+
+    /// Moves the checkpoint row from where this runner left it to `to`; false if the
+    /// row was elsewhere (reset by a rebuild).
+    async fn advance(&self, conn: &mut PgConnection, name: &str, to: FeedPosition) -> sqlx::Result<bool> {
+        let moved = sqlx::query(
+            "UPDATE projector_checkpoints SET last_txid = $2::text::xid8, last_position = $3, updated_at = now(), \
+             error = NULL WHERE projector = $1 AND last_txid = $4::text::xid8 AND last_position = $5",
+        )
+        .bind(name)
+        .bind(to.transaction_id.to_string())
+        .bind(to.global_position)
+        .bind(self.persisted.transaction_id.to_string())
+        .bind(self.persisted.global_position)
+        .execute(&mut *conn)
+        .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    /// Records the scanned position if it moved past the recorded one, and takes the
+    /// row's position if someone else moved it (a rebuild resetting it).
+    async fn persist(&mut self, conn: &mut PgConnection, name: &str) -> sqlx::Result<()> {
+        if self.scanned > self.persisted && self.advance(conn, name, self.scanned).await? {
+            self.persisted = self.scanned;
+        } else {
+            let row = Cursor::load(conn, name).await?;
+            if row.persisted != self.persisted {
+                tracing::info!(projector = name, "checkpoint was reset (rebuild): starting over");
+                *self = row;
+            }
+        }
+        self.persisted_at = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+/// Takes the projector's session advisory lock on this connection, if free.
+async fn lock_projector(conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('projector:' || $1, 0))")
+        .bind(name)
+        .fetch_one(conn)
+        .await
+}
+
+/// Whether a runner should retry (the database went away) or stop (the projector
+/// cannot apply an event: retrying would fail the same way).
+enum RunError {
+    Transient(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+impl RunError {
+    fn into_inner(self) -> anyhow::Error {
+        match self {
+            RunError::Transient(e) | RunError::Fatal(e) => e,
+        }
+    }
+}
+
+fn transient(error: sqlx::Error) -> RunError {
+    RunError::Transient(error.into())
+}
+
+fn classify(error: anyhow::Error) -> RunError {
+    let connection_lost = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_))
+        )
+    });
+    if connection_lost {
+        RunError::Transient(error)
+    } else {
+        RunError::Fatal(error)
+    }
+}

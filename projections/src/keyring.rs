@@ -1,0 +1,182 @@
+//! Sealing personal data in the log: per-contact data keys wrapped by the master key,
+//! and keyed hashes for identities that must be looked up but never stored in clear.
+//!
+//! Lives on the read side because both sides need it: the store seals when it writes
+//! and the feed opens when it reads. Erasing a contact deletes its wrapped key, after
+//! which every sealed field of that contact opens to `null` — replays included.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
+pub use aes_gcm::Aes256Gcm;
+use aes_gcm::{AeadCore, Key, Nonce};
+use anyhow::{anyhow, Context};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// Prefix of a sealed value, naming the format so it can evolve.
+const SEALED_PREFIX: &str = "v1:";
+/// Unwrapped data keys kept in memory; the cache is cleared when it grows past this.
+const CACHE_LIMIT: usize = 50_000;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The master key and what derives from it.
+pub struct Keyring {
+    master: Aes256Gcm,
+    master_bytes: [u8; 32],
+    routing: [u8; 32],
+    data_keys: Mutex<HashMap<Uuid, Arc<Aes256Gcm>>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keyring(..)")
+    }
+}
+
+/// A fresh data key: the cipher to seal with now, and its wrapped form to store.
+pub struct NewDataKey {
+    pub cipher: Arc<Aes256Gcm>,
+    pub wrapped: Vec<u8>,
+}
+
+impl Keyring {
+    /// Parses `MASTER_KEY`: 32 bytes, base64.
+    pub fn from_base64(master_key: &str) -> anyhow::Result<Self> {
+        let bytes = BASE64.decode(master_key.trim()).context("MASTER_KEY is not valid base64")?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| anyhow!("MASTER_KEY must decode to exactly 32 bytes"))?;
+        Ok(Self::new(bytes))
+    }
+
+    pub fn new(master_key: [u8; 32]) -> Self {
+        let mut keyring = Self {
+            master: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&master_key)),
+            master_bytes: master_key,
+            routing: [0; 32],
+            data_keys: Mutex::new(HashMap::new()),
+        };
+        keyring.routing = keyring.derive("routing-hash");
+        keyring
+    }
+
+    /// A 32-byte secret for one purpose (session signing, widget tokens, hashing),
+    /// derived from the master key so operators keep one secret.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.master_bytes).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A keyed hash of an identity (hex): the same input always maps to the same
+    /// value, which cannot be reversed or recomputed without the master key.
+    pub fn keyed_hash(&self, parts: &[&str]) -> String {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.routing).expect("HMAC takes any key length");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Generates a data key for a new contact; the caller stores `wrapped` in
+    /// `contact_keys` in the same transaction as the contact's first event.
+    pub fn new_data_key(&self, contact: Uuid) -> anyhow::Result<NewDataKey> {
+        let mut key = [0u8; 32];
+        OsRng.fill_bytes(&mut key);
+        let wrapped = encrypt(&self.master, contact.as_bytes(), &key)?;
+        let cipher = Arc::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)));
+        self.remember(contact, cipher.clone());
+        Ok(NewDataKey { cipher, wrapped })
+    }
+
+    /// The contact's data key, or `None` once it has been shredded.
+    pub async fn data_key<'e>(&self, db: impl PgExecutor<'e>, contact: Uuid) -> anyhow::Result<Option<Arc<Aes256Gcm>>> {
+        if let Some(cipher) = self.data_keys.lock().expect("key cache lock").get(&contact) {
+            return Ok(Some(cipher.clone()));
+        }
+        let wrapped: Option<Vec<u8>> = sqlx::query_scalar("SELECT wrapped_key FROM contact_keys WHERE contact_id = $1")
+            .bind(contact)
+            .fetch_optional(db)
+            .await
+            .context("failed to read a contact data key")?;
+        let Some(wrapped) = wrapped else { return Ok(None) };
+        let key = decrypt(&self.master, contact.as_bytes(), &wrapped).context("failed to unwrap a contact data key")?;
+        let cipher =
+            Arc::new(Aes256Gcm::new_from_slice(&key).map_err(|_| anyhow!("a stored data key has the wrong length"))?);
+        self.remember(contact, cipher.clone());
+        Ok(Some(cipher))
+    }
+
+    fn remember(&self, contact: Uuid, cipher: Arc<Aes256Gcm>) {
+        let mut cache = self.data_keys.lock().expect("key cache lock");
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(contact, cipher);
+    }
+}
+
+/// Seals a JSON value (its JSON text) for `subject`: `v1:` + base64(nonce ‖ ciphertext).
+pub fn seal(cipher: &Aes256Gcm, subject: Uuid, value: &serde_json::Value) -> anyhow::Result<String> {
+    let plain = serde_json::to_vec(value)?;
+    Ok(format!("{SEALED_PREFIX}{}", BASE64.encode(encrypt(cipher, subject.as_bytes(), &plain)?)))
+}
+
+/// Opens a value sealed by [`seal`].
+pub fn open(cipher: &Aes256Gcm, subject: Uuid, sealed: &str) -> anyhow::Result<serde_json::Value> {
+    let body = sealed.strip_prefix(SEALED_PREFIX).ok_or_else(|| anyhow!("unknown sealed value format"))?;
+    let bytes = BASE64.decode(body).context("sealed value is not base64")?;
+    Ok(serde_json::from_slice(&decrypt(cipher, subject.as_bytes(), &bytes)?)?)
+}
+
+fn encrypt(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+    let mut out = nonce.to_vec();
+    out.extend(cipher.encrypt(&nonce, Payload { msg: plain, aad }).map_err(|_| anyhow!("encryption failed"))?);
+    Ok(out)
+}
+
+fn decrypt(cipher: &Aes256Gcm, aad: &[u8], bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    if bytes.len() < 12 {
+        return Err(anyhow!("sealed value too short"));
+    }
+    let (nonce, body) = bytes.split_at(12);
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
+        .map_err(|_| anyhow!("sealed value does not open with this key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_value_opens_only_with_its_key_and_subject() {
+        let keyring = Keyring::new([7; 32]);
+        let subject = Uuid::from_u128(1);
+        let key = keyring.new_data_key(subject).unwrap();
+        let value = serde_json::json!("Olá, preciso de ajuda");
+        let sealed = seal(&key.cipher, subject, &value).unwrap();
+        assert!(!sealed.contains("ajuda"));
+        assert_eq!(open(&key.cipher, subject, &sealed).unwrap(), value);
+        assert!(open(&key.cipher, Uuid::from_u128(2), &sealed).is_err());
+        let other = keyring.new_data_key(Uuid::from_u128(3)).unwrap();
+        assert!(open(&other.cipher, subject, &sealed).is_err());
+    }
+
+    #[test]
+    fn keyed_hashes_depend_on_the_master_key_and_on_part_boundaries() {
+        let a = Keyring::new([1; 32]);
+        let b = Keyring::new([2; 32]);
+        assert_eq!(a.keyed_hash(&["inbox", "+5511"]), a.keyed_hash(&["inbox", "+5511"]));
+        assert_ne!(a.keyed_hash(&["inbox", "+5511"]), b.keyed_hash(&["inbox", "+5511"]));
+        assert_ne!(a.keyed_hash(&["ab", "c"]), a.keyed_hash(&["a", "bc"]));
+    }
+}

@@ -1,0 +1,16 @@
+//! The read side: the event feed, the projection engine, every projector and the
+//! queries over the read models they build.
+
+use std::sync::Arc;
+
+pub mod directory;
+pub mod engine;
+pub mod feed;
+pub mod inbox_list;
+pub mod keyring;
+pub mod timeline;
+
+/// Every projector, in the order they are registered.
+pub fn all_projectors() -> Vec<Arc<dyn engine::Projector>> {
+    vec![Arc::new(directory::Directory), Arc::new(inbox_list::InboxList), Arc::new(timeline::Timeline)]
+}

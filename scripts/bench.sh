@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run the benchmark (release build): scripts/bench.sh [--quick]
+# Prints the table and writes target/bench/report.json. Each case uses its own
+# inbox_bench_* database on the PostgreSQL that scripts/db.sh finds or starts.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+source scripts/db.sh
+
+cargo build --release -p api --bin inboxd
+exec target/release/inboxd bench "$@"

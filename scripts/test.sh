@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run the whole workspace test suite against a ready PostgreSQL.
+# Extra args go to the test runner, e.g. scripts/test.sh -p tests some_filter
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Exports DATABASE_URL and TEST_DATABASE_URL (tests create their own DBs from it).
+source scripts/db.sh
+
+# Tests need a key but must not depend on a developer's .env.
+export MASTER_KEY="${MASTER_KEY:-$(head -c32 /dev/urandom | base64 | tr -d '\n')}"
+export RUST_BACKTRACE=1
+
+# Integration tests spawn the real binary from target/debug/inboxd; build it first.
+cargo build -p api --bin inboxd
+
+# Each test makes its own database (inbox_test_*); drop those of earlier runs, and
+# of this one afterwards unless KEEP_TEST_DATABASES=1 (to inspect a failure).
+drop_test_databases() {
+  psql "$TEST_DATABASE_URL" -v ON_ERROR_STOP=1 -qAt \
+    -c "SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE);', datname) FROM pg_database WHERE datname LIKE 'inbox\_test\_%'" |
+    psql "$TEST_DATABASE_URL" -q >/dev/null || echo "test: could not drop old test databases" >&2
+}
+drop_test_databases
+
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+else
+  cargo test --workspace --no-fail-fast "$@" || status=$?
+fi
+[[ "${KEEP_TEST_DATABASES:-0}" == 1 ]] || drop_test_databases
+exit "$status"

@@ -1,0 +1,194 @@
+//! The product's core path through the API alone.
+
+use serde_json::json;
+use tests::TestApp;
+
+const HISTORY: &str = "query($id: ID!) { conversationHistory(id: $id) { eventType actor recordedAt payload } }";
+
+#[tokio::test]
+async fn a_conversation_is_deduplicated_answered_resolved_and_reopened_with_a_full_history() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Website API").await;
+
+    let first = app.receive(&inbox, "customer-1", "a", "My order is late").await;
+    let second = app.receive(&inbox, "customer-1", "b", "Order #1234").await;
+    let again = app.receive(&inbox, "customer-1", "a", "My order is late").await;
+    let conversation = first["conversation"]["id"].as_str().unwrap().to_string();
+    assert_eq!(second["conversation"]["id"], first["conversation"]["id"], "one conversation per contact and inbox");
+    assert_eq!(again["id"], first["id"], "a redelivered message returns the original");
+    assert_eq!(first["conversation"]["displayId"], 1);
+    assert_eq!(again["conversation"]["messagesCount"], 2);
+
+    let reply = app
+        .ok(
+            "mutation($id: ID!) { sendMessage(input: {conversationId: $id, content: \"It ships today\"}) { id messageType private } }",
+            json!({ "id": conversation }),
+        )
+        .await;
+    assert_eq!(reply["sendMessage"]["messageType"], "OUTGOING");
+    assert_eq!(reply["sendMessage"]["private"], false);
+    let note = app
+        .ok(
+            "mutation($id: ID!) { sendMessage(input: {conversationId: $id, content: \"VIP customer\", private: true}) { id private } }",
+            json!({ "id": conversation }),
+        )
+        .await;
+    assert_eq!(note["sendMessage"]["private"], true);
+
+    let resolved = app
+        .ok(
+            "mutation($id: ID!) { setConversationStatus(input: {conversationId: $id, status: RESOLVED}) { id status } }",
+            json!({ "id": conversation }),
+        )
+        .await;
+    assert_eq!(resolved["setConversationStatus"]["status"], "RESOLVED");
+    let listed =
+        app.ok("{ conversations(filter: {status: RESOLVED}) { edges { node { id status } } } }", json!({})).await;
+    assert_eq!(listed["conversations"]["edges"][0]["node"]["id"], conversation.as_str());
+    let open = app.ok("{ conversations(filter: {status: OPEN}) { edges { node { id } } } }", json!({})).await;
+    assert_eq!(open["conversations"]["edges"].as_array().unwrap().len(), 0);
+
+    let reopened = app.receive(&inbox, "customer-1", "c", "Still not here").await;
+    assert_eq!(reopened["conversation"]["id"], conversation.as_str());
+    assert_eq!(reopened["conversation"]["status"], "OPEN");
+
+    let data = app
+        .ok(
+            "query($id: ID!) { conversation(id: $id) { messages { edges { node { content messageType private } } } } }",
+            json!({ "id": conversation }),
+        )
+        .await;
+    let timeline: Vec<(String, String, bool)> = data["conversation"]["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let n = &e["node"];
+            (
+                n["messageType"].as_str().unwrap().into(),
+                n["content"].as_str().unwrap().into(),
+                n["private"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        timeline,
+        vec![
+            ("INCOMING".into(), "My order is late".into(), false),
+            ("INCOMING".into(), "Order #1234".into(), false),
+            ("OUTGOING".into(), "It ships today".into(), false),
+            ("OUTGOING".into(), "VIP customer".into(), true),
+            ("ACTIVITY".into(), "Conversation was marked resolved by Ana Admin".into(), false),
+            ("INCOMING".into(), "Still not here".into(), false),
+        ]
+    );
+
+    let history = app.ok(HISTORY, json!({ "id": conversation })).await;
+    let steps: Vec<(String, String)> = history["conversationHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (e["eventType"].as_str().unwrap().into(), e["actor"].as_str().unwrap().split(':').next().unwrap().into())
+        })
+        .collect();
+    let step = |t: &str, a: &str| (t.to_string(), a.to_string());
+    assert_eq!(
+        steps,
+        vec![
+            step("ConversationStarted", "contact"),
+            step("MessageReceived", "contact"),
+            step("MessageReceived", "contact"),
+            step("MessageSent", "user"),
+            step("MessageSent", "user"),
+            step("StatusChanged", "user"),
+            step("MessageReceived", "contact"),
+            step("StatusChanged", "contact"),
+        ]
+    );
+    let user_actor = format!("user:{}", app.user_id);
+    assert_eq!(history["conversationHistory"][3]["actor"], user_actor.as_str());
+    assert_eq!(history["conversationHistory"][1]["payload"]["content"], "My order is late");
+
+    // The analysts' feed has every one of those events, in the log's commit order.
+    let feed = app.ok("{ events(first: 1000) { edges { node { position eventType aggregateId } } } }", json!({})).await;
+    let conversation_events: Vec<&str> = feed["events"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["node"]["aggregateId"] == conversation.as_str())
+        .map(|e| e["node"]["eventType"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = steps.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(conversation_events, expected);
+}
+
+#[tokio::test]
+async fn assignment_adds_an_activity_and_moves_the_conversation_between_assignee_tabs() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Support").await;
+    let conversation =
+        app.receive(&inbox, "c-9", "m1", "help").await["conversation"]["id"].as_str().unwrap().to_string();
+    let team = app.ok("mutation { createTeam(input: {name: \"Billing\"}) { id name } }", json!({})).await;
+    let team_id = team["createTeam"]["id"].as_str().unwrap().to_string();
+    let me = app.user_id.to_string();
+    app.ok(
+        "mutation($t: ID!, $u: ID!) { addTeamMember(input: {teamId: $t, userId: $u}) { id } }",
+        json!({ "t": team_id, "u": me }),
+    )
+    .await;
+    app.ok(
+        "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }",
+        json!({ "i": inbox, "u": me }),
+    )
+    .await;
+    let groups = app.ok("{ teams { name members { name } } inboxes { name members { name role } } }", json!({})).await;
+    assert_eq!(groups["teams"], json!([{ "name": "Billing", "members": [{ "name": "Ana Admin" }] }]));
+    assert_eq!(
+        groups["inboxes"],
+        json!([{ "name": "Support", "members": [{ "name": "Ana Admin", "role": "ADMINISTRATOR" }] }])
+    );
+
+    let assigned = app
+        .ok(
+            "mutation($c: ID!, $a: ID!, $t: ID!) { assignConversation(input: {conversationId: $c, assigneeId: $a, teamId: $t}) \
+             { assignee { id name } team { name } } }",
+            json!({ "c": conversation, "a": app.user_id.to_string(), "t": team_id }),
+        )
+        .await;
+    assert_eq!(assigned["assignConversation"]["assignee"]["name"], "Ana Admin");
+    assert_eq!(assigned["assignConversation"]["team"]["name"], "Billing");
+    let mine = app.ok("{ conversationCounts { mine unassigned all } }", json!({})).await;
+    assert_eq!(mine["conversationCounts"], json!({ "mine": 1, "unassigned": 0, "all": 1 }));
+
+    let unassigned = app
+        .ok(
+            "mutation($c: ID!) { assignConversation(input: {conversationId: $c, assigneeId: null}) { assignee { id } team { name } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    assert_eq!(unassigned["assignConversation"]["assignee"], serde_json::Value::Null);
+    assert_eq!(unassigned["assignConversation"]["team"]["name"], "Billing", "an absent teamId leaves the team");
+
+    let activities = app
+        .ok(
+            "query($c: ID!) { conversation(id: $c) { messages { edges { node { content messageType } } } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    let lines: Vec<&str> = activities["conversation"]["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["node"]["messageType"] == "ACTIVITY")
+        .map(|e| e["node"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "Assigned to Billing team by Ana Admin",
+            "Ana Admin self-assigned this conversation",
+            "Conversation unassigned by Ana Admin"
+        ]
+    );
+}

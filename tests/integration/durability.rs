@@ -1,0 +1,87 @@
+//! A server killed mid-ingest loses nothing it acknowledged.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tests::{gql_at, inboxd, read_models, receive_variables, wait_until_projected, TestApp, RECEIVE};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port()
+}
+
+async fn start_server(database_url: &str) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let child = inboxd(database_url)
+        .arg("serve")
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .spawn()
+        .expect("serve starts");
+    let address = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{address}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return (child, address);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("inboxd serve did not come up on {address}");
+}
+
+#[tokio::test]
+async fn killing_the_server_mid_ingest_loses_no_acknowledged_message_and_projections_equal_a_replay() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Crash").await;
+    let TestApp { server, pool, database_url, token, client, .. } = app;
+    server.stop().await;
+
+    let (mut child, address) = start_server(&database_url).await;
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..4 {
+        let (client, address, token, inbox, acknowledged) =
+            (client.clone(), address.clone(), token.clone(), inbox.clone(), acknowledged.clone());
+        senders.spawn(async move {
+            for n in 0.. {
+                let variables =
+                    receive_variables(&inbox, &format!("contact-{}", n % 7), &format!("s{sender}-{n}"), "payload");
+                let request = client
+                    .post(format!("{address}/graphql"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "query": RECEIVE, "variables": variables }));
+                let Ok(response) = request.send().await else { return };
+                let Ok(answer) = response.json::<serde_json::Value>().await else { return };
+                match answer["data"]["receiveMessage"]["id"].as_str() {
+                    Some(id) => acknowledged.lock().unwrap().push(id.to_string()),
+                    None => return,
+                }
+            }
+        });
+    }
+    while acknowledged.lock().unwrap().len() < 120 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.start_kill().expect("SIGKILL the server");
+    child.wait().await.expect("the server exits");
+    while senders.join_next().await.is_some() {}
+    let acknowledged = acknowledged.lock().unwrap().clone();
+
+    let (mut restarted, address) = start_server(&database_url).await;
+    wait_until_projected(&pool).await;
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT message_id::text FROM rm_messages").fetch_all(&pool).await.unwrap();
+    let missing: Vec<&String> = acknowledged.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(missing.is_empty(), "{} acknowledged messages were lost: {missing:?}", missing.len());
+
+    // The restarted server takes traffic, and the read models equal a full replay.
+    let answer =
+        gql_at(&client, &address, Some(&token), RECEIVE, receive_variables(&inbox, "after", "x", "after restart"))
+            .await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    wait_until_projected(&pool).await;
+    let live = read_models(&pool).await;
+    restarted.start_kill().unwrap();
+    restarted.wait().await.unwrap();
+    let output = inboxd(&database_url).args(["rebuild", "--all"]).output().await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(read_models(&pool).await, live);
+}

@@ -1,0 +1,9 @@
+//! The integration suite: one binary, each test against its own database and server.
+
+mod auth;
+mod concurrency;
+mod conversation_flow;
+mod durability;
+mod event_log;
+mod inbox_list;
+mod projections;

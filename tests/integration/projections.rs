@@ -1,0 +1,211 @@
+//! Read models: equal to a replay, applied once across processes, failures visible.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tests::{gql_at, inboxd, read_models, receive_variables, wait_until_projected, TestApp, TestServer, RECEIVE};
+
+/// A small but varied history: two inboxes, contacts, replies, notes, assignment,
+/// labels, priority and status changes.
+async fn varied_history(app: &TestApp) {
+    let support = app.create_inbox("Support").await;
+    let sales = app.create_inbox("Sales").await;
+    app.ok(
+        "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }",
+        json!({ "i": support, "u": app.user_id.to_string() }),
+    )
+    .await;
+    app.ok("mutation { createLabel(input: {title: \"vip\", color: \"#ff0000\"}) { id } }", json!({})).await;
+    for n in 0..6 {
+        let inbox = if n % 2 == 0 { &support } else { &sales };
+        let answer =
+            app.receive(inbox, &format!("contact-{}", n % 3), &format!("m-{n}"), &format!("question {n}")).await;
+        let conversation = answer["conversation"]["id"].as_str().unwrap().to_string();
+        app.ok(
+            "mutation($c: ID!) { sendMessage(input: {conversationId: $c, content: \"answer\"}) { id } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+        if n % 2 == 0 {
+            app.ok(
+                "mutation($c: ID!, $u: ID!) { assignConversation(input: {conversationId: $c, assigneeId: $u}) { id } }",
+                json!({ "c": conversation, "u": app.user_id.to_string() }),
+            )
+            .await;
+            app.ok(
+                "mutation($c: ID!) { setConversationLabels(input: {conversationId: $c, labels: [\"vip\", \"billing\"]}) { id } }",
+                json!({ "c": conversation }),
+            )
+            .await;
+            app.ok(
+                "mutation($c: ID!) { setConversationPriority(input: {conversationId: $c, priority: HIGH}) { id } }",
+                json!({ "c": conversation }),
+            )
+            .await;
+        } else {
+            app.ok(
+                "mutation($c: ID!) { setConversationStatus(input: {conversationId: $c, status: RESOLVED}) { id } }",
+                json!({ "c": conversation }),
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn rebuild_all_yields_read_models_identical_to_the_live_ones() {
+    let app = TestApp::spawn().await;
+    varied_history(&app).await;
+    app.projected().await;
+    let live = app.read_models().await;
+    assert!(live["rm_conversations"].len() >= 4 && !live["rm_messages"].is_empty() && !live["rm_contacts"].is_empty());
+
+    let output = inboxd(&app.database_url).args(["rebuild", "--all"]).output().await.expect("rebuild runs");
+    assert!(output.status.success(), "rebuild failed: {}", String::from_utf8_lossy(&output.stderr));
+    app.projected().await;
+    let rebuilt = app.read_models().await;
+    for (table, rows) in &live {
+        assert_eq!(&rebuilt[table], rows, "{table} differs after rebuild");
+    }
+}
+
+#[tokio::test]
+async fn two_servers_on_one_database_apply_each_event_to_each_read_model_once() {
+    let app = TestApp::spawn().await;
+    let second = TestServer::start(&app.database_url).await;
+    let inbox = app.create_inbox("Shared").await;
+    // Alternate servers: each one's commits must reach the projectors of whichever
+    // process owns them.
+    for n in 0..30 {
+        let address = if n % 2 == 0 { &app.server.address } else { &second.address };
+        let variables =
+            receive_variables(&inbox, &format!("contact-{}", n % 5), &format!("m-{n}"), &format!("text {n}"));
+        let answer = gql_at(&app.client, address, Some(&app.token), RECEIVE, variables).await;
+        assert!(answer.get("errors").is_none(), "{answer}");
+        assert!(answer["data"]["receiveMessage"]["conversation"]["messagesCount"].as_i64().unwrap() >= 1);
+    }
+    app.projected().await;
+    // Each projector runs in exactly one of the two processes.
+    for name in projections::all_projectors().iter().map(|p| p.name()) {
+        let running = [&app.server.state, &second.state]
+            .iter()
+            .filter(|s| {
+                s.engine.status().get(name).is_some_and(|st| st.state == projections::engine::RunnerState::Running)
+            })
+            .count();
+        assert_eq!(running, 1, "{name} runs in {running} processes");
+    }
+    let counts: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT c.messages_count, (SELECT count(*) FROM rm_messages m WHERE m.conversation_id = c.conversation_id) \
+         FROM rm_conversations c",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(counts.len(), 5);
+    assert!(counts.iter().all(|(counted, rows)| i64::from(*counted) == *rows && *rows == 6), "{counts:?}");
+    let messages = app.read_models().await["rm_messages"].len();
+
+    // The first server took every projector when it started; stop it, and the
+    // second takes over and keeps projecting.
+    let owner_state = app.server.state.clone();
+    assert!(owner_state.engine.status().values().all(|s| s.state == projections::engine::RunnerState::Running));
+    let TestApp { server, pool, client, token, .. } = app;
+    server.stop().await;
+    let variables = receive_variables(&inbox, "contact-0", "after-stop", "still flowing");
+    let answer = gql_at(&client, &second.address, Some(&token), RECEIVE, variables).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    wait_until_projected(&pool).await;
+    assert!(second.state.engine.status().values().all(|s| s.state == projections::engine::RunnerState::Running));
+    let after = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_messages").fetch_one(&pool).await.unwrap();
+    assert_eq!(after, messages as i64 + 1);
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_projector_that_cannot_apply_an_event_stops_and_shows_in_readyz() {
+    let app = TestApp::spawn().await;
+    let ready = app.client.get(format!("{}/readyz", app.server.address)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    // A row no projector version understands (the log accepts inserts from a superuser).
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, account_id) \
+         VALUES ('conversation', gen_random_uuid()::text, 1, 'FromTheFuture', '9', '{\"FromTheFuture\": {}}', '{}', $1)",
+    )
+    .bind(app.account_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.server.state.engine.wake().wake();
+    let mut failed = Vec::new();
+    for _ in 0..100 {
+        let ready = app.client.get(format!("{}/readyz", app.server.address)).send().await.unwrap();
+        let status = ready.status().as_u16();
+        let body: serde_json::Value = ready.json().await.unwrap();
+        failed = body["failed_projectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["projector"].as_str().unwrap().to_string())
+            .collect();
+        if failed.len() == 2 {
+            assert_eq!(status, 503, "{body}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    failed.sort();
+    assert_eq!(
+        failed,
+        vec!["inbox_list", "timeline"],
+        "readyz names the stopped projectors; directory ignores the event"
+    );
+    let metrics = app.client.get(format!("{}/metrics", app.server.address)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("inbox_projector_up{projector=\"inbox_list\"} -1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn read_models_catch_up_from_the_checkpoint_after_a_restart() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Restart").await;
+    app.receive(&inbox, "c", "1", "before").await;
+    wait_until_projected(&app.pool).await;
+    let before = read_models(&app.pool).await;
+    let TestApp { server, pool, database_url, .. } = app;
+    server.stop().await;
+    let restarted = TestServer::start(&database_url).await;
+    wait_until_projected(&pool).await;
+    assert_eq!(read_models(&pool).await, before, "a restart re-applies nothing");
+    restarted.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_in_another_process_wakes_the_projectors_without_waiting_for_their_poll() {
+    let database_url = tests::create_database().await;
+    let config = api::config::Config { projector_poll: Duration::from_secs(120), ..tests::test_config(&database_url) };
+    let server = TestServer::start_with(config).await;
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    // Let the runners start, catch up on the empty log and go to sleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let output = inboxd(&database_url)
+        .args([
+            "bootstrap",
+            "--account-name",
+            "Elsewhere",
+            "--email",
+            "ops@elsewhere.test",
+            "--password",
+            "a long password",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // Only the NOTIFY the other process sends after its commit can wake them this soon.
+    tokio::time::timeout(Duration::from_secs(10), wait_until_projected(&pool))
+        .await
+        .expect("the projectors were not woken by the other process's NOTIFY");
+    let agents: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_agents").fetch_one(&pool).await.unwrap();
+    assert_eq!(agents, 1);
+    server.stop().await;
+}
