@@ -137,6 +137,8 @@ impl TestApp {
             .await
             .expect("bootstrap");
         let pool = PgPoolOptions::new().max_connections(4).connect(&database_url).await.expect("test pool");
+        // Tests start from a settled account: its administrator is already in the read models.
+        wait_until_projected(&pool).await;
         TestApp {
             database_url,
             pool,
