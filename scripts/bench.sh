@@ -9,5 +9,11 @@ cd "$ROOT"
 
 source scripts/db.sh
 
+# Bench databases are throwaway: without a configured key, each run seals with a fresh one.
+if [[ -z "${MASTER_KEY:-}" ]] && ! grep -qs '^MASTER_KEY=' .env; then
+  MASTER_KEY="$(head -c32 /dev/urandom | base64)"
+  export MASTER_KEY
+fi
+
 cargo build --release -p api --bin inboxd
 exec target/release/inboxd bench "$@"

@@ -14,6 +14,9 @@
 #   DB_FORCE_PRIVATE=1   skip a-c and always use the private cluster (useful to
 #                        test path d, or to keep tests off a shared server)
 #   DB_PRIVATE_PORT=55432
+#
+# URLs built here for a server on this machine say sslmode=disable: TLS over
+# loopback only costs CPU on both ends. A DATABASE_URL you set is used as given.
 set -euo pipefail
 
 _db_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -99,7 +102,7 @@ _db_private_cluster() {
         -o "-c port=$_db_priv_port -c listen_addresses=127.0.0.1 -c unix_socket_directories='$_db_pgdir'" \
         start >/dev/null) || _db_die "pg_ctl start failed, see $_db_pgdir/log"
   fi
-  DATABASE_URL="postgres://postgres@127.0.0.1:$_db_priv_port/$_db_name"
+  DATABASE_URL="postgres://postgres@127.0.0.1:$_db_priv_port/$_db_name?sslmode=disable"
 }
 
 _db_need_create=1
@@ -115,7 +118,7 @@ else
   # (b) a local server that trusts postgres on TCP.
   if _db_local5432_ok; then
     _db_log "found PostgreSQL on 127.0.0.1:5432"
-    DATABASE_URL="postgres://postgres@127.0.0.1:5432/$_db_name"
+    DATABASE_URL="postgres://postgres@127.0.0.1:5432/$_db_name?sslmode=disable"
   else
     # (c) installed-but-stopped Debian cluster (typical in containers: no systemd).
     _db_found=0
@@ -131,7 +134,7 @@ else
       done
       if [[ $_db_found == 1 ]]; then
         _db_log "Debian cluster up on 127.0.0.1:5432"
-        DATABASE_URL="postgres://postgres@127.0.0.1:5432/$_db_name"
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/$_db_name?sslmode=disable"
       else
         _db_log "Debian cluster not usable on 127.0.0.1:5432 as postgres without password; falling back"
       fi
