@@ -14,7 +14,9 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::rate_limit::RateLimiter;
 use crate::graphql;
 use crate::http;
 use crate::state::AppState;
@@ -52,6 +54,9 @@ impl Services {
         let store =
             Arc::new(EventStore::new(pool.clone(), keyring.clone(), committed.clone(), config.aggregate_cache_size));
         let state = AppState {
+            authenticator: Arc::new(Authenticator::new(pool.clone())),
+            rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref()).await?),
+            session_ttl: config.session_ttl,
             pool,
             commands: Commands::new(store),
             engine,
@@ -65,6 +70,8 @@ impl Services {
 pub struct Application {
     listener: TcpListener,
     services: Services,
+    limits: graphql::Limits,
+    trust_forwarded_for: bool,
     shutdown: CancellationToken,
 }
 
@@ -74,7 +81,9 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("failed to listen on {} (LISTEN_ADDR)", config.listen_addr))?;
-        Ok(Self { listener, services, shutdown: CancellationToken::new() })
+        let limits = graphql::Limits::from(&config);
+        let trust_forwarded_for = config.trust_forwarded_for;
+        Ok(Self { listener, services, limits, trust_forwarded_for, shutdown: CancellationToken::new() })
     }
 
     pub fn port(&self) -> u16 {
@@ -92,16 +101,17 @@ impl Application {
 
     /// Serves HTTP and runs the projectors until SIGINT/SIGTERM or the token.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { listener, services, shutdown } = self;
+        let Application { listener, services, limits, trust_forwarded_for, shutdown } = self;
         let state = services.state;
         let engine = state.engine.clone();
         let engine_stop = shutdown.clone();
         let engine_task = tokio::spawn(async move { engine.run(engine_stop).await });
         tokio::spawn(relay_commits(services.committed, state.engine.clone(), shutdown.clone()));
-        let router = http::router(state.clone(), graphql::schema(state));
+        tokio::spawn(relay_access_changes(state.clone(), shutdown.clone()));
+        let router = http::router(state.clone(), graphql::schema(state, limits), trust_forwarded_for);
         tracing::info!(addr = %listener.local_addr()?, "serving GraphQL at /graphql");
         let stop = shutdown.clone();
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 tokio::select! { _ = stop.cancelled() => {}, _ = terminate_signal() => {} }
             })
@@ -136,6 +146,59 @@ async fn relay_commits(committed: Wake, engine: Engine, shutdown: CancellationTo
         }
         engine.wake_remote().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The NOTIFY channel that tells every process to drop its cached principals.
+const ACCESS_CHANNEL: &str = "inbox_access";
+
+/// Drops cached principals when access changes: at once for this process's own
+/// commits (and NOTIFYs the others), on NOTIFY for other processes'.
+async fn relay_access_changes(state: AppState, shutdown: CancellationToken) {
+    let mut changed = state.commands.store().access_changed().subscribe();
+    let pool = state.pool.clone();
+    let authenticator = state.authenticator.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                result = changed.changed() => if result.is_err() { return },
+                _ = stop.cancelled() => return,
+            }
+            authenticator.invalidate();
+            if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(ACCESS_CHANNEL).execute(&pool).await {
+                tracing::warn!(%error, "could not notify other processes of an access change");
+            }
+        }
+    });
+    while !shutdown.is_cancelled() {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&state.pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "access-change listener cannot connect; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(ACCESS_CHANNEL).await {
+            tracing::warn!(%error, "access-change listener cannot LISTEN; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Changes missed while not listening: start clean.
+        state.authenticator.invalidate();
+        loop {
+            tokio::select! {
+                received = listener.recv() => match received {
+                    Ok(_) => state.authenticator.invalidate(),
+                    Err(error) => {
+                        tracing::warn!(%error, "access-change listener lost its connection; reconnecting");
+                        break;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
     }
 }
 

@@ -1,56 +1,187 @@
 //! Authentication: who is calling, in which account. Checked per operation (each
-//! resolver asks for the principal), so public operations can sit beside the rest.
+//! resolver asks for the principal), so public operations (login) sit beside the rest.
+//!
+//! Resolving a bearer token costs a query; principals are cached per process and
+//! dropped whenever credentials, roles or memberships change here or, by NOTIFY, in
+//! another process. [`CACHE_TTL`] bounds staleness should a notification be missed.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
-use commands::account::{token_hash, TOKEN_PREFIX};
-use domain::values::Role;
+use commands::access::{token_hash, TOKEN_PREFIX};
+use commands::store::TokenKind;
+use domain::values::{Permission, Role};
+use lru::LruCache;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 
+/// How long a resolved principal is reused without asking the database.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_ENTRIES: usize = 10_000;
+/// The header that picks the account a session acts in.
+pub const ACCOUNT_HEADER: &str = "x-account-id";
+
 /// The caller: a user acting in one account with that account's role. The account
-/// comes from the credential, never from request input.
+/// comes from the credential (or, for a session, a header naming one of the user's
+/// accounts), never from operation input.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub account_id: Uuid,
     pub user_id: Uuid,
     pub role: Role,
+    /// The session or API token the request came with.
+    pub credential_id: Uuid,
+    pub credential: TokenKind,
+    /// The inboxes the user works in (what an agent may see).
+    pub inboxes: Arc<[Uuid]>,
+    /// A custom role's permissions, which narrow an agent's.
+    pub custom_permissions: Option<Arc<[Permission]>>,
 }
 
 /// The request's credentials as resolved once per request.
-#[derive(Debug, Clone, Default)]
-pub struct Auth(pub Option<Principal>);
+#[derive(Debug, Clone)]
+pub struct Auth(pub Result<Principal, Refusal>);
 
-impl Auth {
-    pub fn principal(&self) -> Result<&Principal, ApiError> {
-        self.0.as_ref().ok_or_else(ApiError::unauthenticated)
+/// Why a request has no principal; reported when an operation needs one.
+#[derive(Debug, Clone, Default)]
+pub enum Refusal {
+    #[default]
+    NoCredentials,
+    /// Valid credentials, but not for the account the header names.
+    NotAMember,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth(Err(Refusal::NoCredentials))
     }
 }
 
-/// Resolves `Authorization: Bearer <token>`; a missing, malformed, unknown or revoked
-/// token gives no principal (operations that need one answer UNAUTHENTICATED).
-pub async fn authenticate(pool: &PgPool, headers: &HeaderMap) -> Result<Auth, ApiError> {
-    let Some(token) = headers
+impl Auth {
+    pub fn principal(&self) -> Result<&Principal, ApiError> {
+        match &self.0 {
+            Ok(principal) => Ok(principal),
+            Err(Refusal::NoCredentials) => Err(ApiError::unauthenticated()),
+            Err(Refusal::NotAMember) => Err(ApiError::forbidden("you are not a member of that account")),
+        }
+    }
+}
+
+type CacheKey = (Vec<u8>, Option<Uuid>);
+
+pub struct Authenticator {
+    pool: PgPool,
+    cache: Mutex<LruCache<CacheKey, (Principal, Instant)>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PrincipalRow {
+    token_id: Uuid,
+    kind: String,
+    user_id: Uuid,
+    account_id: Uuid,
+    role: String,
+    permissions: Option<Vec<String>>,
+    inboxes: Vec<Uuid>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Authenticator {
+    pub fn new(pool: PgPool) -> Self {
+        let capacity = NonZeroUsize::new(CACHE_ENTRIES).expect("non-zero cache size");
+        Self { pool, cache: Mutex::new(LruCache::new(capacity)) }
+    }
+
+    /// Forgets every cached principal: access changed somewhere.
+    pub fn invalidate(&self) {
+        self.cache.lock().expect("principal cache").clear();
+    }
+
+    /// Resolves `Authorization: Bearer <token>` (and `X-Account-Id` for a session).
+    /// A missing, malformed, unknown, expired or revoked token gives no principal.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Auth, ApiError> {
+        let Some(token) = bearer_token(headers) else { return Ok(Auth::default()) };
+        let account = match headers.get(ACCOUNT_HEADER) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<Uuid>().ok())
+                    .ok_or_else(|| ApiError::bad_input("X-Account-Id must be an account id"))?,
+            ),
+        };
+        let key = (token_hash(token), account);
+        if let Some((principal, at)) = self.cache.lock().expect("principal cache").get(&key) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(Auth(Ok(principal.clone())));
+            }
+        }
+        let row: Option<PrincipalRow> = sqlx::query_as(
+            "SELECT t.token_id, t.kind, t.user_id, m.account_id, m.role, r.permissions, t.expires_at, \
+                    ARRAY(SELECT i.inbox_id FROM inbox_memberships i \
+                          WHERE i.account_id = m.account_id AND i.user_id = t.user_id) AS inboxes \
+             FROM access_tokens t \
+             JOIN account_memberships m ON m.user_id = t.user_id \
+              AND m.account_id = CASE WHEN t.kind = 'session' THEN coalesce($2, t.account_id) ELSE t.account_id END \
+             LEFT JOIN custom_roles r ON r.role_id = m.custom_role_id \
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
+        )
+        .bind(&key.0)
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Auth(Err(self.why_refused(&key.0, account).await?)));
+        };
+        if account.is_some_and(|a| a != row.account_id) {
+            // An API token acts in the account it was issued for, only.
+            return Ok(Auth(Err(Refusal::NotAMember)));
+        }
+        let principal = Principal {
+            account_id: row.account_id,
+            user_id: row.user_id,
+            role: row.role.parse().unwrap_or(Role::Agent),
+            credential_id: row.token_id,
+            credential: if row.kind == "session" { TokenKind::Session } else { TokenKind::Api },
+            inboxes: row.inboxes.into(),
+            custom_permissions: row
+                .permissions
+                .map(|p| p.iter().filter_map(|p| p.parse().ok()).collect::<Vec<Permission>>().into()),
+        };
+        // A session about to expire is not served from the cache past its end.
+        let cacheable = row.expires_at.is_none_or(|end| end > chrono::Utc::now() + CACHE_TTL);
+        if cacheable {
+            self.cache.lock().expect("principal cache").put(key, (principal.clone(), Instant::now()));
+        }
+        Ok(Auth(Ok(principal)))
+    }
+
+    /// A live token naming an account its user is not in is FORBIDDEN, not unknown.
+    async fn why_refused(&self, hash: &[u8], account: Option<Uuid>) -> Result<Refusal, ApiError> {
+        if account.is_none() {
+            return Ok(Refusal::NoCredentials);
+        }
+        let live: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM access_tokens WHERE token_hash = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > now()))",
+        )
+        .bind(hash)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if live { Refusal::NotAMember } else { Refusal::NoCredentials })
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| t.starts_with(TOKEN_PREFIX) && t.len() < 200)
-    else {
-        return Ok(Auth(None));
-    };
-    let row: Option<(Uuid, Uuid, String)> = sqlx::query_as(
-        "SELECT t.account_id, t.user_id, m.role FROM api_tokens t \
-         JOIN account_memberships m ON m.account_id = t.account_id AND m.user_id = t.user_id \
-         WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
-    )
-    .bind(token_hash(token))
-    .fetch_optional(pool)
-    .await?;
-    Ok(Auth(row.map(|(account_id, user_id, role)| Principal {
-        account_id,
-        user_id,
-        role: role.parse().unwrap_or(Role::Agent),
-    })))
 }

@@ -25,6 +25,24 @@ pub struct Config {
     pub projector_poll: Duration,
     /// Streams (conversations, routes…) kept in memory between commands.
     pub aggregate_cache_size: usize,
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
+    /// Rate limits are shared through Redis when set, kept per process otherwise.
+    pub redis_url: Option<String>,
+    /// Take the client's address from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+    /// Whether the schema answers introspection queries.
+    pub graphql_introspection: bool,
+    pub graphql_depth_limit: usize,
+    pub graphql_complexity_limit: usize,
+    /// Serve HTTPS with this certificate chain and key (PEM), else plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_path: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -37,6 +55,13 @@ impl std::fmt::Debug for Config {
             .field("read_your_writes_timeout", &self.read_your_writes_timeout)
             .field("projector_poll", &self.projector_poll)
             .field("aggregate_cache_size", &self.aggregate_cache_size)
+            .field("session_ttl", &self.session_ttl)
+            .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("graphql_introspection", &self.graphql_introspection)
+            .field("graphql_depth_limit", &self.graphql_depth_limit)
+            .field("graphql_complexity_limit", &self.graphql_complexity_limit)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -72,6 +97,17 @@ impl Config {
             read_your_writes_timeout: Duration::from_millis(parse("READ_YOUR_WRITES_TIMEOUT_MS", 2000)?),
             projector_poll: Duration::from_millis(parse("PROJECTOR_POLL_MS", 200)?),
             aggregate_cache_size: parse("AGGREGATE_CACHE_SIZE", 10_000)?,
+            session_ttl: Duration::from_secs(3600 * parse::<u64>("SESSION_TTL_HOURS", 24 * 30)?),
+            redis_url: var("REDIS_URL"),
+            trust_forwarded_for: parse("TRUST_FORWARDED_FOR", false)?,
+            graphql_introspection: parse("GRAPHQL_INTROSPECTION", true)?,
+            graphql_depth_limit: parse("GRAPHQL_DEPTH_LIMIT", 20)?,
+            graphql_complexity_limit: parse("GRAPHQL_COMPLEXITY_LIMIT", 20_000)?,
+            tls: match (var("TLS_CERT_PATH"), var("TLS_KEY_PATH")) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert_path: cert.into(), key_path: key.into() }),
+                (None, None) => None,
+                _ => bail!("TLS_CERT_PATH and TLS_KEY_PATH are set together or not at all"),
+            },
         })
     }
 }

@@ -18,6 +18,10 @@ pub enum ErrorCode {
     BadUserInput,
     /// A concurrent change won, or the thing exists already.
     Conflict,
+    /// Too many attempts; try again after the window.
+    RateLimited,
+    /// The request body is larger than the server accepts.
+    PayloadTooLarge,
     /// Our fault; the cause is in the logs under the request's id.
     Internal,
 }
@@ -30,6 +34,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::BadUserInput => "BAD_USER_INPUT",
             ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -48,7 +54,10 @@ impl ApiError {
         Self { code, message: message.into() }
     }
     pub fn unauthenticated() -> Self {
-        Self::new(ErrorCode::Unauthenticated, "a valid API token is required (Authorization: Bearer <token>)")
+        Self::new(ErrorCode::Unauthenticated, "a valid session or API token is required (Authorization: Bearer <token>)")
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
     pub fn bad_input(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadUserInput, message)
@@ -71,6 +80,9 @@ impl From<CommandError> for ApiError {
             CommandError::Domain(e @ DomainError::NotFound(_)) => Self::new(ErrorCode::NotFound, e.to_string()),
             CommandError::Domain(e @ DomainError::AlreadyExists(_)) => Self::new(ErrorCode::Conflict, e.to_string()),
             CommandError::Conflict => Self::new(ErrorCode::Conflict, CommandError::Conflict.to_string()),
+            CommandError::BadCredentials => {
+                Self::new(ErrorCode::Unauthenticated, CommandError::BadCredentials.to_string())
+            }
             CommandError::Internal(cause) => Self::internal(cause),
         }
     }

@@ -3,8 +3,11 @@
 use std::fmt::Write;
 
 use async_graphql::http::GraphiQLSource;
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -13,10 +16,9 @@ use projections::engine::RunnerState;
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::authenticate;
 use crate::error::{ensure_codes, ApiError, ErrorCode};
 use crate::graphql::ApiSchema;
-use crate::state::{AppState, RequestId};
+use crate::state::{AppState, ClientAddress, RequestId};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -27,9 +29,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 struct HttpState {
     app: AppState,
     schema: ApiSchema,
+    trust_forwarded_for: bool,
 }
 
-pub fn router(app: AppState, schema: ApiSchema) -> Router {
+pub fn router(app: AppState, schema: ApiSchema, trust_forwarded_for: bool) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(healthz))
@@ -37,15 +40,29 @@ pub fn router(app: AppState, schema: ApiSchema) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
-        .with_state(HttpState { app, schema })
+        .with_state(HttpState { app, schema, trust_forwarded_for })
 }
 
-async fn graphql(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql(
+    State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!("the request body is larger than {MAX_BODY_BYTES} bytes");
+            return ApiError::new(ErrorCode::PayloadTooLarge, message).into_response();
+        }
+        Err(rejection) => return ApiError::bad_input(rejection.body_text()).into_response(),
+    };
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => return ApiError::bad_input(format!("the request is not a GraphQL request: {e}")).into_response(),
     };
-    let auth = match authenticate(&state.app.pool, &headers).await {
+    let client = client_address(&headers, peer, state.trust_forwarded_for);
+    let auth = match state.app.authenticator.authenticate(&headers).await {
         Ok(auth) => auth,
         Err(error) => return error.into_response(),
     };
@@ -55,13 +72,24 @@ async fn graphql(State(state): State<HttpState>, headers: HeaderMap, body: Bytes
         .and_then(|v| v.parse::<Uuid>().ok())
         .unwrap_or_else(Uuid::now_v7);
     let span = tracing::info_span!("graphql", request_id = %request_id, operation = request.operation_name.as_deref().unwrap_or(""));
-    let mut response = state.schema.execute(request.data(auth).data(RequestId(request_id))).instrument(span).await;
+    let request = request.data(auth).data(RequestId(request_id)).data(client);
+    let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
     let mut answer = Json(response).into_response();
     if let Ok(value) = request_id.to_string().parse() {
         answer.headers_mut().insert("x-request-id", value);
     }
     answer
+}
+
+/// The peer's address, or the first `X-Forwarded-For` hop behind a trusted proxy.
+fn client_address(headers: &HeaderMap, peer: SocketAddr, trust_forwarded_for: bool) -> ClientAddress {
+    let forwarded = trust_forwarded_for
+        .then(|| headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
+        .flatten()
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok());
+    ClientAddress(forwarded.unwrap_or(peer.ip()).to_string())
 }
 
 async fn graphiql() -> Html<String> {
@@ -158,6 +186,8 @@ impl IntoResponse for ApiError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
             ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code.as_str() } }] });

@@ -9,5 +9,7 @@ pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod policy;
+pub mod rate_limit;
 pub mod state;
 pub mod telemetry;

@@ -9,11 +9,16 @@ use projections::engine::Engine;
 use projections::keyring::Keyring;
 use sqlx::PgPool;
 
-use crate::auth::Principal;
+use crate::auth::{Authenticator, Principal};
+use crate::rate_limit::RateLimiter;
 
 /// The request's id: the caller's `X-Request-Id` if it is a UUID, else a new one.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestId(pub uuid::Uuid);
+
+/// The client's address, for rate limits (`X-Forwarded-For` only when trusted).
+#[derive(Debug, Clone)]
+pub struct ClientAddress(pub String);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -22,6 +27,9 @@ pub struct AppState {
     pub engine: Engine,
     pub keyring: Arc<Keyring>,
     pub read_your_writes_timeout: Duration,
+    pub authenticator: Arc<Authenticator>,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub session_ttl: Duration,
 }
 
 impl AppState {

@@ -1,27 +1,18 @@
-//! Accounts and the people in them: bootstrap, API tokens, credentials.
+//! Accounts: bootstrap (an account, its administrator and a first API token), and
+//! the account's state as the write side knows it.
 
 use anyhow::Context;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
-use base64::Engine;
 use domain::account::{Account, AccountCommand};
 use domain::ids::{AccountId, TokenId, UserId};
 use domain::user::{User, UserCommand};
 use domain::values::{EmailAddress, Name, Role};
 use domain::DomainError;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::access::{check_password, hash_password, new_secret, token_hash, verify_password, TOKEN_PREFIX};
 use crate::context::{Actor, CommandContext};
-use crate::store::{SideWrite, UnitOfWork};
-use crate::{decide, retry, CommandError, Commands, Written};
-
-/// Prefix of every API token, so leaked tokens are easy to recognise and scan for.
-pub const TOKEN_PREFIX: &str = "ibx_";
-/// Shortest password accepted.
-pub const MIN_PASSWORD_CHARS: usize = 10;
+use crate::store::{NewAccessToken, SideWrite, TokenKind, UnitOfWork};
+use crate::{decide, retry, CommandError, Commands};
 
 /// What bootstrap created.
 #[derive(Debug, Clone)]
@@ -29,51 +20,6 @@ pub struct Bootstrapped {
     pub account_id: Uuid,
     pub user_id: Uuid,
     pub token: String,
-}
-
-/// A new API token: its id, and the secret shown once.
-pub struct IssuedToken {
-    pub token_id: Uuid,
-    pub token: String,
-}
-
-/// The sha256 of a token, as stored: a leaked table does not leak tokens.
-pub fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("{TOKEN_PREFIX}{}", BASE64.encode(bytes))
-}
-
-/// Hashes a password with argon2id, off the async runtime.
-pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await
-    .context("password hashing task failed")?
-    .map_err(|e| anyhow::anyhow!("failed to hash a password: {e}"))
-}
-
-/// Checks a password against its argon2 hash, off the async runtime.
-pub async fn verify_password(password: String, hash: String) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored password hash is malformed: {e}"))?;
-        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-    })
-    .await
-    .context("password verification task failed")?
-}
-
-fn check_password(password: &str) -> Result<(), DomainError> {
-    if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(DomainError::invalid(format!("the password must have at least {MIN_PASSWORD_CHARS} characters")));
-    }
-    Ok(())
 }
 
 impl Commands {
@@ -89,7 +35,7 @@ impl Commands {
         let account_name = Name::parse("account name", account_name)?;
         let email = EmailAddress::parse(email)?;
         check_password(password)?;
-        let existing: Option<(Uuid, String)> =
+        let existing: Option<(Uuid, Option<String>)> =
             sqlx::query_as("SELECT user_id, password_hash FROM user_credentials WHERE email = $1")
                 .bind(email.to_string())
                 .fetch_optional(self.store().pool())
@@ -110,7 +56,7 @@ impl Commands {
         let admin_name = Name::parse("name", admin_name.unwrap_or(&default_name))?;
         let account_id = Uuid::now_v7();
         let context = CommandContext::now(account_id, Actor::System);
-        let token = new_token();
+        let token = new_secret(TOKEN_PREFIX);
         let token_id = Uuid::now_v7();
         retry(|| async {
             let mut work = UnitOfWork::new(&context);
@@ -125,6 +71,7 @@ impl Commands {
                         name: admin_name.clone(),
                         email: email.clone(),
                         role: Role::Administrator,
+                        custom_role: None,
                         at: context.at,
                     },
                 )
@@ -134,12 +81,17 @@ impl Commands {
             let mut user = self.store().load_for_update::<User>(&user_id.to_string()).await?;
             let mut events = Vec::new();
             if let Some(hash) = &password_hash {
-                let register = UserCommand::Register { email: email.clone(), name: admin_name.clone(), at: context.at };
+                let register = UserCommand::Register {
+                    email: email.clone(),
+                    name: admin_name.clone(),
+                    invited: false,
+                    at: context.at,
+                };
                 events.extend(decide(&mut user, register).await?);
                 work.side_write(SideWrite::Credentials {
                     user: user_id,
                     email: email.to_string(),
-                    password_hash: hash.clone(),
+                    password_hash: Some(hash.clone()),
                 });
             }
             let issue = UserCommand::IssueApiToken {
@@ -153,57 +105,23 @@ impl Commands {
             work.side_write(SideWrite::Membership {
                 account: account_id,
                 user: user_id,
-                role: Role::Administrator.as_str(),
+                role: Role::Administrator,
+                custom_role: None,
             });
-            work.side_write(SideWrite::ApiToken {
+            work.side_write(SideWrite::AccessToken(NewAccessToken {
                 token: token_id,
                 token_hash: token_hash(&token),
                 user: user_id,
                 account: account_id,
                 name: "bootstrap".into(),
-            });
+                kind: TokenKind::Api,
+                expires_at: None,
+            }));
             self.store().commit(work).await?;
             Ok(())
         })
         .await?;
         Ok(Bootstrapped { account_id, user_id, token })
-    }
-
-    /// Issues a personal API token for the acting user in the context's account.
-    pub async fn issue_api_token(
-        &self,
-        context: &CommandContext,
-        name: &str,
-    ) -> Result<(IssuedToken, Written), CommandError> {
-        let Actor::User(user_id) = context.actor else {
-            return Err(DomainError::invalid("only a user can hold an API token").into());
-        };
-        let name = Name::parse("token name", name)?;
-        let token = new_token();
-        let token_id = Uuid::now_v7();
-        let written = retry(|| async {
-            let _guard = self.store().lock::<User>(&user_id.to_string()).await;
-            let mut user = self.store().load_for_update::<User>(&user_id.to_string()).await?;
-            let issue = UserCommand::IssueApiToken {
-                token_id: TokenId(token_id),
-                account_id: AccountId(context.account_id),
-                name: name.clone(),
-                at: context.at,
-            };
-            let events = decide(&mut user, issue).await?;
-            let mut work = UnitOfWork::new(context);
-            work.append(user, events)?;
-            work.side_write(SideWrite::ApiToken {
-                token: token_id,
-                token_hash: token_hash(&token),
-                user: user_id,
-                account: context.account_id,
-                name: name.clone().into_inner(),
-            });
-            Ok(Written { position: self.store().commit(work).await? })
-        })
-        .await?;
-        Ok((IssuedToken { token_id, token }, written))
     }
 
     /// The account's state (members, roles, names) as the write side knows it.

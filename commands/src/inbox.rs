@@ -7,6 +7,7 @@ use domain::DomainError;
 use uuid::Uuid;
 
 use crate::context::CommandContext;
+use crate::store::SideWrite;
 use crate::{CommandError, Commands, Written};
 
 impl Commands {
@@ -62,16 +63,24 @@ impl Commands {
         inbox_id: Uuid,
         change: InboxChange,
     ) -> Result<Written, CommandError> {
-        let written = self
-            .execute::<Inbox>(context, &inbox_id.to_string(), |inbox| {
+        let (user, member) = match change {
+            InboxChange::Add(user) => (user, true),
+            InboxChange::Remove(user) => (user, false),
+        };
+        let write = [SideWrite::InboxMembership { account: context.account_id, inbox: inbox_id, user: user.as_uuid(), member }];
+        self.execute_with::<Inbox>(
+            context,
+            &inbox_id.to_string(),
+            |inbox| {
                 in_account(context, inbox.account_id())?;
                 Ok(match change {
                     InboxChange::Add(user_id) => InboxCommand::AddMember { user_id, at: context.at },
                     InboxChange::Remove(user_id) => InboxCommand::RemoveMember { user_id, at: context.at },
                 })
-            })
-            .await?;
-        Ok(written)
+            },
+            &write,
+        )
+        .await
     }
 }
 

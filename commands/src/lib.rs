@@ -8,6 +8,7 @@ use cqrs_es::Aggregate;
 use domain::DomainError;
 use projections::feed::FeedPosition;
 
+pub mod access;
 pub mod account;
 pub mod cache;
 pub mod context;
@@ -20,7 +21,7 @@ pub mod store;
 pub mod team;
 
 use context::CommandContext;
-use store::{EventStore, Loaded, StoreError, UnitOfWork};
+use store::{EventStore, Loaded, SideWrite, StoreError, UnitOfWork};
 
 /// Attempts per command when another process appended to the same stream first.
 const ATTEMPTS: u32 = 10;
@@ -33,6 +34,10 @@ pub enum CommandError {
     /// Still conflicting after retries with fresh state.
     #[error("the conversation was changed concurrently; try again")]
     Conflict,
+    /// Unknown e-mail, wrong password, or an unusable invitation: one answer for all,
+    /// so a caller cannot probe which.
+    #[error("the e-mail or password is not right")]
+    BadCredentials,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -80,6 +85,22 @@ impl Commands {
         A: Aggregate<Error = DomainError, Services = ()> + 'static,
         A::Event: domain::PersonalData,
     {
+        self.execute_with(context, id, command, &[]).await
+    }
+
+    /// [`Commands::execute`], with rows outside the log written in the same
+    /// transaction when the command's events are.
+    pub async fn execute_with<A>(
+        &self,
+        context: &CommandContext,
+        id: &str,
+        command: impl Fn(&A) -> Result<A::Command, CommandError>,
+        side_writes: &[SideWrite],
+    ) -> Result<Written, CommandError>
+    where
+        A: Aggregate<Error = DomainError, Services = ()> + 'static,
+        A::Event: domain::PersonalData,
+    {
         retry(|| async {
             let _guard = self.store.lock::<A>(id).await;
             let mut stream = self.store.load_for_update::<A>(id).await?;
@@ -96,7 +117,11 @@ impl Commands {
                 Err(refused) => return Err(refused.into()),
             };
             let mut work = UnitOfWork::new(context);
+            let wrote_events = !events.is_empty();
             work.append(stream, events)?;
+            if wrote_events {
+                side_writes.iter().cloned().for_each(|w| work.side_write(w));
+            }
             let position = self.store.commit(work).await?;
             Ok(Written { position })
         })

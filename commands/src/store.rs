@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, DomainEvent};
+use domain::values::Role;
 use domain::PersonalData;
 use projections::engine::Wake;
 use projections::feed::{open_payload, variant_body, FeedPosition, META_ACTOR, META_SEALED, META_SUBJECT};
@@ -57,6 +59,7 @@ impl<A: Aggregate> Loaded<A> {
 }
 
 /// Rows written outside the log in the same transaction as the events.
+#[derive(Clone)]
 pub enum SideWrite {
     /// A new contact's data key: stored wrapped, and used to seal this unit's events.
     ContactKey {
@@ -70,23 +73,101 @@ pub enum SideWrite {
         inbox: Uuid,
         contact: Uuid,
     },
+    /// A new user's login; no password hash for an invited agent, until they accept.
     Credentials {
         user: Uuid,
         email: String,
+        password_hash: Option<String>,
+    },
+    SetPassword {
+        user: Uuid,
         password_hash: String,
     },
-    ApiToken {
+    AccessToken(NewAccessToken),
+    RevokeAccessToken {
         token: Uuid,
+        user: Uuid,
+    },
+    /// Ends the user's login sessions, but the one named.
+    EndSessions {
+        user: Uuid,
+        except: Option<Uuid>,
+    },
+    Invitation {
         token_hash: Vec<u8>,
         user: Uuid,
         account: Uuid,
-        name: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// Consumes an invitation: conflicts if it was used meanwhile.
+    InvitationAccepted {
+        token_hash: Vec<u8>,
     },
     Membership {
         account: Uuid,
         user: Uuid,
-        role: &'static str,
+        role: Role,
+        custom_role: Option<Uuid>,
     },
+    MembershipEnded {
+        account: Uuid,
+        user: Uuid,
+    },
+    CustomRole {
+        role: Uuid,
+        account: Uuid,
+        name: String,
+        permissions: Vec<&'static str>,
+    },
+    InboxMembership {
+        account: Uuid,
+        inbox: Uuid,
+        user: Uuid,
+        member: bool,
+    },
+}
+
+/// A bearer credential: a personal API token or a login session.
+#[derive(Clone)]
+pub struct NewAccessToken {
+    pub token: Uuid,
+    pub token_hash: Vec<u8>,
+    pub user: Uuid,
+    pub account: Uuid,
+    pub name: String,
+    pub kind: TokenKind,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Api,
+    Session,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Api => "api",
+            TokenKind::Session => "session",
+        }
+    }
+}
+
+impl SideWrite {
+    /// Whether the write changes who may do what: cached principals must be dropped.
+    fn changes_access(&self) -> bool {
+        matches!(
+            self,
+            SideWrite::SetPassword { .. }
+                | SideWrite::RevokeAccessToken { .. }
+                | SideWrite::EndSessions { .. }
+                | SideWrite::Membership { .. }
+                | SideWrite::MembershipEnded { .. }
+                | SideWrite::CustomRole { .. }
+                | SideWrite::InboxMembership { .. }
+        )
+    }
 }
 
 struct PendingEvent {
@@ -201,6 +282,7 @@ pub struct EventStore {
     locks: StreamLocks,
     cache: AggregateCache,
     committer: GroupCommitter,
+    access_changed: Wake,
 }
 
 impl EventStore {
@@ -209,6 +291,7 @@ impl EventStore {
     pub fn new(pool: PgPool, keyring: Arc<Keyring>, committed: Wake, cache_capacity: usize) -> Self {
         Self {
             committer: GroupCommitter::start(pool.clone(), committed),
+            access_changed: Wake::default(),
             pool,
             keyring,
             locks: StreamLocks::default(),
@@ -222,6 +305,11 @@ impl EventStore {
 
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    /// Signalled after a commit that changed credentials, roles or memberships.
+    pub fn access_changed(&self) -> &Wake {
+        &self.access_changed
     }
 
     pub async fn lock<A: Aggregate>(&self, id: &str) -> OwnedMutexGuard<()> {
@@ -277,6 +365,39 @@ impl EventStore {
         Ok(stream)
     }
 
+    /// Recomputes a stream's hash chain from the stored events: whether each event's
+    /// hash still covers its content and its predecessor's hash.
+    pub async fn verify_stream(&self, aggregate_type: &str, id: &str) -> anyhow::Result<StreamCheck> {
+        let rows: Vec<(i64, String, String, Value, Value, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT sequence, event_type, event_version, payload, metadata, hash FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        )
+        .bind(aggregate_type)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .context("failed to read a stream to verify")?;
+        let mut previous: Option<Vec<u8>> = None;
+        for (index, (sequence, event_type, event_version, payload, metadata, stored)) in rows.iter().enumerate() {
+            let expected = chain_hash(
+                previous.as_deref(),
+                aggregate_type,
+                id,
+                *sequence,
+                event_type,
+                event_version,
+                payload,
+                metadata,
+            );
+            // Sequences run 1, 2, 3…: a gap is a deleted event.
+            if stored.as_deref() != Some(expected.as_slice()) || *sequence != index as i64 + 1 {
+                return Ok(StreamCheck { events: rows.len(), first_broken: Some(*sequence) });
+            }
+            previous = Some(expected);
+        }
+        Ok(StreamCheck { events: rows.len(), first_broken: None })
+    }
+
     /// Appends everything in `work` atomically; returns the feed position to wait for
     /// to see it projected (or `None` if there was nothing to write).
     ///
@@ -327,9 +448,13 @@ impl EventStore {
             }
             heads.push((append.keep, version, previous));
         }
+        let changes_access = work.side_writes.iter().any(SideWrite::changes_access);
         let position = self.committer.write(rows, work.side_writes).await?;
         for (keep, version, hash) in heads {
             keep(&self.cache, version, hash);
+        }
+        if changes_access {
+            self.access_changed.wake();
         }
         Ok(Some(position))
     }
@@ -416,6 +541,14 @@ impl Rows {
 
 /// sha256 over the previous hash and this event as stored (sealed payload, metadata).
 #[allow(clippy::too_many_arguments)]
+/// The outcome of [`EventStore::verify_stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCheck {
+    pub events: usize,
+    /// The sequence of the first event whose hash does not match.
+    pub first_broken: Option<i64>,
+}
+
 pub fn chain_hash(
     previous: Option<&[u8]>,
     aggregate_type: &str,
@@ -440,12 +573,13 @@ pub fn chain_hash(
 }
 
 pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideWrite) -> Result<(), StoreError> {
+    let conn = &mut **tx;
     let result = match write {
         SideWrite::ContactKey { contact, wrapped, .. } => {
             sqlx::query("INSERT INTO contact_keys (contact_id, wrapped_key) VALUES ($1, $2)")
                 .bind(contact)
                 .bind(wrapped)
-                .execute(&mut **tx)
+                .execute(conn)
                 .await
         }
         SideWrite::ChannelIdentity { hash, account, inbox, contact } => sqlx::query(
@@ -455,34 +589,113 @@ pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideW
         .bind(account)
         .bind(inbox)
         .bind(contact)
-        .execute(&mut **tx)
+        .execute(conn)
         .await,
         SideWrite::Credentials { user, email, password_hash } => {
             sqlx::query("INSERT INTO user_credentials (user_id, email, password_hash) VALUES ($1, $2, $3)")
                 .bind(user)
                 .bind(email)
                 .bind(password_hash)
-                .execute(&mut **tx)
+                .execute(conn)
                 .await
         }
-        SideWrite::ApiToken { token, token_hash, user, account, name } => {
-            sqlx::query(
-                "INSERT INTO api_tokens (token_id, token_hash, user_id, account_id, name) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(token)
-            .bind(token_hash)
-            .bind(user)
-            .bind(account)
-            .bind(name)
-            .execute(&mut **tx)
-            .await
-        }
-        SideWrite::Membership { account, user, role } => {
-            sqlx::query("INSERT INTO account_memberships (account_id, user_id, role) VALUES ($1, $2, $3)")
-                .bind(account)
+        SideWrite::SetPassword { user, password_hash } => {
+            sqlx::query("UPDATE user_credentials SET password_hash = $2, updated_at = now() WHERE user_id = $1")
                 .bind(user)
-                .bind(role)
-                .execute(&mut **tx)
+                .bind(password_hash)
+                .execute(conn)
+                .await
+        }
+        SideWrite::AccessToken(t) => sqlx::query(
+            "INSERT INTO access_tokens (token_id, token_hash, user_id, account_id, name, kind, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(t.token)
+        .bind(&t.token_hash)
+        .bind(t.user)
+        .bind(t.account)
+        .bind(&t.name)
+        .bind(t.kind.as_str())
+        .bind(t.expires_at)
+        .execute(conn)
+        .await,
+        SideWrite::RevokeAccessToken { token, user } => sqlx::query(
+            "UPDATE access_tokens SET revoked_at = now() WHERE token_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(token)
+        .bind(user)
+        .execute(conn)
+        .await,
+        SideWrite::EndSessions { user, except } => sqlx::query(
+            "UPDATE access_tokens SET revoked_at = now() \
+             WHERE user_id = $1 AND kind = 'session' AND revoked_at IS NULL AND token_id IS DISTINCT FROM $2",
+        )
+        .bind(user)
+        .bind(except)
+        .execute(conn)
+        .await,
+        SideWrite::Invitation { token_hash, user, account, expires_at } => sqlx::query(
+            "INSERT INTO invitations (token_hash, user_id, account_id, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user)
+        .bind(account)
+        .bind(expires_at)
+        .execute(conn)
+        .await,
+        SideWrite::InvitationAccepted { token_hash } => {
+            let used = sqlx::query(
+                "UPDATE invitations SET accepted_at = now() \
+                 WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > now()",
+            )
+            .bind(token_hash)
+            .execute(conn)
+            .await;
+            match used {
+                Ok(done) if done.rows_affected() == 0 => return Err(StoreError::Conflict),
+                other => other,
+            }
+        }
+        SideWrite::Membership { account, user, role, custom_role } => sqlx::query(
+            "INSERT INTO account_memberships (account_id, user_id, role, custom_role_id) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id, user_id) DO UPDATE SET role = EXCLUDED.role, custom_role_id = EXCLUDED.custom_role_id",
+        )
+        .bind(account)
+        .bind(user)
+        .bind(role.as_str())
+        .bind(custom_role)
+        .execute(conn)
+        .await,
+        SideWrite::MembershipEnded { account, user } => sqlx::query(
+            "WITH gone AS (DELETE FROM inbox_memberships WHERE account_id = $1 AND user_id = $2) \
+             DELETE FROM account_memberships WHERE account_id = $1 AND user_id = $2",
+        )
+        .bind(account)
+        .bind(user)
+        .execute(conn)
+        .await,
+        SideWrite::CustomRole { role, account, name, permissions } => sqlx::query(
+            "INSERT INTO custom_roles (role_id, account_id, name, permissions) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(role)
+        .bind(account)
+        .bind(name)
+        .bind(permissions)
+        .execute(conn)
+        .await,
+        SideWrite::InboxMembership { account, inbox, user, member: true } => sqlx::query(
+            "INSERT INTO inbox_memberships (account_id, inbox_id, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(account)
+        .bind(inbox)
+        .bind(user)
+        .execute(conn)
+        .await,
+        SideWrite::InboxMembership { inbox, user, member: false, .. } => {
+            sqlx::query("DELETE FROM inbox_memberships WHERE inbox_id = $1 AND user_id = $2")
+                .bind(inbox)
+                .bind(user)
+                .execute(conn)
                 .await
         }
     };

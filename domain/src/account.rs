@@ -1,4 +1,4 @@
-//! Account: the tenant, and who works in it with which role.
+//! Account: the tenant, who works in it with which role, and its custom roles.
 
 use std::collections::HashMap;
 
@@ -6,14 +6,15 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::UserId;
-use crate::values::{EmailAddress, Instant, Name, Role};
+use crate::ids::{RoleId, UserId};
+use crate::values::{EmailAddress, Instant, Name, Permission, Role};
 use crate::{domain_event, DomainError, PersonalData};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Account {
     created: bool,
     members: HashMap<UserId, Member>,
+    roles: HashMap<RoleId, CustomRole>,
 }
 
 /// What the account knows of one of its people.
@@ -21,6 +22,14 @@ pub struct Account {
 pub struct Member {
     pub name: String,
     pub role: Role,
+    /// Narrows what an agent may do to the role's permissions.
+    pub custom_role: Option<RoleId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomRole {
+    pub name: String,
+    pub permissions: Vec<Permission>,
 }
 
 impl Account {
@@ -30,21 +39,106 @@ impl Account {
     pub fn member(&self, user: UserId) -> Option<&Member> {
         self.members.get(&user)
     }
+    pub fn custom_role(&self, role: RoleId) -> Option<&CustomRole> {
+        self.roles.get(&role)
+    }
+
+    fn administrators(&self) -> usize {
+        self.members.values().filter(|m| m.role == Role::Administrator).count()
+    }
+
+    /// A custom role narrows an agent; an administrator has every permission.
+    fn check_role(&self, role: Role, custom_role: Option<RoleId>) -> Result<(), DomainError> {
+        match custom_role {
+            None => Ok(()),
+            Some(_) if role == Role::Administrator => {
+                Err(DomainError::invalid("a custom role applies to agents, not to administrators"))
+            }
+            Some(id) if self.roles.contains_key(&id) => Ok(()),
+            Some(_) => Err(DomainError::NotFound("custom role")),
+        }
+    }
+
+    /// The account must keep an administrator: nobody could manage it otherwise.
+    fn check_keeps_an_administrator(&self, user: UserId, new_role: Option<Role>) -> Result<(), DomainError> {
+        let is_admin = self.members.get(&user).is_some_and(|m| m.role == Role::Administrator);
+        if is_admin && new_role != Some(Role::Administrator) && self.administrators() == 1 {
+            return Err(DomainError::invalid("the account's last administrator cannot be removed or demoted"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
 pub enum AccountCommand {
-    Create { name: Name, at: Instant },
-    AddMember { user_id: UserId, name: Name, email: EmailAddress, role: Role, at: Instant },
+    Create {
+        name: Name,
+        at: Instant,
+    },
+    AddMember {
+        user_id: UserId,
+        name: Name,
+        email: EmailAddress,
+        role: Role,
+        custom_role: Option<RoleId>,
+        at: Instant,
+    },
+    ChangeRole {
+        user_id: UserId,
+        role: Role,
+        custom_role: Option<RoleId>,
+        at: Instant,
+    },
+    RemoveMember {
+        user_id: UserId,
+        at: Instant,
+    },
+    CreateCustomRole {
+        role_id: RoleId,
+        name: Name,
+        permissions: Vec<Permission>,
+        at: Instant,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AccountEvent {
-    AccountCreated { name: String, created_at: Instant },
-    MemberAdded { user_id: UserId, name: String, email: String, role: Role, at: Instant },
+    AccountCreated {
+        name: String,
+        created_at: Instant,
+    },
+    MemberAdded {
+        user_id: UserId,
+        name: String,
+        email: String,
+        role: Role,
+        #[serde(default)]
+        custom_role: Option<RoleId>,
+        at: Instant,
+    },
+    MemberRoleChanged {
+        user_id: UserId,
+        role: Role,
+        custom_role: Option<RoleId>,
+        at: Instant,
+    },
+    MemberRemoved {
+        user_id: UserId,
+        at: Instant,
+    },
+    CustomRoleCreated {
+        role_id: RoleId,
+        name: String,
+        permissions: Vec<Permission>,
+        at: Instant,
+    },
 }
 
-domain_event!(AccountEvent, version = "1", [AccountCreated, MemberAdded]);
+domain_event!(
+    AccountEvent,
+    version = "1",
+    [AccountCreated, MemberAdded, MemberRoleChanged, MemberRemoved, CustomRoleCreated]
+);
 impl PersonalData for AccountEvent {}
 
 impl Aggregate for Account {
@@ -55,33 +149,80 @@ impl Aggregate for Account {
     type Services = ();
 
     async fn handle(&mut self, command: AccountCommand, _: &(), sink: &EventSink<Self>) -> Result<(), DomainError> {
-        match command {
+        if !self.created && !matches!(command, AccountCommand::Create { .. }) {
+            return Err(DomainError::NotFound("account"));
+        }
+        let event = match command {
             AccountCommand::Create { name, at } => {
                 if self.created {
                     return Err(DomainError::AlreadyExists("account"));
                 }
-                sink.write(AccountEvent::AccountCreated { name: name.into_inner(), created_at: at }, self).await;
+                AccountEvent::AccountCreated { name: name.into_inner(), created_at: at }
             }
-            AccountCommand::AddMember { user_id, name, email, role, at } => {
-                if !self.created {
-                    return Err(DomainError::NotFound("account"));
-                }
+            AccountCommand::AddMember { user_id, name, email, role, custom_role, at } => {
                 if self.members.contains_key(&user_id) {
                     return Err(DomainError::AlreadyExists("account member"));
                 }
-                let event =
-                    AccountEvent::MemberAdded { user_id, name: name.into_inner(), email: email.into_inner(), role, at };
-                sink.write(event, self).await;
+                self.check_role(role, custom_role)?;
+                AccountEvent::MemberAdded {
+                    user_id,
+                    name: name.into_inner(),
+                    email: email.into_inner(),
+                    role,
+                    custom_role,
+                    at,
+                }
             }
-        }
+            AccountCommand::ChangeRole { user_id, role, custom_role, at } => {
+                let member = self.members.get(&user_id).ok_or(DomainError::NotFound("agent"))?;
+                if member.role == role && member.custom_role == custom_role {
+                    return Ok(());
+                }
+                self.check_role(role, custom_role)?;
+                self.check_keeps_an_administrator(user_id, Some(role))?;
+                AccountEvent::MemberRoleChanged { user_id, role, custom_role, at }
+            }
+            AccountCommand::RemoveMember { user_id, at } => {
+                if !self.members.contains_key(&user_id) {
+                    return Err(DomainError::NotFound("agent"));
+                }
+                self.check_keeps_an_administrator(user_id, None)?;
+                AccountEvent::MemberRemoved { user_id, at }
+            }
+            AccountCommand::CreateCustomRole { role_id, name, permissions, at } => {
+                if permissions.is_empty() {
+                    return Err(DomainError::invalid("a custom role needs at least one permission"));
+                }
+                if self.roles.values().any(|r| r.name.eq_ignore_ascii_case(name.as_str())) {
+                    return Err(DomainError::AlreadyExists("custom role"));
+                }
+                let mut permissions = permissions;
+                permissions.sort_by_key(|p| p.as_str());
+                permissions.dedup();
+                AccountEvent::CustomRoleCreated { role_id, name: name.into_inner(), permissions, at }
+            }
+        };
+        sink.write(event, self).await;
         Ok(())
     }
 
     fn apply(&mut self, event: AccountEvent) {
         match event {
             AccountEvent::AccountCreated { .. } => self.created = true,
-            AccountEvent::MemberAdded { user_id, name, role, .. } => {
-                self.members.insert(user_id, Member { name, role });
+            AccountEvent::MemberAdded { user_id, name, role, custom_role, .. } => {
+                self.members.insert(user_id, Member { name, role, custom_role });
+            }
+            AccountEvent::MemberRoleChanged { user_id, role, custom_role, .. } => {
+                if let Some(member) = self.members.get_mut(&user_id) {
+                    member.role = role;
+                    member.custom_role = custom_role;
+                }
+            }
+            AccountEvent::MemberRemoved { user_id, .. } => {
+                self.members.remove(&user_id);
+            }
+            AccountEvent::CustomRoleCreated { role_id, name, permissions, .. } => {
+                self.roles.insert(role_id, CustomRole { name, permissions });
             }
         }
     }
@@ -108,6 +249,7 @@ mod tests {
             name: Name::parse("name", "Ana").unwrap(),
             email: EmailAddress::parse("ana@acme.test").unwrap(),
             role: Role::Administrator,
+            custom_role: None,
             at: at(),
         }
     }
@@ -133,6 +275,7 @@ mod tests {
                 name: "Ana".into(),
                 email: "ana@acme.test".into(),
                 role: Role::Administrator,
+                custom_role: None,
                 at: at(),
             },
         ]);
@@ -140,5 +283,71 @@ mod tests {
             .given_no_previous_events()
             .when(add(user))
             .then_expect_error(DomainError::NotFound("account"));
+    }
+
+    fn member_added(user: u128, role: Role) -> AccountEvent {
+        AccountEvent::MemberAdded {
+            user_id: UserId(Uuid::from_u128(user)),
+            name: format!("user {user}"),
+            email: format!("u{user}@acme.test"),
+            role,
+            custom_role: None,
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn the_last_administrator_can_be_neither_demoted_nor_removed() {
+        let admin = UserId(Uuid::from_u128(1));
+        let given = || vec![created(), member_added(1, Role::Administrator), member_added(2, Role::Agent)];
+        TestFramework::<Account>::with(())
+            .given(given())
+            .when(AccountCommand::ChangeRole { user_id: admin, role: Role::Agent, custom_role: None, at: at() })
+            .then_expect_error(DomainError::invalid("the account's last administrator cannot be removed or demoted"));
+        TestFramework::<Account>::with(())
+            .given(given())
+            .when(AccountCommand::RemoveMember { user_id: admin, at: at() })
+            .then_expect_error(DomainError::invalid("the account's last administrator cannot be removed or demoted"));
+        let mut two_admins = given();
+        two_admins.push(member_added(3, Role::Administrator));
+        TestFramework::<Account>::with(())
+            .given(two_admins)
+            .when(AccountCommand::RemoveMember { user_id: admin, at: at() })
+            .then_expect_events(vec![AccountEvent::MemberRemoved { user_id: admin, at: at() }]);
+    }
+
+    #[test]
+    fn a_custom_role_must_exist_and_applies_to_agents_only() {
+        let role = RoleId(Uuid::from_u128(9));
+        let agent = UserId(Uuid::from_u128(2));
+        let defined = AccountEvent::CustomRoleCreated {
+            role_id: role,
+            name: "Triage".into(),
+            permissions: vec![Permission::ConversationUnassignedManage],
+            at: at(),
+        };
+        let change = |role_kind, custom_role| AccountCommand::ChangeRole {
+            user_id: agent,
+            role: role_kind,
+            custom_role,
+            at: at(),
+        };
+        TestFramework::<Account>::with(())
+            .given(vec![created(), member_added(2, Role::Agent)])
+            .when(change(Role::Agent, Some(role)))
+            .then_expect_error(DomainError::NotFound("custom role"));
+        TestFramework::<Account>::with(())
+            .given(vec![created(), member_added(1, Role::Administrator), member_added(2, Role::Agent), defined.clone()])
+            .when(change(Role::Administrator, Some(role)))
+            .then_expect_error(DomainError::invalid("a custom role applies to agents, not to administrators"));
+        TestFramework::<Account>::with(())
+            .given(vec![created(), member_added(2, Role::Agent), defined])
+            .when(change(Role::Agent, Some(role)))
+            .then_expect_events(vec![AccountEvent::MemberRoleChanged {
+                user_id: agent,
+                role: Role::Agent,
+                custom_role: Some(role),
+                at: at(),
+            }]);
     }
 }

@@ -38,6 +38,9 @@ impl Conversation {
     pub fn inbox_id(&self) -> Option<InboxId> {
         self.inbox_id
     }
+    pub fn assignee(&self) -> Option<UserId> {
+        self.assignee
+    }
 }
 
 /// An agent or team as a command names it: the id, and the name the activity line shows.

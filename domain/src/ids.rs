@@ -39,4 +39,4 @@ macro_rules! id_type {
     )+};
 }
 
-id_type!(AccountId, UserId, InboxId, ContactId, ConversationId, MessageId, TeamId, LabelId, TokenId);
+id_type!(AccountId, UserId, InboxId, ContactId, ConversationId, MessageId, TeamId, LabelId, TokenId, RoleId);

@@ -1,4 +1,7 @@
-//! User: a person who signs in; the API tokens issued to them.
+//! User: a person who signs in; their sessions and the API tokens issued to them.
+//! Secrets never enter the log: only that a credential exists, and for what.
+
+use std::collections::{HashMap, HashSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -11,31 +14,85 @@ use crate::{domain_event, DomainError, PersonalData};
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct User {
     registered: bool,
+    password_set: bool,
+    api_tokens: HashMap<TokenId, AccountId>,
+    sessions: HashSet<TokenId>,
+}
+
+impl User {
+    pub fn exists(&self) -> bool {
+        self.registered
+    }
+    /// The account an active API token of this user was issued for.
+    pub fn api_token_account(&self, token: TokenId) -> Option<AccountId> {
+        self.api_tokens.get(&token).copied()
+    }
 }
 
 #[derive(Debug)]
 pub enum UserCommand {
-    Register {
-        email: EmailAddress,
-        name: Name,
-        at: Instant,
-    },
-    /// The token's secret never enters the log: only that it exists, and for what.
-    IssueApiToken {
-        token_id: TokenId,
-        account_id: AccountId,
-        name: Name,
-        at: Instant,
-    },
+    /// `invited`: the user sets a password later, by accepting the invitation.
+    Register { email: EmailAddress, name: Name, invited: bool, at: Instant },
+    AcceptInvitation { at: Instant },
+    IssueApiToken { token_id: TokenId, account_id: AccountId, name: Name, at: Instant },
+    RevokeApiToken { token_id: TokenId, at: Instant },
+    SignIn { session_id: TokenId, account_id: AccountId, at: Instant },
+    SignOut { session_id: TokenId, at: Instant },
+    /// Ends every session but `kept_session` (the one the change was made in).
+    ChangePassword { kept_session: Option<TokenId>, at: Instant },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
-    UserRegistered { email: String, name: String, at: Instant },
-    ApiTokenIssued { token_id: TokenId, account_id: AccountId, name: String, at: Instant },
+    UserRegistered {
+        email: String,
+        name: String,
+        #[serde(default)]
+        invited: bool,
+        at: Instant,
+    },
+    InvitationAccepted {
+        at: Instant,
+    },
+    ApiTokenIssued {
+        token_id: TokenId,
+        account_id: AccountId,
+        name: String,
+        at: Instant,
+    },
+    ApiTokenRevoked {
+        token_id: TokenId,
+        at: Instant,
+    },
+    SignedIn {
+        session_id: TokenId,
+        account_id: AccountId,
+        at: Instant,
+    },
+    SignedOut {
+        session_id: TokenId,
+        at: Instant,
+    },
+    PasswordChanged {
+        kept_session: Option<TokenId>,
+        sessions_ended: Vec<TokenId>,
+        at: Instant,
+    },
 }
 
-domain_event!(UserEvent, version = "1", [UserRegistered, ApiTokenIssued]);
+domain_event!(
+    UserEvent,
+    version = "1",
+    [
+        UserRegistered,
+        InvitationAccepted,
+        ApiTokenIssued,
+        ApiTokenRevoked,
+        SignedIn,
+        SignedOut,
+        PasswordChanged
+    ]
+);
 impl PersonalData for UserEvent {}
 
 impl Aggregate for User {
@@ -46,28 +103,81 @@ impl Aggregate for User {
     type Services = ();
 
     async fn handle(&mut self, command: UserCommand, _: &(), sink: &EventSink<Self>) -> Result<(), DomainError> {
-        match command {
-            UserCommand::Register { email, name, at } => {
+        if !self.registered && !matches!(command, UserCommand::Register { .. }) {
+            return Err(DomainError::NotFound("user"));
+        }
+        let event = match command {
+            UserCommand::Register { email, name, invited, at } => {
                 if self.registered {
                     return Err(DomainError::AlreadyExists("user"));
                 }
-                let event = UserEvent::UserRegistered { email: email.into_inner(), name: name.into_inner(), at };
-                sink.write(event, self).await;
+                UserEvent::UserRegistered { email: email.into_inner(), name: name.into_inner(), invited, at }
+            }
+            UserCommand::AcceptInvitation { at } => {
+                if self.password_set {
+                    return Err(DomainError::invalid("this invitation has already been accepted"));
+                }
+                UserEvent::InvitationAccepted { at }
             }
             UserCommand::IssueApiToken { token_id, account_id, name, at } => {
-                if !self.registered {
-                    return Err(DomainError::NotFound("user"));
-                }
-                let event = UserEvent::ApiTokenIssued { token_id, account_id, name: name.into_inner(), at };
-                sink.write(event, self).await;
+                UserEvent::ApiTokenIssued { token_id, account_id, name: name.into_inner(), at }
             }
-        }
+            UserCommand::RevokeApiToken { token_id, at } => {
+                if !self.api_tokens.contains_key(&token_id) {
+                    return Err(DomainError::NotFound("API token"));
+                }
+                UserEvent::ApiTokenRevoked { token_id, at }
+            }
+            UserCommand::SignIn { session_id, account_id, at } => {
+                if !self.password_set {
+                    return Err(DomainError::invalid("this user has not set a password yet"));
+                }
+                UserEvent::SignedIn { session_id, account_id, at }
+            }
+            UserCommand::SignOut { session_id, at } => {
+                if !self.sessions.contains(&session_id) {
+                    return Err(DomainError::NotFound("session"));
+                }
+                UserEvent::SignedOut { session_id, at }
+            }
+            UserCommand::ChangePassword { kept_session, at } => {
+                if !self.password_set {
+                    return Err(DomainError::invalid("this user has not set a password yet"));
+                }
+                let mut sessions_ended: Vec<TokenId> =
+                    self.sessions.iter().copied().filter(|s| Some(*s) != kept_session).collect();
+                sessions_ended.sort();
+                UserEvent::PasswordChanged { kept_session, sessions_ended, at }
+            }
+        };
+        sink.write(event, self).await;
         Ok(())
     }
 
     fn apply(&mut self, event: UserEvent) {
-        if let UserEvent::UserRegistered { .. } = event {
-            self.registered = true;
+        match event {
+            UserEvent::UserRegistered { invited, .. } => {
+                self.registered = true;
+                self.password_set = !invited;
+            }
+            UserEvent::InvitationAccepted { .. } => self.password_set = true,
+            UserEvent::ApiTokenIssued { token_id, account_id, .. } => {
+                self.api_tokens.insert(token_id, account_id);
+            }
+            UserEvent::ApiTokenRevoked { token_id, .. } => {
+                self.api_tokens.remove(&token_id);
+            }
+            UserEvent::SignedIn { session_id, .. } => {
+                self.sessions.insert(session_id);
+            }
+            UserEvent::SignedOut { session_id, .. } => {
+                self.sessions.remove(&session_id);
+            }
+            UserEvent::PasswordChanged { sessions_ended, .. } => {
+                for session in sessions_ended {
+                    self.sessions.remove(&session);
+                }
+            }
         }
     }
 }
@@ -83,25 +193,73 @@ mod tests {
         chrono::Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap()
     }
 
+    fn registered(invited: bool) -> UserEvent {
+        UserEvent::UserRegistered { email: "a@b.test".into(), name: "A".into(), invited, at: at() }
+    }
+
+    fn id(n: u128) -> TokenId {
+        TokenId(Uuid::from_u128(n))
+    }
+
+    fn signed_in(n: u128) -> UserEvent {
+        UserEvent::SignedIn { session_id: id(n), account_id: AccountId(Uuid::from_u128(100)), at: at() }
+    }
+
     #[test]
-    fn a_token_is_issued_only_to_a_registered_user() {
-        let token = || UserCommand::IssueApiToken {
-            token_id: TokenId(Uuid::from_u128(1)),
+    fn a_token_is_issued_only_to_a_registered_user_and_revoked_once() {
+        let issue = || UserCommand::IssueApiToken {
+            token_id: id(1),
             account_id: AccountId(Uuid::from_u128(2)),
             name: Name::parse("token name", "cli").unwrap(),
             at: at(),
         };
+        let issued = UserEvent::ApiTokenIssued {
+            token_id: id(1),
+            account_id: AccountId(Uuid::from_u128(2)),
+            name: "cli".into(),
+            at: at(),
+        };
+        TestFramework::<User>::with(()).given_no_previous_events().when(issue()).then_expect_error(DomainError::NotFound("user"));
         TestFramework::<User>::with(())
-            .given_no_previous_events()
-            .when(token())
-            .then_expect_error(DomainError::NotFound("user"));
+            .given(vec![registered(false)])
+            .when(issue())
+            .then_expect_events(vec![issued.clone()]);
+        let revoked = UserEvent::ApiTokenRevoked { token_id: id(1), at: at() };
         TestFramework::<User>::with(())
-            .given(vec![UserEvent::UserRegistered { email: "a@b.test".into(), name: "A".into(), at: at() }])
-            .when(token())
-            .then_expect_events(vec![UserEvent::ApiTokenIssued {
-                token_id: TokenId(Uuid::from_u128(1)),
-                account_id: AccountId(Uuid::from_u128(2)),
-                name: "cli".into(),
+            .given(vec![registered(false), issued.clone()])
+            .when(UserCommand::RevokeApiToken { token_id: id(1), at: at() })
+            .then_expect_events(vec![revoked.clone()]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(false), issued, revoked])
+            .when(UserCommand::RevokeApiToken { token_id: id(1), at: at() })
+            .then_expect_error(DomainError::NotFound("API token"));
+    }
+
+    #[test]
+    fn an_invited_user_signs_in_only_after_accepting_and_accepts_once() {
+        let sign_in = || UserCommand::SignIn { session_id: id(5), account_id: AccountId(Uuid::from_u128(100)), at: at() };
+        TestFramework::<User>::with(())
+            .given(vec![registered(true)])
+            .when(sign_in())
+            .then_expect_error(DomainError::invalid("this user has not set a password yet"));
+        TestFramework::<User>::with(())
+            .given(vec![registered(true), UserEvent::InvitationAccepted { at: at() }])
+            .when(sign_in())
+            .then_expect_events(vec![signed_in(5)]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(true), UserEvent::InvitationAccepted { at: at() }])
+            .when(UserCommand::AcceptInvitation { at: at() })
+            .then_expect_error(DomainError::invalid("this invitation has already been accepted"));
+    }
+
+    #[test]
+    fn a_password_change_ends_every_other_session() {
+        TestFramework::<User>::with(())
+            .given(vec![registered(false), signed_in(3), signed_in(1), signed_in(2), UserEvent::SignedOut { session_id: id(3), at: at() }])
+            .when(UserCommand::ChangePassword { kept_session: Some(id(2)), at: at() })
+            .then_expect_events(vec![UserEvent::PasswordChanged {
+                kept_session: Some(id(2)),
+                sessions_ended: vec![id(1)],
                 at: at(),
             }]);
     }

@@ -48,6 +48,20 @@ str_enum!(
 );
 
 str_enum!(
+    /// What a custom role lets an agent do (an agent without one may do all but reports).
+    Permission {
+        /// Every conversation of the agent's inboxes.
+        ConversationManage = "conversation_manage",
+        /// Unassigned conversations of the agent's inboxes, and their own.
+        ConversationUnassignedManage = "conversation_unassigned_manage",
+        /// Only conversations assigned to the agent.
+        ConversationParticipatingManage = "conversation_participating_manage",
+        ContactManage = "contact_manage",
+        ReportManage = "report_manage",
+    }
+);
+
+str_enum!(
     /// The kind of channel an inbox receives from.
     Channel { Api = "api", Webchat = "webchat", Whatsapp = "whatsapp", Messenger = "messenger", Email = "email" }
 );
@@ -129,6 +143,9 @@ impl Name {
             return Err(DomainError::invalid(format!("{what} contains control characters")));
         }
         Ok(Self(text.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
     pub fn into_inner(self) -> String {
         self.0

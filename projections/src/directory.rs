@@ -60,20 +60,43 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                     .execute(&mut **tx)
                     .await?;
             }
-            AccountEvent::MemberAdded { user_id, name, email, role, at } => {
+            AccountEvent::MemberAdded { user_id, name, email, role, custom_role, at } => {
                 sqlx::query(
-                    "INSERT INTO rm_agents (account_id, user_id, name, email, role, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO rm_agents (account_id, user_id, name, email, role, custom_role_id, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(id()?)
                 .bind(user_id.as_uuid())
                 .bind(name)
                 .bind(email)
                 .bind(role.as_str())
+                .bind(custom_role.map(|r| r.as_uuid()))
                 .bind(at)
                 .execute(&mut **tx)
                 .await?;
             }
+            AccountEvent::MemberRoleChanged { user_id, role, custom_role, .. } => {
+                sqlx::query("UPDATE rm_agents SET role = $3, custom_role_id = $4 WHERE account_id = $1 AND user_id = $2")
+                    .bind(id()?)
+                    .bind(user_id.as_uuid())
+                    .bind(role.as_str())
+                    .bind(custom_role.map(|r| r.as_uuid()))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            AccountEvent::MemberRemoved { user_id, .. } => {
+                sqlx::query(
+                    "WITH inboxes AS (DELETE FROM rm_inbox_members WHERE account_id = $1 AND user_id = $2), \
+                          teams AS (DELETE FROM rm_team_members WHERE account_id = $1 AND user_id = $2) \
+                     DELETE FROM rm_agents WHERE account_id = $1 AND user_id = $2",
+                )
+                .bind(id()?)
+                .bind(user_id.as_uuid())
+                .execute(&mut **tx)
+                .await?;
+            }
+            // Custom roles are listed from their own table, written with the event.
+            AccountEvent::CustomRoleCreated { .. } => {}
         },
         "inbox" => match event.decode::<InboxEvent>()? {
             InboxEvent::InboxCreated { account_id, name, channel, at } => {

@@ -128,6 +128,42 @@ pub async fn read_sealed_after(
     rows.iter().map(event_of).collect()
 }
 
+/// The administrative trail of one account: events of the given aggregate types (and
+/// of the given event types of any aggregate), in feed order after `after`.
+pub async fn read_audit_after(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    account: Uuid,
+    aggregate_types: &[&str],
+    event_types: &[&str],
+    after: FeedPosition,
+    limit: i64,
+) -> anyhow::Result<Vec<FeedEvent>> {
+    let sql = format!(
+        "{SELECT_EVENTS} WHERE account_id = $4 AND (aggregate_type = ANY($5) OR event_type = ANY($6)) \
+         AND (transaction_id, global_position) > ($1::text::xid8, $2) \
+         AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY transaction_id, global_position LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(limit)
+        .bind(account)
+        .bind(aggregate_types)
+        .bind(event_types)
+        .fetch_all(&mut *conn)
+        .await
+        .context("failed to read the audit trail")?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut event = event_of(row)?;
+        open_sealed_fields(conn, keyring, &mut event).await?;
+        events.push(event);
+    }
+    Ok(events)
+}
+
 /// Every event of one stream, in order: an auditor's timeline.
 pub async fn read_stream(
     conn: &mut PgConnection,

@@ -237,6 +237,27 @@ pub struct ConversationFilter {
     pub team_id: Option<Uuid>,
     pub label: Option<String>,
     pub priority: Option<Priority>,
+    /// What the caller may see at all, whatever they asked for (the access policy's).
+    pub visible: Visibility,
+}
+
+/// The part of an account's conversations a caller may see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Visibility {
+    /// Only these inboxes' conversations; `None`: every inbox.
+    pub inboxes: Option<Vec<Uuid>>,
+    pub assignees: VisibleAssignees,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VisibleAssignees {
+    #[default]
+    Any,
+    /// Conversations assigned to this agent.
+    Own(Uuid),
+    /// Conversations assigned to this agent, or to nobody.
+    OwnOrUnassigned(Uuid),
+    Nothing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -379,6 +400,21 @@ fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &ConversationFilt
     }
     if let Some(priority) = filter.priority {
         query.push(" AND c.priority = ").push_bind(priority.as_str());
+    }
+    if let Some(inboxes) = &filter.visible.inboxes {
+        query.push(" AND c.inbox_id = ANY(").push_bind(inboxes.clone()).push(")");
+    }
+    match filter.visible.assignees {
+        VisibleAssignees::Any => {}
+        VisibleAssignees::Own(user) => {
+            query.push(" AND c.assignee_id = ").push_bind(user);
+        }
+        VisibleAssignees::OwnOrUnassigned(user) => {
+            query.push(" AND (c.assignee_id IS NULL OR c.assignee_id = ").push_bind(user).push(")");
+        }
+        VisibleAssignees::Nothing => {
+            query.push(" AND false");
+        }
     }
 }
 

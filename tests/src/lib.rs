@@ -84,6 +84,13 @@ pub fn test_config(database_url: &str) -> Config {
         read_your_writes_timeout: Duration::from_secs(5),
         projector_poll: Duration::from_millis(50),
         aggregate_cache_size: 1_000,
+        session_ttl: Duration::from_secs(3600),
+        redis_url: None,
+        trust_forwarded_for: false,
+        graphql_introspection: true,
+        graphql_depth_limit: 20,
+        graphql_complexity_limit: 20_000,
+        tls: None,
     }
 }
 

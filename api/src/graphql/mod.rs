@@ -4,24 +4,61 @@ use async_graphql::{Context, EmptySubscription, Schema, ID};
 use uuid::Uuid;
 
 use crate::auth::{Auth, Principal};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::{AppState, RequestId};
 use commands::context::CommandContext;
 
+mod access;
 mod mutation;
 mod query;
 pub mod types;
 
-pub use mutation::Mutation;
-pub use query::Query;
+use access::{AccessMutation, AccessQuery};
+use mutation::Mutation;
+use query::Query;
+
+#[derive(async_graphql::MergedObject, Default)]
+pub struct QueryRoot(Query, AccessQuery);
+
+#[derive(async_graphql::MergedObject, Default)]
+pub struct MutationRoot(Mutation, AccessMutation);
 
 /// The read models a conversation's view comes from.
 pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];
 
-pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type ApiSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-pub fn schema(state: AppState) -> ApiSchema {
-    Schema::build(Query, Mutation, EmptySubscription).data(state).limit_depth(20).finish()
+/// What a single request may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub depth: usize,
+    /// Default: enough for the standard introspection query and a 50-conversation page
+    /// with 100 messages each.
+    pub complexity: usize,
+    pub introspection: bool,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Self {
+            depth: config.graphql_depth_limit,
+            complexity: config.graphql_complexity_limit,
+            introspection: config.graphql_introspection,
+        }
+    }
+}
+
+pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+        .data(state)
+        .limit_depth(limits.depth)
+        .limit_complexity(limits.complexity);
+    if limits.introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The caller, or UNAUTHENTICATED.
@@ -38,6 +75,19 @@ pub fn acting<'a>(ctx: &Context<'a>) -> Result<(&'a Principal, &'a AppState, Com
 
 pub fn state<'a>(ctx: &Context<'a>) -> Result<&'a AppState, ApiError> {
     ctx.data::<AppState>().map_err(|e| ApiError::internal(anyhow::anyhow!("application state missing: {}", e.message)))
+}
+
+/// The policy's word on a conversation of the caller's account, from the write side
+/// (a conversation of another account is NOT_FOUND).
+pub async fn authorize_conversation(
+    principal: &Principal,
+    state: &AppState,
+    context: &CommandContext,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    let conversation = state.commands.conversation(context, id).await?;
+    let inbox = conversation.inbox_id().ok_or_else(|| ApiError::not_found("conversation"))?;
+    principal.require_conversation(inbox.as_uuid(), conversation.assignee().map(|u| u.as_uuid()))
 }
 
 /// Parses an id argument; a malformed one is the caller's mistake.

@@ -1,7 +1,7 @@
 //! Mutations. Each one validates its input, runs a command, waits (bounded) for the
 //! read models it answers from, and answers from them: the caller sees its own write.
 
-use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, SimpleObject, ID};
+use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, ID};
 use chrono::{DateTime, Utc};
 use commands::conversation::Assignment;
 use commands::inbound::InboundMessage;
@@ -12,10 +12,12 @@ use projections::{directory, timeline};
 use uuid::Uuid;
 
 use super::types::*;
-use super::{acting, parse_id};
+use super::{acting, authorize_conversation, parse_id};
 use crate::error::ApiError;
+use crate::policy::Action;
 use crate::state::AppState;
 
+#[derive(Default)]
 pub struct Mutation;
 
 #[derive(InputObject)]
@@ -112,23 +114,17 @@ pub struct TeamMemberInput {
 }
 
 #[derive(InputObject)]
-pub struct CreateApiTokenInput {
-    /// What the token is for ("CRM sync").
-    pub name: String,
-}
-
-/// A new API token; the secret is shown only in this answer.
-#[derive(SimpleObject)]
-pub struct ApiToken {
-    pub id: ID,
-    pub token: String,
-}
-
-#[derive(InputObject)]
 pub struct CreateLabelInput {
     pub title: String,
     /// `#rrggbb`
     pub color: String,
+}
+
+/// A changed conversation, once the inbox views show the change: an agent who acts
+/// and then reloads the list sees what they did.
+async fn settled(state: &AppState, id: Uuid, account: Uuid, written: Written) -> Conversation {
+    state.settle(written, super::CONVERSATION_VIEWS).await;
+    Conversation::changed(id, account, written)
 }
 
 fn optional_id(value: &MaybeUndefined<ID>, what: &str) -> Result<Option<Option<Uuid>>, ApiError> {
@@ -163,6 +159,7 @@ fn parse_phone(phone: &str) -> Result<String, ApiError> {
 impl Mutation {
     async fn create_inbox(&self, ctx: &Context<'_>, input: CreateInboxInput) -> Result<Inbox> {
         let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
         let (id, written) =
             state.commands.create_inbox(&context, &input.name, input.channel.into()).await.map_err(ApiError::from)?;
         state.settle(written, &["directory"]).await;
@@ -181,8 +178,10 @@ impl Mutation {
     /// The API channel's inbound path: a contact's message arrives in an inbox.
     async fn receive_message(&self, ctx: &Context<'_>, input: ReceiveMessageInput) -> Result<Message> {
         let (principal, state, context) = acting(ctx)?;
+        let inbox_id = parse_id(&input.inbox_id, "inbox")?;
+        principal.require_inbox(inbox_id)?;
         let message = InboundMessage {
-            inbox_id: parse_id(&input.inbox_id, "inbox")?,
+            inbox_id,
             contact_source_id: input.contact.source_id.clone(),
             contact: contact_details(&input.contact)?,
             source_id: input.source_id,
@@ -224,6 +223,7 @@ impl Mutation {
         let (principal, state, context) = acting(ctx)?;
         let conversation = parse_id(&input.conversation_id, "conversation")?;
         let content = MessageContent::parse(input.content).map_err(ApiError::from)?;
+        authorize_conversation(principal, state, &context, conversation).await?;
         let private = input.private.unwrap_or(false);
         let (id, written) = state
             .commands
@@ -246,12 +246,13 @@ impl Mutation {
     async fn assign_conversation(&self, ctx: &Context<'_>, input: AssignConversationInput) -> Result<Conversation> {
         let (principal, state, context) = acting(ctx)?;
         let id = parse_id(&input.conversation_id, "conversation")?;
+        authorize_conversation(principal, state, &context, id).await?;
         let change = Assignment {
             assignee: optional_id(&input.assignee_id, "agent")?,
             team: optional_id(&input.team_id, "team")?,
         };
         let written = state.commands.assign(&context, id, change).await.map_err(ApiError::from)?;
-        Ok(Conversation::changed(id, principal.account_id, written))
+        Ok(settled(state, id, principal.account_id, written).await)
     }
 
     async fn set_conversation_status(
@@ -261,12 +262,13 @@ impl Mutation {
     ) -> Result<Conversation> {
         let (principal, state, context) = acting(ctx)?;
         let id = parse_id(&input.conversation_id, "conversation")?;
+        authorize_conversation(principal, state, &context, id).await?;
         let written = state
             .commands
             .set_status(&context, id, input.status.into(), input.snoozed_until)
             .await
             .map_err(ApiError::from)?;
-        Ok(Conversation::changed(id, principal.account_id, written))
+        Ok(settled(state, id, principal.account_id, written).await)
     }
 
     async fn set_conversation_priority(
@@ -276,8 +278,9 @@ impl Mutation {
     ) -> Result<Conversation> {
         let (principal, state, context) = acting(ctx)?;
         let id = parse_id(&input.conversation_id, "conversation")?;
+        authorize_conversation(principal, state, &context, id).await?;
         let written = state.commands.set_priority(&context, id, input.priority.into()).await.map_err(ApiError::from)?;
-        Ok(Conversation::changed(id, principal.account_id, written))
+        Ok(settled(state, id, principal.account_id, written).await)
     }
 
     async fn set_conversation_labels(
@@ -287,8 +290,9 @@ impl Mutation {
     ) -> Result<Conversation> {
         let (principal, state, context) = acting(ctx)?;
         let id = parse_id(&input.conversation_id, "conversation")?;
+        authorize_conversation(principal, state, &context, id).await?;
         let written = state.commands.set_labels(&context, id, &input.labels).await.map_err(ApiError::from)?;
-        Ok(Conversation::changed(id, principal.account_id, written))
+        Ok(settled(state, id, principal.account_id, written).await)
     }
 
     async fn set_conversation_muted(
@@ -298,8 +302,9 @@ impl Mutation {
     ) -> Result<Conversation> {
         let (principal, state, context) = acting(ctx)?;
         let id = parse_id(&input.conversation_id, "conversation")?;
+        authorize_conversation(principal, state, &context, id).await?;
         let written = state.commands.set_muted(&context, id, input.muted).await.map_err(ApiError::from)?;
-        Ok(Conversation::changed(id, principal.account_id, written))
+        Ok(settled(state, id, principal.account_id, written).await)
     }
 
     async fn set_conversation_custom_attributes(
@@ -309,13 +314,15 @@ impl Mutation {
     ) -> Result<Conversation> {
         let (principal, state, context) = acting(ctx)?;
         let id = parse_id(&input.conversation_id, "conversation")?;
+        authorize_conversation(principal, state, &context, id).await?;
         let written =
             state.commands.set_custom_attributes(&context, id, input.attributes.0).await.map_err(ApiError::from)?;
-        Ok(Conversation::changed(id, principal.account_id, written))
+        Ok(settled(state, id, principal.account_id, written).await)
     }
 
     async fn create_team(&self, ctx: &Context<'_>, input: CreateTeamInput) -> Result<Team> {
         let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
         let (id, written) = state.commands.create_team(&context, &input.name).await.map_err(ApiError::from)?;
         state.settle(written, &["directory"]).await;
         self.team_view(state, principal.account_id, id).await
@@ -323,6 +330,7 @@ impl Mutation {
 
     async fn add_team_member(&self, ctx: &Context<'_>, input: TeamMemberInput) -> Result<Team> {
         let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
         let team = parse_id(&input.team_id, "team")?;
         let user = parse_id(&input.user_id, "agent")?;
         let written = state.commands.add_team_member(&context, team, user).await.map_err(ApiError::from)?;
@@ -330,15 +338,9 @@ impl Mutation {
         self.team_view(state, principal.account_id, team).await
     }
 
-    /// A personal API token for the caller, in the account they act in.
-    async fn create_api_token(&self, ctx: &Context<'_>, input: CreateApiTokenInput) -> Result<ApiToken> {
-        let (_, state, context) = acting(ctx)?;
-        let (issued, _) = state.commands.issue_api_token(&context, &input.name).await.map_err(ApiError::from)?;
-        Ok(ApiToken { id: ID(issued.token_id.to_string()), token: issued.token })
-    }
-
     async fn create_label(&self, ctx: &Context<'_>, input: CreateLabelInput) -> Result<Label> {
         let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
         let (id, written) =
             state.commands.create_label(&context, &input.title, &input.color).await.map_err(ApiError::from)?;
         state.settle(written, &["directory"]).await;
@@ -351,6 +353,7 @@ impl Mutation {
 impl Mutation {
     async fn change_inbox(&self, ctx: &Context<'_>, input: InboxMemberInput, add: bool) -> Result<Inbox> {
         let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
         let inbox = parse_id(&input.inbox_id, "inbox")?;
         let user = parse_id(&input.user_id, "agent")?;
         let written = if add {

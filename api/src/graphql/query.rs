@@ -7,9 +7,12 @@ use projections::feed::{read_after, read_stream, FeedPosition};
 use projections::inbox_list::{self, AssigneeFilter, BadCursor};
 
 use super::types::*;
-use super::{page_size, parse_id, principal, state};
+use super::{acting, authorize_conversation, page_size, parse_id, principal, state};
+use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::policy::Action;
 
+#[derive(Default)]
 pub struct Query;
 
 /// Inbox list filters; every field narrows the list.
@@ -27,7 +30,9 @@ pub struct ConversationFilter {
 }
 
 impl ConversationFilter {
-    fn parse(&self, me: uuid::Uuid) -> Result<inbox_list::ConversationFilter, ApiError> {
+    /// The filter as asked, narrowed to what the principal may see.
+    fn parse(&self, principal: &Principal) -> Result<inbox_list::ConversationFilter, ApiError> {
+        let me = principal.user_id;
         let assignee = match (&self.assignee_id, self.assignee) {
             (Some(id), _) => Some(AssigneeFilter::Agent(parse_id(id, "agent")?)),
             (None, Some(AssigneeScope::Me)) => Some(AssigneeFilter::Agent(me)),
@@ -42,6 +47,7 @@ impl ConversationFilter {
             team_id: self.team_id.as_ref().map(|id| parse_id(id, "team")).transpose()?,
             label: self.label.clone(),
             priority: self.priority.map(Into::into),
+            visible: principal.visibility(),
         })
     }
 }
@@ -67,7 +73,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, Conversation>> {
         let principal = principal(ctx)?;
-        let filter = filter.unwrap_or_default().parse(principal.user_id)?;
+        let filter = filter.unwrap_or_default().parse(principal)?;
         let limit = page_size(first, 25, 100)?;
         let order: inbox_list::ConversationSort = sort_by.map(Into::into).unwrap_or_default();
         let rows =
@@ -87,7 +93,7 @@ impl Query {
         filter: Option<ConversationFilter>,
     ) -> Result<ConversationCounts> {
         let principal = principal(ctx)?;
-        let filter = filter.unwrap_or_default().parse(principal.user_id)?;
+        let filter = filter.unwrap_or_default().parse(principal)?;
         let c = inbox_list::counts(&state(ctx)?.pool, principal.account_id, principal.user_id, &filter)
             .await
             .map_err(ApiError::from)?;
@@ -98,15 +104,17 @@ impl Query {
         let principal = principal(ctx)?;
         let id = parse_id(&id, "conversation")?;
         let row = inbox_list::get(&state(ctx)?.pool, principal.account_id, id).await.map_err(ApiError::from)?;
-        Ok(Conversation::loaded(row.ok_or_else(|| ApiError::not_found("conversation"))?))
+        let row = row.ok_or_else(|| ApiError::not_found("conversation"))?;
+        principal.require_conversation(row.inbox_id, row.assignee_id)?;
+        Ok(Conversation::loaded(row))
     }
 
     /// Every event of one conversation, in order, with its actor: the auditor's
     /// timeline, read from the log itself.
     async fn conversation_history(&self, ctx: &Context<'_>, id: ID) -> Result<Vec<Event>> {
-        let principal = principal(ctx)?;
+        let (principal, state, context) = acting(ctx)?;
         let id = parse_id(&id, "conversation")?;
-        let state = state(ctx)?;
+        authorize_conversation(principal, state, &context, id).await?;
         let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
         let events = read_stream(&mut conn, &state.keyring, "conversation", &id.to_string())
             .await
@@ -125,6 +133,7 @@ impl Query {
         first: Option<i32>,
     ) -> Result<Connection<String, Event>> {
         let principal = principal(ctx)?;
+        principal.require(Action::ReadEventLog)?;
         let limit = page_size(first, 100, 1000)?;
         let after = match after {
             Some(cursor) => {
@@ -140,39 +149,50 @@ impl Query {
         Ok(connection(events, limit, |e| e.position.to_string(), Event))
     }
 
+    /// The inboxes the caller works in (every inbox, for an administrator).
     async fn inboxes(&self, ctx: &Context<'_>) -> Result<Vec<Inbox>> {
         let principal = principal(ctx)?;
         let rows = directory::inboxes(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
-        Ok(rows.into_iter().map(Inbox).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|inbox| principal.require_inbox(inbox.inbox_id).is_ok())
+            .map(Inbox)
+            .collect())
     }
 
     async fn inbox(&self, ctx: &Context<'_>, id: ID) -> Result<Inbox> {
         let principal = principal(ctx)?;
         let id = parse_id(&id, "inbox")?;
         let row = directory::inbox(&state(ctx)?.pool, principal.account_id, id).await.map_err(ApiError::from)?;
-        Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
+        let row = row.ok_or_else(|| ApiError::not_found("inbox"))?;
+        principal.require_inbox(row.inbox_id)?;
+        Ok(Inbox(row))
     }
 
     async fn agents(&self, ctx: &Context<'_>) -> Result<Vec<Agent>> {
         let principal = principal(ctx)?;
+        principal.require(Action::ReadDirectory)?;
         let rows = directory::agents(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
         Ok(rows.into_iter().map(Agent).collect())
     }
 
     async fn teams(&self, ctx: &Context<'_>) -> Result<Vec<Team>> {
         let principal = principal(ctx)?;
+        principal.require(Action::ReadDirectory)?;
         let rows = directory::teams(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
         Ok(rows.into_iter().map(Team).collect())
     }
 
     async fn labels(&self, ctx: &Context<'_>) -> Result<Vec<Label>> {
         let principal = principal(ctx)?;
+        principal.require(Action::ReadDirectory)?;
         let rows = directory::labels(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
         Ok(rows.into_iter().map(Label).collect())
     }
 
     async fn contact(&self, ctx: &Context<'_>, id: ID) -> Result<Contact> {
         let principal = principal(ctx)?;
+        principal.require(Action::ReadContacts)?;
         let id = parse_id(&id, "contact")?;
         let row = directory::contact(&state(ctx)?.pool, principal.account_id, id).await.map_err(ApiError::from)?;
         Ok(Contact(row.ok_or_else(|| ApiError::not_found("contact"))?))
@@ -186,6 +206,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<Connection<String, Contact>> {
         let principal = principal(ctx)?;
+        principal.require(Action::ReadContacts)?;
         let limit = page_size(first, 25, 100)?;
         let after = after.map(|c| parse_contact_cursor(&c)).transpose()?;
         let rows = directory::contacts(&state(ctx)?.pool, principal.account_id, after, limit + 1)

@@ -1,0 +1,388 @@
+//! Sign-in, credentials, agents and roles, the audit trail and tamper checks.
+
+use async_graphql::connection::Connection;
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use commands::access::{NewAgent, Session};
+use commands::store::TokenKind;
+use domain::values;
+use projections::directory;
+use projections::feed::{read_audit_after, FeedPosition};
+use uuid::Uuid;
+
+use super::types::{connection, Agent, Event, Role};
+use super::{acting, authorize_conversation, page_size, parse_id, principal, state};
+use crate::error::ApiError;
+use crate::policy::Action;
+use crate::rate_limit::{CREDENTIAL_FAILURES, LOGIN_FAILURES, TOKENS_ISSUED};
+use crate::state::{ClientAddress, RequestId};
+
+/// Streams whose events are administrative changes.
+const AUDITED_STREAMS: &[&str] = &["account", "user", "inbox", "team", "label"];
+/// Events of other streams that belong in the audit trail.
+const AUDITED_EVENTS: &[&str] = &["ContactErased"];
+
+#[derive(Default)]
+pub struct AccessQuery;
+
+#[derive(Default)]
+pub struct AccessMutation;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "values::Permission")]
+pub enum Permission {
+    ConversationManage,
+    ConversationUnassignedManage,
+    ConversationParticipatingManage,
+    ContactManage,
+    ReportManage,
+}
+
+#[derive(InputObject)]
+pub struct LoginInput {
+    pub email: String,
+    pub password: String,
+    /// The account to act in; the first one the user joined when absent.
+    pub account_id: Option<ID>,
+}
+
+/// A session; the token is shown only in this answer.
+#[derive(SimpleObject)]
+pub struct SessionToken {
+    pub token: String,
+    pub user_id: ID,
+    pub account_id: ID,
+}
+
+impl From<Session> for SessionToken {
+    fn from(session: Session) -> Self {
+        Self {
+            token: session.token,
+            user_id: ID(session.user_id.to_string()),
+            account_id: ID(session.account_id.to_string()),
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct ChangePasswordInput {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(InputObject)]
+pub struct CreateApiTokenInput {
+    /// What the token is for ("CRM sync").
+    pub name: String,
+}
+
+/// A new API token; the secret is shown only in this answer.
+#[derive(SimpleObject)]
+pub struct ApiToken {
+    pub id: ID,
+    pub token: String,
+}
+
+/// One of the caller's API tokens (never its secret).
+#[derive(SimpleObject, sqlx::FromRow)]
+#[graphql(complex)]
+pub struct ApiTokenInfo {
+    #[graphql(skip)]
+    pub token_id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl ApiTokenInfo {
+    async fn id(&self) -> ID {
+        ID(self.token_id.to_string())
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateAgentInput {
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    /// Narrows an agent to a custom role's permissions.
+    pub custom_role_id: Option<ID>,
+    /// Without one, the agent is invited and sets it with `acceptInvitation`.
+    pub password: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct CreatedAgent {
+    pub id: ID,
+    /// The invitation secret to hand to the agent (shown once), when invited.
+    pub invitation_token: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct AcceptInvitationInput {
+    pub token: String,
+    pub password: String,
+}
+
+#[derive(InputObject)]
+pub struct SetAgentRoleInput {
+    pub user_id: ID,
+    pub role: Role,
+    pub custom_role_id: Option<ID>,
+}
+
+#[derive(InputObject)]
+pub struct CreateCustomRoleInput {
+    pub name: String,
+    pub permissions: Vec<Permission>,
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct CustomRole {
+    pub id: ID,
+    pub name: String,
+    pub permissions: Vec<Permission>,
+}
+
+/// Whether a conversation's events still form an unbroken hash chain.
+#[derive(SimpleObject)]
+pub struct HistoryVerification {
+    pub intact: bool,
+    pub events: i32,
+    /// The sequence number of the first event that does not match, if any.
+    pub first_broken_sequence: Option<i64>,
+}
+
+fn client(ctx: &Context<'_>) -> String {
+    ctx.data::<ClientAddress>().map(|c| c.0.clone()).unwrap_or_default()
+}
+
+fn request_id(ctx: &Context<'_>) -> Uuid {
+    ctx.data::<RequestId>().map(|r| r.0).unwrap_or_else(|_| Uuid::now_v7())
+}
+
+async fn custom_roles(pool: &sqlx::PgPool, account: Uuid) -> Result<Vec<CustomRole>, ApiError> {
+    let rows: Vec<(Uuid, String, Vec<String>)> =
+        sqlx::query_as("SELECT role_id, name, permissions FROM custom_roles WHERE account_id = $1 ORDER BY name")
+            .bind(account)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, permissions)| CustomRole {
+            id: ID(id.to_string()),
+            name,
+            permissions: permissions
+                .iter()
+                .filter_map(|p| p.parse::<values::Permission>().ok())
+                .map(Permission::from)
+                .collect(),
+        })
+        .collect())
+}
+
+#[Object]
+impl AccessQuery {
+    /// The caller's API tokens in the account they act in.
+    async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiTokenInfo>> {
+        let principal = principal(ctx)?;
+        principal.require(Action::ManageOwnCredentials)?;
+        let rows: Vec<ApiTokenInfo> = sqlx::query_as(
+            "SELECT token_id, name, created_at FROM access_tokens \
+             WHERE user_id = $1 AND account_id = $2 AND kind = 'api' AND revoked_at IS NULL ORDER BY created_at",
+        )
+        .bind(principal.user_id)
+        .bind(principal.account_id)
+        .fetch_all(&state(ctx)?.pool)
+        .await
+        .map_err(ApiError::from)?;
+        Ok(rows)
+    }
+
+    async fn custom_roles(&self, ctx: &Context<'_>) -> Result<Vec<CustomRole>> {
+        let principal = principal(ctx)?;
+        principal.require(Action::ReadDirectory)?;
+        Ok(custom_roles(&state(ctx)?.pool, principal.account_id).await?)
+    }
+
+    /// Administrative changes (roles, memberships, inboxes, teams, labels, credentials,
+    /// erasures) with their actors, oldest first.
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Event>> {
+        let principal = principal(ctx)?;
+        principal.require(Action::ReadAuditLog)?;
+        let limit = page_size(first, 100, 1000)?;
+        let after = match after {
+            Some(cursor) => {
+                cursor.parse::<FeedPosition>().map_err(|_| ApiError::bad_input("the cursor is not a position"))?
+            }
+            None => FeedPosition::START,
+        };
+        let state = state(ctx)?;
+        let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
+        let events = read_audit_after(
+            &mut conn,
+            &state.keyring,
+            principal.account_id,
+            AUDITED_STREAMS,
+            AUDITED_EVENTS,
+            after,
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        Ok(connection(events, limit, |e| e.position.to_string(), Event))
+    }
+
+    /// Recomputes the conversation's hash chain: an auditor's tamper check.
+    async fn verify_conversation_history(&self, ctx: &Context<'_>, id: ID) -> Result<HistoryVerification> {
+        let (principal, state, context) = acting(ctx)?;
+        let id = parse_id(&id, "conversation")?;
+        authorize_conversation(principal, state, &context, id).await?;
+        let check =
+            state.commands.store().verify_stream("conversation", &id.to_string()).await.map_err(ApiError::internal)?;
+        Ok(HistoryVerification {
+            intact: check.first_broken.is_none(),
+            events: i32::try_from(check.events).unwrap_or(i32::MAX),
+            first_broken_sequence: check.first_broken,
+        })
+    }
+}
+
+#[Object]
+impl AccessMutation {
+    /// Signs in with e-mail and password. Ten failures in a minute for one e-mail from
+    /// one address lock further attempts (RATE_LIMITED) until the minute is over.
+    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<SessionToken> {
+        let state = state(ctx)?;
+        let key = format!("{}|{}", input.email.trim().to_lowercase(), client(ctx));
+        state.rate_limiter.check(LOGIN_FAILURES, &key).await?;
+        let account = input.account_id.as_ref().map(|id| parse_id(id, "account")).transpose()?;
+        let session = state
+            .commands
+            .sign_in(&input.email, &input.password, account, state.session_ttl, request_id(ctx))
+            .await;
+        match session {
+            Ok(session) => Ok(session.into()),
+            Err(error) => {
+                state.rate_limiter.record(LOGIN_FAILURES, &key).await?;
+                Err(ApiError::from(error).into())
+            }
+        }
+    }
+
+    /// Ends the session the request came with.
+    async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
+        let (principal, state, context) = acting(ctx)?;
+        if principal.credential != TokenKind::Session {
+            return Err(ApiError::bad_input("logout ends a session; revoke an API token with revokeApiToken").into());
+        }
+        state.commands.sign_out(&context, principal.credential_id).await.map_err(ApiError::from)?;
+        Ok(true)
+    }
+
+    /// Changes the caller's password; every other session of theirs ends.
+    async fn change_password(&self, ctx: &Context<'_>, input: ChangePasswordInput) -> Result<bool> {
+        let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageOwnCredentials)?;
+        let key = principal.user_id.to_string();
+        state.rate_limiter.check(CREDENTIAL_FAILURES, &key).await?;
+        let kept = (principal.credential == TokenKind::Session).then_some(principal.credential_id);
+        let changed =
+            state.commands.change_password(&context, &input.current_password, &input.new_password, kept).await;
+        if let Err(error) = changed {
+            state.rate_limiter.record(CREDENTIAL_FAILURES, &key).await?;
+            return Err(ApiError::from(error).into());
+        }
+        Ok(true)
+    }
+
+    /// A personal API token for the caller, in the account they act in.
+    async fn create_api_token(&self, ctx: &Context<'_>, input: CreateApiTokenInput) -> Result<ApiToken> {
+        let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageOwnCredentials)?;
+        let key = format!("{}|{}", principal.user_id, client(ctx));
+        state.rate_limiter.check(TOKENS_ISSUED, &key).await?;
+        state.rate_limiter.record(TOKENS_ISSUED, &key).await?;
+        let (issued, _) = state.commands.issue_api_token(&context, &input.name).await.map_err(ApiError::from)?;
+        Ok(ApiToken { id: ID(issued.token_id.to_string()), token: issued.token })
+    }
+
+    async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageOwnCredentials)?;
+        let id = parse_id(&id, "API token")?;
+        state.commands.revoke_api_token(&context, id).await.map_err(ApiError::from)?;
+        Ok(true)
+    }
+
+    /// Adds an agent to the account, with a password or invited to set one.
+    async fn create_agent(&self, ctx: &Context<'_>, input: CreateAgentInput) -> Result<CreatedAgent> {
+        let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
+        let agent = NewAgent {
+            email: input.email,
+            name: input.name,
+            role: input.role.into(),
+            custom_role: input.custom_role_id.as_ref().map(|id| parse_id(id, "custom role")).transpose()?,
+            password: input.password,
+        };
+        let (created, written) = state.commands.create_agent(&context, agent).await.map_err(ApiError::from)?;
+        state.settle(written, &["directory"]).await;
+        Ok(CreatedAgent { id: ID(created.user_id.to_string()), invitation_token: created.invitation })
+    }
+
+    /// An invited agent sets their password, and is signed in.
+    async fn accept_invitation(&self, ctx: &Context<'_>, input: AcceptInvitationInput) -> Result<SessionToken> {
+        let state = state(ctx)?;
+        let key = client(ctx);
+        state.rate_limiter.check(CREDENTIAL_FAILURES, &key).await?;
+        let session = state
+            .commands
+            .accept_invitation(&input.token, &input.password, state.session_ttl, request_id(ctx))
+            .await;
+        match session {
+            Ok(session) => Ok(session.into()),
+            Err(error) => {
+                state.rate_limiter.record(CREDENTIAL_FAILURES, &key).await?;
+                Err(ApiError::from(error).into())
+            }
+        }
+    }
+
+    async fn set_agent_role(&self, ctx: &Context<'_>, input: SetAgentRoleInput) -> Result<Agent> {
+        let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
+        let user = parse_id(&input.user_id, "agent")?;
+        let custom_role = input.custom_role_id.as_ref().map(|id| parse_id(id, "custom role")).transpose()?;
+        let written =
+            state.commands.change_role(&context, user, input.role.into(), custom_role).await.map_err(ApiError::from)?;
+        state.settle(written, &["directory"]).await;
+        let row = directory::agent(&state.pool, principal.account_id, user).await.map_err(ApiError::from)?;
+        Ok(Agent(row.ok_or_else(|| ApiError::not_found("agent"))?))
+    }
+
+    /// Removes an agent from the account and its inboxes; their credentials for it stop working.
+    async fn remove_agent(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
+        let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
+        let user = parse_id(&user_id, "agent")?;
+        state.commands.remove_agent(&context, user).await.map_err(ApiError::from)?;
+        Ok(true)
+    }
+
+    async fn create_custom_role(&self, ctx: &Context<'_>, input: CreateCustomRoleInput) -> Result<CustomRole> {
+        let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
+        let permissions: Vec<values::Permission> = input.permissions.iter().copied().map(Into::into).collect();
+        let (id, _) =
+            state.commands.create_custom_role(&context, &input.name, permissions).await.map_err(ApiError::from)?;
+        let roles = custom_roles(&state.pool, principal.account_id).await?;
+        let role = roles.into_iter().find(|r| r.id.as_str() == id.to_string());
+        Ok(role.ok_or_else(|| ApiError::internal(anyhow::anyhow!("custom role {id} not stored")))?)
+    }
+}

@@ -1,0 +1,495 @@
+//! Who may sign in, with what, into which account: sessions, API tokens,
+//! passwords, invitations, agents' roles and custom roles.
+//!
+//! Secrets (password hashes, token hashes) live in their own tables, written in the
+//! same transaction as the events that say a credential was issued or ended.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
+use base64::Engine;
+use chrono::Utc;
+use domain::account::{Account, AccountCommand};
+use domain::ids::{AccountId, RoleId, TokenId, UserId};
+use domain::user::{User, UserCommand};
+use domain::values::{EmailAddress, Name, Permission, Role};
+use domain::DomainError;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::context::{Actor, CommandContext};
+use crate::store::{NewAccessToken, SideWrite, TokenKind, UnitOfWork};
+use crate::{decide, retry, CommandError, Commands, Written};
+
+/// Prefix of every bearer credential, so leaked ones are easy to recognise and scan for.
+pub const TOKEN_PREFIX: &str = "ibx_";
+/// Prefix of invitation tokens (they cannot be used as bearer credentials).
+const INVITATION_PREFIX: &str = "ibi_";
+/// Shortest password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+/// Longest password accepted: argon2 cost should not be the caller's to choose.
+const MAX_PASSWORD_CHARS: usize = 256;
+/// How long an invitation can be accepted.
+const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The sha256 of a token, as stored: a leaked table does not leak tokens.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+pub(crate) fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", BASE64.encode(bytes))
+}
+
+/// Hashes a password with argon2id, off the async runtime.
+pub async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .context("password hashing task failed")?
+    .map_err(|e| anyhow::anyhow!("failed to hash a password: {e}"))
+}
+
+/// Checks a password against its argon2 hash, off the async runtime. Without a hash
+/// (unknown user, or one who never set a password) it checks against a stand-in, so
+/// the answer takes as long either way.
+pub async fn verify_password(password: String, hash: Option<String>) -> anyhow::Result<bool> {
+    static STAND_IN: OnceLock<String> = OnceLock::new();
+    let known = hash.is_some();
+    let hash = match hash {
+        Some(hash) => hash,
+        None => match STAND_IN.get() {
+            Some(hash) => hash.clone(),
+            None => {
+                let hash = hash_password(new_secret("")).await?;
+                STAND_IN.get_or_init(|| hash).clone()
+            }
+        },
+    };
+    let matches = tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored password hash is malformed: {e}"))?;
+        anyhow::Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .context("password verification task failed")??;
+    Ok(known && matches)
+}
+
+pub fn check_password(password: &str) -> Result<(), DomainError> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(DomainError::invalid(format!("the password must have at least {MIN_PASSWORD_CHARS} characters")));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(DomainError::invalid(format!("the password must have at most {MAX_PASSWORD_CHARS} characters")));
+    }
+    Ok(())
+}
+
+/// A new login session: the secret is shown once.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub account_id: Uuid,
+    pub token: String,
+}
+
+/// A new API token: its id, and the secret shown once.
+pub struct IssuedToken {
+    pub token_id: Uuid,
+    pub token: String,
+}
+
+/// An agent to add to the context's account.
+pub struct NewAgent {
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub custom_role: Option<Uuid>,
+    /// None: the agent is invited and sets a password themselves.
+    pub password: Option<String>,
+}
+
+pub struct CreatedAgent {
+    pub user_id: Uuid,
+    /// The invitation secret to hand to the agent (shown once), when they were invited.
+    pub invitation: Option<String>,
+}
+
+/// The user behind an e-mail, and their password hash if they set one.
+async fn credentials(commands: &Commands, email: &EmailAddress) -> anyhow::Result<Option<(Uuid, Option<String>)>> {
+    sqlx::query_as("SELECT user_id, password_hash FROM user_credentials WHERE email = $1")
+        .bind(email.to_string())
+        .fetch_optional(commands.store().pool())
+        .await
+        .context("failed to look up a user's credentials")
+}
+
+impl Commands {
+    /// Signs a user in with e-mail and password, into `account` (or the first account
+    /// they joined). A wrong e-mail and a wrong password get the same answer.
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        account: Option<Uuid>,
+        ttl: Duration,
+        correlation_id: Uuid,
+    ) -> Result<Session, CommandError> {
+        let email = EmailAddress::parse(email).map_err(|_| CommandError::BadCredentials)?;
+        let found = credentials(self, &email).await?;
+        let (user_id, hash) = match found {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, None),
+        };
+        if !verify_password(password.to_string(), hash).await? {
+            return Err(CommandError::BadCredentials);
+        }
+        let user_id = user_id.ok_or(CommandError::BadCredentials)?;
+        let account_id: Option<Uuid> = sqlx::query_scalar(
+            "SELECT account_id FROM account_memberships WHERE user_id = $1 AND ($2::uuid IS NULL OR account_id = $2) \
+             ORDER BY account_id LIMIT 1",
+        )
+        .bind(user_id)
+        .bind(account)
+        .fetch_optional(self.store().pool())
+        .await
+        .context("failed to find the user's accounts")?;
+        let account_id = account_id.ok_or(DomainError::NotFound("account membership"))?;
+        self.start_session(user_id, account_id, ttl, correlation_id, &[]).await
+    }
+
+    async fn start_session(
+        &self,
+        user_id: Uuid,
+        account_id: Uuid,
+        ttl: Duration,
+        correlation_id: Uuid,
+        also: &[SideWrite],
+    ) -> Result<Session, CommandError> {
+        let mut context = CommandContext::now(account_id, Actor::User(user_id));
+        context.correlation_id = correlation_id;
+        let session_id = Uuid::now_v7();
+        let token = new_secret(TOKEN_PREFIX);
+        let ttl = chrono::Duration::from_std(ttl).context("session lifetime out of range")?;
+        let mut writes = also.to_vec();
+        writes.push(SideWrite::AccessToken(NewAccessToken {
+            token: session_id,
+            token_hash: token_hash(&token),
+            user: user_id,
+            account: account_id,
+            name: "session".into(),
+            kind: TokenKind::Session,
+            expires_at: Some(Utc::now() + ttl),
+        }));
+        let at = context.at;
+        self.execute_with::<User>(
+            &context,
+            &user_id.to_string(),
+            |_| Ok(UserCommand::SignIn { session_id: TokenId(session_id), account_id: AccountId(account_id), at }),
+            &writes,
+        )
+        .await?;
+        Ok(Session { session_id, user_id, account_id, token })
+    }
+
+    /// Ends the session the request came with.
+    pub async fn sign_out(&self, context: &CommandContext, session_id: Uuid) -> Result<Written, CommandError> {
+        let user = acting_user(context)?;
+        let revoke = [SideWrite::RevokeAccessToken { token: session_id, user }];
+        self.execute_with::<User>(
+            context,
+            &user.to_string(),
+            |_| Ok(UserCommand::SignOut { session_id: TokenId(session_id), at: context.at }),
+            &revoke,
+        )
+        .await
+    }
+
+    /// Changes the acting user's password and ends all their other sessions.
+    pub async fn change_password(
+        &self,
+        context: &CommandContext,
+        current: &str,
+        new: &str,
+        kept_session: Option<Uuid>,
+    ) -> Result<Written, CommandError> {
+        let user = acting_user(context)?;
+        check_password(new)?;
+        let hash: Option<String> = sqlx::query_scalar("SELECT password_hash FROM user_credentials WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(self.store().pool())
+            .await
+            .context("failed to read the user's credentials")?
+            .flatten();
+        if !verify_password(current.to_string(), hash).await? {
+            return Err(CommandError::BadCredentials);
+        }
+        let writes = [
+            SideWrite::SetPassword { user, password_hash: hash_password(new.to_string()).await? },
+            SideWrite::EndSessions { user, except: kept_session },
+        ];
+        self.execute_with::<User>(
+            context,
+            &user.to_string(),
+            |_| Ok(UserCommand::ChangePassword { kept_session: kept_session.map(TokenId), at: context.at }),
+            &writes,
+        )
+        .await
+    }
+
+    /// Issues a personal API token for the acting user in the context's account.
+    pub async fn issue_api_token(
+        &self,
+        context: &CommandContext,
+        name: &str,
+    ) -> Result<(IssuedToken, Written), CommandError> {
+        let user = acting_user(context)?;
+        let name = Name::parse("token name", name)?;
+        let token = new_secret(TOKEN_PREFIX);
+        let token_id = Uuid::now_v7();
+        let write = [SideWrite::AccessToken(NewAccessToken {
+            token: token_id,
+            token_hash: token_hash(&token),
+            user,
+            account: context.account_id,
+            name: name.as_str().to_string(),
+            kind: TokenKind::Api,
+            expires_at: None,
+        })];
+        let written = self
+            .execute_with::<User>(
+                context,
+                &user.to_string(),
+                |_| {
+                    Ok(UserCommand::IssueApiToken {
+                        token_id: TokenId(token_id),
+                        account_id: AccountId(context.account_id),
+                        name: name.clone(),
+                        at: context.at,
+                    })
+                },
+                &write,
+            )
+            .await?;
+        Ok((IssuedToken { token_id, token }, written))
+    }
+
+    /// Revokes one of the acting user's API tokens in the context's account.
+    pub async fn revoke_api_token(&self, context: &CommandContext, token_id: Uuid) -> Result<Written, CommandError> {
+        let user = acting_user(context)?;
+        let revoke = [SideWrite::RevokeAccessToken { token: token_id, user }];
+        self.execute_with::<User>(
+            context,
+            &user.to_string(),
+            |state: &User| match state.api_token_account(TokenId(token_id)) {
+                Some(account) if account.as_uuid() == context.account_id => {
+                    Ok(UserCommand::RevokeApiToken { token_id: TokenId(token_id), at: context.at })
+                }
+                _ => Err(DomainError::NotFound("API token").into()),
+            },
+            &revoke,
+        )
+        .await
+    }
+
+    /// Adds an agent to the context's account: a new user (with a password, or
+    /// invited to set one), or an existing user of another account.
+    pub async fn create_agent(
+        &self,
+        context: &CommandContext,
+        agent: NewAgent,
+    ) -> Result<(CreatedAgent, Written), CommandError> {
+        let email = EmailAddress::parse(&agent.email)?;
+        let name = Name::parse("name", &agent.name)?;
+        if let Some(password) = &agent.password {
+            check_password(password)?;
+        }
+        let existing = credentials(self, &email).await?.map(|(user, _)| user);
+        let password_hash = match (&existing, agent.password) {
+            (None, Some(password)) => Some(hash_password(password).await?),
+            _ => None,
+        };
+        let user_id = existing.unwrap_or_else(Uuid::now_v7);
+        let invitation = (existing.is_none() && password_hash.is_none()).then(|| new_secret(INVITATION_PREFIX));
+        let account_key = context.account_id.to_string();
+        let written = retry(|| async {
+            let _guard = self.store().lock::<Account>(&account_key).await;
+            let mut work = UnitOfWork::new(context);
+            let mut account = self.store().load_for_update::<Account>(&account_key).await?;
+            let add = AccountCommand::AddMember {
+                user_id: UserId(user_id),
+                name: name.clone(),
+                email: email.clone(),
+                role: agent.role,
+                custom_role: agent.custom_role.map(RoleId),
+                at: context.at,
+            };
+            let events = decide(&mut account, add).await?;
+            work.append(account, events)?;
+            if existing.is_none() {
+                let mut user = crate::store::Loaded::<User>::new_stream(user_id.to_string());
+                let register = UserCommand::Register {
+                    email: email.clone(),
+                    name: name.clone(),
+                    invited: invitation.is_some(),
+                    at: context.at,
+                };
+                let events = decide(&mut user, register).await?;
+                work.append(user, events)?;
+                work.side_write(SideWrite::Credentials {
+                    user: user_id,
+                    email: email.to_string(),
+                    password_hash: password_hash.clone(),
+                });
+            }
+            if let Some(secret) = &invitation {
+                let ttl = chrono::Duration::from_std(INVITATION_TTL).context("invitation lifetime out of range")?;
+                work.side_write(SideWrite::Invitation {
+                    token_hash: token_hash(secret),
+                    user: user_id,
+                    account: context.account_id,
+                    expires_at: context.at + ttl,
+                });
+            }
+            work.side_write(SideWrite::Membership {
+                account: context.account_id,
+                user: user_id,
+                role: agent.role,
+                custom_role: agent.custom_role,
+            });
+            Ok(Written { position: self.store().commit(work).await? })
+        })
+        .await?;
+        Ok((CreatedAgent { user_id, invitation }, written))
+    }
+
+    /// Sets an invited agent's password and signs them in.
+    pub async fn accept_invitation(
+        &self,
+        invitation: &str,
+        password: &str,
+        ttl: Duration,
+        correlation_id: Uuid,
+    ) -> Result<Session, CommandError> {
+        check_password(password)?;
+        let hash = token_hash(invitation);
+        let found: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT user_id, account_id FROM invitations \
+             WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > now()",
+        )
+        .bind(&hash)
+        .fetch_optional(self.store().pool())
+        .await
+        .context("failed to look up an invitation")?;
+        let (user_id, account_id) = found.ok_or(CommandError::BadCredentials)?;
+        let mut context = CommandContext::now(account_id, Actor::User(user_id));
+        context.correlation_id = correlation_id;
+        let writes = [
+            SideWrite::InvitationAccepted { token_hash: hash },
+            SideWrite::SetPassword { user: user_id, password_hash: hash_password(password.to_string()).await? },
+        ];
+        self.execute_with::<User>(
+            &context,
+            &user_id.to_string(),
+            |_| Ok(UserCommand::AcceptInvitation { at: context.at }),
+            &writes,
+        )
+        .await
+        .map_err(|e| match e {
+            // Accepted meanwhile by another request.
+            CommandError::Conflict => CommandError::BadCredentials,
+            other => other,
+        })?;
+        self.start_session(user_id, account_id, ttl, correlation_id, &[]).await
+    }
+
+    /// Changes an agent's role (and custom role) in the context's account.
+    pub async fn change_role(
+        &self,
+        context: &CommandContext,
+        user: Uuid,
+        role: Role,
+        custom_role: Option<Uuid>,
+    ) -> Result<Written, CommandError> {
+        let write = [SideWrite::Membership { account: context.account_id, user, role, custom_role }];
+        self.execute_with::<Account>(
+            context,
+            &context.account_id.to_string(),
+            |_| {
+                Ok(AccountCommand::ChangeRole {
+                    user_id: UserId(user),
+                    role,
+                    custom_role: custom_role.map(RoleId),
+                    at: context.at,
+                })
+            },
+            &write,
+        )
+        .await
+    }
+
+    /// Removes an agent from the context's account (and from its inboxes).
+    pub async fn remove_agent(&self, context: &CommandContext, user: Uuid) -> Result<Written, CommandError> {
+        let write = [SideWrite::MembershipEnded { account: context.account_id, user }];
+        self.execute_with::<Account>(
+            context,
+            &context.account_id.to_string(),
+            |_| Ok(AccountCommand::RemoveMember { user_id: UserId(user), at: context.at }),
+            &write,
+        )
+        .await
+    }
+
+    pub async fn create_custom_role(
+        &self,
+        context: &CommandContext,
+        name: &str,
+        permissions: Vec<Permission>,
+    ) -> Result<(Uuid, Written), CommandError> {
+        let name = Name::parse("role name", name)?;
+        let role = Uuid::now_v7();
+        let mut stored: Vec<&'static str> = permissions.iter().map(|p| p.as_str()).collect();
+        stored.sort_unstable();
+        stored.dedup();
+        let write = [SideWrite::CustomRole {
+            role,
+            account: context.account_id,
+            name: name.as_str().to_string(),
+            permissions: stored,
+        }];
+        let written = self
+            .execute_with::<Account>(
+                context,
+                &context.account_id.to_string(),
+                |_| {
+                    Ok(AccountCommand::CreateCustomRole {
+                        role_id: RoleId(role),
+                        name: name.clone(),
+                        permissions: permissions.clone(),
+                        at: context.at,
+                    })
+                },
+                &write,
+            )
+            .await?;
+        Ok((role, written))
+    }
+}
+
+fn acting_user(context: &CommandContext) -> Result<Uuid, CommandError> {
+    match context.actor {
+        Actor::User(user) => Ok(user),
+        _ => Err(DomainError::invalid("only a signed-in user can do this").into()),
+    }
+}
