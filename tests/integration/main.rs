@@ -1,5 +1,6 @@
 //! The integration suite: one binary, each test against its own database and server.
 
+mod access;
 mod auth;
 mod concurrency;
 mod conversation_flow;

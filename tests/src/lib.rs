@@ -190,6 +190,31 @@ impl TestApp {
         data["receiveMessage"].clone()
     }
 
+    /// Adds an agent with a password to the account and signs them in: (user id, session token).
+    pub async fn agent(&self, email: &str, role: &str) -> (String, String) {
+        let created = self
+            .ok(
+                "mutation($e: String!, $r: Role!) { createAgent(input: {email: $e, name: \"Agent\", role: $r, \
+                 password: \"agent password 1\"}) { id } }",
+                json!({ "e": email, "r": role }),
+            )
+            .await;
+        let id = created["createAgent"]["id"].as_str().expect("agent id").to_string();
+        (id, self.login(email, "agent password 1").await)
+    }
+
+    /// Signs in; panics unless it works.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let answer = self
+            .gql_as(
+                None,
+                "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { token } }",
+                json!({ "e": email, "p": password }),
+            )
+            .await;
+        answer["data"]["login"]["token"].as_str().unwrap_or_else(|| panic!("login failed: {answer}")).to_string()
+    }
+
     /// Every read-model table, row by row in a stable order, as text.
     pub async fn read_models(&self) -> BTreeMap<String, Vec<String>> {
         read_models(&self.pool).await
@@ -224,10 +249,25 @@ pub async fn gql_at(
     query: &str,
     variables: Value,
 ) -> Value {
+    gql_with(client, address, token, &[], query, variables).await
+}
+
+/// A GraphQL call with extra headers (e.g. `X-Account-Id`).
+pub async fn gql_with(
+    client: &reqwest::Client,
+    address: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    query: &str,
+    variables: Value,
+) -> Value {
     let mut request =
         client.post(format!("{address}/graphql")).json(&json!({ "query": query, "variables": variables }));
     if let Some(token) = token {
         request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     request.send().await.expect("request reaches the server").json().await.expect("the answer is JSON")
 }

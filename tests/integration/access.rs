@@ -1,0 +1,283 @@
+//! Sessions, credentials, agents' visibility, the audit trail and tamper checks.
+
+use serde_json::{json, Value};
+use tests::{gql_with, TestApp};
+
+fn code(answer: &Value) -> &str {
+    answer["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {answer}"))
+}
+
+const LOGIN: &str = "mutation($e: String!, $p: String!) { login(input: {email: $e, password: $p}) { token } }";
+const ME: &str = "{ me { id } }";
+
+#[tokio::test]
+async fn login_is_refused_with_a_wrong_password_and_locked_after_ten_failures() {
+    let app = TestApp::spawn().await;
+    let token = app.login("admin@acme.test", "correct horse battery").await;
+    let me = app.gql_as(Some(&token), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["id"], app.user_id.to_string());
+
+    let unknown = app.gql_as(None, LOGIN, json!({ "e": "nobody@acme.test", "p": "whatever password" })).await;
+    assert_eq!(code(&unknown), "UNAUTHENTICATED");
+    for attempt in 1..=10 {
+        let wrong = app.gql_as(None, LOGIN, json!({ "e": "admin@acme.test", "p": "wrong password!" })).await;
+        assert_eq!(code(&wrong), "UNAUTHENTICATED", "attempt {attempt}: {wrong}");
+    }
+    let eleventh = app.gql_as(None, LOGIN, json!({ "e": "admin@acme.test", "p": "wrong password!" })).await;
+    assert_eq!(code(&eleventh), "RATE_LIMITED");
+    let even_right = app.gql_as(None, LOGIN, json!({ "e": "admin@acme.test", "p": "correct horse battery" })).await;
+    assert_eq!(code(&even_right), "RATE_LIMITED", "the lock holds for the window, whatever the password");
+    let other_user = app.gql_as(None, LOGIN, json!({ "e": "someone@acme.test", "p": "wrong password!" })).await;
+    assert_eq!(code(&other_user), "UNAUTHENTICATED", "another e-mail is not locked");
+}
+
+#[tokio::test]
+async fn a_password_change_ends_every_other_session_and_logout_ends_its_own() {
+    let app = TestApp::spawn().await;
+    let laptop = app.login("admin@acme.test", "correct horse battery").await;
+    let phone = app.login("admin@acme.test", "correct horse battery").await;
+    let change = "mutation($c: String!, $n: String!) { changePassword(input: {currentPassword: $c, newPassword: $n}) }";
+    let wrong = app.gql_as(Some(&laptop), change, json!({ "c": "not my password", "n": "a new long password" })).await;
+    assert_eq!(code(&wrong), "UNAUTHENTICATED");
+    let short = app.gql_as(Some(&laptop), change, json!({ "c": "correct horse battery", "n": "short" })).await;
+    assert_eq!(code(&short), "BAD_USER_INPUT");
+    assert_eq!(app.gql_as(Some(&phone), ME, json!({})).await["data"]["me"]["id"], app.user_id.to_string());
+
+    let changed =
+        app.gql_as(Some(&laptop), change, json!({ "c": "correct horse battery", "n": "a new long password" })).await;
+    assert_eq!(changed["data"]["changePassword"], true, "{changed}");
+    assert_eq!(code(&app.gql_as(Some(&phone), ME, json!({})).await), "UNAUTHENTICATED", "other session ended");
+    assert_eq!(app.gql_as(Some(&laptop), ME, json!({})).await["data"]["me"]["id"], app.user_id.to_string());
+    assert_eq!(app.gql_as(Some(&app.token), ME, json!({})).await["data"]["me"]["id"], app.user_id.to_string());
+    let old = app.gql_as(None, LOGIN, json!({ "e": "admin@acme.test", "p": "correct horse battery" })).await;
+    assert_eq!(code(&old), "UNAUTHENTICATED");
+    app.login("admin@acme.test", "a new long password").await;
+
+    let out = app.gql_as(Some(&laptop), "mutation { logout }", json!({})).await;
+    assert_eq!(out["data"]["logout"], true, "{out}");
+    assert_eq!(code(&app.gql_as(Some(&laptop), ME, json!({})).await), "UNAUTHENTICATED");
+    let api_logout = app.gql("mutation { logout }", json!({})).await;
+    assert_eq!(code(&api_logout), "BAD_USER_INPUT", "an API token is revoked, not logged out");
+}
+
+#[tokio::test]
+async fn api_tokens_are_listed_without_secrets_and_stop_working_once_revoked() {
+    let app = TestApp::spawn().await;
+    let created = app.ok("mutation { createApiToken(input: {name: \"CRM sync\"}) { id token } }", json!({})).await;
+    let (id, token) = (created["createApiToken"]["id"].as_str().unwrap(), created["createApiToken"]["token"].as_str().unwrap());
+    assert_eq!(app.gql_as(Some(token), ME, json!({})).await["data"]["me"]["id"], app.user_id.to_string());
+    let listed = app.ok("{ apiTokens { id name } }", json!({})).await;
+    let names: Vec<&str> = listed["apiTokens"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["bootstrap", "CRM sync"]);
+    assert!(!listed.to_string().contains(token), "secrets are never listed");
+
+    let revoked = app.ok("mutation($id: ID!) { revokeApiToken(id: $id) }", json!({ "id": id })).await;
+    assert_eq!(revoked["revokeApiToken"], true);
+    assert_eq!(code(&app.gql_as(Some(token), ME, json!({})).await), "UNAUTHENTICATED");
+    let again = app.gql("mutation($id: ID!) { revokeApiToken(id: $id) }", json!({ "id": id })).await;
+    assert_eq!(code(&again), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn an_invited_agent_sets_a_password_once_and_signs_in() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .ok(
+            "mutation { createAgent(input: {email: \"bo@acme.test\", name: \"Bo\", role: AGENT}) { id invitationToken } }",
+            json!({}),
+        )
+        .await;
+    let invitation = created["createAgent"]["invitationToken"].as_str().expect("an invitation").to_string();
+    let early = app.gql_as(None, LOGIN, json!({ "e": "bo@acme.test", "p": "anything at all" })).await;
+    assert_eq!(code(&early), "UNAUTHENTICATED", "no password yet");
+    let accept = "mutation($t: String!, $p: String!) { acceptInvitation(input: {token: $t, password: $p}) { token } }";
+    let accepted = app.gql_as(None, accept, json!({ "t": invitation, "p": "bo's own password" })).await;
+    let session = accepted["data"]["acceptInvitation"]["token"].as_str().expect("signed in").to_string();
+    let me = app.gql_as(Some(&session), "{ me { id role } }", json!({})).await;
+    assert_eq!(me["data"]["me"]["id"], created["createAgent"]["id"]);
+    assert_eq!(me["data"]["me"]["role"], "AGENT");
+    let twice = app.gql_as(None, accept, json!({ "t": invitation, "p": "another password" })).await;
+    assert_eq!(code(&twice), "UNAUTHENTICATED", "an invitation is used once");
+    app.login("bo@acme.test", "bo's own password").await;
+    let duplicate = app
+        .gql("mutation { createAgent(input: {email: \"BO@acme.test\", name: \"Bo\", role: AGENT}) { id } }", json!({}))
+        .await;
+    assert_eq!(code(&duplicate), "CONFLICT");
+}
+
+#[tokio::test]
+async fn an_agent_sees_and_acts_only_in_inboxes_they_belong_to_from_the_moment_they_join() {
+    let app = TestApp::spawn().await;
+    let support = app.create_inbox("Support").await;
+    let sales = app.create_inbox("Sales").await;
+    let in_support = app.receive(&support, "c1", "m1", "help").await["conversation"]["id"].as_str().unwrap().to_string();
+    let in_sales = app.receive(&sales, "c2", "m2", "price?").await["conversation"]["id"].as_str().unwrap().to_string();
+    let (agent_id, agent) = app.agent("bo@acme.test", "AGENT").await;
+    let member = "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }";
+    app.ok(member, json!({ "i": support, "u": agent_id })).await;
+
+    let list = "{ conversations { edges { node { id } } } inboxes { id } }";
+    let seen = app.gql_as(Some(&agent), list, json!({})).await;
+    assert_eq!(seen["data"]["conversations"]["edges"], json!([{ "node": { "id": in_support } }]));
+    assert_eq!(seen["data"]["inboxes"], json!([{ "id": support }]));
+    let read = "query($c: ID!) { conversation(id: $c) { id } }";
+    assert_eq!(code(&app.gql_as(Some(&agent), read, json!({ "c": in_sales })).await), "FORBIDDEN");
+    let reply = "mutation($c: ID!) { sendMessage(input: {conversationId: $c, content: \"hi\"}) { id } }";
+    assert!(app.gql_as(Some(&agent), reply, json!({ "c": in_support })).await.get("errors").is_none());
+    assert_eq!(code(&app.gql_as(Some(&agent), reply, json!({ "c": in_sales })).await), "FORBIDDEN");
+    let admin_only = app.gql_as(Some(&agent), "mutation { createInbox(input: {name: \"x\", channel: API}) { id } }", json!({})).await;
+    assert_eq!(code(&admin_only), "FORBIDDEN");
+
+    let leave = "mutation($i: ID!, $u: ID!) { removeInboxMember(input: {inboxId: $i, userId: $u}) { id } }";
+    app.ok(leave, json!({ "i": support, "u": agent_id })).await;
+    assert_eq!(code(&app.gql_as(Some(&agent), reply, json!({ "c": in_support })).await), "FORBIDDEN", "at once");
+    let after = app.gql_as(Some(&agent), list, json!({})).await;
+    assert_eq!(after["data"]["conversations"]["edges"], json!([]));
+}
+
+#[tokio::test]
+async fn a_custom_role_limits_an_agent_to_unassigned_and_own_conversations() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Support").await;
+    let role = app
+        .ok(
+            "mutation { createCustomRole(input: {name: \"Triage\", permissions: [CONVERSATION_UNASSIGNED_MANAGE]}) { id permissions } }",
+            json!({}),
+        )
+        .await;
+    let role_id = role["createCustomRole"]["id"].as_str().unwrap().to_string();
+    let (agent_id, agent) = app.agent("tri@acme.test", "AGENT").await;
+    app.ok(
+        "mutation($u: ID!, $r: ID!) { setAgentRole(input: {userId: $u, role: AGENT, customRoleId: $r}) { id } }",
+        json!({ "u": agent_id, "r": role_id }),
+    )
+    .await;
+    app.ok(
+        "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }",
+        json!({ "i": inbox, "u": agent_id }),
+    )
+    .await;
+    let open = app.receive(&inbox, "c1", "m1", "new").await["conversation"]["id"].as_str().unwrap().to_string();
+    let taken = app.receive(&inbox, "c2", "m2", "taken").await["conversation"]["id"].as_str().unwrap().to_string();
+    app.ok(
+        "mutation($c: ID!, $u: ID!) { assignConversation(input: {conversationId: $c, assigneeId: $u}) { id } }",
+        json!({ "c": taken, "u": app.user_id.to_string() }),
+    )
+    .await;
+    let seen = app.gql_as(Some(&agent), "{ conversations { edges { node { id } } } }", json!({})).await;
+    assert_eq!(seen["data"]["conversations"]["edges"], json!([{ "node": { "id": open } }]));
+    let read = "query($c: ID!) { conversation(id: $c) { id } }";
+    assert_eq!(code(&app.gql_as(Some(&agent), read, json!({ "c": taken })).await), "FORBIDDEN");
+    let contacts = app.gql_as(Some(&agent), "{ contacts { edges { cursor } } }", json!({})).await;
+    assert_eq!(code(&contacts), "FORBIDDEN", "no contact_manage permission");
+}
+
+#[tokio::test]
+async fn a_user_of_two_accounts_picks_one_by_header_and_cannot_name_a_foreign_one() {
+    let app = TestApp::spawn().await;
+    let second = app
+        .server
+        .state
+        .commands
+        .bootstrap("Second Co", "admin@acme.test", "correct horse battery", None)
+        .await
+        .expect("same user, second account");
+    let other = app.server.state.commands.bootstrap("Other Co", "boss@other.test", "another long password", None).await.unwrap();
+    app.projected().await;
+    let session = app.login("admin@acme.test", "correct horse battery").await;
+    let me = "{ me { id } inboxes { id } }";
+    let client = reqwest::Client::new();
+    let address = &app.server.address;
+    let first_account = gql_with(&client, address, Some(&session), &[], me, json!({})).await;
+    assert_eq!(first_account["data"]["me"]["id"], app.user_id.to_string());
+    let in_second =
+        gql_with(&client, address, Some(&session), &[("x-account-id", &second.account_id.to_string())], me, json!({})).await;
+    assert_eq!(in_second["data"]["me"]["id"], app.user_id.to_string(), "{in_second}");
+    let foreign =
+        gql_with(&client, address, Some(&session), &[("x-account-id", &other.account_id.to_string())], me, json!({})).await;
+    assert_eq!(code(&foreign), "FORBIDDEN");
+    let pinned =
+        gql_with(&client, address, Some(&app.token), &[("x-account-id", &second.account_id.to_string())], me, json!({})).await;
+    assert_eq!(code(&pinned), "FORBIDDEN", "an API token acts only in its own account");
+    let garbage = gql_with(&client, address, Some(&session), &[("x-account-id", "acme")], me, json!({})).await;
+    assert_eq!(code(&garbage), "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn conversation_history_verifies_intact_until_an_event_is_altered_behind_the_stores_back() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Support").await;
+    let conversation = app.receive(&inbox, "c", "m1", "hello").await["conversation"]["id"].as_str().unwrap().to_string();
+    app.receive(&inbox, "c", "m2", "anyone?").await;
+    let verify = "query($c: ID!) { verifyConversationHistory(id: $c) { intact events firstBrokenSequence } }";
+    let intact = app.ok(verify, json!({ "c": conversation })).await;
+    assert_eq!(intact["verifyConversationHistory"]["intact"], true, "{intact}");
+    assert!(intact["verifyConversationHistory"]["events"].as_i64().unwrap() >= 2);
+
+    // A superuser edit that bypasses the immutability trigger, as an attacker with
+    // database access would.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+    sqlx::query(
+        "UPDATE events SET metadata = metadata || '{\"actor\": \"user:forged\"}' \
+         WHERE aggregate_type = 'conversation' AND aggregate_id = $1 AND sequence = 2",
+    )
+    .bind(&conversation)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let broken = app.ok(verify, json!({ "c": conversation })).await;
+    assert_eq!(broken["verifyConversationHistory"]["intact"], false);
+    assert_eq!(broken["verifyConversationHistory"]["firstBrokenSequence"], 2);
+}
+
+#[tokio::test]
+async fn the_audit_log_lists_administrative_changes_with_their_actor_for_administrators_only() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Support").await;
+    let (agent_id, _) = app.agent("bo@acme.test", "AGENT").await;
+    app.ok(
+        "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }",
+        json!({ "i": inbox, "u": agent_id }),
+    )
+    .await;
+    app.ok("mutation($u: ID!) { setAgentRole(input: {userId: $u, role: ADMINISTRATOR}) { id } }", json!({ "u": agent_id }))
+        .await;
+    app.receive(&inbox, "c", "m", "not an administrative change").await;
+    app.projected().await;
+    let log = app.ok("{ auditLog(first: 100) { edges { node { eventType actor } } } }", json!({})).await;
+    let events: Vec<(String, String)> = log["auditLog"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["node"]["eventType"].as_str().unwrap().into(), e["node"]["actor"].as_str().unwrap().into()))
+        .collect();
+    let admin = format!("user:{}", app.user_id);
+    for expected in ["InboxCreated", "MemberAdded", "InboxMemberAdded", "MemberRoleChanged"] {
+        assert!(events.contains(&(expected.to_string(), admin.clone())), "{expected} by {admin} in {events:?}");
+    }
+    assert!(events.iter().any(|(t, a)| t == "SignedIn" && a == &format!("user:{agent_id}")));
+    assert!(events.iter().all(|(t, _)| t != "MessageReceived" && t != "ConversationOpened"), "{events:?}");
+    let (_, plain) = app.agent("cy@acme.test", "AGENT").await;
+    assert_eq!(code(&app.gql_as(Some(&plain), "{ auditLog { edges { cursor } } }", json!({})).await), "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused_as_payload_too_large() {
+    let app = TestApp::spawn().await;
+    for size in [2 * 1024 * 1024, 10 * 1024 * 1024] {
+        let body = json!({ "query": "{ me { id } }", "variables": { "pad": "x".repeat(size) } });
+        let answer = app
+            .client
+            .post(format!("{}/graphql", app.server.address))
+            .bearer_auth(&app.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 413);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(code(&body), "PAYLOAD_TOO_LARGE");
+    }
+}
