@@ -151,8 +151,10 @@ async fn relay_commits(committed: Wake, engine: Engine, shutdown: CancellationTo
 
 /// The NOTIFY channel that tells every process to drop its cached principals.
 const ACCESS_CHANNEL: &str = "inbox_access";
+/// The NOTIFY channel naming an erased contact, whose key every process must forget.
+pub const ERASURE_CHANNEL: &str = "inbox_erasure";
 
-/// Drops cached principals when access changes: at once for this process's own
+/// Drops cached principals when access changes, and shredded keys on erasure: at once for this process's own
 /// commits (and NOTIFYs the others), on NOTIFY for other processes'.
 async fn relay_access_changes(state: AppState, shutdown: CancellationToken) {
     let mut changed = state.commands.store().access_changed().subscribe();
@@ -180,7 +182,7 @@ async fn relay_access_changes(state: AppState, shutdown: CancellationToken) {
                 continue;
             }
         };
-        if let Err(error) = listener.listen(ACCESS_CHANNEL).await {
+        if let Err(error) = listener.listen_all([ACCESS_CHANNEL, ERASURE_CHANNEL]).await {
             tracing::warn!(%error, "access-change listener cannot LISTEN; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -190,6 +192,11 @@ async fn relay_access_changes(state: AppState, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 received = listener.recv() => match received {
+                    Ok(note) if note.channel() == ERASURE_CHANNEL => {
+                        if let Ok(contact) = note.payload().parse() {
+                            state.keyring.forget(contact);
+                        }
+                    }
                     Ok(_) => state.authenticator.invalidate(),
                     Err(error) => {
                         tracing::warn!(%error, "access-change listener lost its connection; reconnecting");

@@ -200,7 +200,7 @@ impl RouteKeys {
 }
 
 /// A stream id from a keyed hash: its first 16 bytes as a uuid.
-fn uuid_from_hash(hex: &str) -> Uuid {
+pub(crate) fn uuid_from_hash(hex: &str) -> Uuid {
     let bytes: Vec<u8> = (0..32).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0)).collect();
     Uuid::from_slice(&bytes).unwrap_or_default()
 }

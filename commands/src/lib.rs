@@ -13,6 +13,7 @@ pub mod account;
 pub mod cache;
 pub mod context;
 pub mod conversation;
+pub mod erasure;
 mod group_commit;
 pub mod inbound;
 pub mod inbox;

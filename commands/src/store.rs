@@ -125,6 +125,10 @@ pub enum SideWrite {
         user: Uuid,
         member: bool,
     },
+    /// Shreds a contact's data key and forgets its channel identities.
+    EraseContact {
+        contact: Uuid,
+    },
 }
 
 /// A bearer credential: a personal API token or a login session.
@@ -689,6 +693,13 @@ pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideW
         .bind(account)
         .bind(inbox)
         .bind(user)
+        .execute(conn)
+        .await,
+        SideWrite::EraseContact { contact } => sqlx::query(
+            "WITH shredded AS (DELETE FROM contact_keys WHERE contact_id = $1) \
+             DELETE FROM channel_identities WHERE contact_id = $1",
+        )
+        .bind(contact)
         .execute(conn)
         .await,
         SideWrite::InboxMembership { inbox, user, member: false, .. } => {

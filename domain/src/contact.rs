@@ -6,13 +6,21 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ids::{AccountId, ContactId};
-use crate::values::Instant;
+use crate::ids::{AccountId, ContactId, ConversationId};
+use crate::values::{Instant, Name};
 use crate::{domain_event, DomainError, PersonalData};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Contact {
     id: Option<ContactId>,
+    account_id: Option<AccountId>,
+    erased: bool,
+}
+
+impl Contact {
+    pub fn account_id(&self) -> Option<AccountId> {
+        self.account_id
+    }
 }
 
 /// What a channel tells us about a contact; every field optional, all personal.
@@ -26,6 +34,8 @@ pub struct ContactDetails {
 #[derive(Debug)]
 pub enum ContactCommand {
     Create { contact_id: ContactId, account_id: AccountId, details: ContactDetails, at: Instant },
+    /// The right to be forgotten: the contact's key is shredded with this event.
+    Erase { reason: Name, conversations: Vec<ConversationId>, at: Instant },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,17 +49,24 @@ pub enum ContactEvent {
         phone: Option<String>,
         at: Instant,
     },
+    /// Read models clear the contact's details and the text of these conversations.
+    ContactErased { reason: String, conversations: Vec<ConversationId>, at: Instant },
 }
 
-domain_event!(ContactEvent, version = "1", [ContactCreated]);
+domain_event!(ContactEvent, version = "1", [ContactCreated, ContactErased]);
 
 impl PersonalData for ContactEvent {
     fn personal_fields(&self) -> &'static [&'static str] {
-        &["name", "email", "phone"]
+        match self {
+            ContactEvent::ContactCreated { .. } => &["name", "email", "phone"],
+            ContactEvent::ContactErased { .. } => &[],
+        }
     }
     fn data_subject(&self) -> Option<Uuid> {
-        let ContactEvent::ContactCreated { contact_id, .. } = self;
-        Some(contact_id.as_uuid())
+        match self {
+            ContactEvent::ContactCreated { contact_id, .. } => Some(contact_id.as_uuid()),
+            ContactEvent::ContactErased { .. } => None,
+        }
     }
 }
 
@@ -61,17 +78,74 @@ impl Aggregate for Contact {
     type Services = ();
 
     async fn handle(&mut self, command: ContactCommand, _: &(), sink: &EventSink<Self>) -> Result<(), DomainError> {
-        let ContactCommand::Create { contact_id, account_id, details, at } = command;
-        if self.id.is_some() {
-            return Err(DomainError::AlreadyExists("contact"));
-        }
-        let ContactDetails { name, email, phone } = details;
-        sink.write(ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at }, self).await;
+        let event = match command {
+            ContactCommand::Create { contact_id, account_id, details, at } => {
+                if self.id.is_some() {
+                    return Err(DomainError::AlreadyExists("contact"));
+                }
+                let ContactDetails { name, email, phone } = details;
+                ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at }
+            }
+            ContactCommand::Erase { reason, conversations, at } => {
+                if self.id.is_none() {
+                    return Err(DomainError::NotFound("contact"));
+                }
+                if self.erased {
+                    return Err(DomainError::invalid("this contact has already been erased"));
+                }
+                ContactEvent::ContactErased { reason: reason.into_inner(), conversations, at }
+            }
+        };
+        sink.write(event, self).await;
         Ok(())
     }
 
     fn apply(&mut self, event: ContactEvent) {
-        let ContactEvent::ContactCreated { contact_id, .. } = event;
-        self.id = Some(contact_id);
+        match event {
+            ContactEvent::ContactCreated { contact_id, account_id, .. } => {
+                self.id = Some(contact_id);
+                self.account_id = Some(account_id);
+            }
+            ContactEvent::ContactErased { .. } => self.erased = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use cqrs_es::test::TestFramework;
+
+    fn at() -> Instant {
+        chrono::Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_contact_is_erased_once_with_its_reason() {
+        let created = ContactEvent::ContactCreated {
+            contact_id: ContactId(Uuid::from_u128(1)),
+            account_id: AccountId(Uuid::from_u128(2)),
+            name: None,
+            email: None,
+            phone: None,
+            at: at(),
+        };
+        let erase = || ContactCommand::Erase {
+            reason: Name::parse("reason", "customer request").unwrap(),
+            conversations: vec![ConversationId(Uuid::from_u128(3))],
+            at: at(),
+        };
+        let erased = ContactEvent::ContactErased {
+            reason: "customer request".into(),
+            conversations: vec![ConversationId(Uuid::from_u128(3))],
+            at: at(),
+        };
+        TestFramework::<Contact>::with(()).given_no_previous_events().when(erase()).then_expect_error(DomainError::NotFound("contact"));
+        TestFramework::<Contact>::with(()).given(vec![created.clone()]).when(erase()).then_expect_events(vec![erased.clone()]);
+        TestFramework::<Contact>::with(())
+            .given(vec![created, erased])
+            .when(erase())
+            .then_expect_error(DomainError::invalid("this contact has already been erased"));
     }
 }

@@ -23,6 +23,12 @@ pub struct Route {
     seen: HashMap<String, Delivery>,
 }
 
+impl Route {
+    pub fn conversation_id(&self) -> Option<ConversationId> {
+        self.conversation_id
+    }
+}
+
 /// Where an inbound message landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
@@ -53,16 +59,20 @@ pub enum RouteCommand {
         new_message_id: MessageId,
         at: Instant,
     },
+    /// The routed contact was erased.
+    Forget { at: Instant },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RouteEvent {
     RouteOpened { account_id: AccountId, inbox_id: InboxId, contact_id: ContactId, at: Instant },
+    /// The contact was erased: the next message from this identity starts a new contact.
+    ContactForgotten { at: Instant },
     ConversationLinked { conversation_id: ConversationId, at: Instant },
     InboundAccepted { source_key: String, message_id: MessageId, conversation_id: ConversationId, at: Instant },
 }
 
-domain_event!(RouteEvent, version = "1", [RouteOpened, ConversationLinked, InboundAccepted]);
+domain_event!(RouteEvent, version = "1", [RouteOpened, ConversationLinked, InboundAccepted, ContactForgotten]);
 impl PersonalData for RouteEvent {}
 
 impl Aggregate for Route {
@@ -73,15 +83,23 @@ impl Aggregate for Route {
     type Services = ();
 
     async fn handle(&mut self, command: RouteCommand, _: &(), sink: &EventSink<Self>) -> Result<(), DomainError> {
-        let RouteCommand::Deliver {
-            account_id,
-            inbox_id,
-            source_key,
-            new_contact_id,
-            new_conversation_id,
-            new_message_id,
-            at,
-        } = command;
+        let (account_id, inbox_id, source_key, new_contact_id, new_conversation_id, new_message_id, at) = match command {
+            RouteCommand::Deliver {
+                account_id,
+                inbox_id,
+                source_key,
+                new_contact_id,
+                new_conversation_id,
+                new_message_id,
+                at,
+            } => (account_id, inbox_id, source_key, new_contact_id, new_conversation_id, new_message_id, at),
+            RouteCommand::Forget { at } => {
+                if self.contact_id.is_some() {
+                    sink.write(RouteEvent::ContactForgotten { at }, self).await;
+                }
+                return Ok(());
+            }
+        };
         if source_key.is_empty() {
             return Err(DomainError::invalid("source id must not be empty"));
         }
@@ -107,6 +125,10 @@ impl Aggregate for Route {
         match event {
             RouteEvent::RouteOpened { contact_id, .. } => self.contact_id = Some(contact_id),
             RouteEvent::ConversationLinked { conversation_id, .. } => self.conversation_id = Some(conversation_id),
+            RouteEvent::ContactForgotten { .. } => {
+                self.contact_id = None;
+                self.conversation_id = None;
+            }
             RouteEvent::InboundAccepted { source_key, message_id, conversation_id, .. } => {
                 self.seen.insert(source_key, Delivery { message_id, conversation_id });
             }

@@ -156,21 +156,28 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                 .execute(&mut **tx)
                 .await?;
         }
-        "contact" => {
-            let ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at } = event.decode()?;
-            sqlx::query(
-                "INSERT INTO rm_contacts (contact_id, account_id, name, email, phone, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(contact_id.as_uuid())
-            .bind(account_id.as_uuid())
-            .bind(name)
-            .bind(email)
-            .bind(phone)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-        }
+        "contact" => match event.decode::<ContactEvent>()? {
+            ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at } => {
+                sqlx::query(
+                    "INSERT INTO rm_contacts (contact_id, account_id, name, email, phone, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(contact_id.as_uuid())
+                .bind(account_id.as_uuid())
+                .bind(name)
+                .bind(email)
+                .bind(phone)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+            }
+            ContactEvent::ContactErased { .. } => {
+                sqlx::query("UPDATE rm_contacts SET name = NULL, email = NULL, phone = NULL WHERE contact_id = $1")
+                    .bind(id()?)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        },
         _ => {}
     }
     Ok(())
@@ -292,33 +299,48 @@ pub async fn labels(pool: &PgPool, account: Uuid) -> sqlx::Result<Vec<LabelRow>>
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn contact(pool: &PgPool, account: Uuid, contact: Uuid) -> sqlx::Result<Option<ContactRow>> {
-    sqlx::query_as(
-        "SELECT contact_id, name, email, phone, created_at FROM rm_contacts WHERE account_id = $1 AND contact_id = $2",
-    )
+/// A contact; with `inboxes`, only if they wrote to one of them.
+pub async fn contact(
+    pool: &PgPool,
+    account: Uuid,
+    contact: Uuid,
+    inboxes: Option<&[Uuid]>,
+) -> sqlx::Result<Option<ContactRow>> {
+    sqlx::query_as(&format!(
+        "SELECT contact_id, name, email, phone, created_at FROM rm_contacts k WHERE account_id = $1 AND contact_id = $2 \
+         AND {IN_INBOXES}"
+    ))
     .bind(account)
     .bind(contact)
+    .bind(inboxes)
     .fetch_optional(pool)
     .await
 }
+
+/// Contacts seen in one of the inboxes bound as `$3` (all when null): agents see the
+/// customers of the inboxes they work in.
+const IN_INBOXES: &str = "($3::uuid[] IS NULL OR EXISTS (SELECT 1 FROM rm_conversations c \
+     WHERE c.contact_id = k.contact_id AND c.inbox_id = ANY($3)))";
 
 /// Contacts newest first, keyset-paginated on (created_at, id); fetches `limit` rows.
 #[tracing::instrument(skip_all)]
 pub async fn contacts(
     pool: &PgPool,
     account: Uuid,
+    inboxes: Option<&[Uuid]>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> sqlx::Result<Vec<ContactRow>> {
-    sqlx::query_as(
-        "SELECT contact_id, name, email, phone, created_at FROM rm_contacts WHERE account_id = $1 \
-         AND ($2::timestamptz IS NULL OR (created_at, contact_id) < ($2, $3)) \
-         ORDER BY created_at DESC, contact_id DESC LIMIT $4",
-    )
+    sqlx::query_as(&format!(
+        "SELECT contact_id, name, email, phone, created_at FROM rm_contacts k WHERE account_id = $1 \
+         AND {IN_INBOXES} AND ($4::timestamptz IS NULL OR (created_at, contact_id) < ($4, $5)) \
+         ORDER BY created_at DESC, contact_id DESC LIMIT $2"
+    ))
     .bind(account)
+    .bind(limit)
+    .bind(inboxes)
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
-    .bind(limit)
     .fetch_all(pool)
     .await
 }

@@ -124,7 +124,7 @@ impl Projector for InboxList {
     }
 
     fn consumes(&self, aggregate_type: &str) -> bool {
-        aggregate_type == "conversation"
+        matches!(aggregate_type, "conversation" | "contact")
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -144,9 +144,28 @@ impl Projector for InboxList {
             let id: Uuid = event.aggregate_id.parse().context("conversation id is not a uuid")?;
             decoded.push((id, event.decode::<E>()?));
         }
-        if decoded.is_empty() {
-            return Ok(());
+        let erased: Vec<Uuid> = events
+            .iter()
+            .filter(|e| e.event_type == "ContactErased")
+            .map(|e| e.aggregate_id.parse().context("contact id is not a uuid"))
+            .collect::<anyhow::Result<_>>()?;
+        if !decoded.is_empty() {
+            self.fold(tx, decoded).await?;
         }
+        if !erased.is_empty() {
+            // The custom attributes were sealed with the shredded key.
+            sqlx::query("UPDATE rm_conversations SET custom_attributes = '{}' WHERE contact_id = ANY($1)")
+                .bind(erased)
+                .execute(&mut **tx)
+                .await
+                .context("failed to erase custom attributes")?;
+        }
+        Ok(())
+    }
+}
+
+impl InboxList {
+    async fn fold(&self, tx: &mut Transaction<'_, Postgres>, decoded: Vec<(Uuid, E)>) -> anyhow::Result<()> {
         let mut ids: Vec<Uuid> = decoded.iter().map(|(id, _)| *id).collect();
         ids.sort();
         ids.dedup();

@@ -114,6 +114,11 @@ impl Keyring {
         Ok(Some(cipher))
     }
 
+    /// Drops a shredded key from memory (erasure, here or in another process).
+    pub fn forget(&self, contact: Uuid) {
+        self.data_keys.lock().expect("key cache lock").remove(&contact);
+    }
+
     fn remember(&self, contact: Uuid, cipher: Arc<Aes256Gcm>) {
         let mut cache = self.data_keys.lock().expect("key cache lock");
         if cache.len() >= CACHE_LIMIT {

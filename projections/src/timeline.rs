@@ -3,6 +3,7 @@
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use domain::contact::ContactEvent;
 use domain::conversation::{Activity, ConversationEvent as E};
 use domain::values::MessageType;
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
@@ -42,7 +43,7 @@ impl Projector for Timeline {
     }
 
     fn consumes(&self, aggregate_type: &str) -> bool {
-        aggregate_type == "conversation"
+        matches!(aggregate_type, "conversation" | "contact")
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -66,10 +67,26 @@ impl Projector for Timeline {
                 rows.created_at.push(message.at);
             }
         }
-        if rows.message_id.is_empty() {
-            return Ok(());
+        if !rows.message_id.is_empty() {
+            insert(tx, rows).await?;
         }
-        sqlx::query(
+        // Erasure: the text of the contact's conversations goes (its key is shredded).
+        for event in events.iter().filter(|e| e.event_type == "ContactErased") {
+            if let ContactEvent::ContactErased { conversations, .. } = event.decode()? {
+                let ids: Vec<Uuid> = conversations.iter().map(|c| c.as_uuid()).collect();
+                sqlx::query("UPDATE rm_messages SET content = NULL WHERE conversation_id = ANY($1)")
+                    .bind(ids)
+                    .execute(&mut **tx)
+                    .await
+                    .context("failed to erase message text")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn insert(tx: &mut Transaction<'_, Postgres>, rows: Rows) -> anyhow::Result<()> {
+    sqlx::query(
             "INSERT INTO rm_messages (message_id, conversation_id, account_id, seq, message_type, private, content, \
              sender, created_at) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], \
              $6::bool[], $7::text[], $8::text[], $9::timestamptz[])",
@@ -86,8 +103,7 @@ impl Projector for Timeline {
         .execute(&mut **tx)
         .await
         .context("failed to add timeline messages")?;
-        Ok(())
-    }
+    Ok(())
 }
 
 #[derive(Default)]

@@ -1,10 +1,12 @@
 //! The integration suite: one binary, each test against its own database and server.
 
 mod access;
+mod access_matrix;
 mod auth;
 mod concurrency;
 mod conversation_flow;
 mod durability;
+mod erasure;
 mod event_log;
 mod inbox_list;
 mod projections;

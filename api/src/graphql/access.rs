@@ -125,6 +125,13 @@ pub struct AcceptInvitationInput {
 }
 
 #[derive(InputObject)]
+pub struct EraseContactInput {
+    pub contact_id: ID,
+    /// Why (e.g. "LGPD request #123"); recorded with the erasure.
+    pub reason: String,
+}
+
+#[derive(InputObject)]
 pub struct SetAgentRoleInput {
     pub user_id: ID,
     pub role: Role,
@@ -372,6 +379,26 @@ impl AccessMutation {
         principal.require(Action::ManageAccount)?;
         let user = parse_id(&user_id, "agent")?;
         state.commands.remove_agent(&context, user).await.map_err(ApiError::from)?;
+        Ok(true)
+    }
+
+    /// The right to be forgotten: shreds the contact's key, so their details and the
+    /// text of their conversations read as erased everywhere, replays included; the
+    /// conversations, their metrics and the history's hash chain remain.
+    async fn erase_contact(&self, ctx: &Context<'_>, input: EraseContactInput) -> Result<bool> {
+        let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::EraseContacts)?;
+        let contact = parse_id(&input.contact_id, "contact")?;
+        let written = state.commands.erase_contact(&context, contact, &input.reason).await.map_err(ApiError::from)?;
+        let notified = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::app::ERASURE_CHANNEL)
+            .bind(contact.to_string())
+            .execute(&state.pool)
+            .await;
+        if let Err(error) = notified {
+            tracing::warn!(%error, %contact, "could not tell other processes to forget an erased contact's key");
+        }
+        state.settle(written, &["directory", "inbox_list", "timeline"]).await;
         Ok(true)
     }
 

@@ -194,7 +194,12 @@ impl Query {
         let principal = principal(ctx)?;
         principal.require(Action::ReadContacts)?;
         let id = parse_id(&id, "contact")?;
-        let row = directory::contact(&state(ctx)?.pool, principal.account_id, id).await.map_err(ApiError::from)?;
+        let pool = &state(ctx)?.pool;
+        let inboxes = principal.visibility().inboxes;
+        let row = directory::contact(pool, principal.account_id, id, inboxes.as_deref()).await.map_err(ApiError::from)?;
+        if row.is_none() && inboxes.is_some() && directory::contact(pool, principal.account_id, id, None).await?.is_some() {
+            return Err(ApiError::forbidden("this contact wrote to none of your inboxes").into());
+        }
         Ok(Contact(row.ok_or_else(|| ApiError::not_found("contact"))?))
     }
 
@@ -209,7 +214,8 @@ impl Query {
         principal.require(Action::ReadContacts)?;
         let limit = page_size(first, 25, 100)?;
         let after = after.map(|c| parse_contact_cursor(&c)).transpose()?;
-        let rows = directory::contacts(&state(ctx)?.pool, principal.account_id, after, limit + 1)
+        let inboxes = principal.visibility().inboxes;
+        let rows = directory::contacts(&state(ctx)?.pool, principal.account_id, inboxes.as_deref(), after, limit + 1)
             .await
             .map_err(ApiError::from)?;
         Ok(connection(rows, limit, |c| format!("{}|{}", c.created_at.to_rfc3339(), c.contact_id), Contact))

@@ -182,7 +182,7 @@ impl Conversation {
     }
     async fn contact(&self, ctx: &Context<'_>) -> Result<Contact> {
         let conversation = self.row(ctx).await?;
-        let row = directory::contact(&state(ctx)?.pool, self.account_id, conversation.contact_id)
+        let row = directory::contact(&state(ctx)?.pool, self.account_id, conversation.contact_id, None)
             .await
             .map_err(ApiError::from)?;
         Ok(Contact(row.unwrap_or(ContactRow {

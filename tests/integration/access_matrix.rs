@@ -1,0 +1,168 @@
+//! The access matrix, over every query and mutation the schema has: a resolver added
+//! without a row here fails the suite. For each operation, three callers who must not
+//! reach account A's data try: nobody, another account's administrator, and an agent
+//! of A who is in none of its inboxes. Nothing of A may change, and nothing of A may
+//! show in an answer.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+use tests::TestApp;
+
+/// What the operation is, for the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Needs no credentials (login, invitations).
+    Public,
+    /// Acts on the caller's own user (profile, password, tokens, session).
+    Own,
+    /// An administrator's action on the account (refused to agents).
+    Admin,
+    /// Names one of A's conversations or inboxes: refused to both outsiders.
+    Targeted,
+    /// Lists what the caller may see: outsiders see none of A's ids.
+    Listing,
+}
+
+struct Ids {
+    inbox: String,
+    conversation: String,
+    contact: String,
+    agent: String,
+    token: String,
+}
+
+fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
+    let c = &ids.conversation;
+    let i = &ids.inbox;
+    vec![
+        // Queries.
+        ("me", Kind::Own, "{ me { id } }".into()),
+        ("apiTokens", Kind::Own, "{ apiTokens { id } }".into()),
+        ("conversations", Kind::Listing, "{ conversations { edges { node { id } } } }".into()),
+        ("conversationCounts", Kind::Listing, "{ conversationCounts { all } }".into()),
+        ("inboxes", Kind::Listing, "{ inboxes { id } }".into()),
+        ("agents", Kind::Listing, "{ agents { id } }".into()),
+        ("teams", Kind::Listing, "{ teams { id } }".into()),
+        ("labels", Kind::Listing, "{ labels { id } }".into()),
+        ("customRoles", Kind::Listing, "{ customRoles { id } }".into()),
+        ("contacts", Kind::Listing, "{ contacts { edges { node { id } } } }".into()),
+        ("conversation", Kind::Targeted, format!("{{ conversation(id: \"{c}\") {{ id }} }}")),
+        ("conversationHistory", Kind::Targeted, format!("{{ conversationHistory(id: \"{c}\") {{ eventType }} }}")),
+        ("verifyConversationHistory", Kind::Targeted, format!("{{ verifyConversationHistory(id: \"{c}\") {{ intact }} }}")),
+        ("inbox", Kind::Targeted, format!("{{ inbox(id: \"{i}\") {{ id }} }}")),
+        ("contact", Kind::Targeted, format!("{{ contact(id: \"{}\") {{ id }} }}", ids.contact)),
+        ("events", Kind::Admin, "{ events { edges { node { aggregateId } } } }".into()),
+        ("auditLog", Kind::Admin, "{ auditLog { edges { node { aggregateId } } } }".into()),
+        // Mutations.
+        ("login", Kind::Public, "mutation { login(input: {email: \"admin@acme.test\", password: \"wrong password\"}) { token } }".into()),
+        ("acceptInvitation", Kind::Public, "mutation { acceptInvitation(input: {token: \"ibi_nope\", password: \"long enough pw\"}) { token } }".into()),
+        ("logout", Kind::Own, "mutation { logout }".into()),
+        ("changePassword", Kind::Own, "mutation { changePassword(input: {currentPassword: \"wrong password\", newPassword: \"whatever it is\"}) }".into()),
+        ("createApiToken", Kind::Own, "mutation { createApiToken(input: {name: \"mine\"}) { id } }".into()),
+        ("revokeApiToken", Kind::Targeted, format!("mutation {{ revokeApiToken(id: \"{}\") }}", ids.token)),
+        ("createInbox", Kind::Admin, "mutation { createInbox(input: {name: \"x\", channel: API}) { id } }".into()),
+        ("addInboxMember", Kind::Admin, format!("mutation {{ addInboxMember(input: {{inboxId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
+        ("removeInboxMember", Kind::Admin, format!("mutation {{ removeInboxMember(input: {{inboxId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
+        ("createTeam", Kind::Admin, "mutation { createTeam(input: {name: \"x\"}) { id } }".into()),
+        ("addTeamMember", Kind::Admin, format!("mutation {{ addTeamMember(input: {{teamId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
+        ("createLabel", Kind::Admin, "mutation { createLabel(input: {title: \"x\", color: \"#ff0000\"}) { id } }".into()),
+        ("createAgent", Kind::Admin, "mutation { createAgent(input: {email: \"new@acme.test\", name: \"N\", role: ADMINISTRATOR}) { id } }".into()),
+        ("setAgentRole", Kind::Admin, format!("mutation {{ setAgentRole(input: {{userId: \"{}\", role: ADMINISTRATOR}}) {{ id }} }}", ids.agent)),
+        ("removeAgent", Kind::Admin, format!("mutation {{ removeAgent(userId: \"{}\") }}", ids.agent)),
+        ("createCustomRole", Kind::Admin, "mutation { createCustomRole(input: {name: \"x\", permissions: [REPORT_MANAGE]}) { id } }".into()),
+        ("receiveMessage", Kind::Targeted, format!("mutation {{ receiveMessage(input: {{inboxId: \"{i}\", contact: {{sourceId: \"z\"}}, sourceId: \"z1\", content: \"spoof\"}}) {{ id }} }}")),
+        ("sendMessage", Kind::Targeted, format!("mutation {{ sendMessage(input: {{conversationId: \"{c}\", content: \"hi\"}}) {{ id }} }}")),
+        ("assignConversation", Kind::Targeted, format!("mutation {{ assignConversation(input: {{conversationId: \"{c}\", assigneeId: null}}) {{ id }} }}")),
+        ("setConversationStatus", Kind::Targeted, format!("mutation {{ setConversationStatus(input: {{conversationId: \"{c}\", status: RESOLVED}}) {{ id }} }}")),
+        ("setConversationPriority", Kind::Targeted, format!("mutation {{ setConversationPriority(input: {{conversationId: \"{c}\", priority: HIGH}}) {{ id }} }}")),
+        ("setConversationLabels", Kind::Targeted, format!("mutation {{ setConversationLabels(input: {{conversationId: \"{c}\", labels: [\"x\"]}}) {{ id }} }}")),
+        ("setConversationMuted", Kind::Targeted, format!("mutation {{ setConversationMuted(input: {{conversationId: \"{c}\", muted: true}}) {{ id }} }}")),
+        ("setConversationCustomAttributes", Kind::Targeted, format!("mutation {{ setConversationCustomAttributes(input: {{conversationId: \"{c}\", attributes: {{plan: \"gold\"}}}}) {{ id }} }}")),
+        ("eraseContact", Kind::Admin, format!("mutation {{ eraseContact(input: {{contactId: \"{}\", reason: \"test\"}}) }}", ids.contact)),
+    ]
+}
+
+fn code(answer: &Value) -> Option<&str> {
+    answer["errors"][0]["extensions"]["code"].as_str()
+}
+
+async fn schema_operations(app: &TestApp) -> BTreeSet<String> {
+    let schema = app.ok("{ __schema { queryType { fields { name } } mutationType { fields { name } } } }", json!({})).await;
+    ["queryType", "mutationType"]
+        .iter()
+        .flat_map(|root| schema["__schema"][root]["fields"].as_array().unwrap().clone())
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Account A's events and read-model rows, to prove nothing of A changed.
+async fn account_state(app: &TestApp) -> (i64, std::collections::BTreeMap<String, Vec<String>>) {
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE account_id = $1")
+        .bind(app.account_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    app.projected().await;
+    let account = app.account_id.to_string();
+    let mut models = app.read_models().await;
+    for rows in models.values_mut() {
+        rows.retain(|row| row.contains(&account));
+    }
+    (events, models)
+}
+
+#[tokio::test]
+async fn every_operation_refuses_outsiders_and_changes_nothing_of_the_account() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Private").await;
+    let received = app.receive(&inbox, "secret-contact", "m1", "confidential").await;
+    let conversation = received["conversation"]["id"].as_str().unwrap().to_string();
+    let contact: String = sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts WHERE account_id = $1")
+        .bind(app.account_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let (agent, agent_token) = app.agent("outsider@acme.test", "AGENT").await;
+    let token = app.ok("mutation { createApiToken(input: {name: \"A's\"}) { id } }", json!({})).await["createApiToken"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = app.server.state.commands.bootstrap("Other Co", "boss@other.test", "another long password", None).await.unwrap();
+    let ids = Ids { inbox: inbox.clone(), conversation: conversation.clone(), contact: contact.clone(), agent, token };
+
+    let table = operations(&ids);
+    let listed: BTreeSet<String> = table.iter().map(|(name, _, _)| name.to_string()).collect();
+    assert_eq!(schema_operations(&app).await, listed, "every operation of the schema has a row in the matrix");
+
+    // Nothing of A may show to the outsiders: its conversation, inbox or contact ids.
+    let secrets = [conversation.as_str(), inbox.as_str(), contact.as_str(), "confidential"];
+    let before = account_state(&app).await;
+    for (name, kind, operation) in &table {
+        let anonymous = app.gql_as(None, operation, json!({})).await;
+        if *kind != Kind::Public {
+            assert_eq!(code(&anonymous), Some("UNAUTHENTICATED"), "{name} without credentials: {anonymous}");
+        }
+        for (who, token) in [("another account's administrator", other.token.as_str()), ("a non-member agent", &agent_token)] {
+            let expected: &[&str] = match (kind, who.starts_with("another")) {
+                // The caller's own things (logging out would end this test's session).
+                (Kind::Public | Kind::Own, _) => continue,
+                (Kind::Targeted, true) => &["NOT_FOUND"],
+                // One's own token list has no other user's token in it.
+                (Kind::Targeted, false) if *name == "revokeApiToken" => &["NOT_FOUND"],
+                (Kind::Targeted, false) => &["FORBIDDEN"],
+                (Kind::Admin, false) => &["FORBIDDEN"],
+                // Acting in their own account is their right; naming A's things is not.
+                (Kind::Admin, true) => &["NOT_FOUND", "FORBIDDEN", ""],
+                (Kind::Listing, _) => &["", "FORBIDDEN"],
+            };
+            let answer = app.gql_as(Some(token), operation, json!({})).await;
+            let got = code(&answer).unwrap_or("");
+            assert!(expected.contains(&got), "{name} by {who}: expected one of {expected:?}, got {answer}");
+            for secret in secrets {
+                assert!(!answer.to_string().contains(secret), "{name} by {who} shows A's {secret}: {answer}");
+            }
+        }
+    }
+    assert_eq!(account_state(&app).await, before, "nothing of account A changed");
+}
