@@ -1,10 +1,12 @@
 //! The composition root: wires the store, the commands, the projection engine and the
 //! HTTP layer together. `main` and the tests build the same `Application`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
 use commands::store::EventStore;
 use commands::Commands;
 use projections::engine::{Engine, Wake};
@@ -69,6 +71,8 @@ impl Services {
 
 pub struct Application {
     listener: TcpListener,
+    /// Terminate TLS here (else plain HTTP, e.g. behind a proxy that does).
+    tls: Option<RustlsConfig>,
     services: Services,
     limits: graphql::Limits,
     trust_forwarded_for: bool,
@@ -83,7 +87,22 @@ impl Application {
             .with_context(|| format!("failed to listen on {} (LISTEN_ADDR)", config.listen_addr))?;
         let limits = graphql::Limits::from(&config);
         let trust_forwarded_for = config.trust_forwarded_for;
-        Ok(Self { listener, services, limits, trust_forwarded_for, shutdown: CancellationToken::new() })
+        let tls = match &config.tls {
+            None => None,
+            Some(files) => {
+                // One process-wide provider; a second install (tests) is harmless.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let tls = RustlsConfig::from_pem_file(&files.cert_path, &files.key_path).await.with_context(|| {
+                    format!(
+                        "failed to load the TLS certificate {} and key {} (TLS_CERT_PATH, TLS_KEY_PATH)",
+                        files.cert_path.display(),
+                        files.key_path.display()
+                    )
+                })?;
+                Some(tls)
+            }
+        };
+        Ok(Self { listener, tls, services, limits, trust_forwarded_for, shutdown: CancellationToken::new() })
     }
 
     pub fn port(&self) -> u16 {
@@ -101,7 +120,7 @@ impl Application {
 
     /// Serves HTTP and runs the projectors until SIGINT/SIGTERM or the token.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { listener, services, limits, trust_forwarded_for, shutdown } = self;
+        let Application { listener, tls, services, limits, trust_forwarded_for, shutdown } = self;
         let state = services.state;
         let engine = state.engine.clone();
         let engine_stop = shutdown.clone();
@@ -109,14 +128,34 @@ impl Application {
         tokio::spawn(relay_commits(services.committed, state.engine.clone(), shutdown.clone()));
         tokio::spawn(relay_access_changes(state.clone(), shutdown.clone()));
         let router = http::router(state.clone(), graphql::schema(state, limits), trust_forwarded_for);
-        tracing::info!(addr = %listener.local_addr()?, "serving GraphQL at /graphql");
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move {
-                tokio::select! { _ = stop.cancelled() => {}, _ = terminate_signal() => {} }
-            })
-            .await
-            .context("the HTTP server failed")?;
+        let stopped = async move {
+            tokio::select! { _ = stop.cancelled() => {}, _ = terminate_signal() => {} }
+        };
+        match tls {
+            None => {
+                tracing::info!(addr = %listener.local_addr()?, "serving GraphQL at http://…/graphql");
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                    .context("the HTTP server failed")?;
+            }
+            Some(tls) => {
+                tracing::info!(addr = %listener.local_addr()?, "serving GraphQL at https://…/graphql");
+                let handle = axum_server::Handle::new();
+                let draining = handle.clone();
+                tokio::spawn(async move {
+                    stopped.await;
+                    draining.graceful_shutdown(Some(Duration::from_secs(10)));
+                });
+                axum_server::from_tcp_rustls(listener.into_std()?, tls)
+                    .handle(handle)
+                    .serve(service)
+                    .await
+                    .context("the HTTPS server failed")?;
+            }
+        }
         shutdown.cancel();
         engine_task.await.context("the projection engine panicked")??;
         Ok(())

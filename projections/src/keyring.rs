@@ -5,7 +5,7 @@
 //! and the feed opens when it reads. Erasing a contact deletes its wrapped key, after
 //! which every sealed field of that contact opens to `null` — replays included.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
@@ -32,7 +32,15 @@ pub struct Keyring {
     master: Aes256Gcm,
     master_bytes: [u8; 32],
     routing: [u8; 32],
-    data_keys: Mutex<HashMap<Uuid, Arc<Aes256Gcm>>>,
+    data_keys: Mutex<DataKeys>,
+}
+
+/// Unwrapped keys, and the contacts erased since start: a key read from the database
+/// just before its erasure committed must not come back into the cache after.
+#[derive(Default)]
+struct DataKeys {
+    keys: HashMap<Uuid, Arc<Aes256Gcm>>,
+    erased: HashSet<Uuid>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -60,7 +68,7 @@ impl Keyring {
             master: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&master_key)),
             master_bytes: master_key,
             routing: [0; 32],
-            data_keys: Mutex::new(HashMap::new()),
+            data_keys: Mutex::new(DataKeys::default()),
         };
         keyring.routing = keyring.derive("routing-hash");
         keyring
@@ -98,8 +106,14 @@ impl Keyring {
 
     /// The contact's data key, or `None` once it has been shredded.
     pub async fn data_key<'e>(&self, db: impl PgExecutor<'e>, contact: Uuid) -> anyhow::Result<Option<Arc<Aes256Gcm>>> {
-        if let Some(cipher) = self.data_keys.lock().expect("key cache lock").get(&contact) {
-            return Ok(Some(cipher.clone()));
+        {
+            let cache = self.data_keys.lock().expect("key cache lock");
+            if cache.erased.contains(&contact) {
+                return Ok(None);
+            }
+            if let Some(cipher) = cache.keys.get(&contact) {
+                return Ok(Some(cipher.clone()));
+            }
         }
         let wrapped: Option<Vec<u8>> = sqlx::query_scalar("SELECT wrapped_key FROM contact_keys WHERE contact_id = $1")
             .bind(contact)
@@ -116,15 +130,20 @@ impl Keyring {
 
     /// Drops a shredded key from memory (erasure, here or in another process).
     pub fn forget(&self, contact: Uuid) {
-        self.data_keys.lock().expect("key cache lock").remove(&contact);
+        let mut cache = self.data_keys.lock().expect("key cache lock");
+        cache.keys.remove(&contact);
+        cache.erased.insert(contact);
     }
 
     fn remember(&self, contact: Uuid, cipher: Arc<Aes256Gcm>) {
         let mut cache = self.data_keys.lock().expect("key cache lock");
-        if cache.len() >= CACHE_LIMIT {
-            cache.clear();
+        if cache.erased.contains(&contact) {
+            return;
         }
-        cache.insert(contact, cipher);
+        if cache.keys.len() >= CACHE_LIMIT {
+            cache.keys.clear();
+        }
+        cache.keys.insert(contact, cipher);
     }
 }
 
@@ -161,6 +180,18 @@ fn decrypt(cipher: &Aes256Gcm, aad: &[u8], bytes: &[u8]) -> anyhow::Result<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_key_is_not_cached_again_by_a_read_that_raced_the_erasure() {
+        let keyring = Keyring::new([7; 32]);
+        let subject = Uuid::from_u128(1);
+        let key = keyring.new_data_key(subject).unwrap();
+        keyring.remember(subject, key.cipher.clone());
+        assert!(keyring.data_keys.lock().unwrap().keys.contains_key(&subject));
+        keyring.forget(subject);
+        keyring.remember(subject, key.cipher);
+        assert!(!keyring.data_keys.lock().unwrap().keys.contains_key(&subject));
+    }
 
     #[test]
     fn a_sealed_value_opens_only_with_its_key_and_subject() {

@@ -8,5 +8,6 @@ mod conversation_flow;
 mod durability;
 mod erasure;
 mod event_log;
+mod hardening;
 mod inbox_list;
 mod projections;

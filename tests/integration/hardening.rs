@@ -1,0 +1,95 @@
+//! GraphQL limits, the introspection switch, and TLS termination.
+
+use serde_json::{json, Value};
+use tests::{create_database, test_config, TestApp, TestServer};
+
+fn code(answer: &Value) -> &str {
+    answer["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {answer}"))
+}
+
+/// graphql-js's `getIntrospectionQuery()`, as GraphiQL and code generators send it.
+const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name } } } } } } }
+}"#;
+
+#[tokio::test]
+async fn the_standard_introspection_and_a_full_inbox_page_fit_the_limits_and_abuse_does_not() {
+    let app = TestApp::spawn().await;
+    let schema = app.gql(INTROSPECTION, json!({})).await;
+    assert!(schema.get("errors").is_none(), "{schema}");
+    assert!(schema["data"]["__schema"]["types"].as_array().unwrap().len() > 20);
+
+    let page = "{ conversations(first: 50) { edges { cursor node { id displayId status priority labels \
+        contact { id name email } assignee { id name } \
+        messages(first: 100) { edges { cursor node { id content messageType private createdAt } } pageInfo { hasNextPage endCursor } } } } \
+        pageInfo { hasNextPage endCursor } } }";
+    let answer = app.gql(page, json!({})).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+
+    let wide = format!("{{ {} }}", (0..25_000).map(|n| format!("a{n}: me {{ id }}")).collect::<Vec<_>>().join(" "));
+    let refused = app.gql(&wide, json!({})).await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT");
+    let deep = format!("{{ __schema {{ types {{ {}name{} }} }} }}", "ofType { ".repeat(25), " }".repeat(25));
+    assert_eq!(code(&app.gql(&deep, json!({})).await), "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn introspection_can_be_switched_off_for_production() {
+    let database_url = create_database().await;
+    let mut config = test_config(&database_url);
+    config.graphql_introspection = false;
+    let server = TestServer::start_with(config).await;
+    let client = reqwest::Client::new();
+    let answer = tests::gql_at(&client, &server.address, None, "{ __schema { types { name } } }", json!({})).await;
+    assert!(answer["data"]["__schema"].is_null(), "the schema is not described: {answer}");
+    let ordinary = tests::gql_at(&client, &server.address, None, "{ me { id } }", json!({})).await;
+    assert_eq!(code(&ordinary), "UNAUTHENTICATED", "everything else works as before");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_terminates_tls_with_the_configured_certificate() {
+    let dir = std::env::temp_dir().join(format!("inbox-tls-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+
+    let database_url = create_database().await;
+    let mut config = test_config(&database_url);
+    config.tls = Some(api::config::TlsFiles { cert_path: cert, key_path: key });
+    let server = TestServer::start_with(config).await;
+    let https = server.address.replace("http://", "https://");
+    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let health = client.get(format!("{https}/healthz")).send().await.expect("an HTTPS answer");
+    assert_eq!(health.text().await.unwrap(), "ok");
+    let plain = reqwest::Client::new().get(format!("{}/healthz", server.address)).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success(), "plain HTTP is not served on the TLS port");
+    server.stop().await;
+    std::fs::remove_dir_all(dir).ok();
+}
