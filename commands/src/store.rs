@@ -372,7 +372,16 @@ impl EventStore {
     /// Recomputes a stream's hash chain from the stored events: whether each event's
     /// hash still covers its content and its predecessor's hash.
     pub async fn verify_stream(&self, aggregate_type: &str, id: &str) -> anyhow::Result<StreamCheck> {
-        let rows: Vec<(i64, String, String, Value, Value, Option<Vec<u8>>)> = sqlx::query_as(
+        #[derive(sqlx::FromRow)]
+        struct Stored {
+            sequence: i64,
+            event_type: String,
+            event_version: String,
+            payload: Value,
+            metadata: Value,
+            hash: Option<Vec<u8>>,
+        }
+        let rows: Vec<Stored> = sqlx::query_as(
             "SELECT sequence, event_type, event_version, payload, metadata, hash FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
         )
@@ -382,20 +391,22 @@ impl EventStore {
         .await
         .context("failed to read a stream to verify")?;
         let mut previous: Option<Vec<u8>> = None;
-        for (index, (sequence, event_type, event_version, payload, metadata, stored)) in rows.iter().enumerate() {
+        for (index, row) in rows.iter().enumerate() {
             let expected = chain_hash(
                 previous.as_deref(),
-                aggregate_type,
-                id,
-                *sequence,
-                event_type,
-                event_version,
-                payload,
-                metadata,
+                Hashed {
+                    aggregate_type,
+                    aggregate_id: id,
+                    sequence: row.sequence,
+                    event_type: &row.event_type,
+                    event_version: &row.event_version,
+                    payload: &row.payload,
+                    metadata: &row.metadata,
+                },
             );
             // Sequences run 1, 2, 3…: a gap is a deleted event.
-            if stored.as_deref() != Some(expected.as_slice()) || *sequence != index as i64 + 1 {
-                return Ok(StreamCheck { events: rows.len(), first_broken: Some(*sequence) });
+            if row.hash.as_deref() != Some(expected.as_slice()) || row.sequence != index as i64 + 1 {
+                return Ok(StreamCheck { events: rows.len(), first_broken: Some(row.sequence) });
             }
             previous = Some(expected);
         }
@@ -431,13 +442,15 @@ impl EventStore {
                     seal_payload(event.payload, event.personal_fields, event.subject, cipher.as_deref(), context)?;
                 let hash = chain_hash(
                     previous.as_deref(),
-                    append.aggregate_type,
-                    &append.aggregate_id,
-                    sequence,
-                    &event.event_type,
-                    &event.event_version,
-                    &payload,
-                    &metadata,
+                    Hashed {
+                        aggregate_type: append.aggregate_type,
+                        aggregate_id: &append.aggregate_id,
+                        sequence,
+                        event_type: &event.event_type,
+                        event_version: &event.event_version,
+                        payload: &payload,
+                        metadata: &metadata,
+                    },
                 );
                 rows.aggregate_type.push(append.aggregate_type.to_string());
                 rows.aggregate_id.push(append.aggregate_id.clone());
@@ -553,16 +566,19 @@ pub struct StreamCheck {
     pub first_broken: Option<i64>,
 }
 
-pub fn chain_hash(
-    previous: Option<&[u8]>,
-    aggregate_type: &str,
-    aggregate_id: &str,
-    sequence: i64,
-    event_type: &str,
-    event_version: &str,
-    payload: &Value,
-    metadata: &Value,
-) -> Vec<u8> {
+/// What an event's hash covers, beside its predecessor's hash.
+pub struct Hashed<'a> {
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    pub payload: &'a Value,
+    pub metadata: &'a Value,
+}
+
+pub fn chain_hash(previous: Option<&[u8]>, event: Hashed<'_>) -> Vec<u8> {
+    let Hashed { aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata } = event;
     let mut hasher = Sha256::new();
     hasher.update(previous.unwrap_or(&[0u8; 32]));
     for part in [aggregate_type, aggregate_id, event_type, event_version] {

@@ -49,9 +49,18 @@ async fn message_text_and_contact_details_are_never_in_clear_in_the_log() {
     .await
     .unwrap();
     let log = rows.join("\n");
-    for secret in
-        ["Joana", "Pereira", "joana.pereira", "98765", "987654321", "cartão", "4242", "wamid", "+5511", "ZX-998877"]
-    {
+    // Only strings that random ids, hashes and base64 ciphertext cannot contain by chance.
+    for secret in [
+        "Joana",
+        "Pereira",
+        "joana.pereira",
+        "98765-4321",
+        "5511987654321",
+        "cartão",
+        "final 4242",
+        "wamid",
+        "ZX-998877",
+    ] {
         assert!(!log.contains(secret), "'{secret}' is in clear in the events table");
     }
     // …while the API opens them for the account.

@@ -28,6 +28,8 @@ pub struct AccessQuery;
 #[derive(Default)]
 pub struct AccessMutation;
 
+/// The product's permission names, as custom roles grant them.
+#[allow(clippy::enum_variant_names)]
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "values::Permission")]
 pub enum Permission {
