@@ -48,6 +48,9 @@ impl From<StoreError> for CommandError {
         match error {
             StoreError::Conflict => CommandError::Conflict,
             StoreError::Duplicate(what) => CommandError::Domain(DomainError::AlreadyExists(what)),
+            StoreError::Erased => CommandError::Domain(DomainError::invalid(
+                "the contact of this conversation has been erased; their next message starts a new one",
+            )),
             StoreError::Internal(e) => CommandError::Internal(e),
         }
     }

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// A uniqueness rule outside the log refused the write (e.g. an e-mail in use).
     #[error("{0} already exists")]
     Duplicate(&'static str),
+    /// Personal data of an erased contact cannot be written: their key is gone.
+    #[error("the contact has been erased")]
+    Erased,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -487,7 +490,7 @@ impl EventStore {
         }
         let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
         let key = self.keyring.data_key(&mut *conn, subject).await?;
-        Ok(key.with_context(|| format!("contact {subject} has no data key (erased?)"))?)
+        key.ok_or(StoreError::Erased)
     }
 }
 

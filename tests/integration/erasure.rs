@@ -62,6 +62,10 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
     app.projected().await;
     assert_eq!(app.read_models().await, models, "a replay shows the erasure too");
 
+    let reply = app
+        .gql("mutation($c: ID!) { sendMessage(input: {conversationId: $c, content: \"still there?\"}) { id } }", json!({ "c": conversation }))
+        .await;
+    assert_eq!(reply["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{reply}");
     let again = app.receive(&inbox, "maria", "m2", "hello again").await;
     assert_ne!(again["conversation"]["id"], conversation, "a new message starts over with a new contact");
 }
