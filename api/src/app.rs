@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::rate_limit::RateLimiter;
 use crate::graphql;
 use crate::http;
+use crate::rate_limit::RateLimiter;
 use crate::state::AppState;
 
 /// The migrations in `migrations/`, embedded in the binary.

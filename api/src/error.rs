@@ -54,7 +54,10 @@ impl ApiError {
         Self { code, message: message.into() }
     }
     pub fn unauthenticated() -> Self {
-        Self::new(ErrorCode::Unauthenticated, "a valid session or API token is required (Authorization: Bearer <token>)")
+        Self::new(
+            ErrorCode::Unauthenticated,
+            "a valid session or API token is required (Authorization: Bearer <token>)",
+        )
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, message)

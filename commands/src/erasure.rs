@@ -23,13 +23,14 @@ impl Commands {
         reason: &str,
     ) -> Result<Written, CommandError> {
         let reason = Name::parse("reason", reason)?;
-        let identities: Vec<String> =
-            sqlx::query_scalar("SELECT identity_hash FROM channel_identities WHERE contact_id = $1 AND account_id = $2")
-                .bind(contact_id)
-                .bind(context.account_id)
-                .fetch_all(self.store().pool())
-                .await
-                .context("failed to find the contact's channel identities")?;
+        let identities: Vec<String> = sqlx::query_scalar(
+            "SELECT identity_hash FROM channel_identities WHERE contact_id = $1 AND account_id = $2",
+        )
+        .bind(contact_id)
+        .bind(context.account_id)
+        .fetch_all(self.store().pool())
+        .await
+        .context("failed to find the contact's channel identities")?;
         let routes: Vec<String> = identities.iter().map(|hash| uuid_from_hash(hash).to_string()).collect();
         let contact_key = contact_id.to_string();
         let written = retry(|| async {

@@ -67,7 +67,8 @@ impl Commands {
             InboxChange::Add(user) => (user, true),
             InboxChange::Remove(user) => (user, false),
         };
-        let write = [SideWrite::InboxMembership { account: context.account_id, inbox: inbox_id, user: user.as_uuid(), member }];
+        let write =
+            [SideWrite::InboxMembership { account: context.account_id, inbox: inbox_id, user: user.as_uuid(), member }];
         self.execute_with::<Inbox>(
             context,
             &inbox_id.to_string(),

@@ -71,34 +71,11 @@ impl Account {
 
 #[derive(Debug)]
 pub enum AccountCommand {
-    Create {
-        name: Name,
-        at: Instant,
-    },
-    AddMember {
-        user_id: UserId,
-        name: Name,
-        email: EmailAddress,
-        role: Role,
-        custom_role: Option<RoleId>,
-        at: Instant,
-    },
-    ChangeRole {
-        user_id: UserId,
-        role: Role,
-        custom_role: Option<RoleId>,
-        at: Instant,
-    },
-    RemoveMember {
-        user_id: UserId,
-        at: Instant,
-    },
-    CreateCustomRole {
-        role_id: RoleId,
-        name: Name,
-        permissions: Vec<Permission>,
-        at: Instant,
-    },
+    Create { name: Name, at: Instant },
+    AddMember { user_id: UserId, name: Name, email: EmailAddress, role: Role, custom_role: Option<RoleId>, at: Instant },
+    ChangeRole { user_id: UserId, role: Role, custom_role: Option<RoleId>, at: Instant },
+    RemoveMember { user_id: UserId, at: Instant },
+    CreateCustomRole { role_id: RoleId, name: Name, permissions: Vec<Permission>, at: Instant },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

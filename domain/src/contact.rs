@@ -33,9 +33,18 @@ pub struct ContactDetails {
 
 #[derive(Debug)]
 pub enum ContactCommand {
-    Create { contact_id: ContactId, account_id: AccountId, details: ContactDetails, at: Instant },
+    Create {
+        contact_id: ContactId,
+        account_id: AccountId,
+        details: ContactDetails,
+        at: Instant,
+    },
     /// The right to be forgotten: the contact's key is shredded with this event.
-    Erase { reason: Name, conversations: Vec<ConversationId>, at: Instant },
+    Erase {
+        reason: Name,
+        conversations: Vec<ConversationId>,
+        at: Instant,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,8 +150,14 @@ mod tests {
             conversations: vec![ConversationId(Uuid::from_u128(3))],
             at: at(),
         };
-        TestFramework::<Contact>::with(()).given_no_previous_events().when(erase()).then_expect_error(DomainError::NotFound("contact"));
-        TestFramework::<Contact>::with(()).given(vec![created.clone()]).when(erase()).then_expect_events(vec![erased.clone()]);
+        TestFramework::<Contact>::with(())
+            .given_no_previous_events()
+            .when(erase())
+            .then_expect_error(DomainError::NotFound("contact"));
+        TestFramework::<Contact>::with(())
+            .given(vec![created.clone()])
+            .when(erase())
+            .then_expect_events(vec![erased.clone()]);
         TestFramework::<Contact>::with(())
             .given(vec![created, erased])
             .when(erase())

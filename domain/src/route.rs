@@ -65,11 +65,26 @@ pub enum RouteCommand {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RouteEvent {
-    RouteOpened { account_id: AccountId, inbox_id: InboxId, contact_id: ContactId, at: Instant },
+    RouteOpened {
+        account_id: AccountId,
+        inbox_id: InboxId,
+        contact_id: ContactId,
+        at: Instant,
+    },
     /// The contact was erased: the next message from this identity starts a new contact.
-    ContactForgotten { at: Instant },
-    ConversationLinked { conversation_id: ConversationId, at: Instant },
-    InboundAccepted { source_key: String, message_id: MessageId, conversation_id: ConversationId, at: Instant },
+    ContactForgotten {
+        at: Instant,
+    },
+    ConversationLinked {
+        conversation_id: ConversationId,
+        at: Instant,
+    },
+    InboundAccepted {
+        source_key: String,
+        message_id: MessageId,
+        conversation_id: ConversationId,
+        at: Instant,
+    },
 }
 
 domain_event!(RouteEvent, version = "1", [RouteOpened, ConversationLinked, InboundAccepted, ContactForgotten]);
@@ -83,7 +98,8 @@ impl Aggregate for Route {
     type Services = ();
 
     async fn handle(&mut self, command: RouteCommand, _: &(), sink: &EventSink<Self>) -> Result<(), DomainError> {
-        let (account_id, inbox_id, source_key, new_contact_id, new_conversation_id, new_message_id, at) = match command {
+        let (account_id, inbox_id, source_key, new_contact_id, new_conversation_id, new_message_id, at) = match command
+        {
             RouteCommand::Deliver {
                 account_id,
                 inbox_id,

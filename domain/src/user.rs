@@ -32,14 +32,39 @@ impl User {
 #[derive(Debug)]
 pub enum UserCommand {
     /// `invited`: the user sets a password later, by accepting the invitation.
-    Register { email: EmailAddress, name: Name, invited: bool, at: Instant },
-    AcceptInvitation { at: Instant },
-    IssueApiToken { token_id: TokenId, account_id: AccountId, name: Name, at: Instant },
-    RevokeApiToken { token_id: TokenId, at: Instant },
-    SignIn { session_id: TokenId, account_id: AccountId, at: Instant },
-    SignOut { session_id: TokenId, at: Instant },
+    Register {
+        email: EmailAddress,
+        name: Name,
+        invited: bool,
+        at: Instant,
+    },
+    AcceptInvitation {
+        at: Instant,
+    },
+    IssueApiToken {
+        token_id: TokenId,
+        account_id: AccountId,
+        name: Name,
+        at: Instant,
+    },
+    RevokeApiToken {
+        token_id: TokenId,
+        at: Instant,
+    },
+    SignIn {
+        session_id: TokenId,
+        account_id: AccountId,
+        at: Instant,
+    },
+    SignOut {
+        session_id: TokenId,
+        at: Instant,
+    },
     /// Ends every session but `kept_session` (the one the change was made in).
-    ChangePassword { kept_session: Option<TokenId>, at: Instant },
+    ChangePassword {
+        kept_session: Option<TokenId>,
+        at: Instant,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,15 +108,7 @@ pub enum UserEvent {
 domain_event!(
     UserEvent,
     version = "1",
-    [
-        UserRegistered,
-        InvitationAccepted,
-        ApiTokenIssued,
-        ApiTokenRevoked,
-        SignedIn,
-        SignedOut,
-        PasswordChanged
-    ]
+    [UserRegistered, InvitationAccepted, ApiTokenIssued, ApiTokenRevoked, SignedIn, SignedOut, PasswordChanged]
 );
 impl PersonalData for UserEvent {}
 
@@ -219,7 +236,10 @@ mod tests {
             name: "cli".into(),
             at: at(),
         };
-        TestFramework::<User>::with(()).given_no_previous_events().when(issue()).then_expect_error(DomainError::NotFound("user"));
+        TestFramework::<User>::with(())
+            .given_no_previous_events()
+            .when(issue())
+            .then_expect_error(DomainError::NotFound("user"));
         TestFramework::<User>::with(())
             .given(vec![registered(false)])
             .when(issue())
@@ -237,7 +257,8 @@ mod tests {
 
     #[test]
     fn an_invited_user_signs_in_only_after_accepting_and_accepts_once() {
-        let sign_in = || UserCommand::SignIn { session_id: id(5), account_id: AccountId(Uuid::from_u128(100)), at: at() };
+        let sign_in =
+            || UserCommand::SignIn { session_id: id(5), account_id: AccountId(Uuid::from_u128(100)), at: at() };
         TestFramework::<User>::with(())
             .given(vec![registered(true)])
             .when(sign_in())
@@ -255,7 +276,13 @@ mod tests {
     #[test]
     fn a_password_change_ends_every_other_session() {
         TestFramework::<User>::with(())
-            .given(vec![registered(false), signed_in(3), signed_in(1), signed_in(2), UserEvent::SignedOut { session_id: id(3), at: at() }])
+            .given(vec![
+                registered(false),
+                signed_in(3),
+                signed_in(1),
+                signed_in(2),
+                UserEvent::SignedOut { session_id: id(3), at: at() },
+            ])
             .when(UserCommand::ChangePassword { kept_session: Some(id(2)), at: at() })
             .then_expect_events(vec![UserEvent::PasswordChanged {
                 kept_session: Some(id(2)),

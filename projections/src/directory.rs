@@ -76,13 +76,15 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                 .await?;
             }
             AccountEvent::MemberRoleChanged { user_id, role, custom_role, .. } => {
-                sqlx::query("UPDATE rm_agents SET role = $3, custom_role_id = $4 WHERE account_id = $1 AND user_id = $2")
-                    .bind(id()?)
-                    .bind(user_id.as_uuid())
-                    .bind(role.as_str())
-                    .bind(custom_role.map(|r| r.as_uuid()))
-                    .execute(&mut **tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE rm_agents SET role = $3, custom_role_id = $4 WHERE account_id = $1 AND user_id = $2",
+                )
+                .bind(id()?)
+                .bind(user_id.as_uuid())
+                .bind(role.as_str())
+                .bind(custom_role.map(|r| r.as_uuid()))
+                .execute(&mut **tx)
+                .await?;
             }
             AccountEvent::MemberRemoved { user_id, .. } => {
                 sqlx::query(

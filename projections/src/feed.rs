@@ -155,13 +155,7 @@ pub async fn read_audit_after(
         .fetch_all(&mut *conn)
         .await
         .context("failed to read the audit trail")?;
-    let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let mut event = event_of(row)?;
-        open_sealed_fields(conn, keyring, &mut event).await?;
-        events.push(event);
-    }
-    Ok(events)
+    opened(conn, keyring, &rows).await
 }
 
 /// Every event of one stream, in order: an auditor's timeline.
@@ -178,8 +172,17 @@ pub async fn read_stream(
         .fetch_all(&mut *conn)
         .await
         .context("failed to read an event stream")?;
+    opened(conn, keyring, &rows).await
+}
+
+/// The rows as events, personal fields opened.
+async fn opened(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    rows: &[sqlx::postgres::PgRow],
+) -> anyhow::Result<Vec<FeedEvent>> {
     let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let mut event = event_of(row)?;
         open_sealed_fields(conn, keyring, &mut event).await?;
         events.push(event);

@@ -87,22 +87,22 @@ impl Projector for Timeline {
 
 async fn insert(tx: &mut Transaction<'_, Postgres>, rows: Rows) -> anyhow::Result<()> {
     sqlx::query(
-            "INSERT INTO rm_messages (message_id, conversation_id, account_id, seq, message_type, private, content, \
+        "INSERT INTO rm_messages (message_id, conversation_id, account_id, seq, message_type, private, content, \
              sender, created_at) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], \
              $6::bool[], $7::text[], $8::text[], $9::timestamptz[])",
-        )
-        .bind(rows.message_id)
-        .bind(rows.conversation_id)
-        .bind(rows.account_id)
-        .bind(rows.seq)
-        .bind(rows.message_type)
-        .bind(rows.private)
-        .bind(rows.content)
-        .bind(rows.sender)
-        .bind(rows.created_at)
-        .execute(&mut **tx)
-        .await
-        .context("failed to add timeline messages")?;
+    )
+    .bind(rows.message_id)
+    .bind(rows.conversation_id)
+    .bind(rows.account_id)
+    .bind(rows.seq)
+    .bind(rows.message_type)
+    .bind(rows.private)
+    .bind(rows.content)
+    .bind(rows.sender)
+    .bind(rows.created_at)
+    .execute(&mut **tx)
+    .await
+    .context("failed to add timeline messages")?;
     Ok(())
 }
 

@@ -64,10 +64,12 @@ async fn a_password_change_ends_every_other_session_and_logout_ends_its_own() {
 async fn api_tokens_are_listed_without_secrets_and_stop_working_once_revoked() {
     let app = TestApp::spawn().await;
     let created = app.ok("mutation { createApiToken(input: {name: \"CRM sync\"}) { id token } }", json!({})).await;
-    let (id, token) = (created["createApiToken"]["id"].as_str().unwrap(), created["createApiToken"]["token"].as_str().unwrap());
+    let (id, token) =
+        (created["createApiToken"]["id"].as_str().unwrap(), created["createApiToken"]["token"].as_str().unwrap());
     assert_eq!(app.gql_as(Some(token), ME, json!({})).await["data"]["me"]["id"], app.user_id.to_string());
     let listed = app.ok("{ apiTokens { id name } }", json!({})).await;
-    let names: Vec<&str> = listed["apiTokens"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        listed["apiTokens"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["bootstrap", "CRM sync"]);
     assert!(!listed.to_string().contains(token), "secrets are never listed");
 
@@ -110,7 +112,8 @@ async fn an_agent_sees_and_acts_only_in_inboxes_they_belong_to_from_the_moment_t
     let app = TestApp::spawn().await;
     let support = app.create_inbox("Support").await;
     let sales = app.create_inbox("Sales").await;
-    let in_support = app.receive(&support, "c1", "m1", "help").await["conversation"]["id"].as_str().unwrap().to_string();
+    let in_support =
+        app.receive(&support, "c1", "m1", "help").await["conversation"]["id"].as_str().unwrap().to_string();
     let in_sales = app.receive(&sales, "c2", "m2", "price?").await["conversation"]["id"].as_str().unwrap().to_string();
     let (agent_id, agent) = app.agent("bo@acme.test", "AGENT").await;
     let member = "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }";
@@ -125,7 +128,9 @@ async fn an_agent_sees_and_acts_only_in_inboxes_they_belong_to_from_the_moment_t
     let reply = "mutation($c: ID!) { sendMessage(input: {conversationId: $c, content: \"hi\"}) { id } }";
     assert!(app.gql_as(Some(&agent), reply, json!({ "c": in_support })).await.get("errors").is_none());
     assert_eq!(code(&app.gql_as(Some(&agent), reply, json!({ "c": in_sales })).await), "FORBIDDEN");
-    let admin_only = app.gql_as(Some(&agent), "mutation { createInbox(input: {name: \"x\", channel: API}) { id } }", json!({})).await;
+    let admin_only = app
+        .gql_as(Some(&agent), "mutation { createInbox(input: {name: \"x\", channel: API}) { id } }", json!({}))
+        .await;
     assert_eq!(code(&admin_only), "FORBIDDEN");
 
     let leave = "mutation($i: ID!, $u: ID!) { removeInboxMember(input: {inboxId: $i, userId: $u}) { id } }";
@@ -182,7 +187,13 @@ async fn a_user_of_two_accounts_picks_one_by_header_and_cannot_name_a_foreign_on
         .bootstrap("Second Co", "admin@acme.test", "correct horse battery", None)
         .await
         .expect("same user, second account");
-    let other = app.server.state.commands.bootstrap("Other Co", "boss@other.test", "another long password", None).await.unwrap();
+    let other = app
+        .server
+        .state
+        .commands
+        .bootstrap("Other Co", "boss@other.test", "another long password", None)
+        .await
+        .unwrap();
     app.projected().await;
     let session = app.login("admin@acme.test", "correct horse battery").await;
     let me = "{ me { id } inboxes { id } }";
@@ -191,13 +202,22 @@ async fn a_user_of_two_accounts_picks_one_by_header_and_cannot_name_a_foreign_on
     let first_account = gql_with(&client, address, Some(&session), &[], me, json!({})).await;
     assert_eq!(first_account["data"]["me"]["id"], app.user_id.to_string());
     let in_second =
-        gql_with(&client, address, Some(&session), &[("x-account-id", &second.account_id.to_string())], me, json!({})).await;
+        gql_with(&client, address, Some(&session), &[("x-account-id", &second.account_id.to_string())], me, json!({}))
+            .await;
     assert_eq!(in_second["data"]["me"]["id"], app.user_id.to_string(), "{in_second}");
     let foreign =
-        gql_with(&client, address, Some(&session), &[("x-account-id", &other.account_id.to_string())], me, json!({})).await;
+        gql_with(&client, address, Some(&session), &[("x-account-id", &other.account_id.to_string())], me, json!({}))
+            .await;
     assert_eq!(code(&foreign), "FORBIDDEN");
-    let pinned =
-        gql_with(&client, address, Some(&app.token), &[("x-account-id", &second.account_id.to_string())], me, json!({})).await;
+    let pinned = gql_with(
+        &client,
+        address,
+        Some(&app.token),
+        &[("x-account-id", &second.account_id.to_string())],
+        me,
+        json!({}),
+    )
+    .await;
     assert_eq!(code(&pinned), "FORBIDDEN", "an API token acts only in its own account");
     let garbage = gql_with(&client, address, Some(&session), &[("x-account-id", "acme")], me, json!({})).await;
     assert_eq!(code(&garbage), "BAD_USER_INPUT");
@@ -207,7 +227,8 @@ async fn a_user_of_two_accounts_picks_one_by_header_and_cannot_name_a_foreign_on
 async fn conversation_history_verifies_intact_until_an_event_is_altered_behind_the_stores_back() {
     let app = TestApp::spawn().await;
     let inbox = app.create_inbox("Support").await;
-    let conversation = app.receive(&inbox, "c", "m1", "hello").await["conversation"]["id"].as_str().unwrap().to_string();
+    let conversation =
+        app.receive(&inbox, "c", "m1", "hello").await["conversation"]["id"].as_str().unwrap().to_string();
     app.receive(&inbox, "c", "m2", "anyone?").await;
     let verify = "query($c: ID!) { verifyConversationHistory(id: $c) { intact events firstBrokenSequence } }";
     let intact = app.ok(verify, json!({ "c": conversation })).await;
@@ -242,8 +263,11 @@ async fn the_audit_log_lists_administrative_changes_with_their_actor_for_adminis
         json!({ "i": inbox, "u": agent_id }),
     )
     .await;
-    app.ok("mutation($u: ID!) { setAgentRole(input: {userId: $u, role: ADMINISTRATOR}) { id } }", json!({ "u": agent_id }))
-        .await;
+    app.ok(
+        "mutation($u: ID!) { setAgentRole(input: {userId: $u, role: ADMINISTRATOR}) { id } }",
+        json!({ "u": agent_id }),
+    )
+    .await;
     app.receive(&inbox, "c", "m", "not an administrative change").await;
     app.projected().await;
     let log = app.ok("{ auditLog(first: 100) { edges { node { eventType actor } } } }", json!({})).await;

@@ -88,7 +88,8 @@ fn code(answer: &Value) -> Option<&str> {
 }
 
 async fn schema_operations(app: &TestApp) -> BTreeSet<String> {
-    let schema = app.ok("{ __schema { queryType { fields { name } } mutationType { fields { name } } } }", json!({})).await;
+    let schema =
+        app.ok("{ __schema { queryType { fields { name } } mutationType { fields { name } } } }", json!({})).await;
     ["queryType", "mutationType"]
         .iter()
         .flat_map(|root| schema["__schema"][root]["fields"].as_array().unwrap().clone())
@@ -124,11 +125,18 @@ async fn every_operation_refuses_outsiders_and_changes_nothing_of_the_account() 
         .await
         .unwrap();
     let (agent, agent_token) = app.agent("outsider@acme.test", "AGENT").await;
-    let token = app.ok("mutation { createApiToken(input: {name: \"A's\"}) { id } }", json!({})).await["createApiToken"]["id"]
+    let token = app.ok("mutation { createApiToken(input: {name: \"A's\"}) { id } }", json!({})).await["createApiToken"]
+        ["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let other = app.server.state.commands.bootstrap("Other Co", "boss@other.test", "another long password", None).await.unwrap();
+    let other = app
+        .server
+        .state
+        .commands
+        .bootstrap("Other Co", "boss@other.test", "another long password", None)
+        .await
+        .unwrap();
     let ids = Ids { inbox: inbox.clone(), conversation: conversation.clone(), contact: contact.clone(), agent, token };
 
     let table = operations(&ids);
@@ -143,7 +151,9 @@ async fn every_operation_refuses_outsiders_and_changes_nothing_of_the_account() 
         if *kind != Kind::Public {
             assert_eq!(code(&anonymous), Some("UNAUTHENTICATED"), "{name} without credentials: {anonymous}");
         }
-        for (who, token) in [("another account's administrator", other.token.as_str()), ("a non-member agent", &agent_token)] {
+        for (who, token) in
+            [("another account's administrator", other.token.as_str()), ("a non-member agent", &agent_token)]
+        {
             let expected: &[&str] = match (kind, who.starts_with("another")) {
                 // The caller's own things (logging out would end this test's session).
                 (Kind::Public | Kind::Own, _) => continue,

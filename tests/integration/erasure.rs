@@ -20,14 +20,22 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
     )
     .await;
     app.projected().await;
-    let contact: String = sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts").fetch_one(&app.pool).await.unwrap();
+    let contact: String =
+        sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts").fetch_one(&app.pool).await.unwrap();
 
     let refused = app
-        .gql_as(Some(&app.agent("bo@acme.test", "AGENT").await.1), "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"x\"}) }", json!({ "k": contact }))
+        .gql_as(
+            Some(&app.agent("bo@acme.test", "AGENT").await.1),
+            "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"x\"}) }",
+            json!({ "k": contact }),
+        )
         .await;
     assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN");
     let erased = app
-        .ok("mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"LGPD request 7\"}) }", json!({ "k": contact }))
+        .ok(
+            "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"LGPD request 7\"}) }",
+            json!({ "k": contact }),
+        )
         .await;
     assert_eq!(erased["eraseContact"], true);
     app.projected().await;
@@ -45,13 +53,20 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
     }
     assert_eq!(view["contact"], json!({ "name": null, "email": null }));
     assert_eq!(view["conversation"]["status"], "OPEN", "the conversation remains");
-    let contents: Vec<_> = view["conversation"]["messages"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["content"].clone()).collect();
+    let contents: Vec<_> = view["conversation"]["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["content"].clone())
+        .collect();
     assert!(contents.len() >= 2 && contents.iter().all(|c| c.is_null()), "{contents:?}");
     let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM contact_keys").fetch_one(&app.pool).await.unwrap();
-    let identities: i64 = sqlx::query_scalar("SELECT count(*) FROM channel_identities").fetch_one(&app.pool).await.unwrap();
+    let identities: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM channel_identities").fetch_one(&app.pool).await.unwrap();
     assert_eq!((keys, identities), (0, 0));
 
-    let verify = app.ok("query($c: ID!) { verifyConversationHistory(id: $c) { intact } }", json!({ "c": conversation })).await;
+    let verify =
+        app.ok("query($c: ID!) { verifyConversationHistory(id: $c) { intact } }", json!({ "c": conversation })).await;
     assert_eq!(verify["verifyConversationHistory"]["intact"], true);
     let audit = app.ok("{ auditLog(first: 100) { edges { node { eventType actor } } } }", json!({})).await;
     assert!(audit.to_string().contains("ContactErased"), "{audit}");
@@ -63,7 +78,10 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
     assert_eq!(app.read_models().await, models, "a replay shows the erasure too");
 
     let reply = app
-        .gql("mutation($c: ID!) { sendMessage(input: {conversationId: $c, content: \"still there?\"}) { id } }", json!({ "c": conversation }))
+        .gql(
+            "mutation($c: ID!) { sendMessage(input: {conversationId: $c, content: \"still there?\"}) { id } }",
+            json!({ "c": conversation }),
+        )
         .await;
     assert_eq!(reply["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{reply}");
     let again = app.receive(&inbox, "maria", "m2", "hello again").await;

@@ -7,11 +7,11 @@ use commands::access::{NewAgent, Session};
 use commands::store::TokenKind;
 use domain::values;
 use projections::directory;
-use projections::feed::{read_audit_after, FeedPosition};
+use projections::feed::read_audit_after;
 use uuid::Uuid;
 
 use super::types::{connection, Agent, Event, Role};
-use super::{acting, authorize_conversation, page_size, parse_id, principal, state};
+use super::{acting, authorize_conversation, feed_cursor, page_size, parse_id, principal, state};
 use crate::error::ApiError;
 use crate::policy::Action;
 use crate::rate_limit::{CREDENTIAL_FAILURES, LOGIN_FAILURES, TOKENS_ISSUED};
@@ -225,12 +225,7 @@ impl AccessQuery {
         let principal = principal(ctx)?;
         principal.require(Action::ReadAuditLog)?;
         let limit = page_size(first, 100, 1000)?;
-        let after = match after {
-            Some(cursor) => {
-                cursor.parse::<FeedPosition>().map_err(|_| ApiError::bad_input("the cursor is not a position"))?
-            }
-            None => FeedPosition::START,
-        };
+        let after = feed_cursor(after)?;
         let state = state(ctx)?;
         let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
         let events = read_audit_after(
@@ -271,10 +266,8 @@ impl AccessMutation {
         let key = format!("{}|{}", input.email.trim().to_lowercase(), client(ctx));
         state.rate_limiter.check(LOGIN_FAILURES, &key).await?;
         let account = input.account_id.as_ref().map(|id| parse_id(id, "account")).transpose()?;
-        let session = state
-            .commands
-            .sign_in(&input.email, &input.password, account, state.session_ttl, request_id(ctx))
-            .await;
+        let session =
+            state.commands.sign_in(&input.email, &input.password, account, state.session_ttl, request_id(ctx)).await;
         match session {
             Ok(session) => Ok(session.into()),
             Err(error) => {
@@ -350,10 +343,8 @@ impl AccessMutation {
         let state = state(ctx)?;
         let key = client(ctx);
         state.rate_limiter.check(CREDENTIAL_FAILURES, &key).await?;
-        let session = state
-            .commands
-            .accept_invitation(&input.token, &input.password, state.session_ttl, request_id(ctx))
-            .await;
+        let session =
+            state.commands.accept_invitation(&input.token, &input.password, state.session_ttl, request_id(ctx)).await;
         match session {
             Ok(session) => Ok(session.into()),
             Err(error) => {

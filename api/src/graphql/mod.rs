@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::{AppState, RequestId};
 use commands::context::CommandContext;
+use projections::feed::FeedPosition;
 
 mod access;
 mod mutation;
@@ -93,6 +94,14 @@ pub async fn authorize_conversation(
 /// Parses an id argument; a malformed one is the caller's mistake.
 pub fn parse_id(id: &ID, what: &str) -> Result<Uuid, ApiError> {
     id.parse::<Uuid>().map_err(|_| ApiError::bad_input(format!("'{}' is not a valid {what} id", id.as_str())))
+}
+
+/// A feed cursor argument (`position` of an event), or the start of the log.
+pub fn feed_cursor(after: Option<String>) -> Result<FeedPosition, ApiError> {
+    match after {
+        Some(cursor) => cursor.parse().map_err(|_| ApiError::bad_input("the cursor is not a position")),
+        None => Ok(FeedPosition::START),
+    }
 }
 
 /// `first` bounded to 1..=max, `default` when absent.

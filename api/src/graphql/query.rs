@@ -3,11 +3,11 @@
 use async_graphql::connection::Connection;
 use async_graphql::{Context, InputObject, Object, Result, ID};
 use projections::directory;
-use projections::feed::{read_after, read_stream, FeedPosition};
+use projections::feed::{read_after, read_stream};
 use projections::inbox_list::{self, AssigneeFilter, BadCursor};
 
 use super::types::*;
-use super::{acting, authorize_conversation, page_size, parse_id, principal, state};
+use super::{acting, authorize_conversation, feed_cursor, page_size, parse_id, principal, state};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::policy::Action;
@@ -135,12 +135,7 @@ impl Query {
         let principal = principal(ctx)?;
         principal.require(Action::ReadEventLog)?;
         let limit = page_size(first, 100, 1000)?;
-        let after = match after {
-            Some(cursor) => {
-                cursor.parse::<FeedPosition>().map_err(|_| ApiError::bad_input("the cursor is not a position"))?
-            }
-            None => FeedPosition::START,
-        };
+        let after = feed_cursor(after)?;
         let state = state(ctx)?;
         let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
         let events = read_after(&mut conn, &state.keyring, Some(principal.account_id), after, limit + 1)
@@ -153,11 +148,7 @@ impl Query {
     async fn inboxes(&self, ctx: &Context<'_>) -> Result<Vec<Inbox>> {
         let principal = principal(ctx)?;
         let rows = directory::inboxes(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
-        Ok(rows
-            .into_iter()
-            .filter(|inbox| principal.require_inbox(inbox.inbox_id).is_ok())
-            .map(Inbox)
-            .collect())
+        Ok(rows.into_iter().filter(|inbox| principal.require_inbox(inbox.inbox_id).is_ok()).map(Inbox).collect())
     }
 
     async fn inbox(&self, ctx: &Context<'_>, id: ID) -> Result<Inbox> {
@@ -196,8 +187,12 @@ impl Query {
         let id = parse_id(&id, "contact")?;
         let pool = &state(ctx)?.pool;
         let inboxes = principal.visibility().inboxes;
-        let row = directory::contact(pool, principal.account_id, id, inboxes.as_deref()).await.map_err(ApiError::from)?;
-        if row.is_none() && inboxes.is_some() && directory::contact(pool, principal.account_id, id, None).await?.is_some() {
+        let row =
+            directory::contact(pool, principal.account_id, id, inboxes.as_deref()).await.map_err(ApiError::from)?;
+        if row.is_none()
+            && inboxes.is_some()
+            && directory::contact(pool, principal.account_id, id, None).await?.is_some()
+        {
             return Err(ApiError::forbidden("this contact wrote to none of your inboxes").into());
         }
         Ok(Contact(row.ok_or_else(|| ApiError::not_found("contact"))?))
