@@ -15,7 +15,7 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
     )
     .await;
     app.ok(
-        "mutation($c: ID!) { setConversationCustomAttributes(input: {conversationId: $c, attributes: {cpf: \"123\"}}) { id } }",
+        "mutation($c: ID!) { setConversationCustomAttributes(input: {conversationId: $c, attributes: {cpf: \"123.456.789-09\"}}) { id } }",
         json!({ "c": conversation }),
     )
     .await;
@@ -48,7 +48,8 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
         )
         .await;
     let text = view.to_string();
-    for secret in ["4242", "Maria", "maria@customer.test", "Contact maria", "123"] {
+    // Phrases random ids and ciphertext cannot contain by chance.
+    for secret in ["card ends 4242", "Maria", "maria@customer.test", "Contact maria", "123.456.789-09"] {
         assert!(!text.contains(secret), "{secret} still shows: {text}");
     }
     assert_eq!(view["contact"], json!({ "name": null, "email": null }));
@@ -72,6 +73,16 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
     assert!(audit.to_string().contains("ContactErased"), "{audit}");
 
     let models = app.read_models().await;
+    let export = tests::inboxd(&app.database_url).arg("export").output().await.unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let exported = String::from_utf8(export.stdout).unwrap();
+    assert!(exported.contains("ContactErased"), "the export has the erasure itself");
+    for secret in ["card ends 4242", "Maria", "maria@customer.test", "thanks Maria", "123.456.789-09"] {
+        assert!(!exported.contains(secret), "{secret} is in the export");
+        assert!(!format!("{models:?}").contains(secret), "{secret} is in a read model");
+    }
+    let counts = app.ok("{ conversationCounts { all } }", json!({})).await;
+    assert_eq!(counts["conversationCounts"]["all"], 1, "the conversation still counts");
     let rebuilt = tests::inboxd(&app.database_url).args(["rebuild", "--all"]).output().await.unwrap();
     assert!(rebuilt.status.success(), "{}", String::from_utf8_lossy(&rebuilt.stderr));
     app.projected().await;

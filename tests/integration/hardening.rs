@@ -88,6 +88,8 @@ async fn the_server_terminates_tls_with_the_configured_certificate() {
     let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
     let health = client.get(format!("{https}/healthz")).send().await.expect("an HTTPS answer");
     assert_eq!(health.text().await.unwrap(), "ok");
+    let answer = tests::gql_at(&client, &https, None, "{ __typename }", json!({})).await;
+    assert_eq!(answer["data"]["__typename"], "QueryRoot", "GraphQL over HTTPS: {answer}");
     let plain = reqwest::Client::new().get(format!("{}/healthz", server.address)).send().await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success(), "plain HTTP is not served on the TLS port");
     server.stop().await;
