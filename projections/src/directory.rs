@@ -22,8 +22,8 @@ impl Projector for Directory {
         "directory"
     }
 
-    fn consumes(&self, aggregate_type: &str) -> bool {
-        matches!(aggregate_type, "account" | "inbox" | "team" | "label" | "contact")
+    fn consumes(&self) -> &'static [&'static str] {
+        &["account", "inbox", "team", "label", "contact"]
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -36,8 +36,8 @@ pub trait Projector: Send + Sync {
     fn name(&self) -> &'static str;
     /// The tables it owns, emptied by a rebuild.
     fn tables(&self) -> &'static [&'static str];
-    /// Whether it reads events of this aggregate type (the others are skipped unread).
-    fn consumes(&self, aggregate_type: &str) -> bool;
+    /// The aggregate types whose events it reads (the others are skipped unread).
+    fn consumes(&self) -> &'static [&'static str];
     /// Whether it needs the personal fields of this event type opened (decrypting
     /// what it never reads is wasted work).
     fn opens(&self, _event_type: &str) -> bool {
@@ -274,11 +274,12 @@ impl Engine {
         batch: i64,
     ) -> Result<usize, RunError> {
         let name = projector.name();
-        let events = read_sealed_after(conn, None, cursor.scanned, batch).await.map_err(classify)?;
+        let wanted = projector.consumes();
+        let events = read_sealed_after(conn, None, Some(wanted), cursor.scanned, batch).await.map_err(classify)?;
         let Some(last) = events.last().map(|e| e.position) else { return Ok(0) };
         let scanned = events.len();
         let mut consumed: Vec<FeedEvent> =
-            events.into_iter().filter(|e| projector.consumes(&e.aggregate_type)).collect();
+            events.into_iter().filter(|e| wanted.contains(&e.aggregate_type.as_str())).collect();
         if !consumed.is_empty() {
             for event in consumed.iter_mut().filter(|e| projector.opens(&e.event_type)) {
                 open_sealed_fields(conn, &self.keyring, event).await.map_err(classify)?;

@@ -96,7 +96,7 @@ pub async fn read_after(
     after: FeedPosition,
     limit: i64,
 ) -> anyhow::Result<Vec<FeedEvent>> {
-    let mut events = read_sealed_after(conn, account, after, limit).await?;
+    let mut events = read_sealed_after(conn, account, None, after, limit).await?;
     for event in &mut events {
         open_sealed_fields(conn, keyring, event).await?;
     }
@@ -104,16 +104,23 @@ pub async fn read_after(
 }
 
 /// As [`read_after`], personal fields still sealed: for readers that open only the
-/// events they use.
+/// events they use. With `bodies_of`, events of other aggregate types come without
+/// payload and metadata (`null`): a projector scans past them, and neither the
+/// database nor this process pays for encoding and parsing what it skips.
 pub async fn read_sealed_after(
     conn: &mut PgConnection,
     account: Option<Uuid>,
+    bodies_of: Option<&[&str]>,
     after: FeedPosition,
     limit: i64,
 ) -> anyhow::Result<Vec<FeedEvent>> {
     let scope = if account.is_some() { "account_id = $4 AND" } else { "$4::uuid IS NULL AND" };
     let sql = format!(
-        "{SELECT_EVENTS} WHERE {scope} (transaction_id, global_position) > ($1::text::xid8, $2) \
+        "SELECT aggregate_type, aggregate_id, sequence, account_id, event_type, event_version, \
+         CASE WHEN $5::text[] IS NULL OR aggregate_type = ANY($5) THEN payload ELSE 'null' END AS payload, \
+         CASE WHEN $5::text[] IS NULL OR aggregate_type = ANY($5) THEN metadata ELSE 'null' END AS metadata, \
+         global_position, transaction_id::text::bigint AS txid, recorded_at FROM events \
+         WHERE {scope} (transaction_id, global_position) > ($1::text::xid8, $2) \
          AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY transaction_id, global_position LIMIT $3"
     );
@@ -122,6 +129,7 @@ pub async fn read_sealed_after(
         .bind(after.global_position)
         .bind(limit)
         .bind(account)
+        .bind(bodies_of)
         .fetch_all(&mut *conn)
         .await
         .context("failed to read the event feed")?;

@@ -123,8 +123,8 @@ impl Projector for InboxList {
         "inbox_list"
     }
 
-    fn consumes(&self, aggregate_type: &str) -> bool {
-        matches!(aggregate_type, "conversation" | "contact")
+    fn consumes(&self) -> &'static [&'static str] {
+        &["conversation", "contact"]
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -42,8 +42,8 @@ impl Projector for Timeline {
         "timeline"
     }
 
-    fn consumes(&self, aggregate_type: &str) -> bool {
-        matches!(aggregate_type, "conversation" | "contact")
+    fn consumes(&self) -> &'static [&'static str] {
+        &["conversation", "contact"]
     }
 
     fn tables(&self) -> &'static [&'static str] {
