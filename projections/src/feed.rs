@@ -136,19 +136,30 @@ pub async fn read_sealed_after(
     rows.iter().map(event_of).collect()
 }
 
-/// The administrative trail of one account: events of the given aggregate types (and
-/// of the given event types of any aggregate), in feed order after `after`.
+/// Which events of one account form its administrative trail, as an auditor narrows it.
+pub struct AuditScope<'a> {
+    pub account: Uuid,
+    /// Streams whose every event is audited…
+    pub streams: &'a [&'a str],
+    /// …and audited events of other streams.
+    pub events: &'a [&'a str],
+    /// Only these event types, if given.
+    pub only_event_types: Option<&'a [String]>,
+    /// Only events by this actor (`user:<id>`), if given.
+    pub actor: Option<&'a str>,
+}
+
+/// The audit trail in feed order after `after`.
 pub async fn read_audit_after(
     conn: &mut PgConnection,
     keyring: &Keyring,
-    account: Uuid,
-    aggregate_types: &[&str],
-    event_types: &[&str],
+    scope: &AuditScope<'_>,
     after: FeedPosition,
     limit: i64,
 ) -> anyhow::Result<Vec<FeedEvent>> {
     let sql = format!(
         "{SELECT_EVENTS} WHERE account_id = $4 AND (aggregate_type = ANY($5) OR event_type = ANY($6)) \
+         AND ($7::text[] IS NULL OR event_type = ANY($7)) AND ($8::text IS NULL OR metadata ->> '{META_ACTOR}' = $8) \
          AND (transaction_id, global_position) > ($1::text::xid8, $2) \
          AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
          ORDER BY transaction_id, global_position LIMIT $3"
@@ -157,9 +168,11 @@ pub async fn read_audit_after(
         .bind(after.transaction_id.to_string())
         .bind(after.global_position)
         .bind(limit)
-        .bind(account)
-        .bind(aggregate_types)
-        .bind(event_types)
+        .bind(scope.account)
+        .bind(scope.streams)
+        .bind(scope.events)
+        .bind(scope.only_event_types)
+        .bind(scope.actor)
         .fetch_all(&mut *conn)
         .await
         .context("failed to read the audit trail")?;

@@ -283,6 +283,19 @@ async fn the_audit_log_lists_administrative_changes_with_their_actor_for_adminis
     }
     assert!(events.iter().any(|(t, a)| t == "SignedIn" && a == &format!("user:{agent_id}")));
     assert!(events.iter().all(|(t, _)| t != "MessageReceived" && t != "ConversationOpened"), "{events:?}");
+    let by_agent = app
+        .ok(
+            "query($u: ID!) { auditLog(filter: {actorId: $u}) { edges { node { eventType actor } } } }",
+            json!({ "u": agent_id }),
+        )
+        .await;
+    let agent_actor = format!("user:{agent_id}");
+    let agent_events = by_agent["auditLog"]["edges"].as_array().unwrap();
+    assert!(!agent_events.is_empty() && agent_events.iter().all(|e| e["node"]["actor"] == agent_actor.as_str()));
+    let roles = app
+        .ok("{ auditLog(filter: {eventTypes: [\"MemberRoleChanged\"]}) { edges { node { eventType } } } }", json!({}))
+        .await;
+    assert_eq!(roles["auditLog"]["edges"], json!([{ "node": { "eventType": "MemberRoleChanged" } }]));
     let (_, plain) = app.agent("cy@acme.test", "AGENT").await;
     assert_eq!(code(&app.gql_as(Some(&plain), "{ auditLog { edges { cursor } } }", json!({})).await), "FORBIDDEN");
 }

@@ -43,7 +43,7 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
     let view = app
         .ok(
             "query($c: ID!, $k: ID!) { contact(id: $k) { name email } conversation(id: $c) { status customAttributes \
-             messages { edges { node { content } } } } conversationHistory(id: $c) { payload } events { edges { node { payload } } } }",
+             messages { edges { node { content contentErased } } } } conversationHistory(id: $c) { payload } events { edges { node { payload } } } }",
             json!({ "c": conversation, "k": contact }),
         )
         .await;
@@ -61,6 +61,12 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
         .map(|e| e["node"]["content"].clone())
         .collect();
     assert!(contents.len() >= 2 && contents.iter().all(|c| c.is_null()), "{contents:?}");
+    let flags = view["conversation"]["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["node"]["contentErased"] == true);
+    assert!(flags, "every message reads as erased");
     let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM contact_keys").fetch_one(&app.pool).await.unwrap();
     let identities: i64 =
         sqlx::query_scalar("SELECT count(*) FROM channel_identities").fetch_one(&app.pool).await.unwrap();

@@ -7,7 +7,7 @@ use commands::access::{NewAgent, Session};
 use commands::store::TokenKind;
 use domain::values;
 use projections::directory;
-use projections::feed::read_audit_after;
+use projections::feed::{read_audit_after, AuditScope};
 use uuid::Uuid;
 
 use super::types::{connection, Agent, Event, Role};
@@ -153,6 +153,15 @@ pub struct CustomRole {
     pub permissions: Vec<Permission>,
 }
 
+/// Narrows the audit log; every field given must match.
+#[derive(InputObject, Default)]
+pub struct AuditLogFilter {
+    /// Only these event types (e.g. `MemberRoleChanged`, `ContactErased`).
+    pub event_types: Option<Vec<String>>,
+    /// Only changes made by this user.
+    pub actor_id: Option<ID>,
+}
+
 /// Whether a conversation's events still form an unbroken hash chain.
 #[derive(SimpleObject)]
 pub struct HistoryVerification {
@@ -219,6 +228,7 @@ impl AccessQuery {
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
+        filter: Option<AuditLogFilter>,
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Event>> {
@@ -226,19 +236,20 @@ impl AccessQuery {
         principal.require(Action::ReadAuditLog)?;
         let limit = page_size(first, 100, 1000)?;
         let after = feed_cursor(after)?;
+        let filter = filter.unwrap_or_default();
+        let actor =
+            filter.actor_id.as_ref().map(|id| parse_id(id, "agent")).transpose()?.map(|id| format!("user:{id}"));
+        let scope = AuditScope {
+            account: principal.account_id,
+            streams: AUDITED_STREAMS,
+            events: AUDITED_EVENTS,
+            only_event_types: filter.event_types.as_deref(),
+            actor: actor.as_deref(),
+        };
         let state = state(ctx)?;
         let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
-        let events = read_audit_after(
-            &mut conn,
-            &state.keyring,
-            principal.account_id,
-            AUDITED_STREAMS,
-            AUDITED_EVENTS,
-            after,
-            limit + 1,
-        )
-        .await
-        .map_err(ApiError::internal)?;
+        let events =
+            read_audit_after(&mut conn, &state.keyring, &scope, after, limit + 1).await.map_err(ApiError::internal)?;
         Ok(connection(events, limit, |e| e.position.to_string(), Event))
     }
 

@@ -252,8 +252,13 @@ impl Message {
         ID(self.row.message_id.to_string())
     }
     /// Null once the contact's data has been erased.
+    /// The text; null once the contact was erased (see `contentErased`).
     async fn content(&self) -> Option<&str> {
         self.row.content.as_deref()
+    }
+    /// Whether the text was erased with the contact's data (right to be forgotten).
+    async fn content_erased(&self) -> bool {
+        self.row.content.is_none()
     }
     async fn message_type(&self) -> Result<MessageType> {
         Ok(stored::<values::MessageType>(&self.row.message_type)?.into())
