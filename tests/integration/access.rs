@@ -318,3 +318,53 @@ async fn oversized_requests_are_refused_as_payload_too_large() {
         assert_eq!(code(&body), "PAYLOAD_TOO_LARGE");
     }
 }
+
+/// Polls `check` on the answer of `query` at `address` until it holds, for at most 5 s:
+/// another process learns of the change by NOTIFY, a few milliseconds later.
+async fn eventually(app: &TestApp, address: &str, token: &str, query: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let answer = tests::gql_at(&app.client, address, Some(token), query, json!({})).await;
+        if check(&answer) || tokio::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_and_an_erasure_in_one_server_take_effect_in_another() {
+    let app = TestApp::spawn().await;
+    let second = tests::TestServer::start(&app.database_url).await;
+    let created = app.ok("mutation { createApiToken(input: {name: \"sync\"}) { id token } }", json!({})).await;
+    let (id, token) =
+        (created["createApiToken"]["id"].as_str().unwrap(), created["createApiToken"]["token"].as_str().unwrap());
+    // The second server resolves (and caches) the token…
+    let me = tests::gql_at(&app.client, &second.address, Some(token), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["id"], app.user_id.to_string());
+    // …the first revokes it…
+    app.ok("mutation($id: ID!) { revokeApiToken(id: $id) }", json!({ "id": id })).await;
+    // …and the second refuses it.
+    let refused =
+        eventually(&app, &second.address, token, ME, |a| a["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED")
+            .await;
+    assert_eq!(code(&refused), "UNAUTHENTICATED", "{refused}");
+
+    let inbox = app.create_inbox("Support").await;
+    let conversation = app.receive(&inbox, "ana", "m1", "my address is Rua Azul 12").await["conversation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let history = format!("{{ conversationHistory(id: \"{conversation}\") {{ payload }} }}");
+    let opened = tests::gql_at(&app.client, &second.address, Some(&app.token), &history, json!({})).await;
+    assert!(opened.to_string().contains("Rua Azul 12"), "the second server opens (and caches) the key: {opened}");
+    app.projected().await;
+    let contact: String =
+        sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts").fetch_one(&app.pool).await.unwrap();
+    app.ok("mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"request\"}) }", json!({ "k": contact }))
+        .await;
+    let erased =
+        eventually(&app, &second.address, &app.token, &history, |a| !a.to_string().contains("Rua Azul 12")).await;
+    assert!(!erased.to_string().contains("Rua Azul 12"), "the second server forgot the key: {erased}");
+    second.stop().await;
+}
