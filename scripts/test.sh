@@ -8,6 +8,8 @@ cd "$ROOT"
 
 # Exports DATABASE_URL and TEST_DATABASE_URL (tests create their own DBs from it).
 source scripts/db.sh
+# Exports TEST_REDIS_URL (rate limits shared through Redis are tested against it).
+source scripts/redis.sh
 
 # Tests need a key but must not depend on a developer's .env.
 export MASTER_KEY="${MASTER_KEY:-$(head -c32 /dev/urandom | base64 | tr -d '\n')}"

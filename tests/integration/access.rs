@@ -368,3 +368,32 @@ async fn a_revocation_and_an_erasure_in_one_server_take_effect_in_another() {
     assert!(!erased.to_string().contains("Rua Azul 12"), "the second server forgot the key: {erased}");
     second.stop().await;
 }
+
+#[tokio::test]
+async fn with_redis_the_login_lock_is_shared_by_every_server() {
+    let redis = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (scripts/test.sh finds or starts a Redis)");
+    let database_url = tests::create_database().await;
+    let start = || {
+        let mut config = tests::test_config(&database_url);
+        config.redis_url = Some(redis.clone());
+        tests::TestServer::start_with(config)
+    };
+    let (first, second) = (start().await, start().await);
+    // A fresh e-mail per run: the counters in Redis outlive the test's database.
+    let email = format!("lock-{}@acme.test", uuid::Uuid::now_v7());
+    first.state.commands.bootstrap("Locked Co", &email, "the right password", None).await.unwrap();
+    let client = reqwest::Client::new();
+    let attempt = |address: String, password: &'static str| {
+        let (client, variables) = (client.clone(), json!({ "e": email, "p": password }));
+        async move { tests::gql_at(&client, &address, None, LOGIN, variables).await }
+    };
+    for n in 1..=10 {
+        let address = if n % 2 == 0 { &first.address } else { &second.address };
+        assert_eq!(code(&attempt(address.clone(), "wrong password").await), "UNAUTHENTICATED", "attempt {n}");
+    }
+    for server in [&first, &second] {
+        assert_eq!(code(&attempt(server.address.clone(), "the right password").await), "RATE_LIMITED");
+    }
+    first.stop().await;
+    second.stop().await;
+}
