@@ -14,14 +14,16 @@ _redis_priv_port="${REDIS_PRIVATE_PORT:-56379}"
 _redis_log() { echo "redis: $*" >&2; }
 _redis_die() { echo "redis: ERROR: $*" >&2; exit 1; }
 
-# PING over bash's /dev/tcp: no client needed.
+# PING over bash's /dev/tcp: no client needed. In a subshell, so the descriptor and
+# the silenced stderr stay there.
 _redis_ping() {
-  local host="$1" port="$2" reply
-  exec 9<>"/dev/tcp/$host/$port" 2>/dev/null || return 1
-  printf 'PING\r\n' >&9
-  IFS= read -r -t 2 reply <&9 || reply=""
-  exec 9>&- 9<&-
-  [[ "$reply" == +PONG* ]]
+  local host="$1" port="$2"
+  (
+    exec 9<>"/dev/tcp/$host/$port" || exit 1
+    printf 'PING\r\n' >&9
+    IFS= read -r -t 2 reply <&9 || exit 1
+    [[ "$reply" == +PONG* ]]
+  ) 2>/dev/null
 }
 
 _redis_url_ok() {
