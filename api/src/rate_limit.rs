@@ -48,6 +48,7 @@ impl RateLimiter {
     /// RATE_LIMITED once `key` has used up its attempts in the current window.
     pub async fn check(&self, limit: Limit, key: &str) -> Result<(), ApiError> {
         if self.count(limit, key).await? >= limit.attempts {
+            tracing::warn!(limit = limit.name, key, "rate limit reached; refusing the attempt");
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 format!("too many attempts; try again in {} s", limit.window.as_secs()),

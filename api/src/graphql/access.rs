@@ -282,6 +282,7 @@ impl AccessMutation {
         match session {
             Ok(session) => Ok(session.into()),
             Err(error) => {
+                tracing::info!(client = client(ctx), "login refused");
                 state.rate_limiter.record(LOGIN_FAILURES, &key).await?;
                 Err(ApiError::from(error).into())
             }
@@ -359,6 +360,7 @@ impl AccessMutation {
         match session {
             Ok(session) => Ok(session.into()),
             Err(error) => {
+                tracing::info!(client = key, "invitation refused");
                 state.rate_limiter.record(CREDENTIAL_FAILURES, &key).await?;
                 Err(ApiError::from(error).into())
             }
