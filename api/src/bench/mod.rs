@@ -336,6 +336,25 @@ impl Bench {
         report.insert("projection_lag_p99_ms", json!(percentile(&lags, 99.0)));
         report.insert("ingest_peak_rss_mb", json!(server.peak_rss_mb()));
 
+        // Beside it, the transport alone: an authenticated request that touches no
+        // table, so the share of HTTP + GraphQL in an ingested message shows.
+        let transport = {
+            let (client, address, token) = (client.clone(), server.address.clone(), token.clone());
+            harness::run(
+                plan,
+                CONCURRENCY,
+                Arc::new(move |_, _| {
+                    let (client, address, token) = (client.clone(), address.clone(), token.clone());
+                    Box::pin(async move {
+                        graphql_at(&client, &address, &token, "{ __typename }", json!({})).await?;
+                        Ok(1)
+                    })
+                }),
+            )
+            .await?
+        };
+        report.insert("http_graphql_requests_per_s", json!(transport.median_rate()));
+
         // Case 4: long conversations, written directly, then one more message each.
         let services = Services::build(&self.config_for(&url)).await?;
         let mut long = BTreeMap::new();
@@ -589,6 +608,12 @@ fn print_table(report: &Report) {
             format!("{:.0}", number("ingest_messages_per_s")),
             format!(">= {:.0}", number("postgres_es_commands_per_s")),
             Some(number("ingest_messages_per_s") >= number("postgres_es_commands_per_s")),
+        ),
+        (
+            "http_graphql_requests_per_s",
+            format!("{:.0}", number("http_graphql_requests_per_s")),
+            "(transport)".into(),
+            None,
         ),
         ("ingest_p50_ms", format!("{:.2}", number("ingest_p50_ms")), "".into(), None),
         (
