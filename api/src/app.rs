@@ -75,7 +75,7 @@ pub struct Application {
     tls: Option<RustlsConfig>,
     services: Services,
     limits: graphql::Limits,
-    trust_forwarded_for: bool,
+    http: http::HttpSettings,
     shutdown: CancellationToken,
 }
 
@@ -86,7 +86,10 @@ impl Application {
             .await
             .with_context(|| format!("failed to listen on {} (LISTEN_ADDR)", config.listen_addr))?;
         let limits = graphql::Limits::from(&config);
-        let trust_forwarded_for = config.trust_forwarded_for;
+        let http = http::HttpSettings {
+            max_body_bytes: config.max_request_bytes,
+            trust_forwarded_for: config.trust_forwarded_for,
+        };
         let tls = match &config.tls {
             None => None,
             Some(files) => {
@@ -102,7 +105,7 @@ impl Application {
                 Some(tls)
             }
         };
-        Ok(Self { listener, tls, services, limits, trust_forwarded_for, shutdown: CancellationToken::new() })
+        Ok(Self { listener, tls, services, limits, http, shutdown: CancellationToken::new() })
     }
 
     pub fn port(&self) -> u16 {
@@ -120,14 +123,14 @@ impl Application {
 
     /// Serves HTTP and runs the projectors until SIGINT/SIGTERM or the token.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { listener, tls, services, limits, trust_forwarded_for, shutdown } = self;
+        let Application { listener, tls, services, limits, http: settings, shutdown } = self;
         let state = services.state;
         let engine = state.engine.clone();
         let engine_stop = shutdown.clone();
         let engine_task = tokio::spawn(async move { engine.run(engine_stop).await });
         tokio::spawn(relay_commits(services.committed, state.engine.clone(), shutdown.clone()));
         tokio::spawn(relay_access_changes(state.clone(), shutdown.clone()));
-        let router = http::router(state.clone(), graphql::schema(state, limits), trust_forwarded_for);
+        let router = http::router(state.clone(), graphql::schema(state, limits), settings);
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         let stopped = async move {

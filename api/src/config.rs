@@ -31,6 +31,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Take the client's address from `X-Forwarded-For` (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// Largest request body accepted.
+    pub max_request_bytes: usize,
     /// Whether the schema answers introspection queries.
     pub graphql_introspection: bool,
     pub graphql_depth_limit: usize,
@@ -58,6 +60,7 @@ impl std::fmt::Debug for Config {
             .field("session_ttl", &self.session_ttl)
             .field("redis", &self.redis_url.as_ref().map(|_| "<set>"))
             .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("max_request_bytes", &self.max_request_bytes)
             .field("graphql_introspection", &self.graphql_introspection)
             .field("graphql_depth_limit", &self.graphql_depth_limit)
             .field("graphql_complexity_limit", &self.graphql_complexity_limit)
@@ -100,6 +103,7 @@ impl Config {
             session_ttl: Duration::from_secs(3600 * parse::<u64>("SESSION_TTL_HOURS", 24 * 30)?),
             redis_url: var("REDIS_URL"),
             trust_forwarded_for: parse("TRUST_FORWARDED_FOR", false)?,
+            max_request_bytes: parse("MAX_REQUEST_BYTES", 1024 * 1024)?,
             graphql_introspection: parse("GRAPHQL_INTROSPECTION", true)?,
             graphql_depth_limit: parse("GRAPHQL_DEPTH_LIMIT", 20)?,
             graphql_complexity_limit: parse("GRAPHQL_COMPLEXITY_LIMIT", 20_000)?,

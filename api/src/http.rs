@@ -1,10 +1,9 @@
 //! The HTTP surface: GraphQL, GraphiQL, health, readiness and metrics.
 
 use std::fmt::Write;
-
-use async_graphql::http::GraphiQLSource;
 use std::net::SocketAddr;
 
+use async_graphql::http::GraphiQLSource;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
@@ -22,25 +21,31 @@ use crate::state::{AppState, ClientAddress, RequestId};
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// Largest request body accepted (a 150,000-character message fits comfortably).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How the HTTP layer treats requests before GraphQL sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Largest request body accepted (1 MB by default: a 150,000-character message fits).
+    pub max_body_bytes: usize,
+    /// Take the client's address from `X-Forwarded-For` (behind a trusted proxy only).
+    pub trust_forwarded_for: bool,
+}
 
 #[derive(Clone)]
 struct HttpState {
     app: AppState,
     schema: ApiSchema,
-    trust_forwarded_for: bool,
+    settings: HttpSettings,
 }
 
-pub fn router(app: AppState, schema: ApiSchema, trust_forwarded_for: bool) -> Router {
+pub fn router(app: AppState, schema: ApiSchema, settings: HttpSettings) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(HttpState { app, schema, trust_forwarded_for })
+        .with_state(HttpState { app, schema, settings })
 }
 
 async fn graphql(
@@ -52,7 +57,7 @@ async fn graphql(
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let message = format!("the request body is larger than {MAX_BODY_BYTES} bytes");
+            let message = format!("the request body is larger than {} bytes", state.settings.max_body_bytes);
             return ApiError::new(ErrorCode::PayloadTooLarge, message).into_response();
         }
         Err(rejection) => return ApiError::bad_input(rejection.body_text()).into_response(),
@@ -61,7 +66,7 @@ async fn graphql(
         Ok(request) => request,
         Err(e) => return ApiError::bad_input(format!("the request is not a GraphQL request: {e}")).into_response(),
     };
-    let client = client_address(&headers, peer, state.trust_forwarded_for);
+    let client = client_address(&headers, peer, state.settings.trust_forwarded_for);
     let auth = match state.app.authenticator.authenticate(&headers).await {
         Ok(auth) => auth,
         Err(error) => return error.into_response(),

@@ -87,6 +87,7 @@ pub fn test_config(database_url: &str) -> Config {
         session_ttl: Duration::from_secs(3600),
         redis_url: None,
         trust_forwarded_for: false,
+        max_request_bytes: 1024 * 1024,
         graphql_introspection: true,
         graphql_depth_limit: 20,
         graphql_complexity_limit: 20_000,
