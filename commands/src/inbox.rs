@@ -35,6 +35,21 @@ impl Commands {
         Ok(inbox)
     }
 
+    /// Changes the inbox's settings (its name).
+    pub async fn rename_inbox(
+        &self,
+        context: &CommandContext,
+        inbox_id: Uuid,
+        name: &str,
+    ) -> Result<Written, CommandError> {
+        let name = Name::parse("inbox name", name)?;
+        self.execute::<Inbox>(context, &inbox_id.to_string(), |inbox| {
+            in_account(context, inbox.account_id())?;
+            Ok(InboxCommand::Rename { name: name.clone(), at: context.at })
+        })
+        .await
+    }
+
     pub async fn add_inbox_member(
         &self,
         context: &CommandContext,

@@ -13,6 +13,7 @@ use crate::{domain_event, DomainError, PersonalData};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Inbox {
     account_id: Option<AccountId>,
+    name: String,
     members: HashSet<UserId>,
 }
 
@@ -28,9 +29,25 @@ impl Inbox {
 
 #[derive(Debug)]
 pub enum InboxCommand {
-    Create { account_id: AccountId, name: Name, channel: Channel, at: Instant },
-    AddMember { user_id: UserId, at: Instant },
-    RemoveMember { user_id: UserId, at: Instant },
+    Create {
+        account_id: AccountId,
+        name: Name,
+        channel: Channel,
+        at: Instant,
+    },
+    AddMember {
+        user_id: UserId,
+        at: Instant,
+    },
+    RemoveMember {
+        user_id: UserId,
+        at: Instant,
+    },
+    /// The inbox's settings, as agents see them (its name, for now).
+    Rename {
+        name: Name,
+        at: Instant,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,9 +55,10 @@ pub enum InboxEvent {
     InboxCreated { account_id: AccountId, name: String, channel: Channel, at: Instant },
     InboxMemberAdded { account_id: AccountId, user_id: UserId, at: Instant },
     InboxMemberRemoved { account_id: AccountId, user_id: UserId, at: Instant },
+    InboxRenamed { account_id: AccountId, name: String, at: Instant },
 }
 
-domain_event!(InboxEvent, version = "1", [InboxCreated, InboxMemberAdded, InboxMemberRemoved]);
+domain_event!(InboxEvent, version = "1", [InboxCreated, InboxMemberAdded, InboxMemberRemoved, InboxRenamed]);
 impl PersonalData for InboxEvent {}
 
 impl Aggregate for Inbox {
@@ -66,7 +84,11 @@ impl Aggregate for Inbox {
             InboxCommand::RemoveMember { user_id, at } if self.members.contains(&user_id) => {
                 sink.write(InboxEvent::InboxMemberRemoved { account_id, user_id, at }, self).await;
             }
-            // Adding a member twice or removing a non-member changes nothing.
+            InboxCommand::Rename { name, at } if name.as_str() != self.name => {
+                sink.write(InboxEvent::InboxRenamed { account_id, name: name.into_inner(), at }, self).await;
+            }
+            // Adding a member twice, removing a non-member or renaming to the same
+            // name changes nothing.
             _ => {}
         }
         Ok(())
@@ -74,7 +96,11 @@ impl Aggregate for Inbox {
 
     fn apply(&mut self, event: InboxEvent) {
         match event {
-            InboxEvent::InboxCreated { account_id, .. } => self.account_id = Some(account_id),
+            InboxEvent::InboxCreated { account_id, name, .. } => {
+                self.account_id = Some(account_id);
+                self.name = name;
+            }
+            InboxEvent::InboxRenamed { name, .. } => self.name = name,
             InboxEvent::InboxMemberAdded { user_id, .. } => {
                 self.members.insert(user_id);
             }
@@ -125,5 +151,16 @@ mod tests {
             .given_no_previous_events()
             .when(InboxCommand::AddMember { user_id: AGENT, at: at() })
             .then_expect_error(DomainError::NotFound("inbox"));
+    }
+
+    #[test]
+    fn renaming_records_the_new_name_once() {
+        let created =
+            InboxEvent::InboxCreated { account_id: ACCOUNT, name: "Web".into(), channel: Channel::Api, at: at() };
+        let rename = |name: &str| InboxCommand::Rename { name: Name::parse("inbox name", name).unwrap(), at: at() };
+        TestFramework::<Inbox>::with(()).given(vec![created.clone()]).when(rename("Website")).then_expect_events(vec![
+            InboxEvent::InboxRenamed { account_id: ACCOUNT, name: "Website".into(), at: at() },
+        ]);
+        TestFramework::<Inbox>::with(()).given(vec![created]).when(rename("Web")).then_expect_events(vec![]);
     }
 }

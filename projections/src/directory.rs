@@ -121,6 +121,13 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                     .execute(&mut **tx)
                     .await?;
             }
+            InboxEvent::InboxRenamed { name, .. } => {
+                sqlx::query("UPDATE rm_inboxes SET name = $2 WHERE inbox_id = $1")
+                    .bind(id()?)
+                    .bind(name)
+                    .execute(&mut **tx)
+                    .await?;
+            }
             InboxEvent::InboxMemberRemoved { user_id, .. } => {
                 sqlx::query("DELETE FROM rm_inbox_members WHERE inbox_id = $1 AND user_id = $2")
                     .bind(id()?)

@@ -268,6 +268,13 @@ async fn the_audit_log_lists_administrative_changes_with_their_actor_for_adminis
         json!({ "u": agent_id }),
     )
     .await;
+    let renamed = app
+        .ok(
+            "mutation($i: ID!) { updateInbox(input: {inboxId: $i, name: \"Help desk\"}) { name } }",
+            json!({ "i": inbox }),
+        )
+        .await;
+    assert_eq!(renamed["updateInbox"]["name"], "Help desk");
     app.receive(&inbox, "c", "m", "not an administrative change").await;
     app.projected().await;
     let log = app.ok("{ auditLog(first: 100) { edges { node { eventType actor } } } }", json!({})).await;
@@ -278,7 +285,7 @@ async fn the_audit_log_lists_administrative_changes_with_their_actor_for_adminis
         .map(|e| (e["node"]["eventType"].as_str().unwrap().into(), e["node"]["actor"].as_str().unwrap().into()))
         .collect();
     let admin = format!("user:{}", app.user_id);
-    for expected in ["InboxCreated", "MemberAdded", "InboxMemberAdded", "MemberRoleChanged"] {
+    for expected in ["InboxCreated", "MemberAdded", "InboxMemberAdded", "MemberRoleChanged", "InboxRenamed"] {
         assert!(events.contains(&(expected.to_string(), admin.clone())), "{expected} by {admin} in {events:?}");
     }
     assert!(events.iter().any(|(t, a)| t == "SignedIn" && a == &format!("user:{agent_id}")));

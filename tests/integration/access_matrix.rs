@@ -62,6 +62,7 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("createApiToken", Kind::Own, "mutation { createApiToken(input: {name: \"mine\"}) { id } }".into()),
         ("revokeApiToken", Kind::Targeted, format!("mutation {{ revokeApiToken(id: \"{}\") }}", ids.token)),
         ("createInbox", Kind::Admin, "mutation { createInbox(input: {name: \"x\", channel: API}) { id } }".into()),
+        ("updateInbox", Kind::Admin, format!("mutation {{ updateInbox(input: {{inboxId: \"{i}\", name: \"renamed\"}}) {{ id }} }}")),
         ("addInboxMember", Kind::Admin, format!("mutation {{ addInboxMember(input: {{inboxId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
         ("removeInboxMember", Kind::Admin, format!("mutation {{ removeInboxMember(input: {{inboxId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
         ("createTeam", Kind::Admin, "mutation { createTeam(input: {name: \"x\"}) { id } }".into()),

@@ -27,6 +27,12 @@ pub struct CreateInboxInput {
 }
 
 #[derive(InputObject)]
+pub struct UpdateInboxInput {
+    pub inbox_id: ID,
+    pub name: String,
+}
+
+#[derive(InputObject)]
 pub struct InboxMemberInput {
     pub inbox_id: ID,
     pub user_id: ID,
@@ -165,6 +171,17 @@ impl Mutation {
         state.settle(written, &["directory"]).await;
         let row = directory::inbox(&state.pool, principal.account_id, id).await.map_err(ApiError::from)?;
         Ok(Inbox(row.ok_or_else(|| ApiError::internal(anyhow::anyhow!("inbox {id} not projected")))?))
+    }
+
+    /// Changes an inbox's settings (its name); an audited administrative change.
+    async fn update_inbox(&self, ctx: &Context<'_>, input: UpdateInboxInput) -> Result<Inbox> {
+        let (principal, state, context) = acting(ctx)?;
+        principal.require(Action::ManageAccount)?;
+        let inbox = parse_id(&input.inbox_id, "inbox")?;
+        let written = state.commands.rename_inbox(&context, inbox, &input.name).await.map_err(ApiError::from)?;
+        state.settle(written, &["directory"]).await;
+        let row = directory::inbox(&state.pool, principal.account_id, inbox).await.map_err(ApiError::from)?;
+        Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
     }
 
     async fn add_inbox_member(&self, ctx: &Context<'_>, input: InboxMemberInput) -> Result<Inbox> {
