@@ -56,7 +56,7 @@ impl Services {
         let store =
             Arc::new(EventStore::new(pool.clone(), keyring.clone(), committed.clone(), config.aggregate_cache_size));
         let state = AppState {
-            authenticator: Arc::new(Authenticator::new(pool.clone())),
+            authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
             rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref()).await?),
             session_ttl: config.session_ttl,
             pool,
@@ -196,12 +196,12 @@ const ACCESS_CHANNEL: &str = "inbox_access";
 /// The NOTIFY channel naming an erased contact, whose key every process must forget.
 pub const ERASURE_CHANNEL: &str = "inbox_erasure";
 
-/// Drops cached principals when access changes, and shredded keys on erasure: at once for this process's own
-/// commits (and NOTIFYs the others), on NOTIFY for other processes'.
+/// Tells other processes of this one's access changes (its own cache sees them through
+/// the access generation), and drops their changes from this one's cache, and the
+/// keys of contacts they erased.
 async fn relay_access_changes(state: AppState, shutdown: CancellationToken) {
     let mut changed = state.commands.store().access_changed().subscribe();
     let pool = state.pool.clone();
-    let authenticator = state.authenticator.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
         loop {
@@ -209,7 +209,6 @@ async fn relay_access_changes(state: AppState, shutdown: CancellationToken) {
                 result = changed.changed() => if result.is_err() { return },
                 _ = stop.cancelled() => return,
             }
-            authenticator.invalidate();
             if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(ACCESS_CHANNEL).execute(&pool).await {
                 tracing::warn!(%error, "could not notify other processes of an access change");
             }

@@ -2,8 +2,9 @@
 //! resolver asks for the principal), so public operations (login) sit beside the rest.
 //!
 //! Resolving a bearer token costs a query; principals are cached per process and
-//! dropped whenever credentials, roles or memberships change here or, by NOTIFY, in
-//! another process. [`CACHE_TTL`] bounds staleness should a notification be missed.
+//! dropped whenever credentials, roles or memberships change: at once for this
+//! process's own commits (an access generation), by NOTIFY for other processes'.
+//! [`CACHE_TTL`] bounds staleness should a notification be missed.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,9 @@ use commands::access::{token_hash, TOKEN_PREFIX};
 use commands::store::TokenKind;
 use domain::values::{Permission, Role};
 use lru::LruCache;
+use projections::engine::Wake;
 use sqlx::PgPool;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -75,7 +78,11 @@ type CacheKey = (Vec<u8>, Option<Uuid>);
 
 pub struct Authenticator {
     pool: PgPool,
-    cache: Mutex<LruCache<CacheKey, (Principal, Instant)>>,
+    /// Each principal with when it was resolved and the access generation it saw.
+    cache: Mutex<LruCache<CacheKey, (Principal, Instant, u64)>>,
+    /// Moves on with every commit in this process that changes access, before the
+    /// command returns: a cached principal older than it is never served.
+    generation: watch::Receiver<u64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -91,9 +98,10 @@ struct PrincipalRow {
 }
 
 impl Authenticator {
-    pub fn new(pool: PgPool) -> Self {
+    /// `access_changed`: the store's signal after commits that change access.
+    pub fn new(pool: PgPool, access_changed: &Wake) -> Self {
         let capacity = NonZeroUsize::new(CACHE_ENTRIES).expect("non-zero cache size");
-        Self { pool, cache: Mutex::new(LruCache::new(capacity)) }
+        Self { pool, cache: Mutex::new(LruCache::new(capacity)), generation: access_changed.subscribe() }
     }
 
     /// Forgets every cached principal: access changed somewhere.
@@ -116,8 +124,9 @@ impl Authenticator {
             ),
         };
         let key = (token_hash(token), account);
-        if let Some((principal, at)) = self.cache.lock().expect("principal cache").get(&key) {
-            if at.elapsed() < CACHE_TTL {
+        let generation = *self.generation.borrow();
+        if let Some((principal, at, seen)) = self.cache.lock().expect("principal cache").get(&key) {
+            if at.elapsed() < CACHE_TTL && *seen == generation {
                 return Ok(Auth(Ok(principal.clone())));
             }
         }
@@ -156,7 +165,7 @@ impl Authenticator {
         // A session about to expire is not served from the cache past its end.
         let cacheable = row.expires_at.is_none_or(|end| end > chrono::Utc::now() + CACHE_TTL);
         if cacheable {
-            self.cache.lock().expect("principal cache").put(key, (principal.clone(), Instant::now()));
+            self.cache.lock().expect("principal cache").put(key, (principal.clone(), Instant::now(), generation));
         }
         Ok(Auth(Ok(principal)))
     }
