@@ -59,7 +59,11 @@ cat >&2 <<BANNER
   API token:       ${token:-<see $demo>}
 
   curl -s http://$addr/graphql -H 'Content-Type: application/json' \\
-       -H 'Authorization: Bearer ${token:-TOKEN}' -d '{"query":"{ __typename }"}'
+       -H 'Authorization: Bearer ${token:-TOKEN}' -d '{"query":"{ me { name role } }"}'
+
+  A session instead of the API token (login, then use its token the same way):
+  curl -s http://$addr/graphql -H 'Content-Type: application/json' \\
+       -d '{"query":"mutation { login(input: {email: \\"demo@example.com\\", password: \\"demo-password-123\\"}) { token } }"}'
 
 BANNER
 
