@@ -96,10 +96,27 @@ pub struct Engine {
     status: Arc<RwLock<HashMap<&'static str, RunnerStatus>>>,
     progress: watch::Sender<u64>,
     poll: Duration,
+    /// The last feed read of a runner that reached the head, for the other runners of
+    /// this process woken by the same commits: one read serves them all.
+    shared_read: Arc<tokio::sync::Mutex<Option<SharedRead>>>,
+    /// Runners read on a common beat, so that one read can serve them all.
+    epoch: tokio::time::Instant,
+    /// Aggregate types some projector here consumes: the bodies a shared read carries.
+    bodies: Arc<Vec<&'static str>>,
+}
+
+/// A feed read from `after` to the head as it was when the read `started`.
+struct SharedRead {
+    after: FeedPosition,
+    started: std::time::Instant,
+    events: Arc<Vec<FeedEvent>>,
 }
 
 impl Engine {
     pub fn new(pool: PgPool, keyring: Arc<Keyring>, projectors: Vec<Arc<dyn Projector>>, poll: Duration) -> Self {
+        let mut bodies: Vec<&'static str> = projectors.iter().flat_map(|p| p.consumes().iter().copied()).collect();
+        bodies.sort_unstable();
+        bodies.dedup();
         Self {
             pool,
             keyring,
@@ -108,6 +125,9 @@ impl Engine {
             status: Arc::default(),
             progress: watch::channel(0).0,
             poll,
+            shared_read: Arc::default(),
+            bodies: Arc::new(bodies),
+            epoch: tokio::time::Instant::now(),
         }
     }
 
@@ -239,9 +259,10 @@ impl Engine {
             s.position = cursor.scanned;
         });
         let mut woken = self.wake.subscribe();
+        let mut woke_at = std::time::Instant::now();
         while !shutdown.is_cancelled() {
             let read_at = tokio::time::Instant::now();
-            let scanned = self.apply_batch(&mut conn, projector, &mut cursor, BATCH_SIZE).await?;
+            let scanned = self.apply_batch(&mut conn, projector, &mut cursor, BATCH_SIZE, Some(woke_at)).await?;
             if scanned < BATCH_SIZE as usize {
                 // Caught up: now and then record how far the feed was scanned (and
                 // notice a reset), then wait.
@@ -254,9 +275,10 @@ impl Engine {
                     _ = tokio::time::sleep(self.poll) => {},
                     _ = shutdown.cancelled() => {},
                 }
+                woke_at = std::time::Instant::now();
                 // Under load, a batch per few milliseconds rather than per commit: the
                 // statements a batch costs are shared by everything that landed meanwhile.
-                tokio::time::sleep_until(read_at + BATCH_INTERVAL).await;
+                tokio::time::sleep_until(self.next_beat(read_at + BATCH_INTERVAL)).await;
             } else if cursor.persisted_at.elapsed() > CHECKPOINT_EVERY {
                 cursor.persist(&mut conn, name).await.map_err(transient)?;
             }
@@ -266,20 +288,28 @@ impl Engine {
 
     /// Reads one batch after the cursor and applies the events the projector consumes
     /// (in one transaction with the checkpoint); returns how many events it scanned.
+    /// `fresh_since`: a runner that woke then may take another runner's read if it
+    /// started later (a later read sees at least as much); `None` reads alone.
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
         projector: &dyn Projector,
         cursor: &mut Cursor,
         batch: i64,
+        fresh_since: Option<std::time::Instant>,
     ) -> Result<usize, RunError> {
         let name = projector.name();
         let wanted = projector.consumes();
-        let events = read_sealed_after(conn, None, Some(wanted), cursor.scanned, batch).await.map_err(classify)?;
+        let events = match fresh_since {
+            Some(since) => self.read_shared(conn, cursor.scanned, batch, since).await?,
+            None => Arc::new(
+                read_sealed_after(conn, None, Some(wanted), cursor.scanned, batch).await.map_err(classify)?,
+            ),
+        };
         let Some(last) = events.last().map(|e| e.position) else { return Ok(0) };
         let scanned = events.len();
         let mut consumed: Vec<FeedEvent> =
-            events.into_iter().filter(|e| wanted.contains(&e.aggregate_type.as_str())).collect();
+            events.iter().filter(|e| wanted.contains(&e.aggregate_type.as_str())).cloned().collect();
         if !consumed.is_empty() {
             for event in consumed.iter_mut().filter(|e| projector.opens(&e.event_type)) {
                 open_sealed_fields(conn, &self.keyring, event).await.map_err(classify)?;
@@ -305,6 +335,40 @@ impl Engine {
         });
         self.progress.send_modify(|n| *n = n.wrapping_add(1));
         Ok(scanned)
+    }
+
+    /// The events after `after`: another runner's read if it started after `since`
+    /// from the same position, else a read of our own, shared if it reached the head.
+    /// Any such read is a prefix of the feed after `after` (the watermark holds back
+    /// every transaction that could still commit below its last event).
+    async fn read_shared(
+        &self,
+        conn: &mut PgConnection,
+        after: FeedPosition,
+        batch: i64,
+        since: std::time::Instant,
+    ) -> Result<Arc<Vec<FeedEvent>>, RunError> {
+        // Held across the read: runners arriving meanwhile wait for it rather than
+        // send the same query.
+        let mut shared = self.shared_read.lock().await;
+        if let Some(read) = shared.as_ref().filter(|r| r.after == after && r.started >= since) {
+            return Ok(read.events.clone());
+        }
+        let started = std::time::Instant::now();
+        let events =
+            Arc::new(read_sealed_after(conn, None, Some(&self.bodies), after, batch).await.map_err(classify)?);
+        if (events.len() as i64) < batch {
+            *shared = Some(SharedRead { after, started, events: events.clone() });
+        }
+        Ok(events)
+    }
+
+    /// The first beat of the engine's [`BATCH_INTERVAL`] rhythm at or after `at`.
+    fn next_beat(&self, at: tokio::time::Instant) -> tokio::time::Instant {
+        let interval = BATCH_INTERVAL.as_nanos();
+        let since_epoch = at.saturating_duration_since(self.epoch).as_nanos();
+        let beats = since_epoch.div_ceil(interval);
+        self.epoch + Duration::from_nanos(u64::try_from(beats * interval).unwrap_or(u64::MAX))
     }
 
     /// Waits (at most `timeout`) until each named projector has applied `position`.
@@ -397,7 +461,7 @@ impl Engine {
         let mut scanned = 0u64;
         loop {
             let n = self
-                .apply_batch(&mut conn, projector, &mut cursor, REBUILD_BATCH_SIZE)
+                .apply_batch(&mut conn, projector, &mut cursor, REBUILD_BATCH_SIZE, None)
                 .await
                 .map_err(RunError::into_inner)?;
             scanned += n as u64;
