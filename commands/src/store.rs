@@ -559,8 +559,6 @@ impl Rows {
     }
 }
 
-/// sha256 over the previous hash and this event as stored (sealed payload, metadata).
-#[allow(clippy::too_many_arguments)]
 /// The outcome of [`EventStore::verify_stream`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamCheck {
@@ -580,6 +578,7 @@ pub struct Hashed<'a> {
     pub metadata: &'a Value,
 }
 
+/// sha256 over the previous hash and this event as stored (sealed payload, metadata).
 pub fn chain_hash(previous: Option<&[u8]>, event: Hashed<'_>) -> Vec<u8> {
     let Hashed { aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata } = event;
     let mut hasher = Sha256::new();
