@@ -1,8 +1,9 @@
 //! Group commit: the units of work that are ready at the same moment are appended in
 //! one transaction and one INSERT, so a burst costs one commit instead of one each.
 //!
-//! Callers hand over rows already sealed and hashed and wait for the answer. A unit
-//! that conflicts must not fail its neighbours: when a shared transaction hits a
+//! Callers hand over rows already sealed and hashed and wait for the answer. A new
+//! contact's data key and channel identity ride in the same statement as the events.
+//! A unit that conflicts must not fail its neighbours: when a shared transaction hits a
 //! uniqueness violation, each unit of that batch is retried on its own, and only the
 //! one that conflicts gets the error. Units of one stream never share a batch: the
 //! caller holds the stream's lock until its commit returns.
@@ -14,6 +15,7 @@ use projections::engine::Wake;
 use projections::feed::FeedPosition;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
 
 use crate::store::{side_write, unique_violation, Rows, SideWrite, StoreError};
 
@@ -101,32 +103,72 @@ async fn run(pool: PgPool, queue: Arc<Mutex<mpsc::Receiver<Unit>>>, committed: W
     }
 }
 
-/// One transaction: every unit's side writes, then all their events in one INSERT. A
-/// batch without side writes is that one statement, atomic on its own: no BEGIN and
-/// COMMIT round trips.
+/// A batch's writes in one statement when they can be (its events, and the data keys
+/// and channel identities of new contacts, as data-modifying CTEs: atomic on their
+/// own, no BEGIN and COMMIT round trips); otherwise one transaction with every unit's
+/// other side writes first.
 async fn write(pool: &PgPool, units: &[&Unit]) -> Result<FeedPosition, StoreError> {
     let mut rows = Rows::default();
+    let mut contacts = NewContacts::default();
+    let mut others = Vec::new();
     for unit in units {
         rows.extend(&unit.rows);
-    }
-    if units.iter().all(|u| u.side_writes.is_empty()) {
-        let mut conn = pool.acquire().await.context("failed to get a connection")?;
-        return insert(&mut conn, &rows).await;
-    }
-    let mut tx = pool.begin().await.context("failed to begin a transaction")?;
-    for unit in units {
         for write in &unit.side_writes {
-            side_write(&mut tx, write).await?;
+            if !contacts.take(write) {
+                others.push(write);
+            }
         }
     }
-    let position = insert(&mut tx, &rows).await?;
+    if others.is_empty() {
+        let mut conn = pool.acquire().await.context("failed to get a connection")?;
+        return insert(&mut conn, &rows, &contacts).await;
+    }
+    let mut tx = pool.begin().await.context("failed to begin a transaction")?;
+    for write in others {
+        side_write(&mut tx, write).await?;
+    }
+    let position = insert(&mut tx, &rows, &contacts).await?;
     tx.commit().await.map_err(|e| unique_violation(e, "events_pkey", StoreError::Conflict))?;
     Ok(position)
 }
 
-async fn insert(conn: &mut PgConnection, rows: &Rows) -> Result<FeedPosition, StoreError> {
+/// New contacts' data keys and channel identities, as columns for the INSERT.
+#[derive(Default)]
+struct NewContacts {
+    key_contact: Vec<Uuid>,
+    key_wrapped: Vec<Vec<u8>>,
+    identity_hash: Vec<String>,
+    identity_account: Vec<Uuid>,
+    identity_inbox: Vec<Uuid>,
+    identity_contact: Vec<Uuid>,
+}
+
+impl NewContacts {
+    /// Takes the write if it is one of these; says whether it was.
+    fn take(&mut self, write: &SideWrite) -> bool {
+        match write {
+            SideWrite::ContactKey { contact, wrapped, .. } => {
+                self.key_contact.push(*contact);
+                self.key_wrapped.push(wrapped.clone());
+            }
+            SideWrite::ChannelIdentity { hash, account, inbox, contact } => {
+                self.identity_hash.push(hash.clone());
+                self.identity_account.push(*account);
+                self.identity_inbox.push(*inbox);
+                self.identity_contact.push(*contact);
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+async fn insert(conn: &mut PgConnection, rows: &Rows, contacts: &NewContacts) -> Result<FeedPosition, StoreError> {
     let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
-        "WITH written AS (INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+        "WITH keys AS (INSERT INTO contact_keys (contact_id, wrapped_key) SELECT * FROM UNNEST($10::uuid[], $11::bytea[])), \
+         identities AS (INSERT INTO channel_identities (identity_hash, account_id, inbox_id, contact_id) \
+         SELECT * FROM UNNEST($12::text[], $13::uuid[], $14::uuid[], $15::uuid[])), \
+         written AS (INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
          payload, metadata, account_id, hash) SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], \
          $5::text[], $6::jsonb[], $7::jsonb[], $8::uuid[], $9::bytea[]) RETURNING transaction_id, global_position) \
          SELECT transaction_id::text::bigint, max(global_position) FROM written GROUP BY transaction_id",
@@ -140,9 +182,16 @@ async fn insert(conn: &mut PgConnection, rows: &Rows) -> Result<FeedPosition, St
     .bind(&rows.metadata)
     .bind(&rows.account_id)
     .bind(&rows.hash)
+    .bind(&contacts.key_contact)
+    .bind(&contacts.key_wrapped)
+    .bind(&contacts.identity_hash)
+    .bind(&contacts.identity_account)
+    .bind(&contacts.identity_inbox)
+    .bind(&contacts.identity_contact)
     .fetch_one(&mut *conn)
     .await
-    .map_err(|e| unique_violation(e, "events_pkey", StoreError::Conflict))?;
+    // Another writer got the stream's sequence or the contact's identity first.
+    .map_err(|e| unique_violation(e, "", StoreError::Conflict))?;
     // Every row shares the transaction: its last position covers every unit.
     Ok(FeedPosition { transaction_id, global_position })
 }

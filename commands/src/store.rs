@@ -597,22 +597,10 @@ pub fn chain_hash(previous: Option<&[u8]>, event: Hashed<'_>) -> Vec<u8> {
 pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideWrite) -> Result<(), StoreError> {
     let conn = &mut **tx;
     let result = match write {
-        SideWrite::ContactKey { contact, wrapped, .. } => {
-            sqlx::query("INSERT INTO contact_keys (contact_id, wrapped_key) VALUES ($1, $2)")
-                .bind(contact)
-                .bind(wrapped)
-                .execute(conn)
-                .await
+        // The group committer writes these with the events, in the same statement.
+        SideWrite::ContactKey { .. } | SideWrite::ChannelIdentity { .. } => {
+            return Err(StoreError::Internal(anyhow::anyhow!("a new contact's rows are written with its events")));
         }
-        SideWrite::ChannelIdentity { hash, account, inbox, contact } => sqlx::query(
-            "INSERT INTO channel_identities (identity_hash, account_id, inbox_id, contact_id) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(hash)
-        .bind(account)
-        .bind(inbox)
-        .bind(contact)
-        .execute(conn)
-        .await,
         SideWrite::Credentials { user, email, password_hash } => {
             sqlx::query("INSERT INTO user_credentials (user_id, email, password_hash) VALUES ($1, $2, $3)")
                 .bind(user)
@@ -732,7 +720,6 @@ pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideW
         SideWrite::Credentials { .. } => {
             unique_violation(e, "user_credentials_email_key", StoreError::Duplicate("a user with this e-mail"))
         }
-        SideWrite::ChannelIdentity { .. } => unique_violation(e, "channel_identities_pkey", StoreError::Conflict),
         _ => unique_violation(e, "", StoreError::Conflict),
     })
 }

@@ -302,9 +302,9 @@ impl Engine {
         let wanted = projector.consumes();
         let events = match fresh_since {
             Some(since) => self.read_shared(conn, cursor.scanned, batch, since).await?,
-            None => Arc::new(
-                read_sealed_after(conn, None, Some(wanted), cursor.scanned, batch).await.map_err(classify)?,
-            ),
+            None => {
+                Arc::new(read_sealed_after(conn, None, Some(wanted), cursor.scanned, batch).await.map_err(classify)?)
+            }
         };
         let Some(last) = events.last().map(|e| e.position) else { return Ok(0) };
         let scanned = events.len();
@@ -355,8 +355,7 @@ impl Engine {
             return Ok(read.events.clone());
         }
         let started = std::time::Instant::now();
-        let events =
-            Arc::new(read_sealed_after(conn, None, Some(&self.bodies), after, batch).await.map_err(classify)?);
+        let events = Arc::new(read_sealed_after(conn, None, Some(&self.bodies), after, batch).await.map_err(classify)?);
         if (events.len() as i64) < batch {
             *shared = Some(SharedRead { after, started, events: events.clone() });
         }
