@@ -187,13 +187,7 @@ async fn a_user_of_two_accounts_picks_one_by_header_and_cannot_name_a_foreign_on
         .bootstrap("Second Co", "admin@acme.test", "correct horse battery", None)
         .await
         .expect("same user, second account");
-    let other = app
-        .server
-        .state
-        .commands
-        .bootstrap("Other Co", "boss@other.test", "another long password", None)
-        .await
-        .unwrap();
+    let other = app.other_account().await;
     app.projected().await;
     let session = app.login("admin@acme.test", "correct horse battery").await;
     let me = "{ me { id } inboxes { id } }";

@@ -131,13 +131,7 @@ async fn every_operation_refuses_outsiders_and_changes_nothing_of_the_account() 
         .as_str()
         .unwrap()
         .to_string();
-    let other = app
-        .server
-        .state
-        .commands
-        .bootstrap("Other Co", "boss@other.test", "another long password", None)
-        .await
-        .unwrap();
+    let other = app.other_account().await;
     let ids = Ids { inbox: inbox.clone(), conversation: conversation.clone(), contact: contact.clone(), agent, token };
 
     let table = operations(&ids);

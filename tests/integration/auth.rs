@@ -36,13 +36,7 @@ async fn another_accounts_administrator_can_neither_see_nor_touch_a_conversation
     let inbox = app.create_inbox("Mine").await;
     let conversation =
         app.receive(&inbox, "c", "m", "private matter").await["conversation"]["id"].as_str().unwrap().to_string();
-    let other = app
-        .server
-        .state
-        .commands
-        .bootstrap("Other Co", "boss@other.test", "another long password", None)
-        .await
-        .unwrap();
+    let other = app.other_account().await;
     let as_other = |query: &'static str, variables: Value| app.gql_as(Some(&other.token), query, variables);
     let before = app.event_count().await;
     let read = as_other("query($c: ID!) { conversation(id: $c) { id } }", json!({ "c": conversation })).await;

@@ -191,6 +191,16 @@ impl TestApp {
         data["receiveMessage"].clone()
     }
 
+    /// Another company on the same deployment, with its own administrator.
+    pub async fn other_account(&self) -> commands::account::Bootstrapped {
+        self.server
+            .state
+            .commands
+            .bootstrap("Other Co", "boss@other.test", "another long password", None)
+            .await
+            .expect("another account")
+    }
+
     /// Adds an agent with a password to the account and signs them in: (user id, session token).
     pub async fn agent(&self, email: &str, role: &str) -> (String, String) {
         let created = self
