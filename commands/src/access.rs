@@ -127,7 +127,10 @@ pub struct CreatedAgent {
 }
 
 /// The user behind an e-mail, and their password hash if they set one.
-async fn credentials(commands: &Commands, email: &EmailAddress) -> anyhow::Result<Option<(Uuid, Option<String>)>> {
+pub(crate) async fn credentials(
+    commands: &Commands,
+    email: &EmailAddress,
+) -> anyhow::Result<Option<(Uuid, Option<String>)>> {
     sqlx::query_as("SELECT user_id, password_hash FROM user_credentials WHERE email = $1")
         .bind(email.to_string())
         .fetch_optional(commands.store().pool())
@@ -166,7 +169,7 @@ impl Commands {
         .await
         .context("failed to find the user's accounts")?;
         let account_id = account_id.ok_or(DomainError::NotFound("account membership"))?;
-        self.start_session(user_id, account_id, ttl, correlation_id, &[]).await
+        self.start_session(user_id, account_id, ttl, correlation_id).await
     }
 
     async fn start_session(
@@ -175,29 +178,19 @@ impl Commands {
         account_id: Uuid,
         ttl: Duration,
         correlation_id: Uuid,
-        also: &[SideWrite],
     ) -> Result<Session, CommandError> {
         let mut context = CommandContext::now(account_id, Actor::User(user_id));
         context.correlation_id = correlation_id;
-        let session_id = Uuid::now_v7();
-        let token = new_secret(TOKEN_PREFIX);
         let ttl = chrono::Duration::from_std(ttl).context("session lifetime out of range")?;
-        let mut writes = also.to_vec();
-        writes.push(SideWrite::AccessToken(NewAccessToken {
-            token: session_id,
-            token_hash: token_hash(&token),
-            user: user_id,
-            account: account_id,
-            name: "session".into(),
-            kind: TokenKind::Session,
-            expires_at: Some(Utc::now() + ttl),
-        }));
+        let (row, token) =
+            NewAccessToken::issue(user_id, account_id, "session", TokenKind::Session, Some(Utc::now() + ttl));
+        let session_id = row.token;
         let at = context.at;
         self.execute_with::<User>(
             &context,
             &user_id.to_string(),
             |_| Ok(UserCommand::SignIn { session_id: TokenId(session_id), account_id: AccountId(account_id), at }),
-            &writes,
+            &[SideWrite::AccessToken(row)],
         )
         .await?;
         Ok(Session { session_id, user_id, account_id, token })
@@ -256,17 +249,9 @@ impl Commands {
     ) -> Result<(IssuedToken, Written), CommandError> {
         let user = acting_user(context)?;
         let name = Name::parse("token name", name)?;
-        let token = new_secret(TOKEN_PREFIX);
-        let token_id = Uuid::now_v7();
-        let write = [SideWrite::AccessToken(NewAccessToken {
-            token: token_id,
-            token_hash: token_hash(&token),
-            user,
-            account: context.account_id,
-            name: name.as_str().to_string(),
-            kind: TokenKind::Api,
-            expires_at: None,
-        })];
+        let (row, token) = NewAccessToken::issue(user, context.account_id, name.as_str(), TokenKind::Api, None);
+        let token_id = row.token;
+        let write = [SideWrite::AccessToken(row)];
         let written = self
             .execute_with::<User>(
                 context,
@@ -411,7 +396,7 @@ impl Commands {
             CommandError::Conflict => CommandError::BadCredentials,
             other => other,
         })?;
-        self.start_session(user_id, account_id, ttl, correlation_id, &[]).await
+        self.start_session(user_id, account_id, ttl, correlation_id).await
     }
 
     /// Changes an agent's role (and custom role) in the context's account.

@@ -1,7 +1,6 @@
 //! Accounts: bootstrap (an account, its administrator and a first API token), and
 //! the account's state as the write side knows it.
 
-use anyhow::Context;
 use domain::account::{Account, AccountCommand};
 use domain::ids::{AccountId, TokenId, UserId};
 use domain::user::{User, UserCommand};
@@ -9,7 +8,7 @@ use domain::values::{EmailAddress, Name, Role};
 use domain::DomainError;
 use uuid::Uuid;
 
-use crate::access::{check_password, hash_password, new_secret, token_hash, verify_password, TOKEN_PREFIX};
+use crate::access::{check_password, credentials, hash_password, verify_password};
 use crate::context::{Actor, CommandContext};
 use crate::store::{NewAccessToken, SideWrite, TokenKind, UnitOfWork};
 use crate::{decide, retry, CommandError, Commands};
@@ -35,12 +34,7 @@ impl Commands {
         let account_name = Name::parse("account name", account_name)?;
         let email = EmailAddress::parse(email)?;
         check_password(password)?;
-        let existing: Option<(Uuid, Option<String>)> =
-            sqlx::query_as("SELECT user_id, password_hash FROM user_credentials WHERE email = $1")
-                .bind(email.to_string())
-                .fetch_optional(self.store().pool())
-                .await
-                .context("failed to look up a user")?;
+        let existing = credentials(self, &email).await?;
         let (user_id, password_hash) = match &existing {
             Some((user, hash)) => {
                 if !verify_password(password.to_string(), hash.clone()).await? {
@@ -56,8 +50,8 @@ impl Commands {
         let admin_name = Name::parse("name", admin_name.unwrap_or(&default_name))?;
         let account_id = Uuid::now_v7();
         let context = CommandContext::now(account_id, Actor::System);
-        let token = new_secret(TOKEN_PREFIX);
-        let token_id = Uuid::now_v7();
+        let (token_row, token) = NewAccessToken::issue(user_id, account_id, "bootstrap", TokenKind::Api, None);
+        let token_id = token_row.token;
         retry(|| async {
             let mut work = UnitOfWork::new(&context);
             let mut account = self.store().load_for_update::<Account>(&account_id.to_string()).await?;
@@ -108,15 +102,7 @@ impl Commands {
                 role: Role::Administrator,
                 custom_role: None,
             });
-            work.side_write(SideWrite::AccessToken(NewAccessToken {
-                token: token_id,
-                token_hash: token_hash(&token),
-                user: user_id,
-                account: account_id,
-                name: "bootstrap".into(),
-                kind: TokenKind::Api,
-                expires_at: None,
-            }));
+            work.side_write(SideWrite::AccessToken(token_row.clone()));
             self.store().commit(work).await?;
             Ok(())
         })

@@ -146,6 +146,29 @@ pub struct NewAccessToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl NewAccessToken {
+    /// A fresh credential: the row to store, and the secret to show once.
+    pub fn issue(
+        user: Uuid,
+        account: Uuid,
+        name: impl Into<String>,
+        kind: TokenKind,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> (Self, String) {
+        let secret = crate::access::new_secret(crate::access::TOKEN_PREFIX);
+        let token = Self {
+            token: Uuid::now_v7(),
+            token_hash: crate::access::token_hash(&secret),
+            user,
+            account,
+            name: name.into(),
+            kind,
+            expires_at,
+        };
+        (token, secret)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
     Api,
