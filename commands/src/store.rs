@@ -194,7 +194,6 @@ impl SideWrite {
                 | SideWrite::EndSessions { .. }
                 | SideWrite::Membership { .. }
                 | SideWrite::MembershipEnded { .. }
-                | SideWrite::CustomRole { .. }
                 | SideWrite::InboxMembership { .. }
         )
     }
