@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
+use commands::erasure::ERASURE_CHANNEL;
 use commands::store::EventStore;
 use commands::Commands;
 use projections::engine::{Engine, Wake};
@@ -193,8 +194,6 @@ async fn relay_commits(committed: Wake, engine: Engine, shutdown: CancellationTo
 
 /// The NOTIFY channel that tells every process to drop its cached principals.
 const ACCESS_CHANNEL: &str = "inbox_access";
-/// The NOTIFY channel naming an erased contact, whose key every process must forget.
-pub const ERASURE_CHANNEL: &str = "inbox_erasure";
 
 /// Tells other processes of this one's access changes (its own cache sees them through
 /// the access generation), and drops their changes from this one's cache, and the

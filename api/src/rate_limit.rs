@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use redis::aio::ConnectionManager;
 
+use commands::CommandError;
+
 use crate::error::{ApiError, ErrorCode};
 
 /// One limit: at most `attempts` per `window` for one key.
@@ -55,6 +57,24 @@ impl RateLimiter {
             ));
         }
         Ok(())
+    }
+
+    /// Runs `attempt` unless `key` is locked out, and counts it against `key` if it fails.
+    pub async fn guard<T>(
+        &self,
+        limit: Limit,
+        key: &str,
+        attempt: impl std::future::Future<Output = Result<T, CommandError>>,
+    ) -> Result<T, ApiError> {
+        self.check(limit, key).await?;
+        match attempt.await {
+            Ok(done) => Ok(done),
+            Err(error) => {
+                tracing::info!(limit = limit.name, key, "attempt refused");
+                self.record(limit, key).await?;
+                Err(error.into())
+            }
+        }
     }
 
     /// Counts one attempt against `key`.

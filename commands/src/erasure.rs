@@ -14,6 +14,9 @@ use crate::inbound::uuid_from_hash;
 use crate::store::{SideWrite, UnitOfWork};
 use crate::{decide, retry, CommandError, Commands, Written};
 
+/// The NOTIFY channel naming an erased contact, whose key every process must forget.
+pub const ERASURE_CHANNEL: &str = "inbox_erasure";
+
 impl Commands {
     /// Erases a contact of the context's account, for `reason` (recorded with the actor).
     pub async fn erase_contact(
@@ -57,7 +60,16 @@ impl Commands {
             Ok(Written { position: self.store().commit(work).await? })
         })
         .await?;
+        // This process forgets the key now; the others when the NOTIFY reaches them.
         self.store().keyring().forget(contact_id);
+        let notified = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(ERASURE_CHANNEL)
+            .bind(contact_id.to_string())
+            .execute(self.store().pool())
+            .await;
+        if let Err(error) = notified {
+            tracing::warn!(%error, contact = %contact_id, "could not tell other processes to forget an erased contact's key");
+        }
         Ok(written)
     }
 }

@@ -275,18 +275,10 @@ impl AccessMutation {
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<SessionToken> {
         let state = state(ctx)?;
         let key = format!("{}|{}", input.email.trim().to_lowercase(), client(ctx));
-        state.rate_limiter.check(LOGIN_FAILURES, &key).await?;
         let account = input.account_id.as_ref().map(|id| parse_id(id, "account")).transpose()?;
-        let session =
-            state.commands.sign_in(&input.email, &input.password, account, state.session_ttl, request_id(ctx)).await;
-        match session {
-            Ok(session) => Ok(session.into()),
-            Err(error) => {
-                tracing::info!(client = client(ctx), "login refused");
-                state.rate_limiter.record(LOGIN_FAILURES, &key).await?;
-                Err(ApiError::from(error).into())
-            }
-        }
+        let sign_in =
+            state.commands.sign_in(&input.email, &input.password, account, state.session_ttl, request_id(ctx));
+        Ok(state.rate_limiter.guard(LOGIN_FAILURES, &key, sign_in).await?.into())
     }
 
     /// Ends the session the request came with.
@@ -304,14 +296,9 @@ impl AccessMutation {
         let (principal, state, context) = acting(ctx)?;
         principal.require(Action::ManageOwnCredentials)?;
         let key = principal.user_id.to_string();
-        state.rate_limiter.check(CREDENTIAL_FAILURES, &key).await?;
         let kept = (principal.credential == TokenKind::Session).then_some(principal.credential_id);
-        let changed =
-            state.commands.change_password(&context, &input.current_password, &input.new_password, kept).await;
-        if let Err(error) = changed {
-            state.rate_limiter.record(CREDENTIAL_FAILURES, &key).await?;
-            return Err(ApiError::from(error).into());
-        }
+        let change = state.commands.change_password(&context, &input.current_password, &input.new_password, kept);
+        state.rate_limiter.guard(CREDENTIAL_FAILURES, &key, change).await?;
         Ok(true)
     }
 
@@ -354,17 +341,9 @@ impl AccessMutation {
     async fn accept_invitation(&self, ctx: &Context<'_>, input: AcceptInvitationInput) -> Result<SessionToken> {
         let state = state(ctx)?;
         let key = client(ctx);
-        state.rate_limiter.check(CREDENTIAL_FAILURES, &key).await?;
-        let session =
-            state.commands.accept_invitation(&input.token, &input.password, state.session_ttl, request_id(ctx)).await;
-        match session {
-            Ok(session) => Ok(session.into()),
-            Err(error) => {
-                tracing::info!(client = key, "invitation refused");
-                state.rate_limiter.record(CREDENTIAL_FAILURES, &key).await?;
-                Err(ApiError::from(error).into())
-            }
-        }
+        let accept =
+            state.commands.accept_invitation(&input.token, &input.password, state.session_ttl, request_id(ctx));
+        Ok(state.rate_limiter.guard(CREDENTIAL_FAILURES, &key, accept).await?.into())
     }
 
     async fn set_agent_role(&self, ctx: &Context<'_>, input: SetAgentRoleInput) -> Result<Agent> {
@@ -396,14 +375,6 @@ impl AccessMutation {
         principal.require(Action::EraseContacts)?;
         let contact = parse_id(&input.contact_id, "contact")?;
         let written = state.commands.erase_contact(&context, contact, &input.reason).await.map_err(ApiError::from)?;
-        let notified = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(crate::app::ERASURE_CHANNEL)
-            .bind(contact.to_string())
-            .execute(&state.pool)
-            .await;
-        if let Err(error) = notified {
-            tracing::warn!(%error, %contact, "could not tell other processes to forget an erased contact's key");
-        }
         state.settle(written, &["directory", "inbox_list", "timeline"]).await;
         Ok(true)
     }
