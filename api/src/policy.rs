@@ -70,7 +70,12 @@ impl Principal {
         if self.is_administrator() {
             return Visibility::default();
         }
-        let assignees = if self.has(Permission::ConversationManage) {
+        Visibility { inboxes: Some(self.inboxes.to_vec()), assignees: self.assignees() }
+    }
+
+    /// Whose conversations of their inboxes an agent may see.
+    fn assignees(&self) -> VisibleAssignees {
+        if self.has(Permission::ConversationManage) {
             VisibleAssignees::Any
         } else if self.has(Permission::ConversationUnassignedManage) {
             VisibleAssignees::OwnOrUnassigned(self.user_id)
@@ -78,8 +83,7 @@ impl Principal {
             VisibleAssignees::Own(self.user_id)
         } else {
             VisibleAssignees::Nothing
-        };
-        Visibility { inboxes: Some(self.inboxes.to_vec()), assignees }
+        }
     }
 
     /// May the principal see and act on a conversation of their account in `inbox`,
@@ -93,15 +97,16 @@ impl Principal {
     }
 
     pub fn sees(&self, inbox: Uuid, assignee: Option<Uuid>) -> bool {
-        let visible = self.visibility();
-        let in_inbox = visible.inboxes.as_ref().is_none_or(|inboxes| inboxes.contains(&inbox));
-        let by_assignee = match visible.assignees {
+        if self.is_administrator() {
+            return true;
+        }
+        let by_assignee = match self.assignees() {
             VisibleAssignees::Any => true,
             VisibleAssignees::Own(me) => assignee == Some(me),
             VisibleAssignees::OwnOrUnassigned(me) => assignee.is_none_or(|a| a == me),
             VisibleAssignees::Nothing => false,
         };
-        in_inbox && by_assignee
+        self.inboxes.contains(&inbox) && by_assignee
     }
 
     /// May the principal work in `inbox` (receive into it, list it)?

@@ -96,12 +96,14 @@ pub async fn read_after(
     after: FeedPosition,
     limit: i64,
 ) -> anyhow::Result<Vec<FeedEvent>> {
-    let mut events = read_sealed_after(conn, account, None, after, limit).await?;
-    for event in &mut events {
-        open_sealed_fields(conn, keyring, event).await?;
-    }
-    Ok(events)
+    let events = read_sealed_after(conn, account, None, after, limit).await?;
+    opened(conn, keyring, events).await
 }
+
+/// The feed after `$1, $2` (transaction id, position) below the watermark, `$3` at
+/// most: a transaction still in flight cannot commit below what this returns.
+const IN_FEED_ORDER_AFTER: &str = "(transaction_id, global_position) > ($1::text::xid8, $2) \
+     AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY transaction_id, global_position LIMIT $3";
 
 /// As [`read_after`], personal fields still sealed: for readers that open only the
 /// events they use. With `bodies_of`, events of other aggregate types come without
@@ -120,9 +122,7 @@ pub async fn read_sealed_after(
          CASE WHEN $5::text[] IS NULL OR aggregate_type = ANY($5) THEN payload ELSE 'null' END AS payload, \
          CASE WHEN $5::text[] IS NULL OR aggregate_type = ANY($5) THEN metadata ELSE 'null' END AS metadata, \
          global_position, transaction_id::text::bigint AS txid, recorded_at FROM events \
-         WHERE {scope} (transaction_id, global_position) > ($1::text::xid8, $2) \
-         AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, global_position LIMIT $3"
+         WHERE {scope} {IN_FEED_ORDER_AFTER}"
     );
     let rows = sqlx::query(&sql)
         .bind(after.transaction_id.to_string())
@@ -160,9 +160,7 @@ pub async fn read_audit_after(
     let sql = format!(
         "{SELECT_EVENTS} WHERE account_id = $4 AND (aggregate_type = ANY($5) OR event_type = ANY($6)) \
          AND ($7::text[] IS NULL OR event_type = ANY($7)) AND ($8::text IS NULL OR metadata ->> '{META_ACTOR}' = $8) \
-         AND (transaction_id, global_position) > ($1::text::xid8, $2) \
-         AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY transaction_id, global_position LIMIT $3"
+         AND {IN_FEED_ORDER_AFTER}"
     );
     let rows = sqlx::query(&sql)
         .bind(after.transaction_id.to_string())
@@ -176,7 +174,8 @@ pub async fn read_audit_after(
         .fetch_all(&mut *conn)
         .await
         .context("failed to read the audit trail")?;
-    opened(conn, keyring, &rows).await
+    let events = rows.iter().map(event_of).collect::<anyhow::Result<_>>()?;
+    opened(conn, keyring, events).await
 }
 
 /// Every event of one stream, in order: an auditor's timeline.
@@ -193,20 +192,18 @@ pub async fn read_stream(
         .fetch_all(&mut *conn)
         .await
         .context("failed to read an event stream")?;
-    opened(conn, keyring, &rows).await
+    let events = rows.iter().map(event_of).collect::<anyhow::Result<_>>()?;
+    opened(conn, keyring, events).await
 }
 
-/// The rows as events, personal fields opened.
+/// The events with their personal fields opened.
 async fn opened(
     conn: &mut PgConnection,
     keyring: &Keyring,
-    rows: &[sqlx::postgres::PgRow],
+    mut events: Vec<FeedEvent>,
 ) -> anyhow::Result<Vec<FeedEvent>> {
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut event = event_of(row)?;
-        open_sealed_fields(conn, keyring, &mut event).await?;
-        events.push(event);
+    for event in &mut events {
+        open_sealed_fields(conn, keyring, event).await?;
     }
     Ok(events)
 }
