@@ -186,6 +186,8 @@ impl Engine {
                 tracing::warn!(%error, "event wake-up listener cannot LISTEN; retrying");
                 continue;
             }
+            // Commits notified while nobody listened: the runners look now.
+            self.wake.wake();
             loop {
                 tokio::select! {
                     received = listener.recv() => match received {

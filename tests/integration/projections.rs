@@ -185,8 +185,24 @@ async fn a_write_in_another_process_wakes_the_projectors_without_waiting_for_the
     let config = api::config::Config { projector_poll: Duration::from_secs(120), ..tests::test_config(&database_url) };
     let server = TestServer::start_with(config).await;
     let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
-    // Let the runners start, catch up on the empty log and go to sleep.
+    // Let the runners start, catch up on the empty log and go to sleep, and the
+    // server listen for other processes' NOTIFYs.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listening: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+             AND query = 'LISTEN \"inbox_events\"')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if listening {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the server never listened for wake-ups");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let output = inboxd(&database_url)
         .args([
             "bootstrap",
