@@ -398,3 +398,23 @@ async fn with_redis_the_login_lock_is_shared_by_every_server() {
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test]
+async fn a_removed_agent_is_refused_and_token_creation_is_rate_limited() {
+    let app = TestApp::spawn().await;
+    let (agent_id, agent) = app.agent("bo@acme.test", "AGENT").await;
+    assert_eq!(app.gql_as(Some(&agent), ME, json!({})).await["data"]["me"]["id"], agent_id.as_str());
+    let removed = app.ok("mutation($u: ID!) { removeAgent(userId: $u) }", json!({ "u": agent_id })).await;
+    assert_eq!(removed["removeAgent"], true);
+    assert_eq!(code(&app.gql_as(Some(&agent), ME, json!({})).await), "UNAUTHENTICATED", "refused at once");
+    let last_admin =
+        app.gql("mutation($u: ID!) { removeAgent(userId: $u) }", json!({ "u": app.user_id.to_string() })).await;
+    assert_eq!(code(&last_admin), "BAD_USER_INPUT", "the last administrator stays");
+
+    let create = "mutation { createApiToken(input: {name: \"script\"}) { id } }";
+    for n in 1..=20 {
+        let answer = app.gql(create, json!({})).await;
+        assert!(answer.get("errors").is_none(), "token {n}: {answer}");
+    }
+    assert_eq!(code(&app.gql(create, json!({})).await), "RATE_LIMITED", "the 21st token in an hour");
+}
