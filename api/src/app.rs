@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
+use commands::connection::CHECK_IDLE_AFTER;
 use commands::erasure::ERASURE_CHANNEL;
 use commands::store::EventStore;
 use commands::Commands;
 use projections::engine::{Engine, Wake};
 use projections::keyring::Keyring;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +30,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Connects with the session settings every connection needs: a transaction left
 /// idle is ended, since an open one holds back every projector's watermark.
+///
+/// sqlx pings every connection it hands out by default: one more round trip per
+/// query, which under load cost as much as the queries. Only a connection that sat
+/// idle (the server or the network may have dropped it meanwhile) is checked; a broken
+/// one is discarded and the pool hands out another.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions =
         config.database_url.parse().context("DATABASE_URL is not a valid PostgreSQL URL")?;
@@ -36,6 +42,15 @@ pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > CHECK_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .context("failed to connect to PostgreSQL (is DATABASE_URL right and the server up?)")

@@ -43,8 +43,6 @@ pub struct Received {
     pub contact_id: Uuid,
     /// The message had been received before; nothing was written.
     pub duplicate: bool,
-    /// This message introduced the contact.
-    pub new_contact: bool,
     pub written: Written,
 }
 
@@ -91,7 +89,6 @@ impl Commands {
                 conversation_id: delivery.conversation_id.as_uuid(),
                 contact_id: contact_id.as_uuid(),
                 duplicate,
-                new_contact,
                 written,
             };
             if route_events.is_empty() {
@@ -162,20 +159,9 @@ impl Commands {
         .await
     }
 
-    /// Reserves the account's next `count` conversation numbers and returns the last,
-    /// from its own counter row in a statement of its own: no aggregate sits on every
-    /// new conversation, and a failed command leaves a gap, as a sequence would.
+    /// Reserves the account's next `count` conversation numbers and returns the last.
     pub async fn reserve_display_ids(&self, account_id: Uuid, count: i64) -> anyhow::Result<i64> {
-        sqlx::query_scalar(
-            "INSERT INTO account_sequences (account_id, last_conversation_no) VALUES ($1, $2) \
-             ON CONFLICT (account_id) DO UPDATE SET last_conversation_no = account_sequences.last_conversation_no + $2 \
-             RETURNING last_conversation_no",
-        )
-        .bind(account_id)
-        .bind(count)
-        .fetch_one(self.store().pool())
-        .await
-        .context("failed to number a conversation")
+        self.store().numbering().reserve(account_id, count).await
     }
 }
 

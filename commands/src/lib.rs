@@ -11,6 +11,7 @@ use projections::feed::FeedPosition;
 pub mod access;
 pub mod account;
 pub mod cache;
+pub mod connection;
 pub mod context;
 pub mod conversation;
 pub mod erasure;
@@ -18,6 +19,7 @@ mod group_commit;
 pub mod inbound;
 pub mod inbox;
 pub mod label;
+mod numbering;
 pub mod store;
 pub mod team;
 

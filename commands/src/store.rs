@@ -27,6 +27,7 @@ use uuid::Uuid;
 use crate::cache::AggregateCache;
 use crate::context::CommandContext;
 use crate::group_commit::GroupCommitter;
+use crate::numbering::Numbering;
 
 /// Why an append failed.
 #[derive(Debug, thiserror::Error)]
@@ -311,6 +312,7 @@ pub struct EventStore {
     locks: StreamLocks,
     cache: AggregateCache,
     committer: GroupCommitter,
+    numbering: Numbering,
     access_changed: Wake,
 }
 
@@ -320,6 +322,7 @@ impl EventStore {
     pub fn new(pool: PgPool, keyring: Arc<Keyring>, committed: Wake, cache_capacity: usize) -> Self {
         Self {
             committer: GroupCommitter::start(pool.clone(), committed),
+            numbering: Numbering::new(&pool.connect_options()),
             access_changed: Wake::default(),
             pool,
             keyring,
@@ -330,6 +333,10 @@ impl EventStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub(crate) fn numbering(&self) -> &Numbering {
+        &self.numbering
     }
 
     pub fn keyring(&self) -> &Keyring {
@@ -425,8 +432,8 @@ impl EventStore {
                     sequence: row.sequence,
                     event_type: &row.event_type,
                     event_version: &row.event_version,
-                    payload: &row.payload,
-                    metadata: &row.metadata,
+                    payload: &row.payload.to_string(),
+                    metadata: &row.metadata.to_string(),
                 },
             );
             // Sequences run 1, 2, 3…: a gap is a deleted event.
@@ -465,6 +472,8 @@ impl EventStore {
                 };
                 let (payload, metadata) =
                     seal_payload(event.payload, event.personal_fields, event.subject, cipher.as_deref(), context)?;
+                // Serialised once: the hash covers, and the database parses, this text.
+                let (payload, metadata) = (payload.to_string(), metadata.to_string());
                 let hash = chain_hash(
                     previous.as_deref(),
                     Hashed {
@@ -510,8 +519,8 @@ impl EventStore {
         if let Some(cipher) = created {
             return Ok(cipher);
         }
-        let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
-        let key = self.keyring.data_key(&mut *conn, subject).await?;
+        // The pool is asked for a connection only if the key is not in memory.
+        let key = self.keyring.data_key(&self.pool, subject).await?;
         key.ok_or(StoreError::Erased)
     }
 }
@@ -553,7 +562,8 @@ fn seal_payload(
     Ok((payload, metadata))
 }
 
-/// Events ready to insert, column by column (for one `INSERT … SELECT FROM UNNEST`).
+/// Events ready to insert, column by column (for one `INSERT … SELECT FROM UNNEST`);
+/// payload and metadata as JSON text.
 #[derive(Default)]
 pub(crate) struct Rows {
     pub aggregate_type: Vec<String>,
@@ -561,8 +571,8 @@ pub(crate) struct Rows {
     pub sequence: Vec<i64>,
     pub event_type: Vec<String>,
     pub event_version: Vec<String>,
-    pub payload: Vec<Value>,
-    pub metadata: Vec<Value>,
+    pub payload: Vec<String>,
+    pub metadata: Vec<String>,
     pub account_id: Vec<Uuid>,
     pub hash: Vec<Vec<u8>>,
 }
@@ -589,15 +599,17 @@ pub struct StreamCheck {
     pub first_broken: Option<i64>,
 }
 
-/// What an event's hash covers, beside its predecessor's hash.
+/// What an event's hash covers, beside its predecessor's hash. Payload and metadata
+/// are compact JSON text as serde_json writes it (object keys sorted), which a value
+/// read back from `jsonb` writes again identically.
 pub struct Hashed<'a> {
     pub aggregate_type: &'a str,
     pub aggregate_id: &'a str,
     pub sequence: i64,
     pub event_type: &'a str,
     pub event_version: &'a str,
-    pub payload: &'a Value,
-    pub metadata: &'a Value,
+    pub payload: &'a str,
+    pub metadata: &'a str,
 }
 
 /// sha256 over the previous hash and this event as stored (sealed payload, metadata).
@@ -610,9 +622,9 @@ pub fn chain_hash(previous: Option<&[u8]>, event: Hashed<'_>) -> Vec<u8> {
         hasher.update(part.as_bytes());
     }
     hasher.update(sequence.to_be_bytes());
-    hasher.update(payload.to_string().as_bytes());
+    hasher.update(payload.as_bytes());
     hasher.update([0]);
-    hasher.update(metadata.to_string().as_bytes());
+    hasher.update(metadata.as_bytes());
     hasher.finalize().to_vec()
 }
 

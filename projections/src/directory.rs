@@ -1,6 +1,8 @@
 //! Projector `directory`: the account's people and places — agents, inboxes and their
 //! members, teams and their members, labels, contacts — and the queries over them.
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::account::AccountEvent;
@@ -39,11 +41,67 @@ impl Projector for Directory {
         ]
     }
 
-    /// Directory changes are rare: one statement per event.
-    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[FeedEvent]) -> anyhow::Result<()> {
+    /// Contacts arrive with inbound traffic: the batch's new ones are written in one
+    /// statement. Other directory changes are rare: one statement per event.
+    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[Cow<'_, FeedEvent>]) -> anyhow::Result<()> {
+        let mut contacts = NewContacts::default();
         for event in events {
-            apply_one(tx, event).await?;
+            if event.aggregate_type != "contact" {
+                contacts.write(tx).await?;
+                apply_one(tx, event).await?;
+                continue;
+            }
+            match event.decode::<ContactEvent>()? {
+                ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at } => {
+                    contacts.contact_id.push(contact_id.as_uuid());
+                    contacts.account_id.push(account_id.as_uuid());
+                    contacts.name.push(name);
+                    contacts.email.push(email);
+                    contacts.phone.push(phone);
+                    contacts.created_at.push(at);
+                }
+                ContactEvent::ContactErased { .. } => {
+                    contacts.write(tx).await?;
+                    sqlx::query("UPDATE rm_contacts SET name = NULL, email = NULL, phone = NULL WHERE contact_id = $1")
+                        .bind(event.aggregate_id.parse::<Uuid>()?)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
         }
+        contacts.write(tx).await
+    }
+}
+
+/// Contacts created in a batch, column by column, until written.
+#[derive(Default)]
+struct NewContacts {
+    contact_id: Vec<Uuid>,
+    account_id: Vec<Uuid>,
+    name: Vec<Option<String>>,
+    email: Vec<Option<String>>,
+    phone: Vec<Option<String>>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl NewContacts {
+    async fn write(&mut self, tx: &mut Transaction<'_, Postgres>) -> anyhow::Result<()> {
+        if self.contact_id.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO rm_contacts (contact_id, account_id, name, email, phone, created_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])",
+        )
+        .bind(&self.contact_id)
+        .bind(&self.account_id)
+        .bind(&self.name)
+        .bind(&self.email)
+        .bind(&self.phone)
+        .bind(&self.created_at)
+        .execute(&mut **tx)
+        .await?;
+        *self = Self::default();
         Ok(())
     }
 }
@@ -165,28 +223,6 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                 .execute(&mut **tx)
                 .await?;
         }
-        "contact" => match event.decode::<ContactEvent>()? {
-            ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at } => {
-                sqlx::query(
-                    "INSERT INTO rm_contacts (contact_id, account_id, name, email, phone, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(contact_id.as_uuid())
-                .bind(account_id.as_uuid())
-                .bind(name)
-                .bind(email)
-                .bind(phone)
-                .bind(at)
-                .execute(&mut **tx)
-                .await?;
-            }
-            ContactEvent::ContactErased { .. } => {
-                sqlx::query("UPDATE rm_contacts SET name = NULL, email = NULL, phone = NULL WHERE contact_id = $1")
-                    .bind(id()?)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        },
         _ => {}
     }
     Ok(())

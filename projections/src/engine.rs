@@ -7,6 +7,7 @@
 //! checkpoint move in one transaction, so a crash anywhere leaves the read model
 //! exactly as a replay up to the checkpoint would.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -43,9 +44,13 @@ pub trait Projector: Send + Sync {
     fn opens(&self, _event_type: &str) -> bool {
         true
     }
+    /// Drops what the projector keeps in memory between batches, as stale: the engine
+    /// calls it whenever its tables may differ from what it last wrote (the runner
+    /// took the projector over, a batch did not commit, a rebuild reset it).
+    fn forget(&self) {}
     /// Applies a batch of events (in feed order) inside the transaction that also
     /// moves the checkpoint.
-    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[FeedEvent]) -> anyhow::Result<()>;
+    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[Cow<'_, FeedEvent>]) -> anyhow::Result<()>;
 }
 
 /// What a runner in this process is doing, for `/readyz` and `/metrics`.
@@ -246,14 +251,25 @@ impl Engine {
         }
     }
 
+    /// A runner's own connection, whose commits do not wait for the WAL flush: a batch
+    /// and its checkpoint are one transaction, so one lost in a database crash is
+    /// simply applied again from the checkpoint, never half kept. The flush of the
+    /// next durable commit (an append) covers it anyway.
+    async fn runner_connection(&self) -> Result<PgConnection, sqlx::Error> {
+        let options = self.pool.connect_options().as_ref().clone().options([("synchronous_commit", "off")]);
+        PgConnection::connect_with(&options).await
+    }
+
     /// Takes the projector's lock (or returns if another process has it) and applies
     /// batches until shutdown or an error.
     async fn own_and_apply(&self, projector: &dyn Projector, shutdown: &CancellationToken) -> Result<(), RunError> {
         let name = projector.name();
-        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await.map_err(transient)?;
+        let mut conn = self.runner_connection().await.map_err(transient)?;
         if !lock_projector(&mut conn, name).await.map_err(transient)? {
             return Ok(());
         }
+        // Another process may have applied batches since, or this one's last failed.
+        projector.forget();
         tracing::info!(projector = name, "projector running in this process");
         let mut cursor = Cursor::load(&mut conn, name).await.map_err(transient)?;
         self.set_status(name, |s| {
@@ -269,7 +285,9 @@ impl Engine {
                 // Caught up: now and then record how far the feed was scanned (and
                 // notice a reset), then wait.
                 if cursor.persisted_at.elapsed() >= IDLE_CHECKPOINT_EVERY {
-                    cursor.persist(&mut conn, name).await.map_err(transient)?;
+                    if cursor.persist(&mut conn, name).await.map_err(transient)? {
+                        projector.forget();
+                    }
                     self.set_status(name, |s| s.position = cursor.scanned);
                 }
                 tokio::select! {
@@ -281,8 +299,10 @@ impl Engine {
                 // Under load, a batch per few milliseconds rather than per commit: the
                 // statements a batch costs are shared by everything that landed meanwhile.
                 tokio::time::sleep_until(self.next_beat(read_at + BATCH_INTERVAL)).await;
-            } else if cursor.persisted_at.elapsed() > CHECKPOINT_EVERY {
-                cursor.persist(&mut conn, name).await.map_err(transient)?;
+            } else if cursor.persisted_at.elapsed() > CHECKPOINT_EVERY
+                && cursor.persist(&mut conn, name).await.map_err(transient)?
+            {
+                projector.forget();
             }
         }
         Ok(())
@@ -310,18 +330,25 @@ impl Engine {
         };
         let Some(last) = events.last().map(|e| e.position) else { return Ok(0) };
         let scanned = events.len();
-        let mut consumed: Vec<FeedEvent> =
-            events.iter().filter(|e| wanted.contains(&e.aggregate_type.as_str())).cloned().collect();
-        if !consumed.is_empty() {
-            for event in consumed.iter_mut().filter(|e| projector.opens(&e.event_type)) {
-                open_sealed_fields(conn, &self.keyring, event).await.map_err(classify)?;
+        // Shared with the other runners: copied only to be opened.
+        let mut consumed: Vec<Cow<'_, FeedEvent>> = Vec::new();
+        for event in events.iter().filter(|e| wanted.contains(&e.aggregate_type.as_str())) {
+            if projector.opens(&event.event_type) && event.is_sealed() {
+                let mut opened = event.clone();
+                open_sealed_fields(conn, &self.keyring, &mut opened).await.map_err(classify)?;
+                consumed.push(Cow::Owned(opened));
+            } else {
+                consumed.push(Cow::Borrowed(event));
             }
+        }
+        if !consumed.is_empty() {
             let mut tx = conn.begin().await.map_err(transient)?;
             // The checkpoint row first (the order `rebuild` locks in), and only if it is
             // where this runner left it: a rebuild may have reset it meanwhile.
             if !cursor.advance(&mut tx, name, last).await.map_err(transient)? {
                 tx.rollback().await.map_err(transient)?;
                 *cursor = Cursor::load(conn, name).await.map_err(transient)?;
+                projector.forget();
                 tracing::info!(projector = name, "checkpoint was reset (rebuild): starting over");
                 return Ok(BATCH_SIZE as usize);
             }
@@ -449,7 +476,7 @@ impl Engine {
     /// Brings one projector to the head of the log; returns the events applied here.
     pub async fn catch_up(&self, projector: &dyn Projector) -> anyhow::Result<u64> {
         let head = self.head().await?;
-        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let mut conn = self.runner_connection().await?;
         if !lock_projector(&mut conn, projector.name()).await? {
             tracing::info!(projector = projector.name(), "a serving process owns this projector; waiting for it");
             self.wake_remote().await;
@@ -458,6 +485,7 @@ impl Engine {
             }
             return Ok(0);
         }
+        projector.forget();
         let mut cursor = Cursor::load(&mut conn, projector.name()).await?;
         let mut scanned = 0u64;
         loop {
@@ -543,8 +571,10 @@ impl Cursor {
     }
 
     /// Records the scanned position if it moved past the recorded one, and takes the
-    /// row's position if someone else moved it (a rebuild resetting it).
-    async fn persist(&mut self, conn: &mut PgConnection, name: &str) -> sqlx::Result<()> {
+    /// row's position if someone else moved it (a rebuild resetting it); returns
+    /// whether it was reset.
+    async fn persist(&mut self, conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
+        let mut reset = false;
         if self.scanned > self.persisted && self.advance(conn, name, self.scanned).await? {
             self.persisted = self.scanned;
         } else {
@@ -552,10 +582,11 @@ impl Cursor {
             if row.persisted != self.persisted {
                 tracing::info!(projector = name, "checkpoint was reset (rebuild): starting over");
                 *self = row;
+                reset = true;
             }
         }
         self.persisted_at = std::time::Instant::now();
-        Ok(())
+        Ok(reset)
     }
 }
 
@@ -587,11 +618,16 @@ fn transient(error: sqlx::Error) -> RunError {
 }
 
 fn classify(error: anyhow::Error) -> RunError {
-    let connection_lost = error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<sqlx::Error>(),
-            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_))
-        )
+    let connection_lost = error.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_)) => {
+            true
+        }
+        // The server ended the session (an administrator, a restart, a failover) or
+        // lost the connection: nothing is wrong with the projector.
+        Some(sqlx::Error::Database(db)) => {
+            db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        }
+        _ => false,
     });
     if connection_lost {
         RunError::Transient(error)

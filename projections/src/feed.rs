@@ -79,6 +79,11 @@ impl FeedEvent {
         })
     }
 
+    /// Whether some payload fields are sealed (and need opening to be read).
+    pub fn is_sealed(&self) -> bool {
+        self.metadata.get(META_SEALED).is_some()
+    }
+
     pub fn actor(&self) -> &str {
         self.metadata.get(META_ACTOR).and_then(Value::as_str).unwrap_or("system")
     }

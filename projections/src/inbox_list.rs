@@ -1,7 +1,10 @@
 //! Projector `inbox_list`: one row per conversation, shaped for the agent's inbox, and
 //! the filtered, sorted, keyset-paginated list query over it.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -10,13 +13,28 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use domain::conversation::ConversationEvent as E;
 use domain::values::{Priority, Status};
+use lru::LruCache;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use crate::engine::Projector;
 use crate::feed::FeedEvent;
 
-pub struct InboxList;
+/// Rows kept in memory between batches, at most: the conversations active lately.
+const REMEMBERED_ROWS: usize = 20_000;
+
+/// The projector. It remembers the rows it wrote (it alone writes its table while it
+/// holds the projector), so a batch reads only rows it has not seen.
+pub struct InboxList {
+    remembered: Mutex<LruCache<Uuid, Entry>>,
+}
+
+impl Default for InboxList {
+    fn default() -> Self {
+        let capacity = NonZeroUsize::new(REMEMBERED_ROWS).expect("a positive capacity");
+        Self { remembered: Mutex::new(LruCache::new(capacity)) }
+    }
+}
 
 /// One conversation's row as the projector keeps it (the stored columns).
 #[derive(Debug, Clone, FromRow)]
@@ -131,6 +149,10 @@ impl Projector for InboxList {
         &["rm_conversations"]
     }
 
+    fn forget(&self) {
+        self.remembered.lock().expect("inbox list rows lock").clear();
+    }
+
     /// Message content is not shown in the list; custom attributes are.
     fn opens(&self, event_type: &str) -> bool {
         event_type == "CustomAttributesChanged"
@@ -138,7 +160,7 @@ impl Projector for InboxList {
 
     /// Folds the batch into the rows it touches (read once), then writes each row
     /// once: two statements per batch, whatever its size.
-    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[FeedEvent]) -> anyhow::Result<()> {
+    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[Cow<'_, FeedEvent>]) -> anyhow::Result<()> {
         let mut decoded = Vec::new();
         for event in events.iter().filter(|e| e.aggregate_type == "conversation") {
             let id: Uuid = event.aggregate_id.parse().context("conversation id is not a uuid")?;
@@ -154,6 +176,7 @@ impl Projector for InboxList {
         }
         if !erased.is_empty() {
             // The custom attributes were sealed with the shredded key.
+            self.forget();
             sqlx::query("UPDATE rm_conversations SET custom_attributes = '{}' WHERE contact_id = ANY($1)")
                 .bind(erased)
                 .execute(&mut **tx)
@@ -166,15 +189,31 @@ impl Projector for InboxList {
 
 impl InboxList {
     async fn fold(&self, tx: &mut Transaction<'_, Postgres>, decoded: Vec<(Uuid, E)>) -> anyhow::Result<()> {
-        let mut ids: Vec<Uuid> = decoded.iter().map(|(id, _)| *id).collect();
-        ids.sort();
-        ids.dedup();
-        let existing: Vec<Entry> = sqlx::query_as("SELECT * FROM rm_conversations WHERE conversation_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut **tx)
-            .await
-            .context("failed to read inbox list rows")?;
-        let mut rows: HashMap<Uuid, Entry> = existing.into_iter().map(|e| (e.conversation_id, e)).collect();
+        let mut rows: HashMap<Uuid, Entry> = HashMap::new();
+        let mut unseen = Vec::new();
+        {
+            let mut remembered = self.remembered.lock().expect("inbox list rows lock");
+            let mut looked_up = HashSet::new();
+            // Each conversation by its first event in the batch.
+            for (id, event) in decoded.iter().filter(|(id, _)| looked_up.insert(*id)) {
+                match remembered.get(id) {
+                    Some(row) => {
+                        rows.insert(*id, row.clone());
+                    }
+                    // A conversation started in this batch has no row yet.
+                    None if !matches!(event, E::ConversationStarted { .. }) => unseen.push(*id),
+                    None => {}
+                }
+            }
+        }
+        if !unseen.is_empty() {
+            let stored: Vec<Entry> = sqlx::query_as("SELECT * FROM rm_conversations WHERE conversation_id = ANY($1)")
+                .bind(&unseen)
+                .fetch_all(&mut **tx)
+                .await
+                .context("failed to read inbox list rows")?;
+            rows.extend(stored.into_iter().map(|e| (e.conversation_id, e)));
+        }
         for (id, event) in decoded {
             match rows.get_mut(&id) {
                 Some(row) => row.apply(event),
@@ -185,12 +224,19 @@ impl InboxList {
                 }
             }
         }
-        upsert(tx, rows.into_values().collect()).await
+        let rows: Vec<Entry> = rows.into_values().collect();
+        upsert(tx, &rows).await?;
+        // As written: the engine calls `forget` if the transaction does not commit.
+        let mut remembered = self.remembered.lock().expect("inbox list rows lock");
+        for row in rows {
+            remembered.put(row.conversation_id, row);
+        }
+        Ok(())
     }
 }
 
 /// Writes rows in one statement: each column as an array, unnested.
-async fn upsert(tx: &mut Transaction<'_, Postgres>, rows: Vec<Entry>) -> anyhow::Result<()> {
+async fn upsert(tx: &mut Transaction<'_, Postgres>, rows: &[Entry]) -> anyhow::Result<()> {
     macro_rules! column {
         ($field:ident) => {
             rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
@@ -415,7 +461,8 @@ fn push_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &ConversationFilt
         query.push(" AND c.team_id = ").push_bind(team);
     }
     if let Some(label) = &filter.label {
-        query.push(" AND c.labels @> ARRAY[").push_bind(label.clone()).push("]::text[]");
+        // `labels <> '{}'` lets the planner use the index of labelled conversations.
+        query.push(" AND c.labels <> '{}' AND c.labels @> ARRAY[").push_bind(label.clone()).push("]::text[]");
     }
     if let Some(priority) = filter.priority {
         query.push(" AND c.priority = ").push_bind(priority.as_str());

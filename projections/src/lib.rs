@@ -12,5 +12,5 @@ pub mod timeline;
 
 /// Every projector, in the order they are registered.
 pub fn all_projectors() -> Vec<Arc<dyn engine::Projector>> {
-    vec![Arc::new(directory::Directory), Arc::new(inbox_list::InboxList), Arc::new(timeline::Timeline)]
+    vec![Arc::new(directory::Directory), Arc::new(inbox_list::InboxList::default()), Arc::new(timeline::Timeline)]
 }

@@ -1,5 +1,7 @@
 //! Projector `timeline`: each conversation's messages and activity lines, in order.
 
+use std::borrow::Cow;
+
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -51,7 +53,7 @@ impl Projector for Timeline {
     }
 
     /// Collects the batch's messages and activity lines; one INSERT writes them all.
-    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[FeedEvent]) -> anyhow::Result<()> {
+    async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[Cow<'_, FeedEvent>]) -> anyhow::Result<()> {
         let mut rows = Rows::default();
         for event in events.iter().filter(|e| e.aggregate_type == "conversation") {
             if let Some(message) = message_of(event)? {

@@ -120,6 +120,8 @@ async fn every_operation_refuses_outsiders_and_changes_nothing_of_the_account() 
     let inbox = app.create_inbox("Private").await;
     let received = app.receive(&inbox, "secret-contact", "m1", "confidential").await;
     let conversation = received["conversation"]["id"].as_str().unwrap().to_string();
+    // The answer did not ask for the contact, so the contacts' read model may still be behind.
+    app.projected().await;
     let contact: String = sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts WHERE account_id = $1")
         .bind(app.account_id)
         .fetch_one(&app.pool)

@@ -87,27 +87,55 @@ async fn twenty_concurrent_agent_replies_to_one_conversation_all_land() {
     assert_eq!(count(&app, "SELECT count(*) FROM rm_messages WHERE message_type = 'outgoing'").await, 20);
 }
 
+/// Twenty deliveries at once, alternating between the two servers; `ids(n)` names the
+/// n-th message's contact and source id. Returns the `receiveMessage` answers.
+async fn deliver_through_both(
+    app: &TestApp,
+    second: &tests::TestServer,
+    inbox: &str,
+    ids: fn(usize) -> (String, String),
+) -> Vec<serde_json::Value> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..20 {
+        let address = if n % 2 == 0 { app.server.address.clone() } else { second.address.clone() };
+        let (client, token, inbox) = (app.client.clone(), app.token.clone(), inbox.to_string());
+        let (contact, source_id) = ids(n);
+        tasks.spawn(async move {
+            let variables = receive_variables(&inbox, &contact, &source_id, &format!("message {n}"));
+            gql_at(&client, &address, Some(&token), RECEIVE, variables).await
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = tasks.join_next().await {
+        let answer = answer.expect("delivery task");
+        assert!(answer.get("errors").is_none(), "a delivery failed: {answer}");
+        answers.push(answer["data"]["receiveMessage"].clone());
+    }
+    answers
+}
+
 #[tokio::test]
 async fn concurrent_messages_from_one_new_contact_through_two_servers_make_one_conversation() {
     let app = TestApp::spawn().await;
     let second = tests::TestServer::start(&app.database_url).await;
     let inbox = app.create_inbox("Two nodes").await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..20 {
-        let address = if n % 2 == 0 { app.server.address.clone() } else { second.address.clone() };
-        let (client, token, inbox) = (app.client.clone(), app.token.clone(), inbox.clone());
-        tasks.spawn(async move {
-            let variables = receive_variables(&inbox, "roaming-contact", &format!("m-{n}"), &format!("message {n}"));
-            gql_at(&client, &address, Some(&token), RECEIVE, variables).await
-        });
-    }
-    while let Some(answer) = tasks.join_next().await {
-        let answer = answer.expect("delivery task");
-        assert!(answer.get("errors").is_none(), "a delivery failed: {answer}");
-    }
+    deliver_through_both(&app, &second, &inbox, |n| ("roaming-contact".into(), format!("m-{n}"))).await;
     app.projected().await;
     assert_eq!(count(&app, "SELECT count(*) FROM rm_conversations").await, 1);
     assert_eq!(count(&app, "SELECT count(*) FROM rm_contacts").await, 1);
     assert_eq!(count(&app, "SELECT count(*) FROM rm_messages").await, 20);
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn new_conversations_through_two_servers_at_once_are_numbered_one_to_n() {
+    let app = TestApp::spawn().await;
+    let second = tests::TestServer::start(&app.database_url).await;
+    let inbox = app.create_inbox("Two nodes").await;
+    let answers = deliver_through_both(&app, &second, &inbox, |n| (format!("contact-{n}"), "m-1".into())).await;
+    let mut numbers: Vec<i64> =
+        answers.iter().map(|a| a["conversation"]["displayId"].as_i64().expect("a number")).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<i64>>());
     second.stop().await;
 }

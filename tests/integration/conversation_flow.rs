@@ -192,3 +192,28 @@ async fn assignment_adds_an_activity_and_moves_the_conversation_between_assignee
         ]
     );
 }
+
+#[tokio::test]
+async fn a_first_messages_answer_shows_the_contact_it_introduced() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Website API").await;
+    // Hold the contacts' read model back, so the answer shows the contact only if it
+    // waits for that projector.
+    let mut held = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE rm_contacts IN SHARE ROW EXCLUSIVE MODE").execute(&mut *held).await.unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        held.commit().await.unwrap();
+    });
+    let answer = app
+        .ok(
+            "mutation($input: ReceiveMessageInput!) { receiveMessage(input: $input) { id \
+             conversation { contact { id name email } } } }",
+            tests::receive_variables(&inbox, "newcomer", "m-1", "Hello"),
+        )
+        .await;
+    release.await.unwrap();
+    let contact = &answer["receiveMessage"]["conversation"]["contact"];
+    assert_eq!(contact["name"], "Contact newcomer");
+    assert_eq!(contact["email"], "newcomer@customer.test");
+}

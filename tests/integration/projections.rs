@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use api::state::AppState;
 use serde_json::json;
 use tests::{gql_at, inboxd, read_models, receive_variables, wait_until_projected, TestApp, TestServer, RECEIVE};
 
@@ -224,4 +225,61 @@ async fn a_write_in_another_process_wakes_the_projectors_without_waiting_for_the
     let agents: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_agents").fetch_one(&pool).await.unwrap();
     assert_eq!(agents, 1);
     server.stop().await;
+}
+
+/// Whether `server` runs the inbox list projector.
+fn runs_inbox_list(server: &AppState) -> bool {
+    server.engine.status().get("inbox_list").is_some_and(|s| s.state == projections::engine::RunnerState::Running)
+}
+
+/// Cuts the connections of whichever process runs the projectors (they hold their
+/// advisory locks on them), until `to` runs the inbox list.
+async fn move_projectors(app: &TestApp, to: &AppState) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !runs_inbox_list(to) {
+        assert!(tokio::time::Instant::now() < deadline, "the projectors did not move");
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_projector_that_takes_its_work_back_reads_what_another_process_wrote_meanwhile() {
+    let app = TestApp::spawn().await;
+    let second = TestServer::start(&app.database_url).await;
+    let inbox = app.create_inbox("Shared").await;
+    let deliver = |address: String, n: usize| {
+        let (client, token, inbox) = (app.client.clone(), app.token.clone(), inbox.clone());
+        async move {
+            let variables = receive_variables(&inbox, "regular", &format!("m-{n}"), "hello again");
+            let answer = gql_at(&client, &address, Some(&token), RECEIVE, variables).await;
+            assert!(answer.get("errors").is_none(), "{answer}");
+        }
+    };
+    // The first server projects the conversation's first messages (and remembers its row)…
+    move_projectors(&app, &app.server.state).await;
+    for n in 0..3 {
+        deliver(app.server.address.clone(), n).await;
+    }
+    app.projected().await;
+    // …the second projects the next ones…
+    move_projectors(&app, &second.state).await;
+    for n in 3..5 {
+        deliver(second.address.clone(), n).await;
+    }
+    app.projected().await;
+    // …and when the first takes the projector back, it counts from what is stored.
+    move_projectors(&app, &app.server.state).await;
+    deliver(app.server.address.clone(), 5).await;
+    app.projected().await;
+    let count: i32 =
+        sqlx::query_scalar("SELECT messages_count FROM rm_conversations").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(count, 6);
+    second.stop().await;
 }

@@ -12,6 +12,7 @@ use projections::feed::FeedPosition;
 
 mod access;
 mod mutation;
+mod parse_cache;
 mod query;
 pub mod types;
 
@@ -53,6 +54,7 @@ impl From<&Config> for Limits {
 pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
     let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
         .data(state)
+        .extension(parse_cache::ParseCache::default())
         .limit_depth(limits.depth)
         .limit_complexity(limits.complexity);
     if limits.introspection {

@@ -218,10 +218,6 @@ impl Mutation {
             })?;
             return Ok(Message::written(row, account, received.written));
         }
-        if received.new_contact {
-            // The contact's details come from the directory: let it catch up too.
-            state.settle(received.written, &["directory"]).await;
-        }
         let row = timeline::MessageRow {
             message_id: received.message_id,
             conversation_id: received.conversation_id,

@@ -182,6 +182,8 @@ impl Conversation {
     }
     async fn contact(&self, ctx: &Context<'_>) -> Result<Contact> {
         let conversation = self.row(ctx).await?;
+        // A mutation may have just written the contact, as an inbound message's first does.
+        state(ctx)?.settle(self.written, &["directory"]).await;
         let row = directory::contact(&state(ctx)?.pool, self.account_id, conversation.contact_id, None)
             .await
             .map_err(ApiError::from)?;
