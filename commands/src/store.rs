@@ -432,8 +432,8 @@ impl EventStore {
                     sequence: row.sequence,
                     event_type: &row.event_type,
                     event_version: &row.event_version,
-                    payload: &row.payload.to_string(),
-                    metadata: &row.metadata.to_string(),
+                    payload: &json_text(&row.payload)?,
+                    metadata: &json_text(&row.metadata)?,
                 },
             );
             // Sequences run 1, 2, 3…: a gap is a deleted event.
@@ -473,7 +473,7 @@ impl EventStore {
                 let (payload, metadata) =
                     seal_payload(event.payload, event.personal_fields, event.subject, cipher.as_deref(), context)?;
                 // Serialised once: the hash covers, and the database parses, this text.
-                let (payload, metadata) = (payload.to_string(), metadata.to_string());
+                let (payload, metadata) = (json_text(&payload)?, json_text(&metadata)?);
                 let hash = chain_hash(
                     previous.as_deref(),
                     Hashed {
@@ -610,6 +610,12 @@ pub struct Hashed<'a> {
     pub event_version: &'a str,
     pub payload: &'a str,
     pub metadata: &'a str,
+}
+
+/// The JSON text an event is stored and hashed as. `serde_json::to_string` writes
+/// the same text as `Value`'s `Display`, without its per-token `fmt` round trips.
+fn json_text(value: &Value) -> anyhow::Result<String> {
+    serde_json::to_string(value).context("failed to serialise an event")
 }
 
 /// sha256 over the previous hash and this event as stored (sealed payload, metadata).

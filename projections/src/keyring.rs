@@ -31,7 +31,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct Keyring {
     master: Aes256Gcm,
     master_bytes: [u8; 32],
-    routing: [u8; 32],
+    /// Keyed once: each hash starts from a clone instead of hashing the key again.
+    routing: HmacSha256,
     data_keys: Mutex<DataKeys>,
 }
 
@@ -64,33 +65,30 @@ impl Keyring {
     }
 
     pub fn new(master_key: [u8; 32]) -> Self {
-        let mut keyring = Self {
+        let routing = derive(&master_key, "routing-hash");
+        Self {
             master: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&master_key)),
             master_bytes: master_key,
-            routing: [0; 32],
+            routing: <HmacSha256 as Mac>::new_from_slice(&routing).expect("HMAC takes any key length"),
             data_keys: Mutex::new(DataKeys::default()),
-        };
-        keyring.routing = keyring.derive("routing-hash");
-        keyring
+        }
     }
 
     /// A 32-byte secret for one purpose (session signing, widget tokens, hashing),
     /// derived from the master key so operators keep one secret.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.master_bytes).expect("HMAC takes any key length");
-        mac.update(purpose.as_bytes());
-        mac.finalize().into_bytes().into()
+        derive(&self.master_bytes, purpose)
     }
 
     /// A keyed hash of an identity (hex): the same input always maps to the same
     /// value, which cannot be reversed or recomputed without the master key.
     pub fn keyed_hash(&self, parts: &[&str]) -> String {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.routing).expect("HMAC takes any key length");
+        let mut mac = self.routing.clone();
         for part in parts {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part.as_bytes());
         }
-        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Generates a data key for a new contact; the caller stores `wrapped` in
@@ -158,6 +156,13 @@ pub fn open(cipher: &Aes256Gcm, subject: Uuid, sealed: &str) -> anyhow::Result<s
     let body = sealed.strip_prefix(SEALED_PREFIX).ok_or_else(|| anyhow!("unknown sealed value format"))?;
     let bytes = BASE64.decode(body).context("sealed value is not base64")?;
     Ok(serde_json::from_slice(&decrypt(cipher, subject.as_bytes(), &bytes)?)?)
+}
+
+/// A 32-byte secret for `purpose`, derived from the master key.
+fn derive(master_key: &[u8; 32], purpose: &str) -> [u8; 32] {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(master_key).expect("HMAC takes any key length");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 fn encrypt(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8]) -> anyhow::Result<Vec<u8>> {

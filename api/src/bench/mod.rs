@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -18,24 +18,22 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::app::{Services, MIGRATOR};
 use crate::config::{database_url_with_name, Config};
 use harness::{median, peak_rss_mb, percentile, Plan};
+use lag::LagProbe;
 
 pub mod harness;
 mod history;
+mod lag;
 mod library;
 
 /// Concurrent clients/tasks in the throughput cases.
 const CONCURRENCY: usize = 16;
-/// Every how many ingested messages the projection lag is sampled. The sample polls the
-/// read model every millisecond, on the same cores as what it measures: every 10th
-/// message made its polls an eighth of PostgreSQL's statements.
-const LAG_SAMPLE_EVERY: u64 = 25;
+/// Every how many ingested messages the projection lag is sampled.
+const LAG_SAMPLE_EVERY: u64 = 10;
 
 pub struct Options {
     pub quick: bool,
@@ -298,19 +296,13 @@ impl Bench {
             .context("no inbox id")?
             .to_string();
 
-        let lags = Arc::new(Mutex::new(Vec::new()));
-        // Lag probes run beside the clients, so each client keeps one request in flight
-        // and its latency ends at the acknowledgement. A probe waiting for a permit is
-        // still timing: a backlog makes the lag look worse, never better.
+        let (lag, watch) = LagProbe::start(pool.clone());
         let sender = Sender {
             client: client.clone(),
             address: server.address.clone(),
             token: token.clone(),
             inbox: inbox.clone(),
-            pool: pool.clone(),
-            lags: lags.clone(),
-            probes: TaskTracker::new(),
-            probe_permits: Arc::new(Semaphore::new(CONCURRENCY)),
+            watch,
         };
         let measured = {
             let sender = sender.clone();
@@ -318,19 +310,13 @@ impl Bench {
                 plan,
                 CONCURRENCY,
                 Arc::new(move |worker, i| {
-                    let Sender { client, address, token, inbox, pool, lags, probes, probe_permits } = sender.clone();
+                    let Sender { client, address, token, inbox, watch } = sender.clone();
                     Box::pin(async move {
                         let contact = format!("w{worker}-c{}", i / 10);
                         let answer = receive(&client, &address, &token, &inbox, &contact, &format!("m{i}")).await?;
-                        let acknowledged = Instant::now();
                         if i % LAG_SAMPLE_EVERY == 0 {
                             let id: Uuid = answer["receiveMessage"]["id"].as_str().context("no message id")?.parse()?;
-                            probes.spawn(async move {
-                                let _permit = probe_permits.acquire().await?;
-                                wait_until_shown(&pool, id).await?;
-                                lags.lock().expect("lag lock").push(acknowledged.elapsed().as_secs_f64() * 1000.0);
-                                anyhow::Ok(())
-                            });
+                            watch.message(id, Instant::now());
                         }
                         Ok(1)
                     })
@@ -338,12 +324,10 @@ impl Bench {
             )
             .await?
         };
-        sender.probes.close();
-        sender.probes.wait().await;
+        let lags = lag.finish().await?;
         report.insert("ingest_messages_per_s", json!(measured.median_rate()));
         report.insert("ingest_p50_ms", json!(percentile(&measured.latencies_ms, 50.0)));
         report.insert("ingest_p99_ms", json!(percentile(&measured.latencies_ms, 99.0)));
-        let lags = lags.lock().expect("lag lock").clone();
         report.insert("projection_lag_p50_ms", json!(percentile(&lags, 50.0)));
         report.insert("projection_lag_p99_ms", json!(percentile(&lags, 99.0)));
         report.insert("ingest_peak_rss_mb", json!(server.peak_rss_mb()));
@@ -515,26 +499,7 @@ struct Sender {
     address: String,
     token: String,
     inbox: String,
-    pool: PgPool,
-    lags: Arc<Mutex<Vec<f64>>>,
-    probes: TaskTracker,
-    probe_permits: Arc<Semaphore>,
-}
-
-/// Polls the inbox read model every millisecond until it shows the message, on one
-/// connection (sqlx pings a pooled connection each time it is returned).
-async fn wait_until_shown(pool: &PgPool, message_id: Uuid) -> anyhow::Result<()> {
-    let mut conn = pool.acquire().await?;
-    loop {
-        let shown: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_messages WHERE message_id = $1)")
-            .bind(message_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        if shown {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    watch: lag::Watch,
 }
 
 const RECEIVE: &str = "mutation($input: ReceiveMessageInput!) { receiveMessage(input: $input) { id } }";
