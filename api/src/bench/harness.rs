@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,46 +43,113 @@ impl Measured {
 }
 
 pub async fn run(plan: Plan, workers: usize, operation: Operation) -> anyhow::Result<Measured> {
+    let mut measured = run_alternating(plan, vec![(workers, operation)]).await?;
+    Ok(measured.remove(0))
+}
+
+/// One case of [`run_alternating`]: its workers run only while it is active.
+struct Case {
+    active: tokio::sync::watch::Sender<bool>,
+    measuring: AtomicBool,
+    units: AtomicU64,
+    in_flight: AtomicUsize,
+    latencies: Mutex<Vec<f64>>,
+}
+
+impl Case {
+    /// Stops handing out operations and waits for those under way to end, so the next
+    /// case's round has the machine to itself.
+    async fn pause(&self) {
+        self.active.send_replace(false);
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Measures several cases in alternating rounds (a round of each in turn, after a
+/// warm-up of each), so a stretch in which the machine runs slow weighs on every case
+/// alike: on a shared VM, cases measured one after the other minutes apart differ by
+/// more than the effects compared. Returns one [`Measured`] per case, in order.
+pub async fn run_alternating(plan: Plan, cases: Vec<(usize, Operation)>) -> anyhow::Result<Vec<Measured>> {
     let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(false));
-    let units = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..workers {
-        let (stop, measuring, units, latencies, operation) =
-            (stop.clone(), measuring.clone(), units.clone(), latencies.clone(), operation.clone());
-        tasks.spawn(async move {
-            let mut mine = Vec::new();
-            let mut iteration = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let done = operation(worker, iteration).await?;
-                if measuring.load(Ordering::Relaxed) {
-                    mine.push(started.elapsed().as_secs_f64() * 1000.0);
-                }
-                units.fetch_add(done, Ordering::Relaxed);
-                iteration += 1;
-            }
-            latencies.lock().expect("latency lock").extend(mine);
-            anyhow::Ok(())
+    let mut states = Vec::new();
+    for (workers, operation) in cases {
+        let case = Arc::new(Case {
+            active: tokio::sync::watch::Sender::new(false),
+            measuring: AtomicBool::new(false),
+            units: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            latencies: Mutex::new(Vec::new()),
         });
+        for worker in 0..workers {
+            let (stop, case, operation) = (stop.clone(), case.clone(), operation.clone());
+            let mut active = case.active.subscribe();
+            tasks.spawn(async move {
+                let mut mine = Vec::new();
+                let mut iteration = 0u64;
+                loop {
+                    active.wait_for(|on| *on).await?;
+                    // Counted before the flag is read again: `pause` sees every
+                    // operation that could start in this case's time.
+                    case.in_flight.fetch_add(1, Ordering::SeqCst);
+                    if stop.load(Ordering::SeqCst) || !*active.borrow() {
+                        case.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let done = operation(worker, iteration).await;
+                    if case.measuring.load(Ordering::Relaxed) {
+                        mine.push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    case.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    case.units.fetch_add(done?, Ordering::Relaxed);
+                    iteration += 1;
+                }
+                case.latencies.lock().expect("latency lock").extend(mine);
+                anyhow::Ok(())
+            });
+        }
+        states.push(case);
     }
-    tokio::time::sleep(plan.warm_up).await;
-    measuring.store(true, Ordering::Relaxed);
-    let mut rates = Vec::new();
+    for case in &states {
+        case.active.send_replace(true);
+        tokio::time::sleep(plan.warm_up).await;
+        case.pause().await;
+    }
+    let mut rates = vec![Vec::new(); states.len()];
     for _ in 0..plan.rounds {
-        let before = units.load(Ordering::Relaxed);
-        let started = Instant::now();
-        tokio::time::sleep(plan.round).await;
-        let done = units.load(Ordering::Relaxed) - before;
-        rates.push(done as f64 / started.elapsed().as_secs_f64());
+        for (case, rates) in states.iter().zip(&mut rates) {
+            case.measuring.store(true, Ordering::Relaxed);
+            let before = case.units.load(Ordering::Relaxed);
+            let started = Instant::now();
+            case.active.send_replace(true);
+            tokio::time::sleep(plan.round).await;
+            let done = case.units.load(Ordering::Relaxed) - before;
+            rates.push(done as f64 / started.elapsed().as_secs_f64());
+            case.pause().await;
+            case.measuring.store(false, Ordering::Relaxed);
+        }
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::SeqCst);
+    for case in &states {
+        case.active.send_replace(true);
+    }
     while let Some(result) = tasks.join_next().await {
         result??;
     }
-    let latencies_ms = std::mem::take(&mut *latencies.lock().expect("latency lock"));
-    Ok(Measured { rates, latencies_ms })
+    Ok(states
+        .iter()
+        .zip(rates)
+        .map(|(case, rates)| Measured {
+            rates,
+            latencies_ms: std::mem::take(&mut *case.latencies.lock().expect("latency lock")),
+        })
+        .collect())
 }
 
 pub fn median(values: &[f64]) -> f64 {
@@ -120,5 +187,35 @@ mod tests {
         assert_eq!(percentile(&values, 100.0), 100.0);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+
+    #[tokio::test]
+    async fn alternating_cases_never_run_at_once_and_each_gets_every_round() {
+        let running: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let overlapped = Arc::new(AtomicBool::new(false));
+        let case = |me: usize| -> Operation {
+            let (running, overlapped) = (running.clone(), overlapped.clone());
+            Arc::new(move |_, _| {
+                let (running, overlapped) = (running.clone(), overlapped.clone());
+                Box::pin(async move {
+                    running[me].fetch_add(1, Ordering::SeqCst);
+                    if running[1 - me].load(Ordering::SeqCst) > 0 {
+                        overlapped.store(true, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    running[me].fetch_sub(1, Ordering::SeqCst);
+                    Ok(1)
+                })
+            })
+        };
+        let plan = Plan { warm_up: Duration::from_millis(20), rounds: 3, round: Duration::from_millis(30) };
+        let measured = run_alternating(plan, vec![(4, case(0)), (4, case(1))]).await.unwrap();
+        assert!(!overlapped.load(Ordering::SeqCst), "one case ran during the other's time");
+        assert_eq!(measured.len(), 2);
+        for case in &measured {
+            assert_eq!(case.rates.len(), 3);
+            assert!(case.rates.iter().all(|rate| *rate > 0.0), "every round did work: {:?}", case.rates);
+            assert!(!case.latencies_ms.is_empty());
+        }
     }
 }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::app::{Services, MIGRATOR};
 use crate::config::{database_url_with_name, Config};
-use harness::{median, peak_rss_mb, percentile, Plan};
+use harness::{median, peak_rss_mb, percentile, Operation, Plan};
 use lag::LagProbe;
 
 pub mod harness;
@@ -60,15 +60,21 @@ pub async fn run(config: &Config, options: &Options) -> anyhow::Result<()> {
         report.insert("pg_ceiling_events_per_s", json!(single));
         report.insert("pg_ceiling_batch10_events_per_s", json!(batch10));
     }
-    if runs("library") {
-        eprintln!("bench: 2/6 cqrs-es + postgres-es");
-        let (sixteen, one) = bench.plain_library(plan).await?;
-        report.insert("postgres_es_commands_per_s", json!(sixteen));
-        report.insert("postgres_es_commands_per_s_1_task", json!(one));
-    }
+    let library = if runs("library") { Some(bench.plain_library().await?) } else { None };
     if runs("ingest") {
-        eprintln!("bench: 3/6 end to end over HTTP, and 4/6 long conversations");
-        bench.ingest(plan, &mut report).await?;
+        // With the library case, in alternating rounds: the comparison the targets make.
+        let beside = if library.is_some() { " beside 2/6 cqrs-es + postgres-es" } else { "" };
+        eprintln!("bench: 3/6 end to end over HTTP{beside}, and 4/6 long conversations");
+        bench.ingest(plan, &mut report, library.as_ref()).await?;
+    }
+    if let Some(library) = &library {
+        eprintln!("bench: 2/6 cqrs-es + postgres-es");
+        if !runs("ingest") {
+            let sixteen = harness::run(plan, CONCURRENCY, library.operation("many")).await?;
+            report.insert("postgres_es_commands_per_s", json!(sixteen.median_rate()));
+        }
+        let one = harness::run(plan, 1, library.operation("one")).await?;
+        report.insert("postgres_es_commands_per_s_1_task", json!(one.median_rate()));
     }
     if runs("rebuild") {
         eprintln!("bench: 5/6 rebuild");
@@ -226,42 +232,17 @@ impl Bench {
     }
 
     /// Case 2: cqrs-es + postgres-es, one `MessageReceived` per command, conversations
-    /// of ten messages, at 16 tasks and at one.
-    async fn plain_library(&self, plan: Plan) -> anyhow::Result<(f64, f64)> {
+    /// of ten messages, in a database of its own.
+    async fn plain_library(&self) -> anyhow::Result<PlainLibrary> {
         let (_, pool) = self.database("inbox_bench_library").await?;
         // postgres-es's own default pool size.
         let pool = PgPoolOptions::new().max_connections(10).connect_with((*pool.connect_options()).clone()).await?;
-        let cqrs = Arc::new(postgres_es::postgres_cqrs::<library::PlainConversation>(pool, vec![], ()));
-        let mut rates = Vec::new();
-        for (tasks, tag) in [(CONCURRENCY, "many"), (1, "one")] {
-            let cqrs = cqrs.clone();
-            let measured = harness::run(
-                plan,
-                tasks,
-                Arc::new(move |worker, i| {
-                    let cqrs = cqrs.clone();
-                    Box::pin(async move {
-                        let id = format!("{tag}-{worker}-{}", i / 10);
-                        let command = library::ReceiveMessage {
-                            message_id: Uuid::now_v7().to_string(),
-                            content: "Hello, where is my order?".into(),
-                        };
-                        cqrs.execute(&id, command)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("postgres-es command failed: {e}"))?;
-                        Ok(1)
-                    })
-                }),
-            )
-            .await?;
-            rates.push(measured.median_rate());
-        }
-        Ok((rates[0], rates[1]))
+        Ok(PlainLibrary { cqrs: Arc::new(postgres_es::postgres_cqrs::<library::PlainConversation>(pool, vec![], ())) })
     }
 
     /// Cases 3, 4 and 7 (ingest memory): the real server in its own process, 16 HTTP
     /// clients sending `receiveMessage`; then one more message on long conversations.
-    async fn ingest(&self, plan: Plan, report: &mut Report) -> anyhow::Result<()> {
+    async fn ingest(&self, plan: Plan, report: &mut Report, library: Option<&PlainLibrary>) -> anyhow::Result<()> {
         let (url, pool) = self.database("inbox_bench_ingest").await?;
         let output = self
             .inboxd(&url)
@@ -299,31 +280,33 @@ impl Bench {
         let (lag, watch) = LagProbe::start(pool.clone());
         let sender = Sender {
             client: client.clone(),
-            address: server.address.clone(),
+            endpoint: server.graphql.clone(),
             token: token.clone(),
             inbox: inbox.clone(),
             watch,
         };
-        let measured = {
+        let ingest: Operation = {
             let sender = sender.clone();
-            harness::run(
-                plan,
-                CONCURRENCY,
-                Arc::new(move |worker, i| {
-                    let Sender { client, address, token, inbox, watch } = sender.clone();
-                    Box::pin(async move {
-                        let contact = format!("w{worker}-c{}", i / 10);
-                        let answer = receive(&client, &address, &token, &inbox, &contact, &format!("m{i}")).await?;
-                        if i % LAG_SAMPLE_EVERY == 0 {
-                            let id: Uuid = answer["receiveMessage"]["id"].as_str().context("no message id")?.parse()?;
-                            watch.message(id, Instant::now());
-                        }
-                        Ok(1)
-                    })
-                }),
-            )
-            .await?
+            Arc::new(move |worker, i| {
+                let Sender { client, endpoint, token, inbox, watch } = sender.clone();
+                Box::pin(async move {
+                    let contact = format!("w{worker}-c{}", i / 10);
+                    let answer = receive(&client, &endpoint, &token, &inbox, &contact, &format!("m{i}")).await?;
+                    if i % LAG_SAMPLE_EVERY == 0 {
+                        let id: Uuid = answer["receiveMessage"]["id"].as_str().context("no message id")?.parse()?;
+                        watch.message(id, Instant::now());
+                    }
+                    Ok(1)
+                })
+            })
         };
+        let mut cases = vec![(CONCURRENCY, ingest)];
+        cases.extend(library.map(|library| (CONCURRENCY, library.operation("many"))));
+        let mut results = harness::run_alternating(plan, cases).await?.into_iter();
+        let measured = results.next().context("no ingest measurement")?;
+        if let Some(library) = results.next() {
+            report.insert("postgres_es_commands_per_s", json!(library.median_rate()));
+        }
         let lags = lag.finish().await?;
         report.insert("ingest_messages_per_s", json!(measured.median_rate()));
         report.insert("ingest_p50_ms", json!(percentile(&measured.latencies_ms, 50.0)));
@@ -335,14 +318,14 @@ impl Bench {
         // Beside it, the transport alone: an authenticated request that touches no
         // table, so the share of HTTP + GraphQL in an ingested message shows.
         let transport = {
-            let (client, address, token) = (client.clone(), server.address.clone(), token.clone());
+            let (client, endpoint, token) = (client.clone(), server.graphql.clone(), token.clone());
             harness::run(
                 plan,
                 CONCURRENCY,
                 Arc::new(move |_, _| {
-                    let (client, address, token) = (client.clone(), address.clone(), token.clone());
+                    let (client, endpoint, token) = (client.clone(), endpoint.clone(), token.clone());
                     Box::pin(async move {
-                        graphql_at(&client, &address, &token, "{ __typename }", json!({})).await?;
+                        graphql_at(&client, &endpoint, &token, "{ __typename }", json!({})).await?;
                         Ok(1)
                     })
                 }),
@@ -363,11 +346,11 @@ impl Bench {
             let samples = if self.quick { 10 } else { 30 };
             // A warm-up: the server loads the conversation into memory, and its
             // projectors catch up on the generated history before anything is timed.
-            receive(&client, &server.address, &token, &inbox, &contact, "warm-up").await?;
+            receive(&client, &server.graphql, &token, &inbox, &contact, "warm-up").await?;
             caught_up(&pool).await?;
             for n in 0..samples {
                 let started = Instant::now();
-                receive(&client, &server.address, &token, &inbox, &contact, &format!("extra-{n}")).await?;
+                receive(&client, &server.graphql, &token, &inbox, &contact, &format!("extra-{n}")).await?;
                 latencies.push(started.elapsed().as_secs_f64() * 1000.0);
             }
             long.insert(length.to_string(), json!(median(&latencies)));
@@ -492,11 +475,35 @@ async fn caught_up(pool: &PgPool) -> anyhow::Result<()> {
     bail!("the projectors did not catch up within 30 s")
 }
 
+/// The bare libraries, set up for case 2.
+struct PlainLibrary {
+    cqrs: Arc<postgres_es::PostgresCqrs<library::PlainConversation>>,
+}
+
+impl PlainLibrary {
+    /// A task's command: one message on its current conversation (ten per conversation).
+    fn operation(&self, tag: &'static str) -> Operation {
+        let cqrs = self.cqrs.clone();
+        Arc::new(move |worker, i| {
+            let cqrs = cqrs.clone();
+            Box::pin(async move {
+                let id = format!("{tag}-{worker}-{}", i / 10);
+                let command = library::ReceiveMessage {
+                    message_id: Uuid::now_v7().to_string(),
+                    content: "Hello, where is my order?".into(),
+                };
+                cqrs.execute(&id, command).await.map_err(|e| anyhow::anyhow!("postgres-es command failed: {e}"))?;
+                Ok(1)
+            })
+        })
+    }
+}
+
 /// What each ingest client works with.
 #[derive(Clone)]
 struct Sender {
     client: reqwest::Client,
-    address: String,
+    endpoint: reqwest::Url,
     token: String,
     inbox: String,
     watch: lag::Watch,
@@ -506,7 +513,7 @@ const RECEIVE: &str = "mutation($input: ReceiveMessageInput!) { receiveMessage(i
 
 async fn receive(
     client: &reqwest::Client,
-    address: &str,
+    endpoint: &reqwest::Url,
     token: &str,
     inbox: &str,
     contact: &str,
@@ -518,18 +525,18 @@ async fn receive(
         "sourceId": source_id,
         "content": "Hello, my order has not arrived yet and the tracking page shows no update since Monday.",
     }});
-    graphql_at(client, address, token, RECEIVE, variables).await
+    graphql_at(client, endpoint, token, RECEIVE, variables).await
 }
 
 async fn graphql_at(
     client: &reqwest::Client,
-    address: &str,
+    endpoint: &reqwest::Url,
     token: &str,
     query: &str,
     variables: Value,
 ) -> anyhow::Result<Value> {
     let answer: Value = client
-        .post(format!("{address}/graphql"))
+        .post(endpoint.clone())
         .bearer_auth(token)
         .json(&json!({ "query": query, "variables": variables }))
         .send()
@@ -545,7 +552,9 @@ async fn graphql_at(
 /// `inboxd serve` in a child process, on a free port.
 struct Server {
     child: tokio::process::Child,
-    address: String,
+    /// Its GraphQL endpoint, parsed once: a load generator parsing a URL per request
+    /// spends on it the cores the server runs on.
+    graphql: reqwest::Url,
 }
 
 impl Server {
@@ -556,7 +565,7 @@ impl Server {
         let client = reqwest::Client::new();
         for _ in 0..300 {
             if client.get(format!("{address}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-                return Ok(Self { child, address });
+                return Ok(Self { child, graphql: format!("{address}/graphql").parse()? });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -570,7 +579,7 @@ impl Server {
         query: &str,
         variables: Value,
     ) -> anyhow::Result<Value> {
-        graphql_at(client, &self.address, token, query, variables).await
+        graphql_at(client, &self.graphql, token, query, variables).await
     }
 
     fn peak_rss_mb(&self) -> f64 {
