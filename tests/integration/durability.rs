@@ -1,4 +1,5 @@
-//! A server killed mid-ingest loses nothing it acknowledged.
+//! A server killed mid-ingest loses nothing it acknowledged; one whose database
+//! connections are cut recovers.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,4 +85,44 @@ async fn killing_the_server_mid_ingest_loses_no_acknowledged_message_and_project
     let output = inboxd(&database_url).args(["rebuild", "--all"]).output().await.unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(read_models(&pool).await, live);
+}
+
+/// The database ending the server's sessions (a restart, a failover, an administrator)
+/// costs at most the requests that meet a dead connection, each refused as INTERNAL with
+/// nothing stored; the server reconnects, and what follows lands and is projected.
+#[tokio::test]
+async fn the_server_recovers_when_the_database_ends_its_connections() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Failover").await;
+    // Every connection the write path and the projectors keep is open by now.
+    app.receive(&inbox, "before", "m-0", "before").await;
+    app.projected().await;
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'inboxd' AND datname = current_database()) AS ended",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(ended >= 5, "the committer, numbering and three runners were connected: {ended}");
+
+    let mut outcomes = Vec::new();
+    for n in 0..20 {
+        let answer = app.gql(RECEIVE, receive_variables(&inbox, &format!("after-{n}"), "m-1", "after")).await;
+        let code = answer["errors"][0]["extensions"]["code"].as_str().map(str::to_string);
+        if let Some(code) = &code {
+            assert_eq!(code, "INTERNAL", "{answer}");
+        }
+        outcomes.push(code.is_none());
+    }
+    let landed = outcomes.iter().filter(|ok| **ok).count();
+    assert!(outcomes[10..].iter().all(|ok| *ok), "the server recovered within ten requests: {outcomes:?}");
+    app.projected().await;
+    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_messages").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(messages, 1 + landed as i64, "every message that landed is projected, and no refused one");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MessageReceived'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 1 + landed as i64, "a refused message left nothing in the log");
 }
