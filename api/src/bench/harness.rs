@@ -91,14 +91,14 @@ pub async fn run_alternating(plan: Plan, cases: Vec<(usize, Operation)>) -> anyh
                 let mut iteration = 0u64;
                 loop {
                     active.wait_for(|on| *on).await?;
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     // Counted before the flag is read again: `pause` sees every
                     // operation that could start in this case's time.
                     case.in_flight.fetch_add(1, Ordering::SeqCst);
-                    if stop.load(Ordering::SeqCst) || !*active.borrow() {
+                    if !*active.borrow() {
                         case.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
                         continue;
                     }
                     let started = Instant::now();
