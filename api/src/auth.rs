@@ -43,11 +43,15 @@ pub struct Principal {
     pub inboxes: Arc<[Uuid]>,
     /// A custom role's permissions, which narrow an agent's.
     pub custom_permissions: Option<Arc<[Permission]>>,
+    /// The user's access version this was resolved at: a command commits only while
+    /// it is still current (so a principal cached before a change never acts).
+    pub access_version: i64,
 }
 
-/// The request's credentials as resolved once per request.
+/// The request's credentials as resolved once per request, and what they were
+/// resolved from (to resolve them again, bypassing the cache).
 #[derive(Debug, Clone)]
-pub struct Auth(pub Result<Principal, Refusal>);
+pub struct Auth(pub Result<Principal, Refusal>, Option<CacheKey>);
 
 /// Why a request has no principal; reported when an operation needs one.
 #[derive(Debug, Clone, Default)]
@@ -60,7 +64,7 @@ pub enum Refusal {
 
 impl Default for Auth {
     fn default() -> Self {
-        Auth(Err(Refusal::NoCredentials))
+        Auth(Err(Refusal::NoCredentials), None)
     }
 }
 
@@ -95,6 +99,7 @@ struct PrincipalRow {
     permissions: Option<Vec<String>>,
     inboxes: Vec<Uuid>,
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    access_version: i64,
 }
 
 impl Authenticator {
@@ -107,6 +112,14 @@ impl Authenticator {
     /// Forgets every cached principal: access changed somewhere.
     pub fn invalidate(&self) {
         self.cache.lock().expect("principal cache").clear();
+    }
+
+    /// The request's credentials resolved from the database, not the cache: after a
+    /// commit found the cached principal's access out of date.
+    pub async fn reauthenticate(&self, auth: &Auth) -> Result<Auth, ApiError> {
+        let Some(key) = auth.1.clone() else { return Ok(Auth::default()) };
+        self.cache.lock().expect("principal cache").pop(&key);
+        self.resolve(key).await
     }
 
     /// Resolves `Authorization: Bearer <token>` (and `X-Account-Id` for a session).
@@ -127,17 +140,24 @@ impl Authenticator {
         let generation = *self.generation.borrow();
         if let Some((principal, at, seen)) = self.cache.lock().expect("principal cache").get(&key) {
             if at.elapsed() < CACHE_TTL && *seen == generation {
-                return Ok(Auth(Ok(principal.clone())));
+                return Ok(Auth(Ok(principal.clone()), Some(key.clone())));
             }
         }
+        self.resolve(key).await
+    }
+
+    async fn resolve(&self, key: CacheKey) -> Result<Auth, ApiError> {
+        let (account, generation) = (key.1, *self.generation.borrow());
         let row: Option<PrincipalRow> = sqlx::query_as(
             "SELECT t.token_id, t.kind, t.user_id, m.account_id, m.role, r.permissions, t.expires_at, \
+                    coalesce(v.version, 0) AS access_version, \
                     ARRAY(SELECT i.inbox_id FROM inbox_memberships i \
                           WHERE i.account_id = m.account_id AND i.user_id = t.user_id) AS inboxes \
              FROM access_tokens t \
              JOIN account_memberships m ON m.user_id = t.user_id \
               AND m.account_id = CASE WHEN t.kind = 'session' THEN coalesce($2, t.account_id) ELSE t.account_id END \
              LEFT JOIN custom_roles r ON r.role_id = m.custom_role_id \
+             LEFT JOIN access_versions v ON v.user_id = t.user_id \
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
         )
         .bind(&key.0)
@@ -145,11 +165,11 @@ impl Authenticator {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
-            return Ok(Auth(Err(self.why_refused(&key.0, account).await?)));
+            return Ok(Auth(Err(self.why_refused(&key.0, account).await?), Some(key)));
         };
         if account.is_some_and(|a| a != row.account_id) {
             // An API token acts in the account it was issued for, only.
-            return Ok(Auth(Err(Refusal::NotAMember)));
+            return Ok(Auth(Err(Refusal::NotAMember), Some(key)));
         }
         let principal = Principal {
             account_id: row.account_id,
@@ -161,13 +181,17 @@ impl Authenticator {
             custom_permissions: row
                 .permissions
                 .map(|p| p.iter().filter_map(|p| p.parse().ok()).collect::<Vec<Permission>>().into()),
+            access_version: row.access_version,
         };
         // A session about to expire is not served from the cache past its end.
         let cacheable = row.expires_at.is_none_or(|end| end > chrono::Utc::now() + CACHE_TTL);
         if cacheable {
-            self.cache.lock().expect("principal cache").put(key, (principal.clone(), Instant::now(), generation));
+            self.cache
+                .lock()
+                .expect("principal cache")
+                .put(key.clone(), (principal.clone(), Instant::now(), generation));
         }
-        Ok(Auth(Ok(principal)))
+        Ok(Auth(Ok(principal), Some(key)))
     }
 
     /// A live token naming an account its user is not in is FORBIDDEN, not unknown.

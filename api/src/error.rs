@@ -83,6 +83,8 @@ impl From<CommandError> for ApiError {
             CommandError::Domain(e @ DomainError::NotFound(_)) => Self::new(ErrorCode::NotFound, e.to_string()),
             CommandError::Domain(e @ DomainError::AlreadyExists(_)) => Self::new(ErrorCode::Conflict, e.to_string()),
             CommandError::Conflict => Self::new(ErrorCode::Conflict, CommandError::Conflict.to_string()),
+            // Only after every attempt the mutation makes found its state moved on.
+            CommandError::Stale => Self::new(ErrorCode::Conflict, CommandError::Stale.to_string()),
             CommandError::BadCredentials => {
                 Self::new(ErrorCode::Unauthenticated, CommandError::BadCredentials.to_string())
             }

@@ -96,6 +96,11 @@ impl Principal {
         }
     }
 
+    /// Whether whom a conversation is assigned to decides if the principal sees it.
+    pub fn sees_by_assignee(&self) -> bool {
+        !self.is_administrator() && self.assignees() != VisibleAssignees::Any
+    }
+
     pub fn sees(&self, inbox: Uuid, assignee: Option<Uuid>) -> bool {
         if self.is_administrator() {
             return true;
@@ -136,6 +141,7 @@ mod tests {
             credential: TokenKind::Session,
             inboxes: Arc::from(vec![Uuid::from_u128(10)]),
             custom_permissions: custom.map(Into::into),
+            access_version: 0,
         }
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::context::{Actor, CommandContext};
+use commands::context::{AccessStamp, Actor, CommandContext};
 use commands::{Commands, Written};
 use projections::engine::Engine;
 use projections::keyring::Keyring;
@@ -39,6 +39,7 @@ impl AppState {
         let mut context = CommandContext::now(principal.account_id, Actor::User(principal.user_id));
         context.correlation_id = request.0;
         context.channel = Some("api".into());
+        context.access = Some(AccessStamp { user: principal.user_id, version: principal.access_version });
         context
     }
 

@@ -111,8 +111,8 @@ impl Commands {
     }
 
     /// The account's state (members, roles, names) as the write side knows it.
-    pub async fn account(&self, account_id: Uuid) -> Result<Account, CommandError> {
-        let account = self.store().load::<Account>(&account_id.to_string()).await?.state;
+    pub async fn account(&self, context: &CommandContext) -> Result<Account, CommandError> {
+        let account = self.store().load::<Account>(context, &context.account_id.to_string()).await?.state;
         if !account.exists() {
             return Err(DomainError::NotFound("account").into());
         }

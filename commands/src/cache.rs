@@ -5,8 +5,10 @@
 //! puts it back with its new head after a successful commit; a failed or conflicting
 //! command leaves nothing behind, so the next one replays from the log. Read-only
 //! loads copy. Entries never go back in time: a write of an older version than the
-//! cached one is ignored. Another process's appends are found by optimistic
-//! concurrency: the stale state's first append conflicts and is retried from the log.
+//! cached one is ignored. Another process's appends are found at commit: an append on
+//! stale state conflicts on its sequence, and every other decision (to write nothing,
+//! or on a stream it only read) asserts the versions it saw (`guard`); a stale entry
+//! is then evicted and the decision taken again from the log.
 
 use std::any::Any;
 use std::num::NonZeroUsize;
@@ -43,6 +45,11 @@ impl AggregateCache {
     pub fn copy<T: Any + Clone>(&self, aggregate_type: &str, id: &str) -> Option<T> {
         let mut entries = self.entries.lock().expect("cache lock");
         entries.get(&Self::key(aggregate_type, id)).and_then(|e| e.stream.downcast_ref::<T>()).cloned()
+    }
+
+    /// Forgets the stream: it moved on elsewhere, the next load replays it.
+    pub fn evict(&self, aggregate_type: &str, id: &str) {
+        self.entries.lock().expect("cache lock").pop(&Self::key(aggregate_type, id));
     }
 
     /// Keeps `stream` at `version`, unless a newer version is cached already.

@@ -58,9 +58,21 @@ fn in_account(context: &CommandContext, conversation: &Conversation) -> Result<(
 }
 
 impl Commands {
-    /// The conversation's state, if it exists in the context's account.
+    /// The conversation's state, if it exists in the context's account, to decide on:
+    /// the commit asserts it is still current.
     pub async fn conversation(&self, context: &CommandContext, id: Uuid) -> Result<Conversation, CommandError> {
-        let conversation = self.store().load::<Conversation>(&id.to_string()).await?.state;
+        let conversation = self.store().load::<Conversation>(context, &id.to_string()).await?.state;
+        in_account(context, &conversation)?;
+        Ok(conversation)
+    }
+
+    /// The conversation, for what never changes of it (its account and inbox) only.
+    pub async fn conversation_placement(
+        &self,
+        context: &CommandContext,
+        id: Uuid,
+    ) -> Result<Conversation, CommandError> {
+        let conversation = self.store().peek::<Conversation>(&id.to_string()).await?.state;
         in_account(context, &conversation)?;
         Ok(conversation)
     }
@@ -100,7 +112,7 @@ impl Commands {
         conversation_id: Uuid,
         change: Assignment,
     ) -> Result<Written, CommandError> {
-        let account = self.account(context.account_id).await?;
+        let account = self.account(context).await?;
         let current = self.conversation(context, conversation_id).await?;
         let assignee = match change.assignee {
             Some(Some(user)) => {
@@ -223,7 +235,7 @@ impl Commands {
         conversation_id: Uuid,
         command: impl Fn(ChangedBy) -> ConversationCommand,
     ) -> Result<Written, CommandError> {
-        let by = self.changed_by(context, &self.account(context.account_id).await?).await;
+        let by = self.changed_by(context, &self.account(context).await?).await;
         self.change(context, conversation_id, || command(by.clone())).await
     }
 

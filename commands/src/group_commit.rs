@@ -11,11 +11,12 @@
 use anyhow::Context;
 use projections::engine::Wake;
 use projections::feed::FeedPosition;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::connection::OwnConnection;
+use crate::guard::Guard;
 use crate::store::{side_write, unique_violation, Rows, SideWrite, StoreError};
 
 /// Units per transaction, at most.
@@ -24,6 +25,7 @@ const MAX_BATCH: usize = 64;
 struct Unit {
     rows: Rows,
     side_writes: Vec<SideWrite>,
+    guard: Guard,
     reply: oneshot::Sender<Result<FeedPosition, StoreError>>,
 }
 
@@ -42,10 +44,16 @@ impl GroupCommitter {
 
     /// Writes one unit (with whatever else is ready) and returns the feed position
     /// that covers it.
-    pub async fn write(&self, rows: Rows, side_writes: Vec<SideWrite>) -> Result<FeedPosition, StoreError> {
+    /// A unit whose `guard` fails is refused (stale or conflicting) and writes nothing.
+    pub async fn write(
+        &self,
+        rows: Rows,
+        side_writes: Vec<SideWrite>,
+        guard: Guard,
+    ) -> Result<FeedPosition, StoreError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Internal(anyhow::anyhow!("the group committer has stopped"));
-        self.units.send(Unit { rows, side_writes, reply }).await.map_err(|_| stopped())?;
+        self.units.send(Unit { rows, side_writes, guard, reply }).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -74,7 +82,7 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Unit>, committed: Wake) {
                     let _ = unit.reply.send(Ok(position));
                 }
             }
-            Err(StoreError::Conflict | StoreError::Duplicate(_)) if batch.len() > 1 => {
+            Err(StoreError::Conflict | StoreError::Duplicate(_) | StoreError::Stale(_)) if batch.len() > 1 => {
                 // Someone in the batch lost a race: find out who, one unit at a time.
                 for unit in batch {
                     let result = write(&mut conn, &[&unit]).await;
@@ -111,9 +119,11 @@ async fn write(conn: &mut OwnConnection, units: &[&Unit]) -> Result<FeedPosition
 async fn write_on(conn: &mut PgConnection, units: &[&Unit]) -> Result<FeedPosition, StoreError> {
     let mut rows = Rows::default();
     let mut contacts = NewContacts::default();
+    let mut guard = Guard::default();
     let mut others = Vec::new();
     for unit in units {
         rows.extend(&unit.rows);
+        guard.extend(&unit.guard);
         for write in &unit.side_writes {
             if !contacts.take(write) {
                 others.push(write);
@@ -121,13 +131,16 @@ async fn write_on(conn: &mut PgConnection, units: &[&Unit]) -> Result<FeedPositi
         }
     }
     if others.is_empty() {
-        return insert(conn, &rows, &contacts).await;
+        return insert(conn, &rows, &contacts, &guard).await;
     }
     let mut tx = conn.begin().await.context("failed to begin a transaction")?;
+    // Before the side writes: a unit that changes its own caller's access is judged
+    // on the access it was authorized with.
+    guard.check(&mut tx).await?;
     for write in others {
         side_write(&mut tx, write).await?;
     }
-    let position = insert(&mut tx, &rows, &contacts).await?;
+    let position = insert(&mut tx, &rows, &contacts, &Guard::default()).await?;
     tx.commit().await.map_err(|e| unique_violation(e, "events_pkey", StoreError::Conflict))?;
     Ok(position)
 }
@@ -163,15 +176,24 @@ impl NewContacts {
     }
 }
 
-async fn insert(conn: &mut PgConnection, rows: &Rows, contacts: &NewContacts) -> Result<FeedPosition, StoreError> {
-    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
+/// The events, with `guard` asserted in the same statement (an InitPlan, evaluated
+/// once); a failed assertion aborts the whole statement.
+async fn insert(
+    conn: &mut PgConnection,
+    rows: &Rows,
+    contacts: &NewContacts,
+    guard: &Guard,
+) -> Result<FeedPosition, StoreError> {
+    let query = sqlx::query(
         "WITH keys AS (INSERT INTO contact_keys (contact_id, wrapped_key) SELECT * FROM UNNEST($10::uuid[], $11::bytea[])), \
          identities AS (INSERT INTO channel_identities (identity_hash, account_id, inbox_id, contact_id) \
          SELECT * FROM UNNEST($12::text[], $13::uuid[], $14::uuid[], $15::uuid[])), \
          written AS (INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
          payload, metadata, account_id, hash) SELECT t, i, s, e, v, p::jsonb, m::jsonb, a, h FROM UNNEST($1::text[], \
          $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::uuid[], $9::bytea[]) \
-         AS u(t, i, s, e, v, p, m, a, h) RETURNING transaction_id, global_position) \
+         AS u(t, i, s, e, v, p, m, a, h) \
+         WHERE (SELECT assert_current($16, $17, $18, $19, $20, $21, $22, $23)) \
+         RETURNING transaction_id, global_position) \
          SELECT transaction_id::text::bigint, max(global_position) FROM written GROUP BY transaction_id",
     )
     .bind(&rows.aggregate_type)
@@ -188,11 +210,15 @@ async fn insert(conn: &mut PgConnection, rows: &Rows, contacts: &NewContacts) ->
     .bind(&contacts.identity_hash)
     .bind(&contacts.identity_account)
     .bind(&contacts.identity_inbox)
-    .bind(&contacts.identity_contact)
-    .fetch_one(&mut *conn)
-    .await
-    // Another writer got the stream's sequence or the contact's identity first.
-    .map_err(|e| unique_violation(e, "", StoreError::Conflict))?;
+    .bind(&contacts.identity_contact);
+    let row = guard
+        .bind(query)
+        .fetch_one(&mut *conn)
+        .await
+        // Another writer got the stream's sequence or the contact's identity first.
+        .map_err(|e| unique_violation(e, "", StoreError::Conflict))?;
+    let (transaction_id, global_position): (i64, i64) =
+        (row.try_get(0).context("transaction id")?, row.try_get(1).context("position")?);
     // Every row shares the transaction: its last position covers every unit.
     Ok(FeedPosition { transaction_id, global_position })
 }

@@ -62,7 +62,9 @@ impl Commands {
     ) -> Result<Received, CommandError> {
         check_source_id("contact sourceId", &message.contact_source_id)?;
         check_source_id("sourceId", &message.source_id)?;
-        self.inbox(context, message.inbox_id).await?;
+        // Only that the inbox is the account's, which never changes: not a read to assert.
+        let inbox = self.store().peek::<domain::inbox::Inbox>(&message.inbox_id.to_string()).await?.state;
+        crate::inbox::in_account(context, inbox.account_id())?;
         let keyring = self.store().keyring();
         let RouteKeys { identity_hash, route_id } =
             RouteKeys::new(keyring, message.inbox_id, &message.contact_source_id);

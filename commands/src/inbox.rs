@@ -30,7 +30,7 @@ impl Commands {
 
     /// The inbox's state, if it exists in the context's account.
     pub async fn inbox(&self, context: &CommandContext, inbox_id: Uuid) -> Result<Inbox, CommandError> {
-        let inbox = self.store().load::<Inbox>(&inbox_id.to_string()).await?.state;
+        let inbox = self.store().load::<Inbox>(context, &inbox_id.to_string()).await?.state;
         in_account(context, inbox.account_id())?;
         Ok(inbox)
     }
@@ -56,7 +56,7 @@ impl Commands {
         inbox_id: Uuid,
         user_id: Uuid,
     ) -> Result<Written, CommandError> {
-        let account = self.account(context.account_id).await?;
+        let account = self.account(context).await?;
         if account.member(UserId(user_id)).is_none() {
             return Err(DomainError::NotFound("agent").into());
         }

@@ -16,6 +16,7 @@ pub mod context;
 pub mod conversation;
 pub mod erasure;
 mod group_commit;
+mod guard;
 pub mod inbound;
 pub mod inbox;
 pub mod label;
@@ -37,6 +38,10 @@ pub enum CommandError {
     /// Still conflicting after retries with fresh state.
     #[error("the conversation was changed concurrently; try again")]
     Conflict,
+    /// What the decision read moved on before it could commit; nothing was written.
+    /// The context says why (`Reads::stale`): its caller decides again.
+    #[error("what this change was decided on has just changed; try again")]
+    Stale,
     /// Unknown e-mail, wrong password, or an unusable invitation: one answer for all,
     /// so a caller cannot probe which.
     #[error("the e-mail or password is not right")]
@@ -49,6 +54,7 @@ impl From<StoreError> for CommandError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict => CommandError::Conflict,
+            StoreError::Stale(_) => CommandError::Stale,
             StoreError::Duplicate(what) => CommandError::Domain(DomainError::AlreadyExists(what)),
             StoreError::Erased => CommandError::Domain(DomainError::invalid(
                 "the contact of this conversation has been erased; their next message starts a new one",
@@ -113,14 +119,19 @@ impl Commands {
             let command = match command(&stream.state) {
                 Ok(command) => command,
                 Err(refused) => {
+                    self.store.confirm(context, Some(stream.head())).await?;
                     self.store.keep(stream);
                     return Err(refused);
                 }
             };
+            let head = stream.head();
             let events = match decide(&mut stream, command).await {
                 Ok(events) => events,
                 // `handle` may have changed the state before it refused: replay next time.
-                Err(refused) => return Err(refused.into()),
+                Err(refused) => {
+                    self.store.confirm(context, Some(head)).await?;
+                    return Err(refused.into());
+                }
             };
             let mut work = UnitOfWork::new(context);
             let wrote_events = !events.is_empty();

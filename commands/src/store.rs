@@ -25,8 +25,9 @@ use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use crate::cache::AggregateCache;
-use crate::context::CommandContext;
+use crate::context::{CommandContext, Head, Staleness};
 use crate::group_commit::GroupCommitter;
+use crate::guard::Guard;
 use crate::numbering::Numbering;
 
 /// Why an append failed.
@@ -41,6 +42,10 @@ pub enum StoreError {
     /// Personal data of an erased contact cannot be written: their key is gone.
     #[error("the contact has been erased")]
     Erased,
+    /// What the decision read (another stream, or the caller's access) has moved on
+    /// since: the caller decides again on current state.
+    #[error("the state this decision was made on has changed")]
+    Stale(Staleness),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -59,6 +64,10 @@ impl<A: Aggregate> Loaded<A> {
     /// conflicts on its first sequence.
     pub fn new_stream(id: impl Into<String>) -> Self {
         Self { id: id.into(), state: A::default(), version: 0, last_hash: None }
+    }
+
+    pub fn head(&self) -> Head {
+        Head { aggregate_type: A::TYPE, id: self.id.clone(), version: self.version }
     }
 }
 
@@ -186,17 +195,18 @@ impl TokenKind {
 }
 
 impl SideWrite {
-    /// Whether the write changes who may do what: cached principals must be dropped.
-    fn changes_access(&self) -> bool {
-        matches!(
-            self,
-            SideWrite::SetPassword { .. }
-                | SideWrite::RevokeAccessToken { .. }
-                | SideWrite::EndSessions { .. }
-                | SideWrite::Membership { .. }
-                | SideWrite::MembershipEnded { .. }
-                | SideWrite::InboxMembership { .. }
-        )
+    /// The user whose access (credentials, role, memberships) the write changes:
+    /// their access version moves on with it, and cached principals are dropped.
+    fn changes_access_of(&self) -> Option<Uuid> {
+        match self {
+            SideWrite::SetPassword { user, .. }
+            | SideWrite::RevokeAccessToken { user, .. }
+            | SideWrite::EndSessions { user, .. }
+            | SideWrite::Membership { user, .. }
+            | SideWrite::MembershipEnded { user, .. }
+            | SideWrite::InboxMembership { user, .. } => Some(*user),
+            _ => None,
+        }
     }
 }
 
@@ -352,14 +362,62 @@ impl EventStore {
         self.locks.lock(A::TYPE, id).await
     }
 
-    /// A stream's current state, to read (a copy of the cached one, or replayed).
-    pub async fn load<A: Aggregate + Clone + 'static>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
+    /// A stream's state, to read for a decision (a copy of the cached one, or
+    /// replayed). The version seen is recorded in the context: the commit asserts it
+    /// is still the stream's head.
+    pub async fn load<A: Aggregate + Clone + 'static>(
+        &self,
+        context: &CommandContext,
+        id: &str,
+    ) -> Result<Loaded<A>, StoreError> {
+        let stream = self.peek::<A>(id).await?;
+        context.reads.record(A::TYPE, id, stream.version);
+        Ok(stream)
+    }
+
+    /// A stream's state for what never changes of it (its account, a conversation's
+    /// inbox): not recorded, so a decision on it is never stale.
+    pub async fn peek<A: Aggregate + Clone + 'static>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
         if let Some(stream) = self.cache.copy::<Loaded<A>>(A::TYPE, id) {
             return Ok(stream);
         }
         let stream = self.replay::<A>(id).await?;
         self.cache.put(A::TYPE, id, stream.version, stream.clone());
         Ok(stream)
+    }
+
+    /// Whether what `context` read and was authorized with, and `decided_on` (a stream
+    /// the command leaves as it is), are still current: before a refusal is answered,
+    /// since a refusal is a decision too.
+    pub async fn confirm(&self, context: &CommandContext, decided_on: Option<Head>) -> Result<(), StoreError> {
+        let mut guard = Guard::of(context, &[]);
+        if let Some(head) = &decided_on {
+            guard.unchanged(head);
+        }
+        if guard.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
+        let checked = guard.check(&mut conn).await;
+        if let Err(error) = &checked {
+            self.forget(context, error);
+        }
+        checked
+    }
+
+    /// After a commit or check refused as stale or conflicting: the streams the
+    /// decision read leave the cache (the next read replays them), and the context
+    /// says why, so its caller decides again.
+    fn forget(&self, context: &CommandContext, error: &StoreError) {
+        if !matches!(error, StoreError::Stale(_) | StoreError::Conflict) {
+            return;
+        }
+        if let StoreError::Stale(why) = error {
+            context.reads.mark_stale(*why);
+        }
+        for head in context.reads.heads() {
+            self.cache.evict(head.aggregate_type, &head.id);
+        }
     }
 
     /// A stream to decide on and append to: taken from the cache (no copy) or
@@ -452,13 +510,36 @@ impl EventStore {
     /// to the group committer, which appends concurrent units in one transaction.
     #[tracing::instrument(skip_all, fields(streams = work.appends.len()))]
     pub async fn commit(&self, work: UnitOfWork<'_>) -> Result<Option<FeedPosition>, StoreError> {
+        let context = work.context;
+        let appended: Vec<Head> = work
+            .appends
+            .iter()
+            .filter(|a| !a.events.is_empty())
+            .map(|a| Head { aggregate_type: a.aggregate_type, id: a.aggregate_id.clone(), version: a.version })
+            .collect();
+        let mut guard = Guard::of(context, &appended);
+        for append in work.appends.iter().filter(|a| a.events.is_empty()) {
+            guard.unchanged(&Head {
+                aggregate_type: append.aggregate_type,
+                id: append.aggregate_id.clone(),
+                version: append.version,
+            });
+        }
         if work.writes_nothing() {
+            // Nothing to append is an answer too: given only once the state it was
+            // decided on is known to be current. A stale stream is not put back.
+            if !guard.is_empty() {
+                let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
+                if let Err(error) = guard.check(&mut conn).await {
+                    self.forget(context, &error);
+                    return Err(error);
+                }
+            }
             for append in work.appends {
                 (append.keep)(&self.cache, append.version, append.last_hash);
             }
             return Ok(None);
         }
-        let context = work.context;
         let mut rows = Rows::default();
         let mut heads = Vec::with_capacity(work.appends.len());
         for append in work.appends {
@@ -499,8 +580,14 @@ impl EventStore {
             }
             heads.push((append.keep, version, previous));
         }
-        let changes_access = work.side_writes.iter().any(SideWrite::changes_access);
-        let position = self.committer.write(rows, work.side_writes).await?;
+        let changes_access = work.side_writes.iter().any(|w| w.changes_access_of().is_some());
+        let position = match self.committer.write(rows, work.side_writes, guard).await {
+            Ok(position) => position,
+            Err(error) => {
+                self.forget(context, &error);
+                return Err(error);
+            }
+        };
         for (keep, version, hash) in heads {
             keep(&self.cache, version, hash);
         }
@@ -756,6 +843,18 @@ pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideW
                 .await
         }
     };
+    let result = match (result, write.changes_access_of()) {
+        (Ok(_), Some(user)) => {
+            sqlx::query(
+                "INSERT INTO access_versions (user_id, version) VALUES ($1, 1) \
+                 ON CONFLICT (user_id) DO UPDATE SET version = access_versions.version + 1",
+            )
+            .bind(user)
+            .execute(&mut **tx)
+            .await
+        }
+        (result, _) => result,
+    };
     result.map(|_| ()).map_err(|e| match write {
         SideWrite::Credentials { .. } => {
             unique_violation(e, "user_credentials_email_key", StoreError::Duplicate("a user with this e-mail"))
@@ -766,6 +865,9 @@ pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideW
 
 /// Maps a unique violation on `constraint` (any, if empty) to `as_error`.
 pub(crate) fn unique_violation(error: sqlx::Error, constraint: &str, as_error: StoreError) -> StoreError {
+    if let Some(stale) = crate::guard::violation(&error) {
+        return stale;
+    }
     match &error {
         sqlx::Error::Database(db)
             if db.code().as_deref() == Some("23505")

@@ -28,7 +28,7 @@ impl Commands {
         team_id: Uuid,
         user_id: Uuid,
     ) -> Result<Written, CommandError> {
-        let account = self.account(context.account_id).await?;
+        let account = self.account(context).await?;
         if account.member(UserId(user_id)).is_none() {
             return Err(DomainError::NotFound("agent").into());
         }
@@ -43,7 +43,7 @@ impl Commands {
 
     /// The team, if it exists in the context's account.
     pub async fn team(&self, context: &CommandContext, team_id: Uuid) -> Result<Team, CommandError> {
-        let team = self.store().load::<Team>(&team_id.to_string()).await?.state;
+        let team = self.store().load::<Team>(context, &team_id.to_string()).await?.state;
         team_in_account(context, &team)?;
         Ok(team)
     }

@@ -2,6 +2,7 @@
 
 mod access;
 mod access_matrix;
+mod across_processes;
 mod auth;
 mod concurrency;
 mod conversation_flow;

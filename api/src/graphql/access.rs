@@ -11,7 +11,7 @@ use projections::feed::{read_audit_after, AuditScope};
 use uuid::Uuid;
 
 use super::types::{connection, Agent, Event, Role};
-use super::{acting, authorize_conversation, feed_cursor, page_size, parse_id, principal, state};
+use super::{acting, authorize_conversation, feed_cursor, mutate, page_size, parse_id, principal, state, Acting};
 use crate::error::ApiError;
 use crate::policy::Action;
 use crate::rate_limit::{CREDENTIAL_FAILURES, LOGIN_FAILURES, TOKENS_ISSUED};
@@ -283,58 +283,79 @@ impl AccessMutation {
 
     /// Ends the session the request came with.
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
-        let (principal, state, context) = acting(ctx)?;
-        if principal.credential != TokenKind::Session {
-            return Err(ApiError::bad_input("logout ends a session; revoke an API token with revokeApiToken").into());
-        }
-        state.commands.sign_out(&context, principal.credential_id).await.map_err(ApiError::from)?;
-        Ok(true)
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            if principal.credential != TokenKind::Session {
+                return Err(
+                    ApiError::bad_input("logout ends a session; revoke an API token with revokeApiToken").into()
+                );
+            }
+            state.commands.sign_out(&context, principal.credential_id).await.map_err(ApiError::from)?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Changes the caller's password; every other session of theirs ends.
     async fn change_password(&self, ctx: &Context<'_>, input: ChangePasswordInput) -> Result<bool> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageOwnCredentials)?;
-        let key = principal.user_id.to_string();
-        let kept = (principal.credential == TokenKind::Session).then_some(principal.credential_id);
-        let change = state.commands.change_password(&context, &input.current_password, &input.new_password, kept);
-        state.rate_limiter.guard(CREDENTIAL_FAILURES, &key, change).await?;
-        Ok(true)
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageOwnCredentials)?;
+            let key = principal.user_id.to_string();
+            let kept = (principal.credential == TokenKind::Session).then_some(principal.credential_id);
+            let change = state.commands.change_password(&context, &input.current_password, &input.new_password, kept);
+            state.rate_limiter.guard(CREDENTIAL_FAILURES, &key, change).await?;
+            Ok(true)
+        })
+        .await
     }
 
     /// A personal API token for the caller, in the account they act in.
     async fn create_api_token(&self, ctx: &Context<'_>, input: CreateApiTokenInput) -> Result<ApiToken> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageOwnCredentials)?;
-        let key = format!("{}|{}", principal.user_id, client(ctx));
-        state.rate_limiter.check(TOKENS_ISSUED, &key).await?;
-        state.rate_limiter.record(TOKENS_ISSUED, &key).await?;
-        let (issued, _) = state.commands.issue_api_token(&context, &input.name).await.map_err(ApiError::from)?;
-        Ok(ApiToken { id: ID(issued.token_id.to_string()), token: issued.token })
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageOwnCredentials)?;
+            let key = format!("{}|{}", principal.user_id, client(ctx));
+            state.rate_limiter.check(TOKENS_ISSUED, &key).await?;
+            state.rate_limiter.record(TOKENS_ISSUED, &key).await?;
+            let (issued, _) = state.commands.issue_api_token(&context, &input.name).await.map_err(ApiError::from)?;
+            Ok(ApiToken { id: ID(issued.token_id.to_string()), token: issued.token })
+        })
+        .await
     }
 
     async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageOwnCredentials)?;
-        let id = parse_id(&id, "API token")?;
-        state.commands.revoke_api_token(&context, id).await.map_err(ApiError::from)?;
-        Ok(true)
+        let id = &id;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageOwnCredentials)?;
+            let id = parse_id(id, "API token")?;
+            state.commands.revoke_api_token(&context, id).await.map_err(ApiError::from)?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Adds an agent to the account, with a password or invited to set one.
     async fn create_agent(&self, ctx: &Context<'_>, input: CreateAgentInput) -> Result<CreatedAgent> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let agent = NewAgent {
-            email: input.email,
-            name: input.name,
-            role: input.role.into(),
-            custom_role: input.custom_role_id.as_ref().map(|id| parse_id(id, "custom role")).transpose()?,
-            password: input.password,
-        };
-        let (created, written) = state.commands.create_agent(&context, agent).await.map_err(ApiError::from)?;
-        state.settle(written, &["directory"]).await;
-        Ok(CreatedAgent { id: ID(created.user_id.to_string()), invitation_token: created.invitation })
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let agent = NewAgent {
+                email: input.email.clone(),
+                name: input.name.clone(),
+                role: input.role.into(),
+                custom_role: input.custom_role_id.as_ref().map(|id| parse_id(id, "custom role")).transpose()?,
+                password: input.password.clone(),
+            };
+            let (created, written) = state.commands.create_agent(&context, agent).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            Ok(CreatedAgent { id: ID(created.user_id.to_string()), invitation_token: created.invitation })
+        })
+        .await
     }
 
     /// An invited agent sets their password, and is signed in.
@@ -347,46 +368,66 @@ impl AccessMutation {
     }
 
     async fn set_agent_role(&self, ctx: &Context<'_>, input: SetAgentRoleInput) -> Result<Agent> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let user = parse_id(&input.user_id, "agent")?;
-        let custom_role = input.custom_role_id.as_ref().map(|id| parse_id(id, "custom role")).transpose()?;
-        let written =
-            state.commands.change_role(&context, user, input.role.into(), custom_role).await.map_err(ApiError::from)?;
-        state.settle(written, &["directory"]).await;
-        let row = directory::agent(&state.pool, principal.account_id, user).await.map_err(ApiError::from)?;
-        Ok(Agent(row.ok_or_else(|| ApiError::not_found("agent"))?))
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let user = parse_id(&input.user_id, "agent")?;
+            let custom_role = input.custom_role_id.as_ref().map(|id| parse_id(id, "custom role")).transpose()?;
+            let written = state
+                .commands
+                .change_role(&context, user, input.role.into(), custom_role)
+                .await
+                .map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            let row = directory::agent(&state.pool, principal.account_id, user).await.map_err(ApiError::from)?;
+            Ok(Agent(row.ok_or_else(|| ApiError::not_found("agent"))?))
+        })
+        .await
     }
 
     /// Removes an agent from the account and its inboxes; their credentials for it stop working.
     async fn remove_agent(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let user = parse_id(&user_id, "agent")?;
-        state.commands.remove_agent(&context, user).await.map_err(ApiError::from)?;
-        Ok(true)
+        let user_id = &user_id;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let user = parse_id(user_id, "agent")?;
+            state.commands.remove_agent(&context, user).await.map_err(ApiError::from)?;
+            Ok(true)
+        })
+        .await
     }
 
     /// The right to be forgotten: shreds the contact's key, so their details and the
     /// text of their conversations read as erased everywhere, replays included; the
     /// conversations, their metrics and the history's hash chain remain.
     async fn erase_contact(&self, ctx: &Context<'_>, input: EraseContactInput) -> Result<bool> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::EraseContacts)?;
-        let contact = parse_id(&input.contact_id, "contact")?;
-        let written = state.commands.erase_contact(&context, contact, &input.reason).await.map_err(ApiError::from)?;
-        state.settle(written, &["directory", "inbox_list", "timeline"]).await;
-        Ok(true)
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::EraseContacts)?;
+            let contact = parse_id(&input.contact_id, "contact")?;
+            let written =
+                state.commands.erase_contact(&context, contact, &input.reason).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory", "inbox_list", "timeline"]).await;
+            Ok(true)
+        })
+        .await
     }
 
     async fn create_custom_role(&self, ctx: &Context<'_>, input: CreateCustomRoleInput) -> Result<CustomRole> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let permissions: Vec<values::Permission> = input.permissions.iter().copied().map(Into::into).collect();
-        let (id, _) =
-            state.commands.create_custom_role(&context, &input.name, permissions).await.map_err(ApiError::from)?;
-        let roles = custom_roles(&state.pool, principal.account_id).await?;
-        let role = roles.into_iter().find(|r| r.id.as_str() == id.to_string());
-        Ok(role.ok_or_else(|| ApiError::internal(anyhow::anyhow!("custom role {id} not stored")))?)
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let permissions: Vec<values::Permission> = input.permissions.iter().copied().map(Into::into).collect();
+            let (id, _) =
+                state.commands.create_custom_role(&context, &input.name, permissions).await.map_err(ApiError::from)?;
+            let roles = custom_roles(&state.pool, principal.account_id).await?;
+            let role = roles.into_iter().find(|r| r.id.as_str() == id.to_string());
+            Ok(role.ok_or_else(|| ApiError::internal(anyhow::anyhow!("custom role {id} not stored")))?)
+        })
+        .await
     }
 }

@@ -7,7 +7,8 @@ use crate::auth::{Auth, Principal};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::{AppState, RequestId};
-use commands::context::CommandContext;
+use commands::context::{CommandContext, Staleness};
+use commands::store::StoreError;
 use projections::feed::FeedPosition;
 
 mod access;
@@ -69,6 +70,54 @@ pub fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal, ApiError> {
     ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.principal()
 }
 
+/// How many times a mutation decides again when what it decided on (a stream it read,
+/// the caller's access) moved on before it committed.
+const DECISION_ATTEMPTS: usize = 4;
+
+/// One attempt at a mutation: the caller as currently known, and a fresh context.
+pub struct Acting {
+    pub principal: Principal,
+    pub state: AppState,
+    pub context: CommandContext,
+}
+
+/// Runs a mutation's `body` so that its answer stands on current state: when the
+/// commit (or, for a refusal, a check) finds that something the body read moved on
+/// meanwhile, the body runs again, from fresh state, with the principal resolved
+/// again if it was the caller's access that changed. The body's writes are all or
+/// nothing per attempt: a stale attempt wrote nothing.
+pub async fn mutate<T, F, Fut>(ctx: &Context<'_>, body: F) -> async_graphql::Result<T>
+where
+    F: Fn(Acting) -> Fut,
+    Fut: std::future::Future<Output = async_graphql::Result<T>>,
+{
+    let state = state(ctx)?;
+    let mut auth = ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.clone();
+    let request = ctx.data::<RequestId>().copied().unwrap_or(RequestId(Uuid::now_v7()));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let principal = auth.principal()?.clone();
+        let context = state.context(&principal, request);
+        let result = body(Acting { principal, state: state.clone(), context: context.clone() }).await;
+        if result.is_ok() || attempt == DECISION_ATTEMPTS {
+            return result;
+        }
+        let stale = match context.reads.stale() {
+            Some(why) => why,
+            // A refusal is a decision too: it stands only if what it read is current.
+            None => match state.commands.store().confirm(&context, None).await {
+                Err(StoreError::Stale(why)) => why,
+                _ => return result,
+            },
+        };
+        tracing::debug!(attempt, ?stale, "a decision's state moved on before commit; deciding again");
+        if stale == Staleness::Access {
+            auth = state.authenticator.reauthenticate(&auth).await?;
+        }
+    }
+}
+
 /// The caller, the shared state and a command context for this request.
 pub fn acting<'a>(ctx: &Context<'a>) -> Result<(&'a Principal, &'a AppState, CommandContext), ApiError> {
     let (principal, state) = (principal(ctx)?, state(ctx)?);
@@ -88,7 +137,13 @@ pub async fn authorize_conversation(
     context: &CommandContext,
     id: Uuid,
 ) -> Result<(), ApiError> {
-    let conversation = state.commands.conversation(context, id).await?;
+    // Which inbox it is in never changes; whom it is assigned to does, and matters
+    // only when the principal's role narrows by it.
+    let conversation = if principal.sees_by_assignee() {
+        state.commands.conversation(context, id).await?
+    } else {
+        state.commands.conversation_placement(context, id).await?
+    };
     let inbox = conversation.inbox_id().ok_or_else(|| ApiError::not_found("conversation"))?;
     principal.require_conversation(inbox.as_uuid(), conversation.assignee().map(|u| u.as_uuid()))
 }

@@ -12,7 +12,7 @@ use projections::{directory, timeline};
 use uuid::Uuid;
 
 use super::types::*;
-use super::{acting, authorize_conversation, parse_id};
+use super::{authorize_conversation, mutate, parse_id, Acting};
 use crate::error::ApiError;
 use crate::policy::Action;
 use crate::state::AppState;
@@ -164,24 +164,35 @@ fn parse_phone(phone: &str) -> Result<String, ApiError> {
 #[Object]
 impl Mutation {
     async fn create_inbox(&self, ctx: &Context<'_>, input: CreateInboxInput) -> Result<Inbox> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let (id, written) =
-            state.commands.create_inbox(&context, &input.name, input.channel.into()).await.map_err(ApiError::from)?;
-        state.settle(written, &["directory"]).await;
-        let row = directory::inbox(&state.pool, principal.account_id, id).await.map_err(ApiError::from)?;
-        Ok(Inbox(row.ok_or_else(|| ApiError::internal(anyhow::anyhow!("inbox {id} not projected")))?))
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let (id, written) = state
+                .commands
+                .create_inbox(&context, &input.name, input.channel.into())
+                .await
+                .map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            let row = directory::inbox(&state.pool, principal.account_id, id).await.map_err(ApiError::from)?;
+            Ok(Inbox(row.ok_or_else(|| ApiError::internal(anyhow::anyhow!("inbox {id} not projected")))?))
+        })
+        .await
     }
 
     /// Changes an inbox's settings (its name); an audited administrative change.
     async fn update_inbox(&self, ctx: &Context<'_>, input: UpdateInboxInput) -> Result<Inbox> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let inbox = parse_id(&input.inbox_id, "inbox")?;
-        let written = state.commands.rename_inbox(&context, inbox, &input.name).await.map_err(ApiError::from)?;
-        state.settle(written, &["directory"]).await;
-        let row = directory::inbox(&state.pool, principal.account_id, inbox).await.map_err(ApiError::from)?;
-        Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let inbox = parse_id(&input.inbox_id, "inbox")?;
+            let written = state.commands.rename_inbox(&context, inbox, &input.name).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            let row = directory::inbox(&state.pool, principal.account_id, inbox).await.map_err(ApiError::from)?;
+            Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
+        })
+        .await
     }
 
     async fn add_inbox_member(&self, ctx: &Context<'_>, input: InboxMemberInput) -> Result<Inbox> {
@@ -194,78 +205,90 @@ impl Mutation {
 
     /// The API channel's inbound path: a contact's message arrives in an inbox.
     async fn receive_message(&self, ctx: &Context<'_>, input: ReceiveMessageInput) -> Result<Message> {
-        let (principal, state, context) = acting(ctx)?;
-        let inbox_id = parse_id(&input.inbox_id, "inbox")?;
-        principal.require_inbox(inbox_id)?;
-        let message = InboundMessage {
-            inbox_id,
-            contact_source_id: input.contact.source_id.clone(),
-            contact: contact_details(&input.contact)?,
-            source_id: input.source_id,
-            content: MessageContent::parse(input.content.clone()).map_err(ApiError::from)?,
-        };
-        let mut received = state.commands.receive_message(&context, message).await.map_err(ApiError::from)?;
-        let account = principal.account_id;
-        if received.duplicate {
-            // The original, as it was received: committed before this delivery looked,
-            // so projected once the projectors reach the head of the log.
-            let head = state.engine.head().await.map_err(ApiError::internal)?;
-            received.written = Written { position: Some(head) };
-            state.settle(received.written, &["timeline"]).await;
-            let row = timeline::message(&state.pool, account, received.message_id).await.map_err(ApiError::from)?;
-            let row = row.ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("message {} is not projected", received.message_id))
-            })?;
-            return Ok(Message::written(row, account, received.written));
-        }
-        let row = timeline::MessageRow {
-            message_id: received.message_id,
-            conversation_id: received.conversation_id,
-            seq: 0,
-            message_type: values::MessageType::Incoming.as_str().into(),
-            private: false,
-            content: Some(input.content),
-            sender: format!("contact:{}", received.contact_id),
-            created_at: context.at,
-        };
-        Ok(Message::written(row, account, received.written))
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            let inbox_id = parse_id(&input.inbox_id, "inbox")?;
+            principal.require_inbox(inbox_id)?;
+            let message = InboundMessage {
+                inbox_id,
+                contact_source_id: input.contact.source_id.clone(),
+                contact: contact_details(&input.contact)?,
+                source_id: input.source_id.clone(),
+                content: MessageContent::parse(input.content.clone()).map_err(ApiError::from)?,
+            };
+            let mut received = state.commands.receive_message(&context, message).await.map_err(ApiError::from)?;
+            let account = principal.account_id;
+            if received.duplicate {
+                // The original, as it was received: committed before this delivery looked,
+                // so projected once the projectors reach the head of the log.
+                let head = state.engine.head().await.map_err(ApiError::internal)?;
+                received.written = Written { position: Some(head) };
+                state.settle(received.written, &["timeline"]).await;
+                let row = timeline::message(&state.pool, account, received.message_id).await.map_err(ApiError::from)?;
+                let row = row.ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("message {} is not projected", received.message_id))
+                })?;
+                return Ok(Message::written(row, account, received.written));
+            }
+            let row = timeline::MessageRow {
+                message_id: received.message_id,
+                conversation_id: received.conversation_id,
+                seq: 0,
+                message_type: values::MessageType::Incoming.as_str().into(),
+                private: false,
+                content: Some(input.content.clone()),
+                sender: format!("contact:{}", received.contact_id),
+                created_at: context.at,
+            };
+            Ok(Message::written(row, account, received.written))
+        })
+        .await
     }
 
     /// An agent's reply, or a private note.
     async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
-        let (principal, state, context) = acting(ctx)?;
-        let conversation = parse_id(&input.conversation_id, "conversation")?;
-        let content = MessageContent::parse(input.content).map_err(ApiError::from)?;
-        authorize_conversation(principal, state, &context, conversation).await?;
-        let private = input.private.unwrap_or(false);
-        let (id, written) = state
-            .commands
-            .send_message(&context, conversation, content.clone(), private)
-            .await
-            .map_err(ApiError::from)?;
-        let row = timeline::MessageRow {
-            message_id: id,
-            conversation_id: conversation,
-            seq: 0,
-            message_type: values::MessageType::Outgoing.as_str().into(),
-            private,
-            content: Some(content.into_inner()),
-            sender: format!("user:{}", principal.user_id),
-            created_at: context.at,
-        };
-        Ok(Message::written(row, principal.account_id, written))
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            let conversation = parse_id(&input.conversation_id, "conversation")?;
+            let content = MessageContent::parse(input.content.clone()).map_err(ApiError::from)?;
+            authorize_conversation(principal, state, &context, conversation).await?;
+            let private = input.private.unwrap_or(false);
+            let (id, written) = state
+                .commands
+                .send_message(&context, conversation, content.clone(), private)
+                .await
+                .map_err(ApiError::from)?;
+            let row = timeline::MessageRow {
+                message_id: id,
+                conversation_id: conversation,
+                seq: 0,
+                message_type: values::MessageType::Outgoing.as_str().into(),
+                private,
+                content: Some(content.into_inner()),
+                sender: format!("user:{}", principal.user_id),
+                created_at: context.at,
+            };
+            Ok(Message::written(row, principal.account_id, written))
+        })
+        .await
     }
 
     async fn assign_conversation(&self, ctx: &Context<'_>, input: AssignConversationInput) -> Result<Conversation> {
-        let (principal, state, context) = acting(ctx)?;
-        let id = parse_id(&input.conversation_id, "conversation")?;
-        authorize_conversation(principal, state, &context, id).await?;
-        let change = Assignment {
-            assignee: optional_id(&input.assignee_id, "agent")?,
-            team: optional_id(&input.team_id, "team")?,
-        };
-        let written = state.commands.assign(&context, id, change).await.map_err(ApiError::from)?;
-        Ok(settled(state, id, principal.account_id, written).await)
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            let id = parse_id(&input.conversation_id, "conversation")?;
+            authorize_conversation(principal, state, &context, id).await?;
+            let change = Assignment {
+                assignee: optional_id(&input.assignee_id, "agent")?,
+                team: optional_id(&input.team_id, "team")?,
+            };
+            let written = state.commands.assign(&context, id, change).await.map_err(ApiError::from)?;
+            Ok(settled(state, id, principal.account_id, written).await)
+        })
+        .await
     }
 
     async fn set_conversation_status(
@@ -273,15 +296,19 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationStatusInput,
     ) -> Result<Conversation> {
-        let (principal, state, context) = acting(ctx)?;
-        let id = parse_id(&input.conversation_id, "conversation")?;
-        authorize_conversation(principal, state, &context, id).await?;
-        let written = state
-            .commands
-            .set_status(&context, id, input.status.into(), input.snoozed_until)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(settled(state, id, principal.account_id, written).await)
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            let id = parse_id(&input.conversation_id, "conversation")?;
+            authorize_conversation(principal, state, &context, id).await?;
+            let written = state
+                .commands
+                .set_status(&context, id, input.status.into(), input.snoozed_until)
+                .await
+                .map_err(ApiError::from)?;
+            Ok(settled(state, id, principal.account_id, written).await)
+        })
+        .await
     }
 
     async fn set_conversation_priority(
@@ -289,11 +316,16 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationPriorityInput,
     ) -> Result<Conversation> {
-        let (principal, state, context) = acting(ctx)?;
-        let id = parse_id(&input.conversation_id, "conversation")?;
-        authorize_conversation(principal, state, &context, id).await?;
-        let written = state.commands.set_priority(&context, id, input.priority.into()).await.map_err(ApiError::from)?;
-        Ok(settled(state, id, principal.account_id, written).await)
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            let id = parse_id(&input.conversation_id, "conversation")?;
+            authorize_conversation(principal, state, &context, id).await?;
+            let written =
+                state.commands.set_priority(&context, id, input.priority.into()).await.map_err(ApiError::from)?;
+            Ok(settled(state, id, principal.account_id, written).await)
+        })
+        .await
     }
 
     async fn set_conversation_labels(
@@ -301,11 +333,15 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationLabelsInput,
     ) -> Result<Conversation> {
-        let (principal, state, context) = acting(ctx)?;
-        let id = parse_id(&input.conversation_id, "conversation")?;
-        authorize_conversation(principal, state, &context, id).await?;
-        let written = state.commands.set_labels(&context, id, &input.labels).await.map_err(ApiError::from)?;
-        Ok(settled(state, id, principal.account_id, written).await)
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            let id = parse_id(&input.conversation_id, "conversation")?;
+            authorize_conversation(principal, state, &context, id).await?;
+            let written = state.commands.set_labels(&context, id, &input.labels).await.map_err(ApiError::from)?;
+            Ok(settled(state, id, principal.account_id, written).await)
+        })
+        .await
     }
 
     async fn set_conversation_muted(
@@ -313,11 +349,15 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationMutedInput,
     ) -> Result<Conversation> {
-        let (principal, state, context) = acting(ctx)?;
-        let id = parse_id(&input.conversation_id, "conversation")?;
-        authorize_conversation(principal, state, &context, id).await?;
-        let written = state.commands.set_muted(&context, id, input.muted).await.map_err(ApiError::from)?;
-        Ok(settled(state, id, principal.account_id, written).await)
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            let id = parse_id(&input.conversation_id, "conversation")?;
+            authorize_conversation(principal, state, &context, id).await?;
+            let written = state.commands.set_muted(&context, id, input.muted).await.map_err(ApiError::from)?;
+            Ok(settled(state, id, principal.account_id, written).await)
+        })
+        .await
     }
 
     async fn set_conversation_custom_attributes(
@@ -325,59 +365,83 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationCustomAttributesInput,
     ) -> Result<Conversation> {
-        let (principal, state, context) = acting(ctx)?;
-        let id = parse_id(&input.conversation_id, "conversation")?;
-        authorize_conversation(principal, state, &context, id).await?;
-        let written =
-            state.commands.set_custom_attributes(&context, id, input.attributes.0).await.map_err(ApiError::from)?;
-        Ok(settled(state, id, principal.account_id, written).await)
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            let id = parse_id(&input.conversation_id, "conversation")?;
+            authorize_conversation(principal, state, &context, id).await?;
+            let written = state
+                .commands
+                .set_custom_attributes(&context, id, input.attributes.0.clone())
+                .await
+                .map_err(ApiError::from)?;
+            Ok(settled(state, id, principal.account_id, written).await)
+        })
+        .await
     }
 
     async fn create_team(&self, ctx: &Context<'_>, input: CreateTeamInput) -> Result<Team> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let (id, written) = state.commands.create_team(&context, &input.name).await.map_err(ApiError::from)?;
-        state.settle(written, &["directory"]).await;
-        self.team_view(state, principal.account_id, id).await
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let (id, written) = state.commands.create_team(&context, &input.name).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            self.team_view(state, principal.account_id, id).await
+        })
+        .await
     }
 
     async fn add_team_member(&self, ctx: &Context<'_>, input: TeamMemberInput) -> Result<Team> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let team = parse_id(&input.team_id, "team")?;
-        let user = parse_id(&input.user_id, "agent")?;
-        let written = state.commands.add_team_member(&context, team, user).await.map_err(ApiError::from)?;
-        state.settle(written, &["directory"]).await;
-        self.team_view(state, principal.account_id, team).await
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let team = parse_id(&input.team_id, "team")?;
+            let user = parse_id(&input.user_id, "agent")?;
+            let written = state.commands.add_team_member(&context, team, user).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            self.team_view(state, principal.account_id, team).await
+        })
+        .await
     }
 
     async fn create_label(&self, ctx: &Context<'_>, input: CreateLabelInput) -> Result<Label> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let (id, written) =
-            state.commands.create_label(&context, &input.title, &input.color).await.map_err(ApiError::from)?;
-        state.settle(written, &["directory"]).await;
-        let labels = directory::labels(&state.pool, principal.account_id).await.map_err(ApiError::from)?;
-        let label = labels.into_iter().find(|l| l.label_id == id);
-        Ok(Label(label.ok_or_else(|| ApiError::internal(anyhow::anyhow!("label {id} not projected")))?))
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let (id, written) =
+                state.commands.create_label(&context, &input.title, &input.color).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            let labels = directory::labels(&state.pool, principal.account_id).await.map_err(ApiError::from)?;
+            let label = labels.into_iter().find(|l| l.label_id == id);
+            Ok(Label(label.ok_or_else(|| ApiError::internal(anyhow::anyhow!("label {id} not projected")))?))
+        })
+        .await
     }
 }
 
 impl Mutation {
     async fn change_inbox(&self, ctx: &Context<'_>, input: InboxMemberInput, add: bool) -> Result<Inbox> {
-        let (principal, state, context) = acting(ctx)?;
-        principal.require(Action::ManageAccount)?;
-        let inbox = parse_id(&input.inbox_id, "inbox")?;
-        let user = parse_id(&input.user_id, "agent")?;
-        let written = if add {
-            state.commands.add_inbox_member(&context, inbox, user).await
-        } else {
-            state.commands.remove_inbox_member(&context, inbox, user).await
-        }
-        .map_err(ApiError::from)?;
-        state.settle(written, &["directory"]).await;
-        let row = directory::inbox(&state.pool, principal.account_id, inbox).await.map_err(ApiError::from)?;
-        Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
+        let input = &input;
+        let add = &add;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let inbox = parse_id(&input.inbox_id, "inbox")?;
+            let user = parse_id(&input.user_id, "agent")?;
+            let written = if *add {
+                state.commands.add_inbox_member(&context, inbox, user).await
+            } else {
+                state.commands.remove_inbox_member(&context, inbox, user).await
+            }
+            .map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            let row = directory::inbox(&state.pool, principal.account_id, inbox).await.map_err(ApiError::from)?;
+            Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
+        })
+        .await
     }
 
     async fn team_view(&self, state: &AppState, account: Uuid, id: Uuid) -> Result<Team> {
