@@ -105,6 +105,7 @@ impl Application {
         let http = http::HttpSettings {
             max_body_bytes: config.max_request_bytes,
             trust_forwarded_for: config.trust_forwarded_for,
+            anonymous_introspection: config.graphql_anonymous_introspection,
         };
         let tls = match &config.tls {
             None => None,

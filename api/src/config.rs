@@ -37,6 +37,10 @@ pub struct Config {
     pub graphql_introspection: bool,
     pub graphql_depth_limit: usize,
     pub graphql_complexity_limit: usize,
+    pub graphql_max_fields: u64,
+    pub graphql_max_aliases: u64,
+    /// Introspection for callers without credentials (off: the schema is for users).
+    pub graphql_anonymous_introspection: bool,
     /// Serve HTTPS with this certificate chain and key (PEM), else plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -64,6 +68,9 @@ impl std::fmt::Debug for Config {
             .field("graphql_introspection", &self.graphql_introspection)
             .field("graphql_depth_limit", &self.graphql_depth_limit)
             .field("graphql_complexity_limit", &self.graphql_complexity_limit)
+            .field("graphql_max_fields", &self.graphql_max_fields)
+            .field("graphql_max_aliases", &self.graphql_max_aliases)
+            .field("graphql_anonymous_introspection", &self.graphql_anonymous_introspection)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -106,7 +113,10 @@ impl Config {
             max_request_bytes: parse("MAX_REQUEST_BYTES", 1024 * 1024)?,
             graphql_introspection: parse("GRAPHQL_INTROSPECTION", true)?,
             graphql_depth_limit: parse("GRAPHQL_DEPTH_LIMIT", 20)?,
-            graphql_complexity_limit: parse("GRAPHQL_COMPLEXITY_LIMIT", 20_000)?,
+            graphql_complexity_limit: parse("GRAPHQL_COMPLEXITY_LIMIT", 100_000)?,
+            graphql_max_fields: parse("GRAPHQL_MAX_FIELDS", 2_000)?,
+            graphql_max_aliases: parse("GRAPHQL_MAX_ALIASES", 50)?,
+            graphql_anonymous_introspection: parse("GRAPHQL_ANONYMOUS_INTROSPECTION", false)?,
             tls: match (var("TLS_CERT_PATH"), var("TLS_KEY_PATH")) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert_path: cert.into(), key_path: key.into() }),
                 (None, None) => None,

@@ -28,6 +28,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Take the client's address from `X-Forwarded-For` (behind a trusted proxy only).
     pub trust_forwarded_for: bool,
+    /// Let callers without credentials introspect the schema.
+    pub anonymous_introspection: bool,
 }
 
 #[derive(Clone)]
@@ -77,7 +79,11 @@ async fn graphql(
         .and_then(|v| v.parse::<Uuid>().ok())
         .unwrap_or_else(Uuid::now_v7);
     let span = tracing::info_span!("graphql", request_id = %request_id, operation = request.operation_name.as_deref().unwrap_or(""));
-    let request = request.data(auth).data(RequestId(request_id)).data(client);
+    let anonymous = auth.0.is_err();
+    let mut request = request.data(auth).data(RequestId(request_id)).data(client);
+    if anonymous && !state.settings.anonymous_introspection {
+        request = request.disable_introspection();
+    }
     let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
     let mut answer = Json(response).into_response();

@@ -41,6 +41,9 @@ fn custom_attributes(value: serde_json::Value) -> Result<serde_json::Map<String,
                 "custom attribute name '{key}' must be 1-64 printable characters"
             )));
         }
+        if let Some(text) = value.as_str() {
+            domain::values::storable(&format!("custom attribute '{key}'"), text)?;
+        }
         if value.is_object() || value.is_array() {
             return Err(DomainError::invalid(format!(
                 "custom attribute '{key}' must be a string, number, boolean or null"

@@ -107,9 +107,19 @@ str_enum!(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageContent(String);
 
+/// Refuses text PostgreSQL cannot store (`text` and `jsonb` hold no NUL): accepted
+/// into the log sealed, it would stop every read model that has to store it.
+pub fn storable(what: &str, text: &str) -> Result<(), DomainError> {
+    if text.contains('\0') {
+        return Err(DomainError::invalid(format!("{what} must not contain NUL characters (U+0000)")));
+    }
+    Ok(())
+}
+
 impl MessageContent {
     pub fn parse(text: impl Into<String>) -> Result<Self, DomainError> {
         let text = text.into();
+        storable("message content", &text)?;
         if text.trim().is_empty() {
             return Err(DomainError::invalid("message content must not be empty"));
         }

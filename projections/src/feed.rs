@@ -265,8 +265,26 @@ pub async fn open_payload(
             Some(cipher) => open(cipher, subject, sealed).with_context(|| format!("failed to open field {field}"))?,
             None => Value::Null,
         };
+        storable(slot);
     }
     Ok(())
+}
+
+/// Makes opened text storable: a NUL (which no PostgreSQL text can hold, and which
+/// only sealed fields can carry into the log) reads as U+FFFD. Input refuses NUL;
+/// this keeps an event the log already holds from stopping a read model for good.
+fn storable(value: &mut Value) {
+    match value {
+        Value::String(text) if text.contains('\0') => *text = text.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(storable),
+        Value::Object(fields) => {
+            if fields.keys().any(|k| k.contains('\0')) {
+                *fields = std::mem::take(fields).into_iter().map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v)).collect();
+            }
+            fields.values_mut().for_each(storable);
+        }
+        _ => {}
+    }
 }
 
 /// The field object of an externally tagged event (`{"Variant": {...}}`).

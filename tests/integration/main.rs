@@ -10,5 +10,6 @@ mod durability;
 mod erasure;
 mod event_log;
 mod hardening;
+mod hostile_input;
 mod inbox_list;
 mod projections;

@@ -90,7 +90,10 @@ pub fn test_config(database_url: &str) -> Config {
         max_request_bytes: 1024 * 1024,
         graphql_introspection: true,
         graphql_depth_limit: 20,
-        graphql_complexity_limit: 20_000,
+        graphql_complexity_limit: 100_000,
+        graphql_max_fields: 2_000,
+        graphql_max_aliases: 50,
+        graphql_anonymous_introspection: false,
         tls: None,
     }
 }

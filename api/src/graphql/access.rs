@@ -11,7 +11,7 @@ use projections::feed::{read_audit_after, AuditScope};
 use uuid::Uuid;
 
 use super::types::{connection, Agent, Event, Role};
-use super::{acting, authorize_conversation, feed_cursor, mutate, page_size, parse_id, principal, state, Acting};
+use super::{acting, authorize_conversation, feed_cursor, mutate, parse_id, principal, state, Acting, LONG_PAGE};
 use crate::error::ApiError;
 use crate::policy::Action;
 use crate::rate_limit::{CREDENTIAL_FAILURES, LOGIN_FAILURES, TOKENS_ISSUED};
@@ -225,6 +225,7 @@ impl AccessQuery {
 
     /// Administrative changes (roles, memberships, inboxes, teams, labels, credentials,
     /// erasures) with their actors, oldest first.
+    #[graphql(complexity = "LONG_PAGE.cost(first, child_complexity)")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -234,7 +235,7 @@ impl AccessQuery {
     ) -> Result<Connection<String, Event>> {
         let principal = principal(ctx)?;
         principal.require(Action::ReadAuditLog)?;
-        let limit = page_size(first, 100, 1000)?;
+        let limit = LONG_PAGE.size(first)?;
         let after = feed_cursor(after)?;
         let filter = filter.unwrap_or_default();
         let actor =

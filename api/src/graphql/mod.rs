@@ -15,6 +15,7 @@ mod access;
 mod mutation;
 mod parse_cache;
 mod query;
+pub mod request_checks;
 pub mod types;
 
 use access::{AccessMutation, AccessQuery};
@@ -37,9 +38,11 @@ pub type ApiSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 pub struct Limits {
     pub depth: usize,
     /// Default: enough for the standard introspection query and a 50-conversation page
-    /// with 100 messages each.
+    /// with 100 messages each (a connection costs its items times `first`).
     pub complexity: usize,
     pub introspection: bool,
+    /// Fields and aliases, with fragments expanded.
+    pub checks: request_checks::RequestChecks,
 }
 
 impl From<&Config> for Limits {
@@ -48,6 +51,10 @@ impl From<&Config> for Limits {
             depth: config.graphql_depth_limit,
             complexity: config.graphql_complexity_limit,
             introspection: config.graphql_introspection,
+            checks: request_checks::RequestChecks {
+                max_fields: config.graphql_max_fields,
+                max_aliases: config.graphql_max_aliases,
+            },
         }
     }
 }
@@ -55,6 +62,8 @@ impl From<&Config> for Limits {
 pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
     let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
         .data(state)
+        // Before the cache: every request's variables and document are checked.
+        .extension(limits.checks)
         .extension(parse_cache::ParseCache::default())
         .limit_depth(limits.depth)
         .limit_complexity(limits.complexity);
@@ -161,11 +170,32 @@ pub fn feed_cursor(after: Option<String>) -> Result<FeedPosition, ApiError> {
     }
 }
 
-/// `first` bounded to 1..=max, `default` when absent.
-pub fn page_size(first: Option<i32>, default: i64, max: i64) -> Result<i64, ApiError> {
-    match first {
-        None => Ok(default),
-        Some(n) if n >= 1 && i64::from(n) <= max => Ok(i64::from(n)),
-        Some(n) => Err(ApiError::bad_input(format!("first must be between 1 and {max}, not {n}"))),
+/// A connection's page bounds: `first` defaults to `default`, at most `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub default: i64,
+    pub max: i64,
+}
+
+/// Inbox lists and contacts.
+pub const SHORT_PAGE: Page = Page { default: 25, max: 100 };
+/// Messages of a conversation, the event and audit logs.
+pub const LONG_PAGE: Page = Page { default: 100, max: 1000 };
+
+impl Page {
+    /// `first` bounded to 1..=max, the default when absent.
+    pub fn size(self, first: Option<i32>) -> Result<i64, ApiError> {
+        match first {
+            None => Ok(self.default),
+            Some(n) if n >= 1 && i64::from(n) <= self.max => Ok(i64::from(n)),
+            Some(n) => Err(ApiError::bad_input(format!("first must be between 1 and {}, not {n}", self.max))),
+        }
+    }
+
+    /// The complexity of a page: what each item selects, times as many items as it
+    /// may hold (a `first` out of bounds is refused when run, and costed at the bound).
+    pub fn cost(self, first: Option<i32>, child_complexity: usize) -> usize {
+        let items = first.map_or(self.default, |n| i64::from(n).clamp(1, self.max));
+        usize::try_from(items).unwrap_or(1).saturating_mul(child_complexity).saturating_add(1)
     }
 }

@@ -7,7 +7,7 @@ use projections::feed::{read_after, read_stream};
 use projections::inbox_list::{self, AssigneeFilter, BadCursor};
 
 use super::types::*;
-use super::{acting, authorize_conversation, feed_cursor, page_size, parse_id, principal, state};
+use super::{acting, authorize_conversation, feed_cursor, parse_id, principal, state, LONG_PAGE, SHORT_PAGE};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::policy::Action;
@@ -64,6 +64,7 @@ impl Query {
     }
 
     /// The inbox list: filtered, sorted, keyset-paginated.
+    #[graphql(complexity = "SHORT_PAGE.cost(first, child_complexity)")]
     async fn conversations(
         &self,
         ctx: &Context<'_>,
@@ -74,7 +75,7 @@ impl Query {
     ) -> Result<Connection<String, Conversation>> {
         let principal = principal(ctx)?;
         let filter = filter.unwrap_or_default().parse(principal)?;
-        let limit = page_size(first, 25, 100)?;
+        let limit = SHORT_PAGE.size(first)?;
         let order: inbox_list::ConversationSort = sort_by.map(Into::into).unwrap_or_default();
         let rows =
             inbox_list::list(&state(ctx)?.pool, principal.account_id, &filter, order, after.as_deref(), limit + 1)
@@ -126,6 +127,7 @@ impl Query {
     }
 
     /// The account's event log in feed (commit) order, for analysts.
+    #[graphql(complexity = "LONG_PAGE.cost(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -134,7 +136,7 @@ impl Query {
     ) -> Result<Connection<String, Event>> {
         let principal = principal(ctx)?;
         principal.require(Action::ReadEventLog)?;
-        let limit = page_size(first, 100, 1000)?;
+        let limit = LONG_PAGE.size(first)?;
         let after = feed_cursor(after)?;
         let state = state(ctx)?;
         let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
@@ -199,6 +201,7 @@ impl Query {
     }
 
     /// Contacts, newest first.
+    #[graphql(complexity = "SHORT_PAGE.cost(first, child_complexity)")]
     async fn contacts(
         &self,
         ctx: &Context<'_>,
@@ -207,7 +210,7 @@ impl Query {
     ) -> Result<Connection<String, Contact>> {
         let principal = principal(ctx)?;
         principal.require(Action::ReadContacts)?;
-        let limit = page_size(first, 25, 100)?;
+        let limit = SHORT_PAGE.size(first)?;
         let after = after.map(|c| parse_contact_cursor(&c)).transpose()?;
         let inboxes = principal.visibility().inboxes;
         let rows = directory::contacts(&state(ctx)?.pool, principal.account_id, inboxes.as_deref(), after, limit + 1)

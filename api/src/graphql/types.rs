@@ -12,7 +12,7 @@ use projections::timeline::{self, MessageRow};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::{page_size, state, CONVERSATION_VIEWS};
+use super::{state, CONVERSATION_VIEWS, LONG_PAGE};
 use crate::error::ApiError;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -196,13 +196,14 @@ impl Conversation {
         })))
     }
     /// Messages and activity lines, oldest first.
+    #[graphql(complexity = "LONG_PAGE.cost(first, child_complexity)")]
     async fn messages(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Message>> {
-        let limit = page_size(first, 100, 1000)?;
+        let limit = LONG_PAGE.size(first)?;
         let after_seq = after
             .map(|a| a.parse::<i64>().map_err(|_| ApiError::bad_input("the cursor is not valid for this list")))
             .transpose()?;
