@@ -73,7 +73,7 @@ impl Services {
             Arc::new(EventStore::new(pool.clone(), keyring.clone(), committed.clone(), config.aggregate_cache_size));
         let state = AppState {
             authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
-            rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref()).await?),
+            rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref(), keyring.clone()).await?),
             session_ttl: config.session_ttl,
             pool,
             commands: Commands::new(store),

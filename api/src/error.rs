@@ -22,6 +22,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
+    /// The database (or Redis) cannot be reached right now; nothing was changed, or
+    /// what was is reported as such. Safe to retry after a moment.
+    Unavailable,
     /// Our fault; the cause is in the logs under the request's id.
     Internal,
 }
@@ -36,6 +39,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -68,11 +72,23 @@ impl ApiError {
     pub fn not_found(what: &str) -> Self {
         Self::new(ErrorCode::NotFound, format!("{what} not found"))
     }
-    /// Logs the cause and hides it from the client.
+    /// Logs the cause and hides it from the client: UNAVAILABLE when the cause is
+    /// the database's state (connection lost, pool exhausted, serialization), else
+    /// INTERNAL, a defect.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         let cause = cause.into();
+        if projections::transient::is_transient(&cause) {
+            return Self::unavailable(cause);
+        }
         tracing::error!(error = format!("{cause:#}"), "internal error");
         Self::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// A dependency is unavailable for now; logged, hidden from the client.
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        let cause = cause.into();
+        tracing::warn!(error = format!("{cause:#}"), "unavailable");
+        Self::new(ErrorCode::Unavailable, "the service is unavailable for a moment; try again")
     }
 }
 

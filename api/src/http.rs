@@ -7,7 +7,7 @@ use async_graphql::http::GraphiQLSource;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,6 +20,9 @@ use crate::graphql::ApiSchema;
 use crate::state::{AppState, ClientAddress, RequestId};
 use tracing::Instrument;
 use uuid::Uuid;
+
+/// What an UNAVAILABLE answer tells clients to wait before retrying.
+const RETRY_AFTER_SECONDS: &str = "1";
 
 /// How the HTTP layer treats requests before GraphQL sees them.
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +89,16 @@ async fn graphql(
     }
     let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
+    // A GraphQL answer that could not be given for the database's sake says so in
+    // its status too, so clients and proxies retry it.
+    let unavailable = response.errors.iter().any(|e| {
+        e.extensions.as_ref().and_then(|x| x.get("code")).is_some_and(|c| *c == ErrorCode::Unavailable.as_str().into())
+    });
     let mut answer = Json(response).into_response();
+    if unavailable {
+        *answer.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    }
     if let Ok(value) = request_id.to_string().parse() {
         answer.headers_mut().insert("x-request-id", value);
     }
@@ -199,9 +211,14 @@ impl IntoResponse for ApiError {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code.as_str() } }] });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if self.code == ErrorCode::Unavailable {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        response
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use domain::conversation::{ChangedBy, Conversation, ConversationCommand, Named};
-use domain::ids::{MessageId, TeamId, UserId};
+use domain::ids::{ConversationId, MessageId, TeamId, UserId};
 use domain::label::LabelTitle;
 use domain::values::{Instant, MessageContent, Priority, Role, Status};
 use domain::DomainError;
@@ -80,18 +80,23 @@ impl Commands {
         Ok(conversation)
     }
 
-    /// An agent's reply (or private note); returns the message id.
+    /// An agent's reply (or private note); returns the message id. With the client's
+    /// key for it, a retry is answered with the reply already sent (nothing written).
     pub async fn send_message(
         &self,
         context: &CommandContext,
         conversation_id: Uuid,
         content: MessageContent,
         private: bool,
+        client_key: Option<&str>,
     ) -> Result<(Uuid, Written), CommandError> {
         let Actor::User(author) = context.actor else {
             return Err(DomainError::invalid("only an agent can send a message").into());
         };
-        let message_id = Uuid::now_v7();
+        let message_id = match client_key {
+            Some(key) => MessageId::keyed(ConversationId(conversation_id), UserId(author), key)?.as_uuid(),
+            None => Uuid::now_v7(),
+        };
         let written = self
             .execute::<Conversation>(context, &conversation_id.to_string(), |conversation| {
                 in_account(context, conversation)?;

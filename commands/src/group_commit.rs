@@ -11,6 +11,7 @@
 use anyhow::Context;
 use projections::engine::Wake;
 use projections::feed::FeedPosition;
+use projections::transient::{connection_lost, is_transient, Unavailable};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -94,9 +95,16 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Unit>, committed: Wake) {
             }
             Err(error) => {
                 let message = format!("{error:#}");
+                let transient = matches!(&error, StoreError::Internal(e) if is_transient(e));
                 let mut error = Some(error);
                 for unit in batch {
-                    let answer = error.take().unwrap_or_else(|| StoreError::Internal(anyhow::anyhow!("{message}")));
+                    let answer = error.take().unwrap_or_else(|| {
+                        StoreError::Internal(if transient {
+                            anyhow::Error::new(Unavailable(message.clone()))
+                        } else {
+                            anyhow::anyhow!("{message}")
+                        })
+                    });
                     let _ = unit.reply.send(Err(answer));
                 }
             }
@@ -108,12 +116,51 @@ async fn run(pool: PgPool, mut queue: mpsc::Receiver<Unit>, committed: Wake) {
 /// and channel identities of new contacts, as data-modifying CTEs: atomic on their
 /// own, no BEGIN and COMMIT round trips); otherwise one transaction with every unit's
 /// other side writes first.
+///
+/// When the connection dies under a write, the write is tried once more on a new
+/// one, unless the first attempt is found committed (its first row is in the log
+/// with its hash): then that is the answer, so a retry never writes twice nor reports
+/// a conflict for a write that landed.
 async fn write(conn: &mut OwnConnection, units: &[&Unit]) -> Result<FeedPosition, StoreError> {
     let result = write_on(conn.get().await?, units).await;
-    if matches!(result, Err(StoreError::Internal(_))) {
+    let lost = match &result {
+        Err(StoreError::Internal(error)) => {
+            conn.discard();
+            error.chain().any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(connection_lost))
+        }
+        _ => false,
+    };
+    if !lost {
+        return result;
+    }
+    tracing::warn!("the database connection ended under a write; checking whether it landed, then retrying once");
+    if let Some(position) = landed(conn.get().await?, units).await? {
+        return Ok(position);
+    }
+    let retried = write_on(conn.get().await?, units).await;
+    if matches!(retried, Err(StoreError::Internal(_))) {
         conn.discard();
     }
-    result
+    retried
+}
+
+/// Where the units were written, if they were: all rows of a batch share one
+/// transaction, so its first row tells, and its transaction's last row covers them.
+async fn landed(conn: &mut PgConnection, units: &[&Unit]) -> Result<Option<FeedPosition>, StoreError> {
+    let Some(unit) = units.iter().find(|u| !u.rows.sequence.is_empty()) else { return Ok(None) };
+    let found: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT e.transaction_id::text::bigint, \
+                (SELECT max(global_position) FROM events t WHERE t.transaction_id = e.transaction_id) \
+         FROM events e WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 AND e.sequence = $3 AND e.hash = $4",
+    )
+    .bind(&unit.rows.aggregate_type[0])
+    .bind(&unit.rows.aggregate_id[0])
+    .bind(unit.rows.sequence[0])
+    .bind(&unit.rows.hash[0])
+    .fetch_optional(conn)
+    .await
+    .context("failed to look up whether a write landed")?;
+    Ok(found.map(|(transaction_id, global_position)| FeedPosition { transaction_id, global_position }))
 }
 
 async fn write_on(conn: &mut PgConnection, units: &[&Unit]) -> Result<FeedPosition, StoreError> {

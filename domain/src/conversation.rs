@@ -4,7 +4,7 @@
 //! The aggregate derives what readers need (response times, the previous assignee, the
 //! activity line the timeline shows) and puts it in the events, so projectors stay thin.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -29,6 +29,14 @@ pub struct Conversation {
     muted: bool,
     waiting_since: Option<Instant>,
     first_reply_at: Option<Instant>,
+    /// Replies whose id the client keyed (name-based, UUID v5; others are v7): a
+    /// retried reply with the same key is the one already sent.
+    keyed_replies: HashSet<MessageId>,
+}
+
+/// Whether a message id was derived from a client's key (`MessageId::keyed`).
+fn is_keyed(id: MessageId) -> bool {
+    id.0.get_version_num() == 5
 }
 
 impl Conversation {
@@ -299,6 +307,9 @@ impl Aggregate for Conversation {
                 }
             }
             ConversationCommand::SendMessage { message_id, author, content, private, at } => {
+                if self.keyed_replies.contains(&message_id) {
+                    return Ok(());
+                }
                 let public = !private;
                 let first_reply = public && self.first_reply_at.is_none();
                 let reply_time_seconds = match (public, self.waiting_since) {
@@ -416,7 +427,10 @@ impl Aggregate for Conversation {
                 self.waiting_since = Some(at);
             }
             E::MessageReceived { waiting_since, .. } => self.waiting_since = waiting_since,
-            E::MessageSent { private, at, first_reply, .. } => {
+            E::MessageSent { message_id, private, at, first_reply, .. } => {
+                if is_keyed(message_id) {
+                    self.keyed_replies.insert(message_id);
+                }
                 if !private {
                     self.waiting_since = None;
                 }

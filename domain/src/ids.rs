@@ -40,3 +40,16 @@ macro_rules! id_type {
 }
 
 id_type!(AccountId, UserId, InboxId, ContactId, ConversationId, MessageId, TeamId, LabelId, TokenId, RoleId);
+
+impl MessageId {
+    /// A reply's id from the client's key for it (`clientMessageId`): the same key
+    /// from the same author in the same conversation names the same message, so a
+    /// retried reply is recognized. 1–100 printable characters.
+    pub fn keyed(conversation: ConversationId, author: UserId, key: &str) -> Result<Self, crate::DomainError> {
+        if key.is_empty() || key.chars().count() > 100 || key.chars().any(char::is_control) {
+            return Err(crate::DomainError::invalid("clientMessageId must be 1-100 printable characters"));
+        }
+        let name = format!("{}:{key}", author.0);
+        Ok(MessageId(Uuid::new_v5(&conversation.0, name.as_bytes())))
+    }
+}

@@ -618,18 +618,9 @@ fn transient(error: sqlx::Error) -> RunError {
 }
 
 fn classify(error: anyhow::Error) -> RunError {
-    let connection_lost = error.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
-        Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Protocol(_)) => {
-            true
-        }
-        // The server ended the session (an administrator, a restart, a failover) or
-        // lost the connection: nothing is wrong with the projector.
-        Some(sqlx::Error::Database(db)) => {
-            db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
-        }
-        _ => false,
-    });
-    if connection_lost {
+    // The server ended the session (an administrator, a restart, a failover) or lost
+    // the connection: nothing is wrong with the projector.
+    if crate::transient::is_transient(&error) {
         RunError::Transient(error)
     } else {
         RunError::Fatal(error)

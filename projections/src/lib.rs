@@ -9,6 +9,7 @@ pub mod feed;
 pub mod inbox_list;
 pub mod keyring;
 pub mod timeline;
+pub mod transient;
 
 /// Every projector, in the order they are registered.
 pub fn all_projectors() -> Vec<Arc<dyn engine::Projector>> {

@@ -370,31 +370,80 @@ async fn a_revocation_and_an_erasure_in_one_server_take_effect_in_another() {
     second.stop().await;
 }
 
-#[tokio::test]
-async fn with_redis_the_login_lock_is_shared_by_every_server() {
+/// Two servers sharing the test Redis, trusting `X-Forwarded-For`: each test gives
+/// its attempts an address of its own, since Redis's counters outlive a test's
+/// database and other tests share them.
+async fn servers_sharing_redis() -> (tests::TestServer, tests::TestServer, String) {
     let redis = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (scripts/test.sh finds or starts a Redis)");
     let database_url = tests::create_database().await;
     let start = || {
         let mut config = tests::test_config(&database_url);
         config.redis_url = Some(redis.clone());
+        config.trust_forwarded_for = true;
         tests::TestServer::start_with(config)
     };
-    let (first, second) = (start().await, start().await);
-    // A fresh e-mail per run: the counters in Redis outlive the test's database.
+    let id = uuid::Uuid::now_v7().as_u128();
+    let from = format!("10.{}.{}.{}", (id >> 16) as u8, (id >> 8) as u8, id as u8);
+    (start().await, start().await, from)
+}
+
+async fn login_from(client: &reqwest::Client, address: &str, from: &str, email: &str, password: &str) -> Value {
+    let headers = [("x-forwarded-for", from)];
+    tests::gql_with(client, address, None, &headers, LOGIN, json!({ "e": email, "p": password })).await
+}
+
+#[tokio::test]
+async fn with_redis_the_login_lock_is_shared_by_every_server() {
+    let (first, second, from) = servers_sharing_redis().await;
     let email = format!("lock-{}@acme.test", uuid::Uuid::now_v7());
     first.state.commands.bootstrap("Locked Co", &email, "the right password", None).await.unwrap();
     let client = reqwest::Client::new();
-    let attempt = |address: String, password: &'static str| {
-        let (client, variables) = (client.clone(), json!({ "e": email, "p": password }));
-        async move { tests::gql_at(&client, &address, None, LOGIN, variables).await }
-    };
     for n in 1..=10 {
         let address = if n % 2 == 0 { &first.address } else { &second.address };
-        assert_eq!(code(&attempt(address.clone(), "wrong password").await), "UNAUTHENTICATED", "attempt {n}");
+        let answer = login_from(&client, address, &from, &email, "wrong password").await;
+        assert_eq!(code(&answer), "UNAUTHENTICATED", "attempt {n}");
     }
     for server in [&first, &second] {
-        assert_eq!(code(&attempt(server.address.clone(), "the right password").await), "RATE_LIMITED");
+        assert_eq!(
+            code(&login_from(&client, &server.address, &from, &email, "the right password").await),
+            "RATE_LIMITED"
+        );
     }
+    first.stop().await;
+    second.stop().await;
+}
+
+/// Forty wrong passwords at once through two servers sharing Redis: each attempt is
+/// counted before its password is checked, so at most ten are checked, and a right
+/// password sent after them is refused too.
+#[tokio::test]
+async fn parallel_wrong_passwords_cannot_outrun_the_login_lock() {
+    let (first, second, from) = servers_sharing_redis().await;
+    let email = format!("burst-{}@acme.test", uuid::Uuid::now_v7());
+    first.state.commands.bootstrap("Burst Co", &email, "the right password", None).await.unwrap();
+    let client = reqwest::Client::new();
+    let mut attempts = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let address = if n % 2 == 0 { first.address.clone() } else { second.address.clone() };
+        let (client, email, from) = (client.clone(), email.clone(), from.clone());
+        attempts.spawn(async move { login_from(&client, &address, &from, &email, "wrong password").await });
+    }
+    let mut codes = std::collections::BTreeMap::new();
+    while let Some(answer) = attempts.join_next().await {
+        *codes.entry(code(&answer.unwrap()).to_string()).or_insert(0) += 1;
+    }
+    // An attempt refused while others were in flight is counted for a moment too, so
+    // fewer than ten may be checked; never more.
+    let checked = codes.get("UNAUTHENTICATED").copied().unwrap_or(0);
+    assert!((1..=10).contains(&checked), "at most ten passwords were checked: {codes:?}");
+    assert_eq!(codes.get("RATE_LIMITED").copied().unwrap_or(0), 40 - checked, "{codes:?}");
+    for _ in checked..10 {
+        assert_eq!(
+            code(&login_from(&client, &first.address, &from, &email, "wrong password").await),
+            "UNAUTHENTICATED"
+        );
+    }
+    assert_eq!(code(&login_from(&client, &first.address, &from, &email, "the right password").await), "RATE_LIMITED");
     first.stop().await;
     second.stop().await;
 }

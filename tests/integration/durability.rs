@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::json;
 use tests::{gql_at, inboxd, read_models, receive_variables, wait_until_projected, TestApp, RECEIVE};
 
 fn free_port() -> u16 {
@@ -88,8 +89,8 @@ async fn killing_the_server_mid_ingest_loses_no_acknowledged_message_and_project
 }
 
 /// The database ending the server's sessions (a restart, a failover, an administrator)
-/// costs at most the requests that meet a dead connection, each refused as INTERNAL with
-/// nothing stored; the server reconnects, and what follows lands and is projected.
+/// costs at most the requests that meet a dead connection, each refused as UNAVAILABLE
+/// (retryable, not a defect) with nothing stored; the server reconnects, and what follows lands and is projected.
 #[tokio::test]
 async fn the_server_recovers_when_the_database_ends_its_connections() {
     let app = TestApp::spawn().await;
@@ -111,7 +112,7 @@ async fn the_server_recovers_when_the_database_ends_its_connections() {
         let answer = app.gql(RECEIVE, receive_variables(&inbox, &format!("after-{n}"), "m-1", "after")).await;
         let code = answer["errors"][0]["extensions"]["code"].as_str().map(str::to_string);
         if let Some(code) = &code {
-            assert_eq!(code, "INTERNAL", "{answer}");
+            assert_eq!(code, "UNAVAILABLE", "{answer}");
         }
         outcomes.push(code.is_none());
     }
@@ -125,4 +126,101 @@ async fn the_server_recovers_when_the_database_ends_its_connections() {
         .await
         .unwrap();
     assert_eq!(events, 1 + landed as i64, "a refused message left nothing in the log");
+}
+
+/// Ends every connection of the server's, as a failover would.
+async fn end_server_connections(pool: &sqlx::PgPool) {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'inboxd' AND datname = current_database()",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Replies sent while the database ends the server's connections again and again: a
+/// failure is UNAVAILABLE (with a 503 and Retry-After), a client retrying with its
+/// `clientMessageId` gets one reply per key, and every acknowledged reply is kept.
+#[tokio::test]
+async fn replies_retried_with_their_client_message_id_through_failovers_land_once() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Failover").await;
+    let conversation =
+        app.receive(&inbox, "c", "m-0", "hello").await["conversation"]["id"].as_str().unwrap().to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let killer = {
+        let (pool, stop) = (app.pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+                end_server_connections(&pool).await;
+            }
+        })
+    };
+    let mut senders = tokio::task::JoinSet::new();
+    for agent in 0..4 {
+        let (client, address, token, conversation) =
+            (app.client.clone(), app.server.address.clone(), app.token.clone(), conversation.clone());
+        senders.spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut refusals = Vec::new();
+            for n in 0..10 {
+                let key = format!("reply-{agent}-{n}");
+                loop {
+                    let response = client
+                        .post(format!("{address}/graphql"))
+                        .bearer_auth(&token)
+                        .json(&json!({
+                            "query": "mutation($i: SendMessageInput!) { sendMessage(input: $i) { id } }",
+                            "variables": { "i": { "conversationId": conversation, "content": key, "clientMessageId": key } },
+                        }))
+                        .send()
+                        .await
+                        .unwrap();
+                    let (status, retry_after) = (response.status().as_u16(), response.headers().get("retry-after").cloned());
+                    let answer: serde_json::Value = response.json().await.unwrap();
+                    match answer["errors"][0]["extensions"]["code"].as_str() {
+                        None => {
+                            acknowledged.push((key.clone(), answer["data"]["sendMessage"]["id"].as_str().unwrap().to_string()));
+                            break;
+                        }
+                        Some(code) => refusals.push((code.to_string(), status, retry_after.is_some())),
+                    }
+                }
+            }
+            (acknowledged, refusals)
+        });
+    }
+    let mut acknowledged = Vec::new();
+    let mut refusals = Vec::new();
+    while let Some(done) = senders.join_next().await {
+        let (a, r) = done.unwrap();
+        acknowledged.extend(a);
+        refusals.extend(r);
+    }
+    stop.cancel();
+    killer.await.unwrap();
+    for (code, status, retry_after) in &refusals {
+        assert_eq!(
+            (code.as_str(), *status, *retry_after),
+            ("UNAVAILABLE", 503, true),
+            "every failure says it is retryable"
+        );
+    }
+    println!("{} refusals while connections were ended", refusals.len());
+    assert_eq!(acknowledged.len(), 40);
+    app.projected().await;
+    let replies: Vec<(String, i64)> =
+        sqlx::query_as("SELECT content, count(*) FROM rm_messages WHERE message_type = 'outgoing' GROUP BY content")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(replies.len(), 40, "every acknowledged reply is kept ({} refusals met)", refusals.len());
+    assert!(replies.iter().all(|(_, n)| *n == 1), "one reply per client message id: {replies:?}");
+    let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MessageSent'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(sent, 40);
 }

@@ -14,7 +14,7 @@ use super::types::{connection, Agent, Event, Role};
 use super::{acting, authorize_conversation, feed_cursor, mutate, parse_id, principal, state, Acting, LONG_PAGE};
 use crate::error::ApiError;
 use crate::policy::Action;
-use crate::rate_limit::{CREDENTIAL_FAILURES, LOGIN_FAILURES, TOKENS_ISSUED};
+use crate::rate_limit::{CREDENTIAL_FAILURES, LOGIN_ADDRESS_FAILURES, LOGIN_FAILURES, TOKENS_ISSUED};
 use crate::state::{ClientAddress, RequestId};
 
 /// Streams whose events are administrative changes.
@@ -275,11 +275,13 @@ impl AccessMutation {
     /// one address lock further attempts (RATE_LIMITED) until the minute is over.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<SessionToken> {
         let state = state(ctx)?;
-        let key = format!("{}|{}", input.email.trim().to_lowercase(), client(ctx));
+        let address = client(ctx);
+        let key = format!("{}|{address}", input.email.trim().to_lowercase());
         let account = input.account_id.as_ref().map(|id| parse_id(id, "account")).transpose()?;
         let sign_in =
             state.commands.sign_in(&input.email, &input.password, account, state.session_ttl, request_id(ctx));
-        Ok(state.rate_limiter.guard(LOGIN_FAILURES, &key, sign_in).await?.into())
+        let limits = [(LOGIN_FAILURES, key.as_str()), (LOGIN_ADDRESS_FAILURES, address.as_str())];
+        Ok(state.rate_limiter.guard(&limits, sign_in).await?.into())
     }
 
     /// Ends the session the request came with.
@@ -306,7 +308,7 @@ impl AccessMutation {
             let key = principal.user_id.to_string();
             let kept = (principal.credential == TokenKind::Session).then_some(principal.credential_id);
             let change = state.commands.change_password(&context, &input.current_password, &input.new_password, kept);
-            state.rate_limiter.guard(CREDENTIAL_FAILURES, &key, change).await?;
+            state.rate_limiter.guard(&[(CREDENTIAL_FAILURES, &key)], change).await?;
             Ok(true)
         })
         .await
@@ -319,9 +321,8 @@ impl AccessMutation {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageOwnCredentials)?;
             let key = format!("{}|{}", principal.user_id, client(ctx));
-            state.rate_limiter.check(TOKENS_ISSUED, &key).await?;
-            state.rate_limiter.record(TOKENS_ISSUED, &key).await?;
-            let (issued, _) = state.commands.issue_api_token(&context, &input.name).await.map_err(ApiError::from)?;
+            let issue = state.commands.issue_api_token(&context, &input.name);
+            let (issued, _) = state.rate_limiter.guard(&[(TOKENS_ISSUED, &key)], issue).await?;
             Ok(ApiToken { id: ID(issued.token_id.to_string()), token: issued.token })
         })
         .await
@@ -365,7 +366,7 @@ impl AccessMutation {
         let key = client(ctx);
         let accept =
             state.commands.accept_invitation(&input.token, &input.password, state.session_ttl, request_id(ctx));
-        Ok(state.rate_limiter.guard(CREDENTIAL_FAILURES, &key, accept).await?.into())
+        Ok(state.rate_limiter.guard(&[(CREDENTIAL_FAILURES, &key)], accept).await?.into())
     }
 
     async fn set_agent_role(&self, ctx: &Context<'_>, input: SetAgentRoleInput) -> Result<Agent> {

@@ -63,6 +63,9 @@ pub struct SendMessageInput {
     pub content: String,
     /// A private note, visible to agents only.
     pub private: Option<bool>,
+    /// The client's own id for this reply: sending it again (a retry after a lost
+    /// answer) returns the reply already sent instead of sending another.
+    pub client_message_id: Option<String>,
 }
 
 #[derive(InputObject)]
@@ -124,6 +127,17 @@ pub struct CreateLabelInput {
     pub title: String,
     /// `#rrggbb`
     pub color: String,
+}
+
+/// A message a retried delivery or reply names, as it was first written: committed
+/// before this retry looked, so projected once the projectors reach the head of the log.
+async fn original(state: &AppState, account: Uuid, message_id: Uuid) -> Result<Message> {
+    let head = state.engine.head().await.map_err(ApiError::internal)?;
+    let written = Written { position: Some(head) };
+    state.settle(written, &["timeline"]).await;
+    let row = timeline::message(&state.pool, account, message_id).await.map_err(ApiError::from)?;
+    let row = row.ok_or_else(|| ApiError::internal(anyhow::anyhow!("message {message_id} is not projected")))?;
+    Ok(Message::written(row, account, written))
 }
 
 /// A changed conversation, once the inbox views show the change: an agent who acts
@@ -217,19 +231,10 @@ impl Mutation {
                 source_id: input.source_id.clone(),
                 content: MessageContent::parse(input.content.clone()).map_err(ApiError::from)?,
             };
-            let mut received = state.commands.receive_message(&context, message).await.map_err(ApiError::from)?;
+            let received = state.commands.receive_message(&context, message).await.map_err(ApiError::from)?;
             let account = principal.account_id;
             if received.duplicate {
-                // The original, as it was received: committed before this delivery looked,
-                // so projected once the projectors reach the head of the log.
-                let head = state.engine.head().await.map_err(ApiError::internal)?;
-                received.written = Written { position: Some(head) };
-                state.settle(received.written, &["timeline"]).await;
-                let row = timeline::message(&state.pool, account, received.message_id).await.map_err(ApiError::from)?;
-                let row = row.ok_or_else(|| {
-                    ApiError::internal(anyhow::anyhow!("message {} is not projected", received.message_id))
-                })?;
-                return Ok(Message::written(row, account, received.written));
+                return original(state, account, received.message_id).await;
             }
             let row = timeline::MessageRow {
                 message_id: received.message_id,
@@ -257,9 +262,12 @@ impl Mutation {
             let private = input.private.unwrap_or(false);
             let (id, written) = state
                 .commands
-                .send_message(&context, conversation, content.clone(), private)
+                .send_message(&context, conversation, content.clone(), private, input.client_message_id.as_deref())
                 .await
                 .map_err(ApiError::from)?;
+            if written.position.is_none() {
+                return original(state, principal.account_id, id).await;
+            }
             let row = timeline::MessageRow {
                 message_id: id,
                 conversation_id: conversation,
