@@ -106,6 +106,7 @@ impl Application {
             max_body_bytes: config.max_request_bytes,
             trust_forwarded_for: config.trust_forwarded_for,
             anonymous_introspection: config.graphql_anonymous_introspection,
+            tls: config.tls.is_some(),
         };
         let tls = match &config.tls {
             None => None,

@@ -1,7 +1,7 @@
 //! Sessions, credentials, agents' visibility, the audit trail and tamper checks.
 
 use serde_json::{json, Value};
-use tests::{gql_with, TestApp};
+use tests::{gql_with, receive_variables, TestApp};
 
 fn code(answer: &Value) -> &str {
     answer["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {answer}"))
@@ -175,6 +175,23 @@ async fn a_custom_role_limits_an_agent_to_unassigned_and_own_conversations() {
     assert_eq!(code(&app.gql_as(Some(&agent), read, json!({ "c": taken })).await), "FORBIDDEN");
     let contacts = app.gql_as(Some(&agent), "{ contacts { edges { cursor } } }", json!({})).await;
     assert_eq!(code(&contacts), "FORBIDDEN", "no contact_manage permission");
+
+    // Whatever operation reaches an object, the object is authorized for the caller.
+    let details = "{ conversations { edges { node { id contact { name email phone } } } } }";
+    let answer = app.gql_as(Some(&agent), details, json!({})).await;
+    assert_eq!(code(&answer), "FORBIDDEN", "no contact details through a conversation: {answer}");
+    assert!(!answer.to_string().contains("@customer.test"), "{answer}");
+    let events = app.event_count().await;
+    let through_delivery = "mutation($input: ReceiveMessageInput!) { receiveMessage(input: $input) { id \
+        conversation { id messages { edges { node { content private } } } contact { email } } } }";
+    let answer = app.gql_as(Some(&agent), through_delivery, receive_variables(&inbox, "c2", "fake", "fake")).await;
+    assert_eq!(code(&answer), "FORBIDDEN", "{answer}");
+    assert!(!answer.to_string().contains("taken"), "nothing of the conversation shows: {answer}");
+    assert_eq!(app.event_count().await, events, "and no message was added");
+    let through_message =
+        "query($c: ID!) { conversation(id: $c) { messages { edges { node { conversation { id status } } } } } }";
+    let own = app.gql_as(Some(&agent), through_message, json!({ "c": open })).await;
+    assert!(own.get("errors").is_none(), "their own conversation, reached through its messages: {own}");
 }
 
 #[tokio::test]

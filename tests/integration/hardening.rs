@@ -87,6 +87,7 @@ async fn the_server_terminates_tls_with_the_configured_certificate() {
     let https = server.address.replace("http://", "https://");
     let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
     let health = client.get(format!("{https}/healthz")).send().await.expect("an HTTPS answer");
+    assert!(health.headers().get("strict-transport-security").is_some(), "browsers keep to HTTPS");
     assert_eq!(health.text().await.unwrap(), "ok");
     let answer = tests::gql_at(&client, &https, None, "{ __typename }", json!({})).await;
     assert_eq!(answer["data"]["__typename"], "QueryRoot", "GraphQL over HTTPS: {answer}");
@@ -94,4 +95,38 @@ async fn the_server_terminates_tls_with_the_configured_certificate() {
     assert!(plain.is_err() || !plain.unwrap().status().is_success(), "plain HTTP is not served on the TLS port");
     server.stop().await;
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn answers_carry_security_headers_and_the_console_loads_nothing_from_elsewhere() {
+    let app = TestApp::spawn().await;
+    let answer = app
+        .client
+        .post(format!("{}/graphql", app.server.address))
+        .bearer_auth(&app.token)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+        ("x-frame-options", "DENY"),
+    ] {
+        assert_eq!(answer.headers().get(name).and_then(|v| v.to_str().ok()), Some(value), "{name}");
+    }
+    assert!(answer.headers().get("strict-transport-security").is_none(), "HSTS only when serving TLS");
+
+    let page = app.client.get(format!("{}/graphql", app.server.address)).send().await.unwrap();
+    let csp = page.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "no asset from another origin: {html}");
+    for asset in ["/graphql/console.js", "/graphql/console.css"] {
+        assert!(html.contains(asset), "{asset}");
+        let served = app.client.get(format!("{}{asset}", app.server.address)).send().await.unwrap();
+        assert_eq!(served.status(), 200, "{asset}");
+        assert!(!served.text().await.unwrap().contains("https://"), "{asset} fetches nothing from elsewhere");
+    }
 }

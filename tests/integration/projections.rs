@@ -151,6 +151,7 @@ async fn a_projector_that_cannot_apply_an_event_stops_and_shows_in_readyz() {
             .collect();
         if failed.len() == 2 {
             assert_eq!(status, 503, "{body}");
+            assert!(!body.to_string().contains("FromTheFuture"), "a summary, the detail is in the log: {body}");
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -224,6 +224,11 @@ impl Mutation {
             let (principal, state) = (&principal, &state);
             let inbox_id = parse_id(&input.inbox_id, "inbox")?;
             principal.require_inbox(inbox_id)?;
+            // Delivering into an inbox reaches whichever conversation the contact has:
+            // only for callers who see every conversation of it.
+            if principal.sees_by_assignee() {
+                return Err(ApiError::forbidden("your role does not allow delivering messages into this inbox").into());
+            }
             let message = InboundMessage {
                 inbox_id,
                 contact_source_id: input.contact.source_id.clone(),

@@ -12,8 +12,9 @@ use projections::timeline::{self, MessageRow};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::{state, CONVERSATION_VIEWS, LONG_PAGE};
+use super::{principal, state, CONVERSATION_VIEWS, LONG_PAGE};
 use crate::error::ApiError;
+use crate::policy::Action;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "values::Status")]
@@ -86,6 +87,9 @@ pub enum ConversationSort {
 /// A conversation as the inbox list shows it. A mutation's answer names one by id
 /// and fetches its row only if a field needs it — after waiting for the projectors to
 /// pass the mutation's own write, so the answer shows it.
+///
+/// Every field but `id` is authorized for the caller here, however the object was
+/// reached (a list, a mutation's answer, a message's `conversation`).
 pub struct Conversation {
     id: Uuid,
     account_id: Uuid,
@@ -109,7 +113,8 @@ impl Conversation {
     }
 
     async fn row(&self, ctx: &Context<'_>) -> Result<&ConversationRow, ApiError> {
-        self.row
+        let row = self
+            .row
             .get_or_try_init(|| async {
                 let state = state(ctx)?;
                 state.settle(self.written, CONVERSATION_VIEWS).await;
@@ -117,7 +122,9 @@ impl Conversation {
                     ApiError::internal(anyhow::anyhow!("conversation {} is not in the inbox list", self.id))
                 })
             })
-            .await
+            .await?;
+        principal(ctx)?.require_conversation(row.inbox_id, row.assignee_id)?;
+        Ok(row)
     }
 }
 
@@ -204,6 +211,7 @@ impl Conversation {
         after: Option<String>,
     ) -> Result<Connection<String, Message>> {
         let limit = LONG_PAGE.size(first)?;
+        self.row(ctx).await?;
         let after_seq = after
             .map(|a| a.parse::<i64>().map_err(|_| ApiError::bad_input("the cursor is not valid for this list")))
             .transpose()?;
@@ -363,7 +371,8 @@ impl Label {
 
 pub struct Contact(pub ContactRow);
 
-/// A contact; personal fields are null when unknown or erased.
+/// A contact; personal fields are null when unknown or erased. Its e-mail and phone
+/// need the permission to manage contacts, wherever the contact was reached.
 #[Object]
 impl Contact {
     async fn id(&self) -> ID {
@@ -372,11 +381,13 @@ impl Contact {
     async fn name(&self) -> Option<&str> {
         self.0.name.as_deref()
     }
-    async fn email(&self) -> Option<&str> {
-        self.0.email.as_deref()
+    async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        principal(ctx)?.require(Action::ReadContacts)?;
+        Ok(self.0.email.as_deref())
     }
-    async fn phone(&self) -> Option<&str> {
-        self.0.phone.as_deref()
+    async fn phone(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        principal(ctx)?.require(Action::ReadContacts)?;
+        Ok(self.0.phone.as_deref())
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
