@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::context::{Actor, CommandContext};
-use crate::store::{NewAccessToken, SideWrite, TokenKind, UnitOfWork};
+use crate::store::{JoinAs, NewAccessToken, SideWrite, TokenKind, UnitOfWork};
 use crate::{decide, retry, CommandError, Commands, Written};
 
 /// Prefix of every bearer credential, so leaked ones are easy to recognise and scan for.
@@ -122,8 +122,8 @@ pub struct NewAgent {
 
 pub struct CreatedAgent {
     pub user_id: Uuid,
-    /// The invitation secret to hand to the agent (shown once), when they were invited.
-    pub invitation: Option<String>,
+    /// The invitation secret to hand to the agent (shown once).
+    pub invitation: String,
 }
 
 /// The user behind an e-mail, and their password hash if they set one.
@@ -159,9 +159,10 @@ impl Commands {
             return Err(CommandError::BadCredentials);
         }
         let user_id = user_id.ok_or(CommandError::BadCredentials)?;
+        // Without a choice, the account the user joined first.
         let account_id: Option<Uuid> = sqlx::query_scalar(
             "SELECT account_id FROM account_memberships WHERE user_id = $1 AND ($2::uuid IS NULL OR account_id = $2) \
-             ORDER BY account_id LIMIT 1",
+             ORDER BY joined_at, account_id LIMIT 1",
         )
         .bind(user_id)
         .bind(account)
@@ -288,8 +289,10 @@ impl Commands {
         .await
     }
 
-    /// Adds an agent to the context's account: a new user (with a password, or
-    /// invited to set one), or an existing user of another account.
+    /// Adds an agent to the context's account: a new user (with a password, or to set
+    /// one on accepting the invitation), or — only once they accept with their own
+    /// password — someone who has a login already. The answer is alike either way
+    /// (an invitation secret), so it does not tell whether the e-mail is known.
     pub async fn create_agent(
         &self,
         context: &CommandContext,
@@ -306,28 +309,43 @@ impl Commands {
             _ => None,
         };
         let user_id = existing.unwrap_or_else(Uuid::now_v7);
-        let invitation = (existing.is_none() && password_hash.is_none()).then(|| new_secret(INVITATION_PREFIX));
+        let invitation = new_secret(INVITATION_PREFIX);
         let account_key = context.account_id.to_string();
+        let ttl = chrono::Duration::from_std(INVITATION_TTL).context("invitation lifetime out of range")?;
         let written = retry(|| async {
             let _guard = self.store().lock::<Account>(&account_key).await;
             let mut work = UnitOfWork::new(context);
             let mut account = self.store().load_for_update::<Account>(&account_key).await?;
-            let add = AccountCommand::AddMember {
-                user_id: UserId(user_id),
-                name: name.clone(),
-                email: email.clone(),
+            let joins = existing.map(|_| JoinAs {
+                name: name.as_str().to_string(),
                 role: agent.role,
-                custom_role: agent.custom_role.map(RoleId),
-                at: context.at,
+                custom_role: agent.custom_role,
+            });
+            let command = match &joins {
+                // Nobody joins an account without saying so.
+                Some(_) => AccountCommand::InviteMember {
+                    user_id: UserId(user_id),
+                    role: agent.role,
+                    custom_role: agent.custom_role.map(RoleId),
+                    at: context.at,
+                },
+                None => AccountCommand::AddMember {
+                    user_id: UserId(user_id),
+                    name: name.clone(),
+                    email: email.clone(),
+                    role: agent.role,
+                    custom_role: agent.custom_role.map(RoleId),
+                    at: context.at,
+                },
             };
-            let events = decide(&mut account, add).await?;
+            let events = decide(&mut account, command).await?;
             work.append(account, events)?;
             if existing.is_none() {
                 let mut user = crate::store::Loaded::<User>::new_stream(user_id.to_string());
                 let register = UserCommand::Register {
                     email: email.clone(),
                     name: name.clone(),
-                    invited: invitation.is_some(),
+                    invited: password_hash.is_none(),
                     at: context.at,
                 };
                 let events = decide(&mut user, register).await?;
@@ -337,21 +355,19 @@ impl Commands {
                     email: email.to_string(),
                     password_hash: password_hash.clone(),
                 });
-            }
-            if let Some(secret) = &invitation {
-                let ttl = chrono::Duration::from_std(INVITATION_TTL).context("invitation lifetime out of range")?;
-                work.side_write(SideWrite::Invitation {
-                    token_hash: token_hash(secret),
-                    user: user_id,
+                work.side_write(SideWrite::Membership {
                     account: context.account_id,
-                    expires_at: context.at + ttl,
+                    user: user_id,
+                    role: agent.role,
+                    custom_role: agent.custom_role,
                 });
             }
-            work.side_write(SideWrite::Membership {
-                account: context.account_id,
+            work.side_write(SideWrite::Invitation {
+                token_hash: token_hash(&invitation),
                 user: user_id,
-                role: agent.role,
-                custom_role: agent.custom_role,
+                account: context.account_id,
+                expires_at: context.at + ttl,
+                joins,
             });
             Ok(Written { position: self.store().commit(work).await? })
         })
@@ -359,7 +375,8 @@ impl Commands {
         Ok((CreatedAgent { user_id, invitation }, written))
     }
 
-    /// Sets an invited agent's password and signs them in.
+    /// Accepts an invitation and signs in: with the password the user has (joining
+    /// the account if they were invited from another), or setting their first one.
     pub async fn accept_invitation(
         &self,
         invitation: &str,
@@ -367,36 +384,95 @@ impl Commands {
         ttl: Duration,
         correlation_id: Uuid,
     ) -> Result<Session, CommandError> {
-        check_password(password)?;
         let hash = token_hash(invitation);
-        let found: Option<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT user_id, account_id FROM invitations \
-             WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > now()",
+        #[derive(sqlx::FromRow)]
+        struct Found {
+            user_id: Uuid,
+            account_id: Uuid,
+            join_name: Option<String>,
+            join_role: Option<String>,
+            join_custom_role: Option<Uuid>,
+            password_hash: Option<String>,
+        }
+        let found: Option<Found> = sqlx::query_as(
+            "SELECT i.user_id, i.account_id, i.join_name, i.join_role, i.join_custom_role, c.password_hash \
+             FROM invitations i JOIN user_credentials c ON c.user_id = i.user_id \
+             WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > now()",
         )
         .bind(&hash)
         .fetch_optional(self.store().pool())
         .await
         .context("failed to look up an invitation")?;
-        let (user_id, account_id) = found.ok_or(CommandError::BadCredentials)?;
-        let mut context = CommandContext::now(account_id, Actor::User(user_id));
+        let found = found.ok_or(CommandError::BadCredentials)?;
+        let mut context = CommandContext::now(found.account_id, Actor::User(found.user_id));
         context.correlation_id = correlation_id;
-        let writes = [
-            SideWrite::InvitationAccepted { token_hash: hash },
-            SideWrite::SetPassword { user: user_id, password_hash: hash_password(password.to_string()).await? },
-        ];
-        self.execute_with::<User>(
-            &context,
-            &user_id.to_string(),
-            |_| Ok(UserCommand::AcceptInvitation { at: context.at }),
-            &writes,
-        )
-        .await
-        .map_err(|e| match e {
+        let consumed = SideWrite::InvitationAccepted { token_hash: hash };
+        let mut writes = vec![consumed];
+        match &found.password_hash {
+            Some(stored) => {
+                if !verify_password(password.to_string(), Some(stored.clone())).await? {
+                    return Err(CommandError::BadCredentials);
+                }
+            }
+            None => {
+                check_password(password)?;
+                let password_hash = hash_password(password.to_string()).await?;
+                writes.push(SideWrite::SetPassword { user: found.user_id, password_hash });
+            }
+        }
+        let accepted = match (found.join_name, found.join_role) {
+            (Some(name), Some(role)) => {
+                let role: Role = role.parse().context("an invitation holds an unknown role")?;
+                let email = self.user_email(found.user_id).await?;
+                writes.push(SideWrite::Membership {
+                    account: found.account_id,
+                    user: found.user_id,
+                    role,
+                    custom_role: found.join_custom_role,
+                });
+                let name = Name::parse("name", &name)?;
+                self.execute_with::<Account>(
+                    &context,
+                    &found.account_id.to_string(),
+                    |_| {
+                        Ok(AccountCommand::AddMember {
+                            user_id: UserId(found.user_id),
+                            name: name.clone(),
+                            email: email.clone(),
+                            role,
+                            custom_role: found.join_custom_role.map(RoleId),
+                            at: context.at,
+                        })
+                    },
+                    &writes,
+                )
+                .await
+            }
+            _ => {
+                self.execute_with::<User>(
+                    &context,
+                    &found.user_id.to_string(),
+                    |_| Ok(UserCommand::AcceptInvitation { at: context.at }),
+                    &writes,
+                )
+                .await
+            }
+        };
+        accepted.map_err(|e| match e {
             // Accepted meanwhile by another request.
             CommandError::Conflict => CommandError::BadCredentials,
             other => other,
         })?;
-        self.start_session(user_id, account_id, ttl, correlation_id).await
+        self.start_session(found.user_id, found.account_id, ttl, correlation_id).await
+    }
+
+    async fn user_email(&self, user: Uuid) -> Result<EmailAddress, CommandError> {
+        let email: String = sqlx::query_scalar("SELECT email FROM user_credentials WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(self.store().pool())
+            .await
+            .context("failed to look up a user's e-mail")?;
+        Ok(EmailAddress::parse(&email)?)
     }
 
     /// Changes an agent's role (and custom role) in the context's account.

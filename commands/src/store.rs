@@ -106,11 +106,13 @@ pub enum SideWrite {
         user: Uuid,
         except: Option<Uuid>,
     },
+    /// `joins`: the user has a login already and joins the account on accepting.
     Invitation {
         token_hash: Vec<u8>,
         user: Uuid,
         account: Uuid,
         expires_at: DateTime<Utc>,
+        joins: Option<JoinAs>,
     },
     /// Consumes an invitation: conflicts if it was used meanwhile.
     InvitationAccepted {
@@ -142,6 +144,14 @@ pub enum SideWrite {
     EraseContact {
         contact: Uuid,
     },
+}
+
+/// The place an invitation offers someone who has a login already.
+#[derive(Debug, Clone)]
+pub struct JoinAs {
+    pub name: String,
+    pub role: Role,
+    pub custom_role: Option<Uuid>,
 }
 
 /// A bearer credential: a personal API token or a login session.
@@ -771,13 +781,17 @@ pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideW
         .bind(except)
         .execute(conn)
         .await,
-        SideWrite::Invitation { token_hash, user, account, expires_at } => sqlx::query(
-            "INSERT INTO invitations (token_hash, user_id, account_id, expires_at) VALUES ($1, $2, $3, $4)",
+        SideWrite::Invitation { token_hash, user, account, expires_at, joins } => sqlx::query(
+            "INSERT INTO invitations (token_hash, user_id, account_id, expires_at, join_name, join_role, join_custom_role) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(token_hash)
         .bind(user)
         .bind(account)
         .bind(expires_at)
+        .bind(joins.as_ref().map(|j| j.name.clone()))
+        .bind(joins.as_ref().map(|j| j.role.as_str()))
+        .bind(joins.as_ref().and_then(|j| j.custom_role))
         .execute(conn)
         .await,
         SideWrite::InvitationAccepted { token_hash } => {

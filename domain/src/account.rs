@@ -71,11 +71,41 @@ impl Account {
 
 #[derive(Debug)]
 pub enum AccountCommand {
-    Create { name: Name, at: Instant },
-    AddMember { user_id: UserId, name: Name, email: EmailAddress, role: Role, custom_role: Option<RoleId>, at: Instant },
-    ChangeRole { user_id: UserId, role: Role, custom_role: Option<RoleId>, at: Instant },
-    RemoveMember { user_id: UserId, at: Instant },
-    CreateCustomRole { role_id: RoleId, name: Name, permissions: Vec<Permission>, at: Instant },
+    Create {
+        name: Name,
+        at: Instant,
+    },
+    AddMember {
+        user_id: UserId,
+        name: Name,
+        email: EmailAddress,
+        role: Role,
+        custom_role: Option<RoleId>,
+        at: Instant,
+    },
+    /// Offers someone with a login elsewhere a place here; they join on accepting.
+    InviteMember {
+        user_id: UserId,
+        role: Role,
+        custom_role: Option<RoleId>,
+        at: Instant,
+    },
+    ChangeRole {
+        user_id: UserId,
+        role: Role,
+        custom_role: Option<RoleId>,
+        at: Instant,
+    },
+    RemoveMember {
+        user_id: UserId,
+        at: Instant,
+    },
+    CreateCustomRole {
+        role_id: RoleId,
+        name: Name,
+        permissions: Vec<Permission>,
+        at: Instant,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +133,14 @@ pub enum AccountEvent {
         user_id: UserId,
         at: Instant,
     },
+    /// An invitation to a user who has a login already: not a member until they
+    /// accept (`MemberAdded`).
+    MemberInvited {
+        user_id: UserId,
+        role: Role,
+        custom_role: Option<RoleId>,
+        at: Instant,
+    },
     CustomRoleCreated {
         role_id: RoleId,
         name: String,
@@ -114,7 +152,7 @@ pub enum AccountEvent {
 domain_event!(
     AccountEvent,
     version = "1",
-    [AccountCreated, MemberAdded, MemberRoleChanged, MemberRemoved, CustomRoleCreated]
+    [AccountCreated, MemberAdded, MemberRoleChanged, MemberRemoved, MemberInvited, CustomRoleCreated]
 );
 impl PersonalData for AccountEvent {}
 
@@ -149,6 +187,13 @@ impl Aggregate for Account {
                     custom_role,
                     at,
                 }
+            }
+            AccountCommand::InviteMember { user_id, role, custom_role, at } => {
+                if self.members.contains_key(&user_id) {
+                    return Err(DomainError::AlreadyExists("account member"));
+                }
+                self.check_role(role, custom_role)?;
+                AccountEvent::MemberInvited { user_id, role, custom_role, at }
             }
             AccountCommand::ChangeRole { user_id, role, custom_role, at } => {
                 let member = self.members.get(&user_id).ok_or(DomainError::NotFound("agent"))?;
@@ -198,6 +243,7 @@ impl Aggregate for Account {
             AccountEvent::MemberRemoved { user_id, .. } => {
                 self.members.remove(&user_id);
             }
+            AccountEvent::MemberInvited { .. } => {}
             AccountEvent::CustomRoleCreated { role_id, name, permissions, .. } => {
                 self.roles.insert(role_id, CustomRole { name, permissions });
             }

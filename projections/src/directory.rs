@@ -156,7 +156,8 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                 .await?;
             }
             // Custom roles are listed from their own table, written with the event.
-            AccountEvent::CustomRoleCreated { .. } => {}
+            // Not an agent of the account until accepted (then `MemberAdded`).
+            AccountEvent::CustomRoleCreated { .. } | AccountEvent::MemberInvited { .. } => {}
         },
         "inbox" => match event.decode::<InboxEvent>()? {
             InboxEvent::InboxCreated { account_id, name, channel, at } => {

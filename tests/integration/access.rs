@@ -484,3 +484,85 @@ async fn a_removed_agent_is_refused_and_token_creation_is_rate_limited() {
     }
     assert_eq!(code(&app.gql(create, json!({})).await), "RATE_LIMITED", "the 21st token in an hour");
 }
+
+const CREATE_AGENT: &str = "mutation($e: String!, $p: String) { createAgent(input: {email: $e, name: \"Someone\", \
+    role: ADMINISTRATOR, password: $p}) { id invitationToken } }";
+const ACCEPT: &str =
+    "mutation($t: String!, $p: String!) { acceptInvitation(input: {token: $t, password: $p}) { token } }";
+
+/// Another account's administrator cannot pull a user into their account: the user
+/// joins only by accepting with their own password, and their default login stays the
+/// account they joined first.
+#[tokio::test]
+async fn joining_a_second_account_needs_the_users_own_acceptance() {
+    let app = TestApp::spawn().await;
+    let other = app.other_account().await;
+    let invited = gql_with(
+        &app.client,
+        &app.server.address,
+        Some(&other.token),
+        &[],
+        CREATE_AGENT,
+        json!({ "e": "admin@acme.test", "p": "a password they chose" }),
+    )
+    .await;
+    let token = invited["data"]["createAgent"]["invitationToken"].as_str().expect("an invitation").to_string();
+    app.projected().await;
+
+    let session = app.login("admin@acme.test", "correct horse battery").await;
+    let header = [("x-account-id", other.account_id.to_string())];
+    let header: Vec<(&str, &str)> = header.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let there = gql_with(&app.client, &app.server.address, Some(&session), &header, ME, json!({})).await;
+    assert_eq!(code(&there), "FORBIDDEN", "not a member before accepting: {there}");
+    let listed =
+        gql_with(&app.client, &app.server.address, Some(&other.token), &[], "{ agents { email } }", json!({})).await;
+    assert!(!listed.to_string().contains("admin@acme.test"), "{listed}");
+
+    let wrong = app.gql_as(None, ACCEPT, json!({ "t": token, "p": "a password they chose" })).await;
+    assert_eq!(code(&wrong), "UNAUTHENTICATED", "the administrator's password is not theirs: {wrong}");
+    let accepted = app.gql_as(None, ACCEPT, json!({ "t": token, "p": "correct horse battery" })).await;
+    assert!(accepted.get("errors").is_none(), "{accepted}");
+    app.projected().await;
+    let there = gql_with(&app.client, &app.server.address, Some(&session), &header, ME, json!({})).await;
+    assert_eq!(there["data"]["me"]["id"], app.user_id.to_string(), "a member once accepted: {there}");
+
+    let default = app.login("admin@acme.test", "correct horse battery").await;
+    let agents = app.gql_as(Some(&default), "{ agents { email } }", json!({})).await;
+    let own = app.gql("{ agents { email } }", json!({})).await;
+    assert_eq!(agents["data"], own["data"], "the default account is the one joined first");
+}
+
+/// Whether an e-mail already has a login anywhere is not the business of an
+/// administrator: `createAgent` answers alike.
+#[tokio::test]
+async fn creating_an_agent_answers_alike_whether_or_not_the_e_mail_is_known() {
+    let app = TestApp::spawn().await;
+    let other = app.other_account().await;
+    let shape = |answer: &Value| {
+        let created = &answer["data"]["createAgent"];
+        assert!(answer.get("errors").is_none(), "{answer}");
+        (created["id"].is_string(), created["invitationToken"].as_str().map(|t| t.len()))
+    };
+    let mut shapes = Vec::new();
+    for (email, password) in [
+        ("new-one@else.test", json!(null)),
+        ("new-two@else.test", json!("a long new password")),
+        ("admin@acme.test", json!(null)),
+        ("admin@acme.test", json!("a long new password")),
+    ] {
+        let answer = gql_with(
+            &app.client,
+            &app.server.address,
+            Some(&other.token),
+            &[],
+            CREATE_AGENT,
+            json!({ "e": email, "p": password }),
+        )
+        .await;
+        shapes.push(shape(&answer));
+    }
+    assert!(shapes.iter().all(|s| *s == shapes[0]), "{shapes:?}");
+    // A new user with a password signs in at once, as before.
+    let signed_in = app.gql_as(None, LOGIN, json!({ "e": "new-two@else.test", "p": "a long new password" })).await;
+    assert!(signed_in["data"]["login"]["token"].is_string(), "{signed_in}");
+}

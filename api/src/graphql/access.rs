@@ -109,15 +109,18 @@ pub struct CreateAgentInput {
     pub role: Role,
     /// Narrows an agent to a custom role's permissions.
     pub custom_role_id: Option<ID>,
-    /// Without one, the agent is invited and sets it with `acceptInvitation`.
+    /// Without one, the agent sets it with `acceptInvitation`. Ignored for someone
+    /// who has a login already: they accept with their own.
     pub password: Option<String>,
 }
 
 #[derive(SimpleObject)]
 pub struct CreatedAgent {
     pub id: ID,
-    /// The invitation secret to hand to the agent (shown once), when invited.
-    pub invitation_token: Option<String>,
+    /// The invitation secret to hand to the person (shown once), whoever they are:
+    /// `acceptInvitation` with it and their password (or a new one) signs them in,
+    /// and joins someone who has a login already to the account.
+    pub invitation_token: String,
 }
 
 #[derive(InputObject)]
