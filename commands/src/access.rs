@@ -217,6 +217,7 @@ impl Commands {
         current: &str,
         new: &str,
         kept_session: Option<Uuid>,
+        revoke_api_tokens: bool,
     ) -> Result<Written, CommandError> {
         let user = acting_user(context)?;
         check_password(new)?;
@@ -231,12 +232,18 @@ impl Commands {
         }
         let writes = [
             SideWrite::SetPassword { user, password_hash: hash_password(new.to_string()).await? },
-            SideWrite::EndSessions { user, except: kept_session },
+            SideWrite::EndSessions { user, except: kept_session, api_tokens: revoke_api_tokens },
         ];
         self.execute_with::<User>(
             context,
             &user.to_string(),
-            |_| Ok(UserCommand::ChangePassword { kept_session: kept_session.map(TokenId), at: context.at }),
+            |_| {
+                Ok(UserCommand::ChangePassword {
+                    kept_session: kept_session.map(TokenId),
+                    revoke_api_tokens,
+                    at: context.at,
+                })
+            },
             &writes,
         )
         .await

@@ -101,10 +101,12 @@ pub enum SideWrite {
         token: Uuid,
         user: Uuid,
     },
-    /// Ends the user's login sessions, but the one named.
+    /// Ends the user's login sessions, but the one named, and their API tokens too
+    /// with `api_tokens`.
     EndSessions {
         user: Uuid,
         except: Option<Uuid>,
+        api_tokens: bool,
     },
     /// `joins`: the user has a login already and joins the account on accepting.
     Invitation {
@@ -773,12 +775,13 @@ pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideW
         .bind(user)
         .execute(conn)
         .await,
-        SideWrite::EndSessions { user, except } => sqlx::query(
+        SideWrite::EndSessions { user, except, api_tokens } => sqlx::query(
             "UPDATE access_tokens SET revoked_at = now() \
-             WHERE user_id = $1 AND kind = 'session' AND revoked_at IS NULL AND token_id IS DISTINCT FROM $2",
+             WHERE user_id = $1 AND (kind = 'session' OR $3) AND revoked_at IS NULL AND token_id IS DISTINCT FROM $2",
         )
         .bind(user)
         .bind(except)
+        .bind(api_tokens)
         .execute(conn)
         .await,
         SideWrite::Invitation { token_hash, user, account, expires_at, joins } => sqlx::query(

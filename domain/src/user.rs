@@ -63,6 +63,8 @@ pub enum UserCommand {
     /// Ends every session but `kept_session` (the one the change was made in).
     ChangePassword {
         kept_session: Option<TokenId>,
+        /// Revoke every personal API token too (they do not end with sessions).
+        revoke_api_tokens: bool,
         at: Instant,
     },
 }
@@ -101,6 +103,8 @@ pub enum UserEvent {
     PasswordChanged {
         kept_session: Option<TokenId>,
         sessions_ended: Vec<TokenId>,
+        #[serde(default)]
+        api_tokens_revoked: Vec<TokenId>,
         at: Instant,
     },
 }
@@ -157,14 +161,17 @@ impl Aggregate for User {
                 }
                 UserEvent::SignedOut { session_id, at }
             }
-            UserCommand::ChangePassword { kept_session, at } => {
+            UserCommand::ChangePassword { kept_session, revoke_api_tokens, at } => {
                 if !self.password_set {
                     return Err(DomainError::invalid("this user has not set a password yet"));
                 }
                 let mut sessions_ended: Vec<TokenId> =
                     self.sessions.iter().copied().filter(|s| Some(*s) != kept_session).collect();
                 sessions_ended.sort();
-                UserEvent::PasswordChanged { kept_session, sessions_ended, at }
+                let mut api_tokens_revoked: Vec<TokenId> =
+                    if revoke_api_tokens { self.api_tokens.keys().copied().collect() } else { Vec::new() };
+                api_tokens_revoked.sort();
+                UserEvent::PasswordChanged { kept_session, sessions_ended, api_tokens_revoked, at }
             }
         };
         sink.write(event, self).await;
@@ -190,9 +197,12 @@ impl Aggregate for User {
             UserEvent::SignedOut { session_id, .. } => {
                 self.sessions.remove(&session_id);
             }
-            UserEvent::PasswordChanged { sessions_ended, .. } => {
+            UserEvent::PasswordChanged { sessions_ended, api_tokens_revoked, .. } => {
                 for session in sessions_ended {
                     self.sessions.remove(&session);
+                }
+                for token in api_tokens_revoked {
+                    self.api_tokens.remove(&token);
                 }
             }
         }
@@ -283,10 +293,35 @@ mod tests {
                 signed_in(2),
                 UserEvent::SignedOut { session_id: id(3), at: at() },
             ])
-            .when(UserCommand::ChangePassword { kept_session: Some(id(2)), at: at() })
+            .when(UserCommand::ChangePassword { kept_session: Some(id(2)), revoke_api_tokens: false, at: at() })
             .then_expect_events(vec![UserEvent::PasswordChanged {
                 kept_session: Some(id(2)),
                 sessions_ended: vec![id(1)],
+                api_tokens_revoked: vec![],
+                at: at(),
+            }]);
+    }
+
+    #[test]
+    fn a_password_change_can_revoke_every_api_token_too() {
+        let issued = |n| UserEvent::ApiTokenIssued {
+            token_id: id(n),
+            account_id: AccountId(Uuid::from_u128(9)),
+            name: "script".into(),
+            at: at(),
+        };
+        TestFramework::<User>::with(())
+            .given(vec![
+                registered(false),
+                issued(5),
+                issued(4),
+                UserEvent::ApiTokenRevoked { token_id: id(4), at: at() },
+            ])
+            .when(UserCommand::ChangePassword { kept_session: None, revoke_api_tokens: true, at: at() })
+            .then_expect_events(vec![UserEvent::PasswordChanged {
+                kept_session: None,
+                sessions_ended: vec![],
+                api_tokens_revoked: vec![id(5)],
                 at: at(),
             }]);
     }

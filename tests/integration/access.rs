@@ -58,6 +58,18 @@ async fn a_password_change_ends_every_other_session_and_logout_ends_its_own() {
     assert_eq!(code(&app.gql_as(Some(&laptop), ME, json!({})).await), "UNAUTHENTICATED");
     let api_logout = app.gql("mutation { logout }", json!({})).await;
     assert_eq!(code(&api_logout), "BAD_USER_INPUT", "an API token is revoked, not logged out");
+
+    // API tokens survive a password change unless the change revokes them too.
+    let session = app.login("admin@acme.test", "a new long password").await;
+    let revoking = "mutation($c: String!, $n: String!) { changePassword(input: {currentPassword: $c, \
+        newPassword: $n, revokeApiTokens: true}) }";
+    let changed =
+        app.gql_as(Some(&session), revoking, json!({ "c": "a new long password", "n": "a third long password" })).await;
+    assert_eq!(changed["data"]["changePassword"], true, "{changed}");
+    assert_eq!(code(&app.gql_as(Some(&app.token), ME, json!({})).await), "UNAUTHENTICATED", "the API token ended too");
+    assert_eq!(app.gql_as(Some(&session), ME, json!({})).await["data"]["me"]["id"], app.user_id.to_string());
+    let listed = app.gql_as(Some(&session), "{ apiTokens { id } }", json!({})).await;
+    assert_eq!(listed["data"]["apiTokens"], json!([]), "{listed}");
 }
 
 #[tokio::test]

@@ -70,6 +70,9 @@ impl From<Session> for SessionToken {
 pub struct ChangePasswordInput {
     pub current_password: String,
     pub new_password: String,
+    /// Revoke every personal API token too (they survive a password change otherwise:
+    /// scripts keep working). Other sessions always end.
+    pub revoke_api_tokens: Option<bool>,
 }
 
 #[derive(InputObject)]
@@ -310,7 +313,9 @@ impl AccessMutation {
             principal.require(Action::ManageOwnCredentials)?;
             let key = principal.user_id.to_string();
             let kept = (principal.credential == TokenKind::Session).then_some(principal.credential_id);
-            let change = state.commands.change_password(&context, &input.current_password, &input.new_password, kept);
+            let revoke = input.revoke_api_tokens.unwrap_or(false);
+            let change =
+                state.commands.change_password(&context, &input.current_password, &input.new_password, kept, revoke);
             state.rate_limiter.guard(&[(CREDENTIAL_FAILURES, &key)], change).await?;
             Ok(true)
         })
