@@ -173,3 +173,133 @@ async fn every_operation_refuses_outsiders_and_changes_nothing_of_the_account() 
     }
     assert_eq!(account_state(&app).await, before, "nothing of account A changed");
 }
+
+/// A selection of every field of `type_name` down to `depth` object levels, from the
+/// introspected `types`: leaves are scalars and enums; a field that needs an argument
+/// other than `first` is left out (the roots pass theirs).
+fn everything(types: &[Value], type_name: &str, depth: usize) -> Option<String> {
+    let ty = types.iter().find(|t| t["name"] == type_name)?;
+    let mut parts = Vec::new();
+    for field in ty["fields"].as_array()? {
+        let needs_args = field["args"].as_array().unwrap().iter().any(|a| a["type"]["kind"] == "NON_NULL");
+        if needs_args {
+            continue;
+        }
+        let mut of = &field["type"];
+        while of["kind"] == "NON_NULL" || of["kind"] == "LIST" {
+            of = &of["ofType"];
+        }
+        let name = field["name"].as_str().unwrap();
+        match of["kind"].as_str() {
+            Some("SCALAR" | "ENUM") => parts.push(name.to_string()),
+            Some("OBJECT") if depth > 0 => {
+                if let Some(inner) = everything(types, of["name"].as_str().unwrap(), depth - 1) {
+                    let first = field["args"].as_array().unwrap().iter().any(|a| a["name"] == "first");
+                    parts.push(format!("{name}{} {{ {inner} }}", if first { "(first: 5)" } else { "" }));
+                }
+            }
+            _ => {}
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+/// Every object reachable from every answer is authorized for the caller: an agent
+/// whose role lets them see only their own conversations, and no contact details,
+/// walks every field of every query root, and every mutation that answers with an
+/// object, five object levels deep (connections count as levels), and sees nothing of a conversation that is not
+/// theirs nor any contact's e-mail or phone, whichever path they take.
+#[tokio::test]
+async fn no_path_through_any_answer_reaches_what_the_caller_may_not_see() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Support").await;
+    let role = app
+        .ok("mutation { createCustomRole(input: {name: \"Own\", permissions: [CONVERSATION_PARTICIPATING_MANAGE]}) { id } }", json!({}))
+        .await;
+    let role = role["createCustomRole"]["id"].as_str().unwrap().to_string();
+    let (agent, token) = app.agent("own@acme.test", "AGENT").await;
+    app.ok(
+        "mutation($u: ID!, $r: ID!) { setAgentRole(input: {userId: $u, role: AGENT, customRoleId: $r}) { id } }",
+        json!({ "u": agent, "r": role }),
+    )
+    .await;
+    app.ok(
+        "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }",
+        json!({ "i": inbox, "u": agent }),
+    )
+    .await;
+    let mine =
+        app.receive(&inbox, "mine", "m-1", "about my case").await["conversation"]["id"].as_str().unwrap().to_string();
+    let theirs =
+        app.receive(&inbox, "theirs", "t-1", "secret-theirs").await["conversation"]["id"].as_str().unwrap().to_string();
+    let assign =
+        "mutation($c: ID!, $u: ID!) { assignConversation(input: {conversationId: $c, assigneeId: $u}) { id } }";
+    app.ok(assign, json!({ "c": mine, "u": agent })).await;
+    app.ok(assign, json!({ "c": theirs, "u": app.user_id.to_string() })).await;
+    app.projected().await;
+    let contact: String =
+        sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts WHERE email = 'theirs@customer.test'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+
+    let schema = app
+        .ok("{ __schema { types { name kind fields { name args { name type { kind } } type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }", json!({}))
+        .await;
+    let types = schema["__schema"]["types"].as_array().unwrap().clone();
+    // Arguments naming the conversation the agent may not see (and its contact, inbox).
+    let arguments = |field: &str| -> Option<String> {
+        Some(match field {
+            "conversation" | "conversationHistory" | "verifyConversationHistory" => format!("(id: \"{theirs}\")"),
+            "contact" => format!("(id: \"{contact}\")"),
+            "inbox" => format!("(id: \"{inbox}\")"),
+            "sendMessage" => format!("(input: {{conversationId: \"{theirs}\", content: \"x\"}})"),
+            "setConversationStatus" => format!("(input: {{conversationId: \"{theirs}\", status: OPEN}})"),
+            "setConversationPriority" => format!("(input: {{conversationId: \"{theirs}\", priority: LOW}})"),
+            "setConversationLabels" => format!("(input: {{conversationId: \"{theirs}\", labels: []}})"),
+            "setConversationMuted" => format!("(input: {{conversationId: \"{theirs}\", muted: false}})"),
+            "assignConversation" => format!("(input: {{conversationId: \"{theirs}\", assigneeId: \"{agent}\"}})"),
+            "receiveMessage" => format!("(input: {{inboxId: \"{inbox}\", contact: {{sourceId: \"theirs\"}}, sourceId: \"again\", content: \"x\"}})"),
+            _ => return None,
+        })
+    };
+    let events = app.event_count().await;
+    let mut walked = 0;
+    for (root, keyword) in [("QueryRoot", "query"), ("MutationRoot", "mutation")] {
+        let root = types.iter().find(|t| t["name"] == root).unwrap();
+        for field in root["fields"].as_array().unwrap() {
+            let name = field["name"].as_str().unwrap();
+            let needs_args = field["args"].as_array().unwrap().iter().any(|a| a["type"]["kind"] == "NON_NULL");
+            let args = match (needs_args, arguments(name)) {
+                (true, Some(args)) => args,
+                (true, None) => continue,
+                (false, _) if keyword == "mutation" => continue,
+                (false, _) => String::new(),
+            };
+            let mut of = &field["type"];
+            while of["kind"] == "NON_NULL" || of["kind"] == "LIST" {
+                of = &of["ofType"];
+            }
+            let selection = match of["kind"].as_str() {
+                Some("OBJECT") => match everything(&types, of["name"].as_str().unwrap(), 5) {
+                    Some(inner) => format!(" {{ {inner} }}"),
+                    None => continue,
+                },
+                _ => String::new(),
+            };
+            let query = format!("{keyword} {{ {name}{args}{selection} }}");
+            let answer = app.gql_as(Some(&token), &query, json!({})).await;
+            let refused_unrun = answer["errors"].as_array().into_iter().flatten().any(|e| {
+                let message = e["message"].as_str().unwrap_or("");
+                message.contains("complex") || message.contains("expanded") || message.contains("nested too deep")
+            });
+            assert!(!refused_unrun, "the walk must run, not be refused by the request limits: {query}\n{answer}");
+            for secret in ["secret-theirs", "theirs@customer.test", "mine@customer.test", theirs.as_str()] {
+                assert!(!answer.to_string().contains(secret), "{name} shows {secret}: {query}\n{answer}");
+            }
+            walked += 1;
+        }
+    }
+    assert!(walked >= 20, "every root was walked ({walked})");
+    assert_eq!(app.event_count().await, events, "no refused mutation wrote anything");
+}
