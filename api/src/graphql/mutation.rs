@@ -3,6 +3,7 @@
 
 use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, ID};
 use chrono::{DateTime, Utc};
+use commands::context::CommandContext;
 use commands::conversation::Assignment;
 use commands::inbound::InboundMessage;
 use commands::Written;
@@ -140,11 +141,23 @@ async fn original(state: &AppState, account: Uuid, message_id: Uuid) -> Result<M
     Ok(Message::written(row, account, written))
 }
 
-/// A changed conversation, once the inbox views show the change: an agent who acts
-/// and then reloads the list sees what they did.
-async fn settled(state: &AppState, id: Uuid, account: Uuid, written: Written) -> Conversation {
-    state.settle(written, super::CONVERSATION_VIEWS).await;
-    Conversation::changed(id, account, written)
+/// A change to one conversation, as every conversation mutation makes it: authorized
+/// on the conversation, decided on current state (`mutate`), and answered once the
+/// inbox views show it, so an agent who acts and then reloads the list sees what they did.
+async fn change_conversation<F, Fut>(ctx: &Context<'_>, conversation: &ID, change: F) -> Result<Conversation>
+where
+    F: Fn(AppState, CommandContext, Uuid) -> Fut,
+    Fut: std::future::Future<Output = Result<Written, ApiError>>,
+{
+    let id = parse_id(conversation, "conversation")?;
+    let change = &change;
+    mutate(ctx, move |Acting { principal, state, context }| async move {
+        authorize_conversation(&principal, &state, &context, id).await?;
+        let written = change(state.clone(), context, id).await?;
+        state.settle(written, super::CONVERSATION_VIEWS).await;
+        Ok(Conversation::changed(id, principal.account_id, written))
+    })
+    .await
 }
 
 fn optional_id(value: &MaybeUndefined<ID>, what: &str) -> Result<Option<Option<Uuid>>, ApiError> {
@@ -289,17 +302,12 @@ impl Mutation {
     }
 
     async fn assign_conversation(&self, ctx: &Context<'_>, input: AssignConversationInput) -> Result<Conversation> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            let id = parse_id(&input.conversation_id, "conversation")?;
-            authorize_conversation(principal, state, &context, id).await?;
-            let change = Assignment {
-                assignee: optional_id(&input.assignee_id, "agent")?,
-                team: optional_id(&input.team_id, "team")?,
-            };
-            let written = state.commands.assign(&context, id, change).await.map_err(ApiError::from)?;
-            Ok(settled(state, id, principal.account_id, written).await)
+        let change = Assignment {
+            assignee: optional_id(&input.assignee_id, "agent")?,
+            team: optional_id(&input.team_id, "team")?,
+        };
+        change_conversation(ctx, &input.conversation_id, move |state, context, id| async move {
+            Ok(state.commands.assign(&context, id, change).await?)
         })
         .await
     }
@@ -309,17 +317,9 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationStatusInput,
     ) -> Result<Conversation> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            let id = parse_id(&input.conversation_id, "conversation")?;
-            authorize_conversation(principal, state, &context, id).await?;
-            let written = state
-                .commands
-                .set_status(&context, id, input.status.into(), input.snoozed_until)
-                .await
-                .map_err(ApiError::from)?;
-            Ok(settled(state, id, principal.account_id, written).await)
+        let (status, until) = (input.status.into(), input.snoozed_until);
+        change_conversation(ctx, &input.conversation_id, move |state, context, id| async move {
+            Ok(state.commands.set_status(&context, id, status, until).await?)
         })
         .await
     }
@@ -329,14 +329,9 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationPriorityInput,
     ) -> Result<Conversation> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            let id = parse_id(&input.conversation_id, "conversation")?;
-            authorize_conversation(principal, state, &context, id).await?;
-            let written =
-                state.commands.set_priority(&context, id, input.priority.into()).await.map_err(ApiError::from)?;
-            Ok(settled(state, id, principal.account_id, written).await)
+        let priority = input.priority.into();
+        change_conversation(ctx, &input.conversation_id, move |state, context, id| async move {
+            Ok(state.commands.set_priority(&context, id, priority).await?)
         })
         .await
     }
@@ -346,13 +341,9 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationLabelsInput,
     ) -> Result<Conversation> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            let id = parse_id(&input.conversation_id, "conversation")?;
-            authorize_conversation(principal, state, &context, id).await?;
-            let written = state.commands.set_labels(&context, id, &input.labels).await.map_err(ApiError::from)?;
-            Ok(settled(state, id, principal.account_id, written).await)
+        let labels = &input.labels;
+        change_conversation(ctx, &input.conversation_id, move |state, context, id| async move {
+            Ok(state.commands.set_labels(&context, id, labels).await?)
         })
         .await
     }
@@ -362,13 +353,9 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationMutedInput,
     ) -> Result<Conversation> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            let id = parse_id(&input.conversation_id, "conversation")?;
-            authorize_conversation(principal, state, &context, id).await?;
-            let written = state.commands.set_muted(&context, id, input.muted).await.map_err(ApiError::from)?;
-            Ok(settled(state, id, principal.account_id, written).await)
+        let muted = input.muted;
+        change_conversation(ctx, &input.conversation_id, move |state, context, id| async move {
+            Ok(state.commands.set_muted(&context, id, muted).await?)
         })
         .await
     }
@@ -378,17 +365,9 @@ impl Mutation {
         ctx: &Context<'_>,
         input: SetConversationCustomAttributesInput,
     ) -> Result<Conversation> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            let id = parse_id(&input.conversation_id, "conversation")?;
-            authorize_conversation(principal, state, &context, id).await?;
-            let written = state
-                .commands
-                .set_custom_attributes(&context, id, input.attributes.0.clone())
-                .await
-                .map_err(ApiError::from)?;
-            Ok(settled(state, id, principal.account_id, written).await)
+        let attributes = &input.attributes.0;
+        change_conversation(ctx, &input.conversation_id, move |state, context, id| async move {
+            Ok(state.commands.set_custom_attributes(&context, id, attributes.clone()).await?)
         })
         .await
     }
