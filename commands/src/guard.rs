@@ -52,6 +52,8 @@ impl Guard {
         self.own_ids.is_empty() && self.read_ids.is_empty() && self.users.is_empty()
     }
 
+    /// Adds another unit's assertions (a batch's units often share their caller: each
+    /// user and version is asserted once).
     pub fn extend(&mut self, other: &Guard) {
         self.own_types.extend_from_slice(&other.own_types);
         self.own_ids.extend_from_slice(&other.own_ids);
@@ -59,8 +61,13 @@ impl Guard {
         self.read_types.extend_from_slice(&other.read_types);
         self.read_ids.extend_from_slice(&other.read_ids);
         self.read_versions.extend_from_slice(&other.read_versions);
-        self.users.extend_from_slice(&other.users);
-        self.user_versions.extend_from_slice(&other.user_versions);
+        for (user, version) in other.users.iter().zip(&other.user_versions) {
+            let known = self.users.iter().zip(&self.user_versions).any(|(u, v)| u == user && v == version);
+            if !known {
+                self.users.push(*user);
+                self.user_versions.push(*version);
+            }
+        }
     }
 
     /// Binds the eight arrays `assert_current` takes, in its order.

@@ -224,3 +224,86 @@ async fn replies_retried_with_their_client_message_id_through_failovers_land_onc
         .unwrap();
     assert_eq!(sent, 40);
 }
+
+/// A TCP link between the server and PostgreSQL that a test can cut (every live
+/// connection reset, new ones refused) and mend: the database gone, as an outage or
+/// a network partition looks to the server.
+struct Link {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    live: Arc<Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl Link {
+    async fn to(target: &str) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let live = Arc::new(Mutex::new(tokio::task::JoinSet::new()));
+        let (target, accepting, tasks) = (target.to_string(), up.clone(), live.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accepting.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the server sees its connection fail
+                }
+                let target = target.clone();
+                tasks.lock().unwrap().spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Link { port, up, live }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.live.lock().unwrap().abort_all();
+    }
+
+    fn mend(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// While the database cannot be reached, a token the server has not seen cannot be
+/// looked up: that is UNAVAILABLE (503, Retry-After), never UNAUTHENTICATED; and the
+/// same token works once the database is back.
+#[tokio::test]
+async fn authentication_during_an_outage_is_unavailable_not_unauthenticated() {
+    let database_url = tests::create_database().await;
+    let link = Link::to("127.0.0.1:5432").await;
+    let through_link = database_url.replacen(":5432/", &format!(":{}/", link.port), 1);
+    assert_ne!(through_link, database_url, "the test database is on 127.0.0.1:5432");
+    let server = tests::TestServer::start(&through_link).await;
+    let created =
+        server.state.commands.bootstrap("Outage Co", "ops@outage.test", "a long password", None).await.unwrap();
+    let client = reqwest::Client::new();
+    let fresh = gql_at(
+        &client,
+        &server.address,
+        Some(&created.token),
+        "mutation { createApiToken(input: {name: \"fresh\"}) { token } }",
+        json!({}),
+    )
+    .await;
+    let fresh = fresh["data"]["createApiToken"]["token"].as_str().expect("a token").to_string();
+
+    link.cut();
+    let response = client
+        .post(format!("{}/graphql", server.address))
+        .bearer_auth(&fresh)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    let (status, retry_after) = (response.status().as_u16(), response.headers().get("retry-after").is_some());
+    let answer: serde_json::Value = response.json().await.unwrap();
+    link.mend();
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "UNAVAILABLE", "{answer}");
+    assert_eq!((status, retry_after), (503, true));
+    let me = gql_at(&client, &server.address, Some(&fresh), "{ me { id } }", json!({})).await;
+    assert_eq!(me["data"]["me"]["id"], created.user_id.to_string(), "{me}");
+    server.stop().await;
+}
