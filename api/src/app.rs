@@ -75,6 +75,7 @@ impl Services {
             authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
             rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref(), keyring.clone()).await?),
             session_ttl: config.session_ttl,
+            decided_again: Arc::default(),
             pool,
             commands: Commands::new(store),
             engine,

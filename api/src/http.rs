@@ -234,6 +234,16 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         };
         let _ = writeln!(out, "inbox_projector_up{{projector=\"{name}\"}} {up}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP inbox_decisions_redone_total Mutations decided again because what they read moved on before commit."
+    );
+    let _ = writeln!(out, "# TYPE inbox_decisions_redone_total counter");
+    let _ = writeln!(
+        out,
+        "inbox_decisions_redone_total {}",
+        state.app.decided_again.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP inbox_db_pool_connections Open database connections in the pool.");
     let _ = writeln!(out, "# TYPE inbox_db_pool_connections gauge");
     let _ = writeln!(out, "inbox_db_pool_connections {}", state.app.pool.size());

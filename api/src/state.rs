@@ -1,5 +1,6 @@
 //! What every request handler shares.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub struct AppState {
     pub authenticator: Arc<Authenticator>,
     pub rate_limiter: Arc<RateLimiter>,
     pub session_ttl: Duration,
+    /// Mutations this process decided again because what they read had moved on
+    /// (`/metrics`: how often processes contend on the same state).
+    pub decided_again: Arc<AtomicU64>,
 }
 
 impl AppState {

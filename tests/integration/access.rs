@@ -438,6 +438,12 @@ async fn with_redis_the_login_lock_is_shared_by_every_server() {
             "RATE_LIMITED"
         );
     }
+    // The counters are kept under keyed hashes: no e-mail or address in Redis.
+    let redis = redis::Client::open(std::env::var("TEST_REDIS_URL").unwrap()).unwrap();
+    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("ratelimit:login*").query_async(&mut redis).await.unwrap();
+    assert!(!keys.is_empty(), "the login counters are in Redis");
+    assert!(keys.iter().all(|k| !k.contains(&email) && !k.contains(&from) && !k.contains('@')), "{keys:?}");
     first.stop().await;
     second.stop().await;
 }

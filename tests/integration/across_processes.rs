@@ -123,6 +123,10 @@ async fn an_assignment_to_an_agent_another_server_removed_from_the_inbox_is_refu
     let answer = two.assign('A', &conversation, Some(&x)).await;
     assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{answer}");
     assert_eq!(two.events("AssigneeChanged").await, 0, "nothing is written for a member who is gone");
+    let metrics =
+        two.app.client.get(format!("{}/metrics", two.address('A'))).send().await.unwrap().text().await.unwrap();
+    let redone = metrics.lines().find_map(|l| l.strip_prefix("inbox_decisions_redone_total ")).unwrap();
+    assert!(redone.parse::<u64>().unwrap() >= 1, "A decided again, and says so: {metrics}");
 }
 
 #[tokio::test]

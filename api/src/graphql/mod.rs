@@ -121,6 +121,7 @@ where
             },
         };
         tracing::debug!(attempt, ?stale, "a decision's state moved on before commit; deciding again");
+        state.decided_again.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if stale == Staleness::Access {
             auth = state.authenticator.reauthenticate(&auth).await?;
         }
