@@ -303,6 +303,9 @@ async fn authentication_during_an_outage_is_unavailable_not_unauthenticated() {
     link.mend();
     assert_eq!(answer["errors"][0]["extensions"]["code"], "UNAVAILABLE", "{answer}");
     assert_eq!((status, retry_after), (503, true));
+    // `me` reads the directory: once the projectors, reconnected, have caught up.
+    let pool = sqlx::PgPool::connect(&database_url).await.unwrap();
+    wait_until_projected(&pool).await;
     let me = gql_at(&client, &server.address, Some(&fresh), "{ me { id } }", json!({})).await;
     assert_eq!(me["data"]["me"]["id"], created.user_id.to_string(), "{me}");
     server.stop().await;
