@@ -21,8 +21,12 @@ use crate::state::{AppState, ClientAddress, RequestId};
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// What an UNAVAILABLE answer tells clients to wait before retrying.
-const RETRY_AFTER_SECONDS: &str = "1";
+/// Marks an UNAVAILABLE answer as such for clients and proxies: 503, and how long to
+/// wait before retrying.
+fn retry_later(response: &mut Response) {
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+}
 
 /// How the HTTP layer treats requests before GraphQL sees them.
 #[derive(Debug, Clone, Copy)]
@@ -116,8 +120,7 @@ async fn graphql(
     });
     let mut answer = Json(response).into_response();
     if unavailable {
-        *answer.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        retry_later(&mut answer);
     }
     if let Ok(value) = request_id.to_string().parse() {
         answer.headers_mut().insert("x-request-id", value);
@@ -191,7 +194,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
             let state = match &s.state {
                 RunnerState::Standby => "standby",
                 RunnerState::Running => "running",
-                RunnerState::Failed(_) => "failed",
+                RunnerState::Failed => "failed",
             };
             (name.to_string(), json!({ "state": state, "position": s.position.global_position }))
         })
@@ -230,7 +233,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         let up = match s.state {
             RunnerState::Running => 1,
             RunnerState::Standby => 0,
-            RunnerState::Failed(_) => -1,
+            RunnerState::Failed => -1,
         };
         let _ = writeln!(out, "inbox_projector_up{{projector=\"{name}\"}} {up}");
     }
@@ -267,7 +270,7 @@ impl IntoResponse for ApiError {
         let body = json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code.as_str() } }] });
         let mut response = (status, Json(body)).into_response();
         if self.code == ErrorCode::Unavailable {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+            retry_later(&mut response);
         }
         response
     }

@@ -84,8 +84,9 @@ pub enum Staleness {
 }
 
 /// The streams a request read to decide (each at the oldest version it saw), and
-/// whether the store found any of them, or the caller's access, moved on. The caller
-/// that built the context decides again from scratch when it did.
+/// what the store last found of them and of the caller's access: moved on (the caller
+/// that built the context decides again from scratch), or current (a commit or check
+/// asserted everything read so far, so a refusal needs no further check).
 #[derive(Debug, Clone, Default)]
 pub struct Reads(Arc<Mutex<ReadState>>);
 
@@ -93,15 +94,18 @@ pub struct Reads(Arc<Mutex<ReadState>>);
 struct ReadState {
     heads: Vec<Head>,
     stale: Option<Staleness>,
+    current: bool,
 }
 
 impl Reads {
     pub fn record(&self, aggregate_type: &'static str, id: &str, version: i64) {
         let mut state = self.0.lock().expect("reads");
         match state.heads.iter_mut().find(|h| h.aggregate_type == aggregate_type && h.id == id) {
-            Some(head) => head.version = head.version.min(version),
+            Some(head) if head.version <= version => return,
+            Some(head) => head.version = version,
             None => state.heads.push(Head { aggregate_type, id: id.to_string(), version }),
         }
+        state.current = false;
     }
 
     pub fn heads(&self) -> Vec<Head> {
@@ -118,5 +122,14 @@ impl Reads {
 
     pub fn stale(&self) -> Option<Staleness> {
         self.0.lock().expect("reads").stale
+    }
+
+    /// The store asserted every read so far, and the caller's access, current.
+    pub fn mark_current(&self) {
+        self.0.lock().expect("reads").current = true;
+    }
+
+    pub fn current(&self) -> bool {
+        self.0.lock().expect("reads").current
     }
 }

@@ -406,15 +406,20 @@ impl EventStore {
         if let Some(head) = &decided_on {
             guard.unchanged(head);
         }
-        if guard.is_empty() {
-            return Ok(());
+        self.check(context, &guard).await
+    }
+
+    /// Runs `guard`'s assertions on their own; what they find is recorded in `context`.
+    async fn check(&self, context: &CommandContext, guard: &Guard) -> Result<(), StoreError> {
+        if !guard.is_empty() {
+            let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
+            if let Err(error) = guard.check(&mut conn).await {
+                self.forget(context, &error);
+                return Err(error);
+            }
         }
-        let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
-        let checked = guard.check(&mut conn).await;
-        if let Err(error) = &checked {
-            self.forget(context, error);
-        }
-        checked
+        context.reads.mark_current();
+        Ok(())
     }
 
     /// After a commit or check refused as stale or conflicting: the streams the
@@ -540,13 +545,7 @@ impl EventStore {
         if work.writes_nothing() {
             // Nothing to append is an answer too: given only once the state it was
             // decided on is known to be current. A stale stream is not put back.
-            if !guard.is_empty() {
-                let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
-                if let Err(error) = guard.check(&mut conn).await {
-                    self.forget(context, &error);
-                    return Err(error);
-                }
-            }
+            self.check(context, &guard).await?;
             for append in work.appends {
                 (append.keep)(&self.cache, append.version, append.last_hash);
             }
@@ -600,6 +599,7 @@ impl EventStore {
                 return Err(error);
             }
         };
+        context.reads.mark_current();
         for (keep, version, hash) in heads {
             keep(&self.cache, version, hash);
         }

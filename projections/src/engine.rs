@@ -59,8 +59,9 @@ pub enum RunnerState {
     /// Another process holds the projector.
     Standby,
     Running,
-    /// Stopped by an error in the projector; needs an operator.
-    Failed(String),
+    /// Stopped by an error in the projector; needs an operator. Why is in the log and
+    /// in the projector's checkpoint row (`error`).
+    Failed,
 }
 
 #[derive(Debug, Clone)]
@@ -232,7 +233,7 @@ impl Engine {
                 Err(RunError::Fatal(error)) => {
                     let message = format!("{error:#}");
                     tracing::error!(projector = name, error = %message, "projector stopped");
-                    self.set_status(name, |s| s.state = RunnerState::Failed(message.clone()));
+                    self.set_status(name, |s| s.state = RunnerState::Failed);
                     // Recorded in the database too, so every process's /readyz shows it.
                     let recorded = sqlx::query(
                         "UPDATE projector_checkpoints SET error = $2, updated_at = now() WHERE projector = $1",

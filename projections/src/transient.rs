@@ -46,3 +46,23 @@ pub fn is_transient(error: &anyhow::Error) -> bool {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_or_an_exhausted_pool_is_transient_and_a_defect_is_not() {
+        let io = sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer"));
+        assert!(connection_lost(&io));
+        assert!(!connection_lost(&sqlx::Error::PoolTimedOut), "the pool's connections are fine, just busy");
+        for transient in [io, sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            let error = anyhow::Error::new(transient).context("failed to append events");
+            assert!(is_transient(&error), "{error:#}");
+        }
+        let shared = anyhow::Error::new(Unavailable("connection reset".into())).context("group commit");
+        assert!(is_transient(&shared), "a batch neighbour's copy of a transient failure");
+        assert!(!is_transient(&anyhow::Error::new(sqlx::Error::RowNotFound)));
+        assert!(!is_transient(&anyhow::anyhow!("failed to decode event 7 of conversation")));
+    }
+}

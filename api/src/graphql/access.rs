@@ -11,11 +11,13 @@ use projections::feed::{read_audit_after, AuditScope};
 use uuid::Uuid;
 
 use super::types::{connection, Agent, Event, Role};
-use super::{acting, authorize_conversation, feed_cursor, mutate, parse_id, principal, state, Acting, LONG_PAGE};
+use super::{
+    acting, authorize_conversation, feed_cursor, mutate, parse_id, principal, request_id, state, Acting, LONG_PAGE,
+};
 use crate::error::ApiError;
 use crate::policy::Action;
 use crate::rate_limit::{CREDENTIAL_FAILURES, LOGIN_ADDRESS_FAILURES, LOGIN_FAILURES, TOKENS_ISSUED};
-use crate::state::{ClientAddress, RequestId};
+use crate::state::ClientAddress;
 
 /// Streams whose events are administrative changes.
 const AUDITED_STREAMS: &[&str] = &["account", "user", "inbox", "team", "label"];
@@ -181,10 +183,6 @@ fn client(ctx: &Context<'_>) -> String {
     ctx.data::<ClientAddress>().map(|c| c.0.clone()).unwrap_or_default()
 }
 
-fn request_id(ctx: &Context<'_>) -> Uuid {
-    ctx.data::<RequestId>().map(|r| r.0).unwrap_or_else(|_| Uuid::now_v7())
-}
-
 async fn custom_roles(pool: &sqlx::PgPool, account: Uuid) -> Result<Vec<CustomRole>, ApiError> {
     let rows: Vec<(Uuid, String, Vec<String>)> =
         sqlx::query_as("SELECT role_id, name, permissions FROM custom_roles WHERE account_id = $1 ORDER BY name")
@@ -285,7 +283,7 @@ impl AccessMutation {
         let key = format!("{}|{address}", input.email.trim().to_lowercase());
         let account = input.account_id.as_ref().map(|id| parse_id(id, "account")).transpose()?;
         let sign_in =
-            state.commands.sign_in(&input.email, &input.password, account, state.session_ttl, request_id(ctx));
+            state.commands.sign_in(&input.email, &input.password, account, state.session_ttl, request_id(ctx).0);
         let limits = [(LOGIN_FAILURES, key.as_str()), (LOGIN_ADDRESS_FAILURES, address.as_str())];
         Ok(state.rate_limiter.guard(&limits, sign_in).await?.into())
     }
@@ -373,7 +371,7 @@ impl AccessMutation {
         let state = state(ctx)?;
         let key = client(ctx);
         let accept =
-            state.commands.accept_invitation(&input.token, &input.password, state.session_ttl, request_id(ctx));
+            state.commands.accept_invitation(&input.token, &input.password, state.session_ttl, request_id(ctx).0);
         Ok(state.rate_limiter.guard(&[(CREDENTIAL_FAILURES, &key)], accept).await?.into())
     }
 

@@ -79,6 +79,11 @@ pub fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal, ApiError> {
     ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.principal()
 }
 
+/// The request's id (the HTTP layer always sets one; a fresh one otherwise).
+pub fn request_id(ctx: &Context<'_>) -> RequestId {
+    ctx.data::<RequestId>().copied().unwrap_or_else(|_| RequestId(Uuid::now_v7()))
+}
+
 /// How many times a mutation decides again when what it decided on (a stream it read,
 /// the caller's access) moved on before it committed.
 const DECISION_ATTEMPTS: usize = 4;
@@ -102,7 +107,7 @@ where
 {
     let state = state(ctx)?;
     let mut auth = ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.clone();
-    let request = ctx.data::<RequestId>().copied().unwrap_or(RequestId(Uuid::now_v7()));
+    let request = request_id(ctx);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -114,6 +119,8 @@ where
         }
         let stale = match context.reads.stale() {
             Some(why) => why,
+            // Asserted already (the store checks a command's own refusals).
+            None if context.reads.current() => return result,
             // A refusal is a decision too: it stands only if what it read is current.
             None => match state.commands.store().confirm(&context, None).await {
                 Err(StoreError::Stale(why)) => why,
@@ -131,8 +138,7 @@ where
 /// The caller, the shared state and a command context for this request.
 pub fn acting<'a>(ctx: &Context<'a>) -> Result<(&'a Principal, &'a AppState, CommandContext), ApiError> {
     let (principal, state) = (principal(ctx)?, state(ctx)?);
-    let request = ctx.data::<RequestId>().copied().unwrap_or(RequestId(Uuid::now_v7()));
-    Ok((principal, state, state.context(principal, request)))
+    Ok((principal, state, state.context(principal, request_id(ctx))))
 }
 
 pub fn state<'a>(ctx: &Context<'a>) -> Result<&'a AppState, ApiError> {
