@@ -399,10 +399,11 @@ impl Commands {
             join_name: Option<String>,
             join_role: Option<String>,
             join_custom_role: Option<Uuid>,
+            email: String,
             password_hash: Option<String>,
         }
         let found: Option<Found> = sqlx::query_as(
-            "SELECT i.user_id, i.account_id, i.join_name, i.join_role, i.join_custom_role, c.password_hash \
+            "SELECT i.user_id, i.account_id, i.join_name, i.join_role, i.join_custom_role, c.email, c.password_hash \
              FROM invitations i JOIN user_credentials c ON c.user_id = i.user_id \
              WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > now()",
         )
@@ -430,7 +431,7 @@ impl Commands {
         let accepted = match (found.join_name, found.join_role) {
             (Some(name), Some(role)) => {
                 let role: Role = role.parse().context("an invitation holds an unknown role")?;
-                let email = self.user_email(found.user_id).await?;
+                let email = EmailAddress::parse(&found.email)?;
                 writes.push(SideWrite::Membership {
                     account: found.account_id,
                     user: found.user_id,
@@ -471,15 +472,6 @@ impl Commands {
             other => other,
         })?;
         self.start_session(found.user_id, found.account_id, ttl, correlation_id).await
-    }
-
-    async fn user_email(&self, user: Uuid) -> Result<EmailAddress, CommandError> {
-        let email: String = sqlx::query_scalar("SELECT email FROM user_credentials WHERE user_id = $1")
-            .bind(user)
-            .fetch_one(self.store().pool())
-            .await
-            .context("failed to look up a user's e-mail")?;
-        Ok(EmailAddress::parse(&email)?)
     }
 
     /// Changes an agent's role (and custom role) in the context's account.

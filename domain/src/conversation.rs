@@ -536,6 +536,35 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_keyed_by_the_client_is_sent_once_and_an_unkeyed_one_each_time() {
+        let keyed = MessageId::keyed(ConversationId(Uuid::from_u128(4)), ANA, "draft-7").unwrap();
+        let sent = |id: MessageId| E::MessageSent {
+            message_id: id,
+            contact_id: CONTACT,
+            author: ANA,
+            content: Some("hello".into()),
+            private: true,
+            first_reply: false,
+            reply_time_seconds: None,
+            at: t(3),
+        };
+        let send = |id: MessageId| C::SendMessage {
+            message_id: id,
+            author: ANA,
+            content: text("hello"),
+            private: true,
+            at: t(3),
+        };
+        conversation().given(vec![started(), sent(keyed)]).when(send(keyed)).then_expect_events(vec![]);
+        conversation().given(vec![started(), sent(msg(2))]).when(send(msg(2))).then_expect_events(vec![sent(msg(2))]);
+        assert_ne!(
+            keyed,
+            MessageId::keyed(ConversationId(Uuid::from_u128(4)), UserId(Uuid::from_u128(6)), "draft-7").unwrap(),
+            "another author's key names another reply"
+        );
+    }
+
+    #[test]
     fn the_first_public_reply_records_the_response_time_and_private_notes_do_not() {
         conversation()
             .given(vec![started(), received(1, 1, t(0))])

@@ -232,10 +232,14 @@ impl Mutation {
 
     /// The API channel's inbound path: a contact's message arrives in an inbox.
     async fn receive_message(&self, ctx: &Context<'_>, input: ReceiveMessageInput) -> Result<Message> {
+        // Input is parsed once, before any decision (a rerun parses nothing again).
+        let inbox_id = parse_id(&input.inbox_id, "inbox")?;
+        let contact = contact_details(&input.contact)?;
+        let content = MessageContent::parse(input.content.clone()).map_err(ApiError::from)?;
         let input = &input;
+        let (contact, content) = (&contact, &content);
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
-            let inbox_id = parse_id(&input.inbox_id, "inbox")?;
             principal.require_inbox(inbox_id)?;
             // Delivering into an inbox reaches whichever conversation the contact has:
             // only for callers who see every conversation of it.
@@ -245,9 +249,9 @@ impl Mutation {
             let message = InboundMessage {
                 inbox_id,
                 contact_source_id: input.contact.source_id.clone(),
-                contact: contact_details(&input.contact)?,
+                contact: contact.clone(),
                 source_id: input.source_id.clone(),
-                content: MessageContent::parse(input.content.clone()).map_err(ApiError::from)?,
+                content: content.clone(),
             };
             let received = state.commands.receive_message(&context, message).await.map_err(ApiError::from)?;
             let account = principal.account_id;
@@ -271,11 +275,11 @@ impl Mutation {
 
     /// An agent's reply, or a private note.
     async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
+        let conversation = parse_id(&input.conversation_id, "conversation")?;
+        let content = &MessageContent::parse(input.content.clone()).map_err(ApiError::from)?;
         let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
-            let conversation = parse_id(&input.conversation_id, "conversation")?;
-            let content = MessageContent::parse(input.content.clone()).map_err(ApiError::from)?;
             authorize_conversation(principal, state, &context, conversation).await?;
             let private = input.private.unwrap_or(false);
             let (id, written) = state
@@ -292,7 +296,7 @@ impl Mutation {
                 seq: 0,
                 message_type: values::MessageType::Outgoing.as_str().into(),
                 private,
-                content: Some(content.into_inner()),
+                content: Some(content.clone().into_inner()),
                 sender: format!("user:{}", principal.user_id),
                 created_at: context.at,
             };
