@@ -264,3 +264,17 @@ async fn random_interleavings_through_two_servers_write_every_acknowledged_chang
     two.app.projected().await;
     assert_eq!(two.app.read_models().await, live, "the read models equal a replay (seed {seed})");
 }
+
+#[tokio::test]
+async fn a_reply_retried_through_the_other_server_with_its_client_message_id_lands_once() {
+    let two = Two::start().await;
+    let (_, conversation) = two.conversation().await;
+    // B holds the conversation in its cache from before A's reply.
+    let priority = "mutation($c: ID!) { setConversationPriority(input: {conversationId: $c, priority: LOW}) { id } }";
+    two.ok('B', priority, json!({ "c": conversation })).await;
+    let reply = "mutation($c: ID!) { sendMessage(input: {conversationId: $c, content: \"on it\", clientMessageId: \"r-1\"}) { id } }";
+    let first = two.ok('A', reply, json!({ "c": conversation })).await;
+    let again = two.ok('B', reply, json!({ "c": conversation })).await;
+    assert_eq!(first["sendMessage"]["id"], again["sendMessage"]["id"], "the retry answers the reply already sent");
+    assert_eq!(two.events("MessageSent").await, 1);
+}
