@@ -247,12 +247,13 @@ async fn relay_access_changes(state: AppState, shutdown: CancellationToken) {
         }
         // Changes missed while not listening: start clean.
         state.authenticator.invalidate();
+        state.keyring.clear_cache();
         loop {
             tokio::select! {
                 received = listener.recv() => match received {
                     Ok(note) if note.channel() == ERASURE_CHANNEL => {
-                        if let Ok(contact) = note.payload().parse() {
-                            state.keyring.forget(contact);
+                        if let Ok(subject) = note.payload().parse() {
+                            state.keyring.forget(subject);
                         }
                     }
                     Ok(_) => state.authenticator.invalidate(),

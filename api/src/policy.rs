@@ -23,7 +23,8 @@ pub enum Action {
     /// The administrative audit trail and the raw event log.
     ReadAuditLog,
     ReadEventLog,
-    EraseContacts,
+    /// The right to be forgotten: contacts, and former agents.
+    ErasePersonalData,
     ReadContacts,
     ReadReports,
     /// The account's directory: agents, teams, labels, inboxes one works in.
@@ -51,7 +52,7 @@ impl Principal {
     /// May the principal do `action` in their account?
     pub fn require(&self, action: Action) -> Result<(), ApiError> {
         let allowed = match action {
-            Action::ManageAccount | Action::ReadAuditLog | Action::ReadEventLog | Action::EraseContacts => {
+            Action::ManageAccount | Action::ReadAuditLog | Action::ReadEventLog | Action::ErasePersonalData => {
                 self.is_administrator()
             }
             Action::ReadContacts => self.has(Permission::ContactManage),

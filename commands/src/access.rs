@@ -336,23 +336,31 @@ impl Commands {
                     custom_role: agent.custom_role.map(RoleId),
                     at: context.at,
                 },
-                None => AccountCommand::AddMember {
-                    user_id: UserId(user_id),
-                    name: name.clone(),
-                    email: email.clone(),
-                    role: agent.role,
-                    custom_role: agent.custom_role.map(RoleId),
-                    at: context.at,
-                },
+                None => {
+                    let subject = Uuid::now_v7();
+                    work.side_write(SideWrite::data_key(self.store().keyring(), subject)?);
+                    AccountCommand::AddMember {
+                        user_id: UserId(user_id),
+                        name: name.clone(),
+                        email: email.clone(),
+                        role: agent.role,
+                        custom_role: agent.custom_role.map(RoleId),
+                        subject,
+                        at: context.at,
+                    }
+                }
             };
             let events = decide(&mut account, command).await?;
             work.append(account, events)?;
             if existing.is_none() {
                 let mut user = crate::store::Loaded::<User>::new_stream(user_id.to_string());
+                let subject = Uuid::now_v7();
+                work.side_write(SideWrite::data_key(self.store().keyring(), subject)?);
                 let register = UserCommand::Register {
                     email: email.clone(),
                     name: name.clone(),
                     invited: password_hash.is_none(),
+                    subject,
                     at: context.at,
                 };
                 let events = decide(&mut user, register).await?;
@@ -439,6 +447,8 @@ impl Commands {
                     custom_role: found.join_custom_role,
                 });
                 let name = Name::parse("name", &name)?;
+                let subject = Uuid::now_v7();
+                writes.push(SideWrite::data_key(self.store().keyring(), subject)?);
                 self.execute_with::<Account>(
                     &context,
                     &found.account_id.to_string(),
@@ -449,6 +459,7 @@ impl Commands {
                             email: email.clone(),
                             role,
                             custom_role: found.join_custom_role.map(RoleId),
+                            subject,
                             at: context.at,
                         })
                     },

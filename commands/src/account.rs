@@ -54,6 +54,8 @@ impl Commands {
         let token_id = token_row.token;
         retry(|| async {
             let mut work = UnitOfWork::new(&context);
+            let member_subject = Uuid::now_v7();
+            work.side_write(SideWrite::data_key(self.store().keyring(), member_subject)?);
             let mut account = self.store().load_for_update::<Account>(&account_id.to_string()).await?;
             let mut events =
                 decide(&mut account, AccountCommand::Create { name: account_name.clone(), at: context.at }).await?;
@@ -66,6 +68,7 @@ impl Commands {
                         email: email.clone(),
                         role: Role::Administrator,
                         custom_role: None,
+                        subject: member_subject,
                         at: context.at,
                     },
                 )
@@ -75,10 +78,13 @@ impl Commands {
             let mut user = self.store().load_for_update::<User>(&user_id.to_string()).await?;
             let mut events = Vec::new();
             if let Some(hash) = &password_hash {
+                let subject = Uuid::now_v7();
+                work.side_write(SideWrite::data_key(self.store().keyring(), subject)?);
                 let register = UserCommand::Register {
                     email: email.clone(),
                     name: admin_name.clone(),
                     invited: false,
+                    subject,
                     at: context.at,
                 };
                 events.extend(decide(&mut user, register).await?);
@@ -117,14 +123,5 @@ impl Commands {
             return Err(DomainError::NotFound("account").into());
         }
         Ok(account)
-    }
-
-    /// The display name of the context's actor ("by Ana" in activity lines).
-    pub async fn actor_name(&self, context: &CommandContext, account: &Account) -> String {
-        match context.actor {
-            Actor::User(id) => account.member(UserId(id)).map_or_else(|| "an agent".into(), |m| m.name.clone()),
-            Actor::Contact(_) => "the contact".into(),
-            Actor::System => "the system".into(),
-        }
     }
 }

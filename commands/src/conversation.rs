@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use domain::conversation::{ChangedBy, Conversation, ConversationCommand, Named};
+use domain::activity::ActedBy;
+use domain::conversation::{ChangedBy, Conversation, ConversationCommand};
 use domain::ids::{ConversationId, MessageId, TeamId, UserId};
 use domain::label::LabelTitle;
 use domain::values::{Instant, MessageContent, Priority, Role, Status};
@@ -130,27 +131,22 @@ impl Commands {
                 if member.role != Role::Administrator && !inbox.has_member(UserId(user)) {
                     return Err(DomainError::invalid("the agent is not a member of this conversation's inbox").into());
                 }
-                Some(Some(Named { id: UserId(user), name: member.name.clone() }))
+                Some(Some(UserId(user)))
             }
             Some(None) => Some(None),
             None => None,
         };
         let team = match change.team {
             Some(Some(team_id)) => {
-                let team = self.team(context, team_id).await?;
-                Some(Some(Named { id: TeamId(team_id), name: team.name().to_string() }))
+                self.team(context, team_id).await?;
+                Some(Some(TeamId(team_id)))
             }
             Some(None) => Some(None),
             None => None,
         };
-        let by = self.changed_by(context, &account).await;
-        self.change(context, conversation_id, || ConversationCommand::Assign {
-            assignee: assignee.clone(),
-            team: team.clone(),
-            by: by.clone(),
-            at: context.at,
-        })
-        .await
+        let by = changed_by(context);
+        self.change(context, conversation_id, || ConversationCommand::Assign { assignee, team, by, at: context.at })
+            .await
     }
 
     pub async fn set_status(
@@ -243,19 +239,17 @@ impl Commands {
         conversation_id: Uuid,
         command: impl Fn(ChangedBy) -> ConversationCommand,
     ) -> Result<Written, CommandError> {
-        let by = self.changed_by(context, &self.account(context).await?).await;
-        self.change(context, conversation_id, || command(by.clone())).await
+        let by = changed_by(context);
+        self.change(context, conversation_id, || command(by)).await
     }
+}
 
-    async fn changed_by(&self, context: &CommandContext, account: &domain::account::Account) -> ChangedBy {
-        let user = match context.actor {
-            Actor::User(id) => Some(UserId(id)),
-            _ => None,
-        };
-        ChangedBy {
-            name: self.actor_name(context, account).await,
-            user,
-            activity_message_id: MessageId(Uuid::now_v7()),
-        }
-    }
+/// The context's actor, as its activity line records them (by id, never by name).
+fn changed_by(context: &CommandContext) -> ChangedBy {
+    let by = match context.actor {
+        Actor::User(id) => ActedBy::Agent(UserId(id)),
+        Actor::Contact(_) => ActedBy::Contact,
+        Actor::System => ActedBy::System,
+    };
+    ChangedBy { by, activity_message_id: MessageId(Uuid::now_v7()) }
 }

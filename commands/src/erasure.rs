@@ -1,10 +1,15 @@
-//! The right to be forgotten: a contact's data key is shredded, so every sealed field
-//! of theirs (details, message text, custom attributes) reads as erased everywhere,
-//! replays included, while the events and their hash chains stay as they were.
+//! The right to be forgotten: a data subject's key is shredded, so every sealed field
+//! of theirs reads as erased everywhere, replays included, while the events and their
+//! hash chains stay as they were. A contact's details, message text and custom
+//! attributes; a former agent's name and e-mail (their activity lines then read "a
+//! former agent"), and their login once no account has them.
 
 use anyhow::Context;
+use domain::account::{Account, AccountCommand, AccountEvent};
 use domain::contact::{Contact, ContactCommand};
+use domain::ids::UserId;
 use domain::route::{Route, RouteCommand};
+use domain::user::{User, UserCommand, UserEvent};
 use domain::values::Name;
 use domain::DomainError;
 use uuid::Uuid;
@@ -14,7 +19,7 @@ use crate::inbound::uuid_from_hash;
 use crate::store::{SideWrite, UnitOfWork};
 use crate::{decide, retry, CommandError, Commands, Written};
 
-/// The NOTIFY channel naming an erased contact, whose key every process must forget.
+/// The NOTIFY channel naming an erased data subject, whose key every process must forget.
 pub const ERASURE_CHANNEL: &str = "inbox_erasure";
 
 impl Commands {
@@ -60,16 +65,82 @@ impl Commands {
             Ok(Written { position: self.store().commit(work).await? })
         })
         .await?;
-        // This process forgets the key now; the others when the NOTIFY reaches them.
-        self.store().keyring().forget(contact_id);
-        let notified = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(ERASURE_CHANNEL)
-            .bind(contact_id.to_string())
-            .execute(self.store().pool())
-            .await;
-        if let Err(error) = notified {
-            tracing::warn!(%error, contact = %contact_id, "could not tell other processes to forget an erased contact's key");
-        }
+        self.forget_everywhere(&[contact_id]).await;
         Ok(written)
+    }
+
+    /// Erases a former member of the context's account, for `reason`: their name and
+    /// e-mail as this account recorded them. When no account has them any more, their
+    /// login goes too (credentials, invitations, tokens, and what it recorded).
+    pub async fn erase_agent(
+        &self,
+        context: &CommandContext,
+        user_id: Uuid,
+        reason: &str,
+    ) -> Result<Written, CommandError> {
+        let reason = Name::parse("reason", reason)?;
+        let (account_key, user_key) = (context.account_id.to_string(), user_id.to_string());
+        let (written, shredded) = retry(|| async {
+            let _account_guard = self.store().lock::<Account>(&account_key).await;
+            let mut account = self.store().load_for_update::<Account>(&account_key).await?;
+            let erase =
+                AccountCommand::EraseMember { user_id: UserId(user_id), reason: reason.clone(), at: context.at };
+            let events = decide(&mut account, erase).await?;
+            let mut subjects: Vec<Uuid> = events
+                .iter()
+                .flat_map(|e| match e {
+                    AccountEvent::MemberErased { subjects, .. } => subjects.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let mut work = UnitOfWork::new(context);
+            if !events.is_empty() {
+                work.side_write(SideWrite::ForgetInvitations { account: context.account_id, user: user_id });
+            }
+            work.append(account, events)?;
+            // Decided again at commit: `EraseLogin` conflicts if they joined meanwhile.
+            let elsewhere: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM account_memberships WHERE user_id = $1)")
+                    .bind(user_id)
+                    .fetch_one(self.store().pool())
+                    .await
+                    .context("failed to read the agent's memberships")?;
+            let _user_guard = self.store().lock::<User>(&user_key).await;
+            let mut user = self.store().load_for_update::<User>(&user_key).await?;
+            if !elsewhere && user.state.exists() {
+                let events = decide(&mut user, UserCommand::Erase { at: context.at }).await?;
+                for event in &events {
+                    if let UserEvent::UserErased { subjects: login, .. } = event {
+                        subjects.extend(login);
+                        work.side_write(SideWrite::EraseLogin { user: user_id });
+                    }
+                }
+                work.append(user, events)?;
+            } else {
+                self.store().keep(user);
+            }
+            if !subjects.is_empty() {
+                work.side_write(SideWrite::ShredDataKeys { subjects: subjects.clone() });
+            }
+            Ok((Written { position: self.store().commit(work).await? }, subjects))
+        })
+        .await?;
+        self.forget_everywhere(&shredded).await;
+        Ok(written)
+    }
+
+    /// This process forgets shredded keys now; the others when the NOTIFY reaches them.
+    async fn forget_everywhere(&self, subjects: &[Uuid]) {
+        for subject in subjects {
+            self.store().keyring().forget(*subject);
+            let notified = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(ERASURE_CHANNEL)
+                .bind(subject.to_string())
+                .execute(self.store().pool())
+                .await;
+            if let Err(error) = notified {
+                tracing::warn!(%error, %subject, "could not tell other processes to forget an erased subject's key");
+            }
+        }
     }
 }

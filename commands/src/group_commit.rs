@@ -192,10 +192,10 @@ async fn write_on(conn: &mut PgConnection, units: &[&Unit]) -> Result<FeedPositi
     Ok(position)
 }
 
-/// New contacts' data keys and channel identities, as columns for the INSERT.
+/// New data keys and contacts' channel identities, as columns for the INSERT.
 #[derive(Default)]
 struct NewContacts {
-    key_contact: Vec<Uuid>,
+    key_subject: Vec<Uuid>,
     key_wrapped: Vec<Vec<u8>>,
     identity_hash: Vec<String>,
     identity_account: Vec<Uuid>,
@@ -207,8 +207,8 @@ impl NewContacts {
     /// Takes the write if it is one of these; says whether it was.
     fn take(&mut self, write: &SideWrite) -> bool {
         match write {
-            SideWrite::ContactKey { contact, wrapped, .. } => {
-                self.key_contact.push(*contact);
+            SideWrite::DataKey { subject, wrapped, .. } => {
+                self.key_subject.push(*subject);
                 self.key_wrapped.push(wrapped.clone());
             }
             SideWrite::ChannelIdentity { hash, account, inbox, contact } => {
@@ -232,7 +232,7 @@ async fn insert(
     guard: &Guard,
 ) -> Result<FeedPosition, StoreError> {
     let query = sqlx::query(
-        "WITH keys AS (INSERT INTO contact_keys (contact_id, wrapped_key) SELECT * FROM UNNEST($10::uuid[], $11::bytea[])), \
+        "WITH keys AS (INSERT INTO data_keys (subject_id, wrapped_key) SELECT * FROM UNNEST($10::uuid[], $11::bytea[])), \
          identities AS (INSERT INTO channel_identities (identity_hash, account_id, inbox_id, contact_id) \
          SELECT * FROM UNNEST($12::text[], $13::uuid[], $14::uuid[], $15::uuid[])), \
          written AS (INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
@@ -252,7 +252,7 @@ async fn insert(
     .bind(&rows.metadata)
     .bind(&rows.account_id)
     .bind(&rows.hash)
-    .bind(&contacts.key_contact)
+    .bind(&contacts.key_subject)
     .bind(&contacts.key_wrapped)
     .bind(&contacts.identity_hash)
     .bind(&contacts.identity_account)

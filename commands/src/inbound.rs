@@ -105,12 +105,7 @@ impl Commands {
             work.append(route, route_events)?;
 
             if new_contact {
-                let key = keyring.new_data_key(contact_id.as_uuid())?;
-                work.side_write(SideWrite::ContactKey {
-                    contact: contact_id.as_uuid(),
-                    wrapped: key.wrapped,
-                    cipher: key.cipher,
-                });
+                work.side_write(SideWrite::data_key(keyring, contact_id.as_uuid())?);
                 work.side_write(SideWrite::ChannelIdentity {
                     hash: identity_hash.clone(),
                     account: context.account_id,

@@ -74,9 +74,10 @@ impl<A: Aggregate> Loaded<A> {
 /// Rows written outside the log in the same transaction as the events.
 #[derive(Clone)]
 pub enum SideWrite {
-    /// A new contact's data key: stored wrapped, and used to seal this unit's events.
-    ContactKey {
-        contact: Uuid,
+    /// A new data subject's key (see [`SideWrite::data_key`]): stored wrapped, and
+    /// used to seal this unit's events.
+    DataKey {
+        subject: Uuid,
         wrapped: Vec<u8>,
         cipher: Arc<Aes256Gcm>,
     },
@@ -146,6 +147,20 @@ pub enum SideWrite {
     EraseContact {
         contact: Uuid,
     },
+    /// Shreds data keys: every field they sealed reads as erased from now on.
+    ShredDataKeys {
+        subjects: Vec<Uuid>,
+    },
+    /// Deletes the user's invitations to the account (they may name the user).
+    ForgetInvitations {
+        account: Uuid,
+        user: Uuid,
+    },
+    /// Ends a login: its credentials, invitations and every token. Conflicts if the
+    /// user is a member of an account again (the erasure is decided anew).
+    EraseLogin {
+        user: Uuid,
+    },
 }
 
 /// The place an invitation offers someone who has a login already.
@@ -207,6 +222,13 @@ impl TokenKind {
 }
 
 impl SideWrite {
+    /// A key for a data subject that is new in this unit of work (a contact, or a
+    /// member's or login's fresh subject id), which seals its fields from the start.
+    pub fn data_key(keyring: &Keyring, subject: Uuid) -> anyhow::Result<Self> {
+        let key = keyring.new_data_key(subject)?;
+        Ok(SideWrite::DataKey { subject, wrapped: key.wrapped, cipher: key.cipher })
+    }
+
     /// The user whose access (credentials, role, memberships) the write changes:
     /// their access version moves on with it, and cached principals are dropped.
     fn changes_access_of(&self) -> Option<Uuid> {
@@ -216,7 +238,8 @@ impl SideWrite {
             | SideWrite::EndSessions { user, .. }
             | SideWrite::Membership { user, .. }
             | SideWrite::MembershipEnded { user, .. }
-            | SideWrite::InboxMembership { user, .. } => Some(*user),
+            | SideWrite::InboxMembership { user, .. }
+            | SideWrite::EraseLogin { user } => Some(*user),
             _ => None,
         }
     }
@@ -612,7 +635,7 @@ impl EventStore {
     /// The key sealing `subject`'s fields: one this unit of work creates, or a stored one.
     async fn data_key(&self, side_writes: &[SideWrite], subject: Uuid) -> Result<Arc<Aes256Gcm>, StoreError> {
         let created = side_writes.iter().find_map(|w| match w {
-            SideWrite::ContactKey { contact, cipher, .. } if *contact == subject => Some(cipher.clone()),
+            SideWrite::DataKey { subject: created, cipher, .. } if *created == subject => Some(cipher.clone()),
             _ => None,
         });
         if let Some(cipher) = created {
@@ -737,8 +760,42 @@ pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideW
     let conn = &mut **tx;
     let result = match write {
         // The group committer writes these with the events, in the same statement.
-        SideWrite::ContactKey { .. } | SideWrite::ChannelIdentity { .. } => {
+        SideWrite::ChannelIdentity { .. } => {
             return Err(StoreError::Internal(anyhow::anyhow!("a new contact's rows are written with its events")));
+        }
+        SideWrite::DataKey { subject, wrapped, .. } => {
+            sqlx::query("INSERT INTO data_keys (subject_id, wrapped_key) VALUES ($1, $2)")
+                .bind(subject)
+                .bind(wrapped)
+                .execute(conn)
+                .await
+        }
+        SideWrite::ShredDataKeys { subjects } => {
+            sqlx::query("DELETE FROM data_keys WHERE subject_id = ANY($1)").bind(subjects).execute(conn).await
+        }
+        SideWrite::ForgetInvitations { account, user } => {
+            sqlx::query("DELETE FROM invitations WHERE account_id = $1 AND user_id = $2")
+                .bind(account)
+                .bind(user)
+                .execute(conn)
+                .await
+        }
+        SideWrite::EraseLogin { user } => {
+            let erased = sqlx::query(
+                "WITH member AS (SELECT 1 FROM account_memberships WHERE user_id = $1 LIMIT 1), \
+                      tokens AS (UPDATE access_tokens SET revoked_at = now() \
+                                 WHERE user_id = $1 AND revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM member)), \
+                      invitations AS (DELETE FROM invitations \
+                                      WHERE user_id = $1 AND NOT EXISTS (SELECT 1 FROM member)) \
+                 DELETE FROM user_credentials WHERE user_id = $1 AND NOT EXISTS (SELECT 1 FROM member)",
+            )
+            .bind(user)
+            .execute(&mut *conn)
+            .await;
+            match erased {
+                Ok(done) if done.rows_affected() == 0 => return Err(StoreError::Conflict),
+                erased => erased,
+            }
         }
         SideWrite::Credentials { user, email, password_hash } => {
             sqlx::query("INSERT INTO user_credentials (user_id, email, password_hash) VALUES ($1, $2, $3)")
@@ -846,7 +903,7 @@ pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideW
         .execute(conn)
         .await,
         SideWrite::EraseContact { contact } => sqlx::query(
-            "WITH shredded AS (DELETE FROM contact_keys WHERE contact_id = $1) \
+            "WITH shredded AS (DELETE FROM data_keys WHERE subject_id = $1) \
              DELETE FROM channel_identities WHERE contact_id = $1",
         )
         .bind(contact)

@@ -9,18 +9,21 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{RoleId, UserId};
 use crate::values::{EmailAddress, Instant, Name, Permission, Role};
 use crate::{domain_event, DomainError, PersonalData};
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Account {
     created: bool,
     members: HashMap<UserId, Member>,
     roles: HashMap<RoleId, CustomRole>,
+    /// Everyone who has been a member, with the data subjects sealing what the log
+    /// holds about them here (one per time they joined) that are not yet erased.
+    people: HashMap<UserId, Vec<Uuid>>,
 }
 
 /// What the account knows of one of its people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
-    pub name: String,
     pub role: Role,
     /// Narrows what an agent may do to the role's permissions.
     pub custom_role: Option<RoleId>,
@@ -75,12 +78,14 @@ pub enum AccountCommand {
         name: Name,
         at: Instant,
     },
+    /// `subject`: a fresh id whose data key seals the member's name and e-mail.
     AddMember {
         user_id: UserId,
         name: Name,
         email: EmailAddress,
         role: Role,
         custom_role: Option<RoleId>,
+        subject: Uuid,
         at: Instant,
     },
     /// Offers someone with a login elsewhere a place here; they join on accepting.
@@ -100,6 +105,12 @@ pub enum AccountCommand {
         user_id: UserId,
         at: Instant,
     },
+    /// Forgets a former member's personal data (their right to be forgotten).
+    EraseMember {
+        user_id: UserId,
+        reason: Name,
+        at: Instant,
+    },
     CreateCustomRole {
         role_id: RoleId,
         name: Name,
@@ -114,13 +125,17 @@ pub enum AccountEvent {
         name: String,
         created_at: Instant,
     },
+    /// Name and e-mail are sealed with `subject`'s key (`None` once erased); events
+    /// recorded before members were sealed have no subject and hold them in clear.
     MemberAdded {
         user_id: UserId,
-        name: String,
-        email: String,
+        name: Option<String>,
+        email: Option<String>,
         role: Role,
         #[serde(default)]
         custom_role: Option<RoleId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<Uuid>,
         at: Instant,
     },
     MemberRoleChanged {
@@ -131,6 +146,13 @@ pub enum AccountEvent {
     },
     MemberRemoved {
         user_id: UserId,
+        at: Instant,
+    },
+    /// A former member's data subjects here were shredded.
+    MemberErased {
+        user_id: UserId,
+        subjects: Vec<Uuid>,
+        reason: String,
         at: Instant,
     },
     /// An invitation to a user who has a login already: not a member until they
@@ -152,9 +174,23 @@ pub enum AccountEvent {
 domain_event!(
     AccountEvent,
     version = "1",
-    [AccountCreated, MemberAdded, MemberRoleChanged, MemberRemoved, MemberInvited, CustomRoleCreated]
+    [AccountCreated, MemberAdded, MemberRoleChanged, MemberRemoved, MemberErased, MemberInvited, CustomRoleCreated]
 );
-impl PersonalData for AccountEvent {}
+
+impl PersonalData for AccountEvent {
+    fn personal_fields(&self) -> &'static [&'static str] {
+        match self {
+            Self::MemberAdded { .. } => &["name", "email"],
+            _ => &[],
+        }
+    }
+    fn data_subject(&self) -> Option<Uuid> {
+        match self {
+            Self::MemberAdded { subject, .. } => *subject,
+            _ => None,
+        }
+    }
+}
 
 impl Aggregate for Account {
     const TYPE: &'static str = "account";
@@ -174,17 +210,18 @@ impl Aggregate for Account {
                 }
                 AccountEvent::AccountCreated { name: name.into_inner(), created_at: at }
             }
-            AccountCommand::AddMember { user_id, name, email, role, custom_role, at } => {
+            AccountCommand::AddMember { user_id, name, email, role, custom_role, subject, at } => {
                 if self.members.contains_key(&user_id) {
                     return Err(DomainError::AlreadyExists("account member"));
                 }
                 self.check_role(role, custom_role)?;
                 AccountEvent::MemberAdded {
                     user_id,
-                    name: name.into_inner(),
-                    email: email.into_inner(),
+                    name: Some(name.into_inner()),
+                    email: Some(email.into_inner()),
                     role,
                     custom_role,
+                    subject: Some(subject),
                     at,
                 }
             }
@@ -211,6 +248,16 @@ impl Aggregate for Account {
                 self.check_keeps_an_administrator(user_id, None)?;
                 AccountEvent::MemberRemoved { user_id, at }
             }
+            AccountCommand::EraseMember { user_id, reason, at } => {
+                let subjects = self.people.get(&user_id).ok_or(DomainError::NotFound("agent"))?;
+                if self.members.contains_key(&user_id) {
+                    return Err(DomainError::invalid("remove the agent from the account before erasing their data"));
+                }
+                if subjects.is_empty() {
+                    return Ok(());
+                }
+                AccountEvent::MemberErased { user_id, subjects: subjects.clone(), reason: reason.into_inner(), at }
+            }
             AccountCommand::CreateCustomRole { role_id, name, permissions, at } => {
                 if permissions.is_empty() {
                     return Err(DomainError::invalid("a custom role needs at least one permission"));
@@ -231,8 +278,9 @@ impl Aggregate for Account {
     fn apply(&mut self, event: AccountEvent) {
         match event {
             AccountEvent::AccountCreated { .. } => self.created = true,
-            AccountEvent::MemberAdded { user_id, name, role, custom_role, .. } => {
-                self.members.insert(user_id, Member { name, role, custom_role });
+            AccountEvent::MemberAdded { user_id, role, custom_role, subject, .. } => {
+                self.members.insert(user_id, Member { role, custom_role });
+                self.people.entry(user_id).or_default().extend(subject);
             }
             AccountEvent::MemberRoleChanged { user_id, role, custom_role, .. } => {
                 if let Some(member) = self.members.get_mut(&user_id) {
@@ -242,6 +290,9 @@ impl Aggregate for Account {
             }
             AccountEvent::MemberRemoved { user_id, .. } => {
                 self.members.remove(&user_id);
+            }
+            AccountEvent::MemberErased { user_id, .. } => {
+                self.people.insert(user_id, Vec::new());
             }
             AccountEvent::MemberInvited { .. } => {}
             AccountEvent::CustomRoleCreated { role_id, name, permissions, .. } => {
@@ -273,6 +324,7 @@ mod tests {
             email: EmailAddress::parse("ana@acme.test").unwrap(),
             role: Role::Administrator,
             custom_role: None,
+            subject: Uuid::from_u128(70),
             at: at(),
         }
     }
@@ -295,10 +347,11 @@ mod tests {
         TestFramework::<Account>::with(()).given(vec![created()]).when(add(user)).then_expect_events(vec![
             AccountEvent::MemberAdded {
                 user_id: UserId(user),
-                name: "Ana".into(),
-                email: "ana@acme.test".into(),
+                name: Some("Ana".into()),
+                email: Some("ana@acme.test".into()),
                 role: Role::Administrator,
                 custom_role: None,
+                subject: Some(Uuid::from_u128(70)),
                 at: at(),
             },
         ]);
@@ -311,10 +364,11 @@ mod tests {
     fn member_added(user: u128, role: Role) -> AccountEvent {
         AccountEvent::MemberAdded {
             user_id: UserId(Uuid::from_u128(user)),
-            name: format!("user {user}"),
-            email: format!("u{user}@acme.test"),
+            name: Some(format!("user {user}")),
+            email: Some(format!("u{user}@acme.test")),
             role,
             custom_role: None,
+            subject: Some(Uuid::from_u128(1000 + user)),
             at: at(),
         }
     }
@@ -337,6 +391,36 @@ mod tests {
             .given(two_admins)
             .when(AccountCommand::RemoveMember { user_id: admin, at: at() })
             .then_expect_events(vec![AccountEvent::MemberRemoved { user_id: admin, at: at() }]);
+    }
+
+    #[test]
+    fn only_a_former_member_is_erased_and_only_once() {
+        let erase = |user: u128| AccountCommand::EraseMember {
+            user_id: UserId(Uuid::from_u128(user)),
+            reason: Name::parse("reason", "asked to be forgotten").unwrap(),
+            at: at(),
+        };
+        let removed = AccountEvent::MemberRemoved { user_id: UserId(Uuid::from_u128(2)), at: at() };
+        let given = || vec![created(), member_added(1, Role::Administrator), member_added(2, Role::Agent)];
+        TestFramework::<Account>::with(())
+            .given(given())
+            .when(erase(2))
+            .then_expect_error(DomainError::invalid("remove the agent from the account before erasing their data"));
+        TestFramework::<Account>::with(())
+            .given(given())
+            .when(erase(3))
+            .then_expect_error(DomainError::NotFound("agent"));
+        let erased = AccountEvent::MemberErased {
+            user_id: UserId(Uuid::from_u128(2)),
+            subjects: vec![Uuid::from_u128(1002)],
+            reason: "asked to be forgotten".into(),
+            at: at(),
+        };
+        let mut left = given();
+        left.push(removed);
+        TestFramework::<Account>::with(()).given(left.clone()).when(erase(2)).then_expect_events(vec![erased.clone()]);
+        left.push(erased);
+        TestFramework::<Account>::with(()).given(left).when(erase(2)).then_expect_events(vec![]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::activity::{ActedBy, Activity};
 use crate::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId, TeamId, UserId};
 use crate::values::{Instant, MessageContent, Priority, Status};
 use crate::{domain_event, DomainError, PersonalData};
@@ -51,26 +52,10 @@ impl Conversation {
     }
 }
 
-/// An agent or team as a command names it: the id, and the name the activity line shows.
-#[derive(Debug, Clone)]
-pub struct Named<I> {
-    pub id: I,
-    pub name: String,
-}
-
-/// A line in the timeline recording a change ("Assigned to Ana by Bo").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Activity {
-    pub message_id: MessageId,
-    pub content: String,
-}
-
-/// Who issues a command to the conversation (the agent, if one), and the id its
-/// activity line gets.
-#[derive(Debug, Clone)]
+/// Who issues a command to the conversation, and the id its activity line gets.
+#[derive(Debug, Clone, Copy)]
 pub struct ChangedBy {
-    pub name: String,
-    pub user: Option<UserId>,
+    pub by: ActedBy,
     pub activity_message_id: MessageId,
 }
 
@@ -98,8 +83,8 @@ pub enum ConversationCommand {
     },
     /// `None` leaves that side unchanged; `Some(None)` clears it.
     Assign {
-        assignee: Option<Option<Named<UserId>>>,
-        team: Option<Option<Named<TeamId>>>,
+        assignee: Option<Option<UserId>>,
+        team: Option<Option<TeamId>>,
         by: ChangedBy,
         at: Instant,
     },
@@ -242,22 +227,13 @@ impl PersonalData for ConversationEvent {
     }
 }
 
-fn status_line(to: Status, by: &str) -> String {
-    match to {
-        Status::Open => format!("Conversation was reopened by {by}"),
-        Status::Pending => format!("Conversation was marked pending by {by}"),
-        Status::Snoozed => format!("Conversation was snoozed by {by}"),
-        Status::Resolved => format!("Conversation was marked resolved by {by}"),
-    }
-}
-
 impl Conversation {
     fn started(&self) -> Result<ContactId, DomainError> {
         self.contact_id.ok_or(DomainError::NotFound("conversation"))
     }
 
-    fn activity(by: &ChangedBy, content: String) -> Activity {
-        Activity { message_id: by.activity_message_id, content }
+    fn activity(by: &ChangedBy) -> Activity {
+        Activity::by(by.activity_message_id, by.by)
     }
 }
 
@@ -334,32 +310,21 @@ impl Aggregate for Conversation {
                 }
                 let mut team_changed = false;
                 if let Some(to) = team {
-                    let to_id = to.as_ref().map(|t| t.id);
-                    if to_id != self.team {
+                    if to != self.team {
                         team_changed = true;
-                        let content = match &to {
-                            Some(t) => format!("Assigned to {} team by {}", t.name, by.name),
-                            None => format!("Unassigned from team by {}", by.name),
-                        };
-                        let activity = Self::activity(&by, content);
-                        sink.write(E::TeamChanged { from: self.team, to: to_id, activity, at }, self).await;
+                        let activity = Self::activity(&by);
+                        sink.write(E::TeamChanged { from: self.team, to, activity, at }, self).await;
                     }
                 }
                 if let Some(to) = assignee {
-                    let to_id = to.as_ref().map(|a| a.id);
-                    if to_id != self.assignee {
-                        let content = match &to {
-                            Some(a) if Some(a.id) == by.user => format!("{} self-assigned this conversation", by.name),
-                            Some(a) => format!("Assigned to {} by {}", a.name, by.name),
-                            None => format!("Conversation unassigned by {}", by.name),
-                        };
+                    if to != self.assignee {
                         // When the team changed too, its line took the given id: this
                         // one gets an id derived from it, so both stay deterministic.
-                        let mut activity = Self::activity(&by, content);
+                        let mut activity = Self::activity(&by);
                         if team_changed {
                             activity.message_id = MessageId(Uuid::new_v5(&by.activity_message_id.0, b"assignee"));
                         }
-                        sink.write(E::AssigneeChanged { from: self.assignee, to: to_id, activity, at }, self).await;
+                        sink.write(E::AssigneeChanged { from: self.assignee, to, activity, at }, self).await;
                     }
                 }
             }
@@ -373,15 +338,14 @@ impl Aggregate for Conversation {
                     }
                 }
                 if status != self.status || status == Status::Snoozed {
-                    let activity = Some(Self::activity(&by, status_line(status, &by.name)));
+                    let activity = Some(Self::activity(&by));
                     sink.write(E::StatusChanged { from: self.status, to: status, snoozed_until, activity, at }, self)
                         .await;
                 }
             }
             ConversationCommand::SetPriority { priority, by, at } => {
                 if priority != self.priority {
-                    let content = format!("{} set the priority to {}", by.name, priority.as_str());
-                    let activity = Self::activity(&by, content);
+                    let activity = Self::activity(&by);
                     sink.write(E::PriorityChanged { from: self.priority, to: priority, activity, at }, self).await;
                 }
             }
@@ -389,21 +353,13 @@ impl Aggregate for Conversation {
                 let added: Vec<String> = labels.difference(&self.labels).cloned().collect();
                 let removed: Vec<String> = self.labels.difference(&labels).cloned().collect();
                 if !added.is_empty() || !removed.is_empty() {
-                    let mut parts = Vec::new();
-                    if !added.is_empty() {
-                        parts.push(format!("added {}", added.join(", ")));
-                    }
-                    if !removed.is_empty() {
-                        parts.push(format!("removed {}", removed.join(", ")));
-                    }
-                    let activity = Self::activity(&by, format!("{} {}", by.name, parts.join(" and ")));
+                    let activity = Self::activity(&by);
                     sink.write(E::LabelsChanged { added, removed, activity, at }, self).await;
                 }
             }
             ConversationCommand::SetMuted { muted, by, at } => {
                 if muted != self.muted {
-                    let verb = if muted { "muted" } else { "unmuted" };
-                    let activity = Self::activity(&by, format!("{} {verb} the conversation", by.name));
+                    let activity = Self::activity(&by);
                     sink.write(E::MuteChanged { muted, activity, at }, self).await;
                 }
             }
@@ -469,6 +425,7 @@ mod tests {
 
     const CONTACT: ContactId = ContactId(Uuid::from_u128(3));
     const ANA: UserId = UserId(Uuid::from_u128(5));
+    const BO: UserId = UserId(Uuid::from_u128(6));
 
     fn t(minutes: i64) -> Instant {
         chrono::Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap() + Duration::minutes(minutes)
@@ -476,11 +433,11 @@ mod tests {
     fn msg(n: u128) -> MessageId {
         MessageId(Uuid::from_u128(100 + n))
     }
-    fn by(name: &str) -> ChangedBy {
-        ChangedBy { name: name.into(), user: Some(UserId(Uuid::from_u128(6))), activity_message_id: msg(99) }
+    fn by() -> ChangedBy {
+        ChangedBy { by: ActedBy::Agent(BO), activity_message_id: msg(99) }
     }
-    fn activity(content: &str) -> Activity {
-        Activity { message_id: msg(99), content: content.into() }
+    fn activity() -> Activity {
+        Activity::by(msg(99), ActedBy::Agent(BO))
     }
     fn text(s: &str) -> MessageContent {
         MessageContent::parse(s).unwrap()
@@ -505,8 +462,9 @@ mod tests {
             at: t(minute),
         }
     }
-    fn status(from: Status, to: Status, minute: i64, by_name: Option<&str>) -> E {
-        let activity = by_name.map(|n| activity(&status_line(to, n)));
+    /// A status change, by Bo or (`by_bo` false) automatic.
+    fn status(from: Status, to: Status, minute: i64, by_bo: bool) -> E {
+        let activity = by_bo.then(activity);
         E::StatusChanged { from, to, snoozed_until: None, activity, at: t(minute) }
     }
     fn conversation() -> TestFramework<Conversation> {
@@ -516,19 +474,19 @@ mod tests {
     #[test]
     fn an_incoming_message_reopens_a_resolved_conversation() {
         conversation()
-            .given(vec![started(), status(Status::Open, Status::Resolved, 5, Some("Bo"))])
+            .given(vec![started(), status(Status::Open, Status::Resolved, 5, true)])
             .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(10) })
-            .then_expect_events(vec![received(1, 10, t(10)), status(Status::Resolved, Status::Open, 10, None)]);
+            .then_expect_events(vec![received(1, 10, t(10)), status(Status::Resolved, Status::Open, 10, false)]);
     }
 
     #[test]
     fn an_incoming_message_reopens_a_snoozed_conversation_unless_muted() {
-        let snoozed = status(Status::Open, Status::Snoozed, 5, Some("Bo"));
+        let snoozed = status(Status::Open, Status::Snoozed, 5, true);
         conversation()
             .given(vec![started(), snoozed.clone()])
             .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(10) })
-            .then_expect_events(vec![received(1, 10, t(0)), status(Status::Snoozed, Status::Open, 10, None)]);
-        let muted = E::MuteChanged { muted: true, activity: activity("Bo muted the conversation"), at: t(6) };
+            .then_expect_events(vec![received(1, 10, t(0)), status(Status::Snoozed, Status::Open, 10, false)]);
+        let muted = E::MuteChanged { muted: true, activity: activity(), at: t(6) };
         conversation()
             .given(vec![started(), snoozed, muted])
             .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(10) })
@@ -622,20 +580,20 @@ mod tests {
     fn snooze_times_must_be_in_the_future_and_only_with_snoozed() {
         conversation()
             .given(vec![started()])
-            .when(C::SetStatus { status: Status::Resolved, snoozed_until: Some(t(60)), by: by("Bo"), at: t(1) })
+            .when(C::SetStatus { status: Status::Resolved, snoozed_until: Some(t(60)), by: by(), at: t(1) })
             .then_expect_error(DomainError::invalid("snoozedUntil is only allowed with status SNOOZED"));
         conversation()
             .given(vec![started()])
-            .when(C::SetStatus { status: Status::Snoozed, snoozed_until: Some(t(0)), by: by("Bo"), at: t(1) })
+            .when(C::SetStatus { status: Status::Snoozed, snoozed_until: Some(t(0)), by: by(), at: t(1) })
             .then_expect_error(DomainError::invalid("snoozedUntil must be in the future"));
         conversation()
             .given(vec![started()])
-            .when(C::SetStatus { status: Status::Snoozed, snoozed_until: Some(t(60)), by: by("Bo"), at: t(1) })
+            .when(C::SetStatus { status: Status::Snoozed, snoozed_until: Some(t(60)), by: by(), at: t(1) })
             .then_expect_events(vec![E::StatusChanged {
                 from: Status::Open,
                 to: Status::Snoozed,
                 snoozed_until: Some(t(60)),
-                activity: Some(activity("Conversation was snoozed by Bo")),
+                activity: Some(activity()),
                 at: t(1),
             }]);
     }
@@ -644,40 +602,29 @@ mod tests {
     fn setting_the_current_status_again_changes_nothing() {
         conversation()
             .given(vec![started()])
-            .when(C::SetStatus { status: Status::Open, snoozed_until: None, by: by("Bo"), at: t(1) })
+            .when(C::SetStatus { status: Status::Open, snoozed_until: None, by: by(), at: t(1) })
             .then_expect_events(vec![]);
     }
 
     #[test]
     fn assignment_records_who_assigned_whom() {
-        let ana = || Some(Some(Named { id: ANA, name: "Ana".to_string() }));
+        let ana = || Some(Some(ANA));
         conversation()
             .given(vec![started()])
-            .when(C::Assign { assignee: ana(), team: None, by: by("Bo"), at: t(1) })
-            .then_expect_events(vec![E::AssigneeChanged {
-                from: None,
-                to: Some(ANA),
-                activity: activity("Assigned to Ana by Bo"),
-                at: t(1),
-            }]);
-        let assigned =
-            E::AssigneeChanged { from: None, to: Some(ANA), activity: activity("Assigned to Ana by Bo"), at: t(1) };
+            .when(C::Assign { assignee: ana(), team: None, by: by(), at: t(1) })
+            .then_expect_events(vec![E::AssigneeChanged { from: None, to: Some(ANA), activity: activity(), at: t(1) }]);
+        let assigned = E::AssigneeChanged { from: None, to: Some(ANA), activity: activity(), at: t(1) };
         conversation()
             .given(vec![started(), assigned.clone()])
-            .when(C::Assign { assignee: ana(), team: None, by: by("Bo"), at: t(2) })
+            .when(C::Assign { assignee: ana(), team: None, by: by(), at: t(2) })
             .then_expect_events(vec![]);
         conversation()
             .given(vec![started(), assigned])
-            .when(C::Assign { assignee: Some(None), team: None, by: by("Bo"), at: t(2) })
-            .then_expect_events(vec![E::AssigneeChanged {
-                from: Some(ANA),
-                to: None,
-                activity: activity("Conversation unassigned by Bo"),
-                at: t(2),
-            }]);
+            .when(C::Assign { assignee: Some(None), team: None, by: by(), at: t(2) })
+            .then_expect_events(vec![E::AssigneeChanged { from: Some(ANA), to: None, activity: activity(), at: t(2) }]);
         conversation()
             .given(vec![started()])
-            .when(C::Assign { assignee: None, team: None, by: by("Bo"), at: t(2) })
+            .when(C::Assign { assignee: None, team: None, by: by(), at: t(2) })
             .then_expect_error(DomainError::invalid("name an assignee or a team (null clears it)"));
     }
 
@@ -695,20 +642,20 @@ mod tests {
         let first = E::LabelsChanged {
             added: vec!["billing".into(), "vip".into()],
             removed: vec![],
-            activity: activity("Bo added billing, vip"),
+            activity: activity(),
             at: t(1),
         };
         conversation()
             .given(vec![started()])
-            .when(C::SetLabels { labels: labels(&["vip", "billing"]), by: by("Bo"), at: t(1) })
+            .when(C::SetLabels { labels: labels(&["vip", "billing"]), by: by(), at: t(1) })
             .then_expect_events(vec![first.clone()]);
         conversation()
             .given(vec![started(), first])
-            .when(C::SetLabels { labels: labels(&["vip", "urgent"]), by: by("Bo"), at: t(2) })
+            .when(C::SetLabels { labels: labels(&["vip", "urgent"]), by: by(), at: t(2) })
             .then_expect_events(vec![E::LabelsChanged {
                 added: vec!["urgent".into()],
                 removed: vec!["billing".into()],
-                activity: activity("Bo added urgent and removed billing"),
+                activity: activity(),
                 at: t(2),
             }]);
     }

@@ -3,6 +3,7 @@
 //! every rule is tested exactly with given/when/then.
 
 pub mod account;
+pub mod activity;
 pub mod contact;
 pub mod conversation;
 pub mod error;

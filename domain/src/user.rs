@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{AccountId, TokenId};
 use crate::values::{EmailAddress, Instant, Name};
 use crate::{domain_event, DomainError, PersonalData};
+use uuid::Uuid;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct User {
@@ -17,6 +18,9 @@ pub struct User {
     password_set: bool,
     api_tokens: HashMap<TokenId, AccountId>,
     sessions: HashSet<TokenId>,
+    /// The data subject sealing the user's name and e-mail in the log.
+    subject: Option<Uuid>,
+    erased: bool,
 }
 
 impl User {
@@ -32,10 +36,16 @@ impl User {
 #[derive(Debug)]
 pub enum UserCommand {
     /// `invited`: the user sets a password later, by accepting the invitation.
+    /// `subject`: a fresh id whose data key seals the name and e-mail.
     Register {
         email: EmailAddress,
         name: Name,
         invited: bool,
+        subject: Uuid,
+        at: Instant,
+    },
+    /// Forgets the login and what the log holds about it (no account has them left).
+    Erase {
         at: Instant,
     },
     AcceptInvitation {
@@ -71,11 +81,20 @@ pub enum UserCommand {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
+    /// Name and e-mail are sealed with `subject`'s key (`None` once erased); events
+    /// recorded before users were sealed have no subject and hold them in clear.
     UserRegistered {
-        email: String,
-        name: String,
+        email: Option<String>,
+        name: Option<String>,
         #[serde(default)]
         invited: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<Uuid>,
+        at: Instant,
+    },
+    /// The login is gone and its data subject shredded.
+    UserErased {
+        subjects: Vec<Uuid>,
         at: Instant,
     },
     InvitationAccepted {
@@ -112,9 +131,32 @@ pub enum UserEvent {
 domain_event!(
     UserEvent,
     version = "1",
-    [UserRegistered, InvitationAccepted, ApiTokenIssued, ApiTokenRevoked, SignedIn, SignedOut, PasswordChanged]
+    [
+        UserRegistered,
+        UserErased,
+        InvitationAccepted,
+        ApiTokenIssued,
+        ApiTokenRevoked,
+        SignedIn,
+        SignedOut,
+        PasswordChanged
+    ]
 );
-impl PersonalData for UserEvent {}
+
+impl PersonalData for UserEvent {
+    fn personal_fields(&self) -> &'static [&'static str] {
+        match self {
+            Self::UserRegistered { .. } => &["email", "name"],
+            _ => &[],
+        }
+    }
+    fn data_subject(&self) -> Option<Uuid> {
+        match self {
+            Self::UserRegistered { subject, .. } => *subject,
+            _ => None,
+        }
+    }
+}
 
 impl Aggregate for User {
     const TYPE: &'static str = "user";
@@ -127,13 +169,22 @@ impl Aggregate for User {
         if !self.registered && !matches!(command, UserCommand::Register { .. }) {
             return Err(DomainError::NotFound("user"));
         }
+        if self.erased {
+            // Erasing again changes nothing; nothing else applies to a forgotten login.
+            return match command {
+                UserCommand::Erase { .. } => Ok(()),
+                _ => Err(DomainError::NotFound("user")),
+            };
+        }
         let event = match command {
-            UserCommand::Register { email, name, invited, at } => {
+            UserCommand::Register { email, name, invited, subject, at } => {
                 if self.registered {
                     return Err(DomainError::AlreadyExists("user"));
                 }
-                UserEvent::UserRegistered { email: email.into_inner(), name: name.into_inner(), invited, at }
+                let (email, name) = (Some(email.into_inner()), Some(name.into_inner()));
+                UserEvent::UserRegistered { email, name, invited, subject: Some(subject), at }
             }
+            UserCommand::Erase { at } => UserEvent::UserErased { subjects: self.subject.into_iter().collect(), at },
             UserCommand::AcceptInvitation { at } => {
                 if self.password_set {
                     return Err(DomainError::invalid("this invitation has already been accepted"));
@@ -180,9 +231,15 @@ impl Aggregate for User {
 
     fn apply(&mut self, event: UserEvent) {
         match event {
-            UserEvent::UserRegistered { invited, .. } => {
+            UserEvent::UserRegistered { invited, subject, .. } => {
                 self.registered = true;
                 self.password_set = !invited;
+                self.subject = subject;
+            }
+            UserEvent::UserErased { .. } => {
+                self.erased = true;
+                self.sessions.clear();
+                self.api_tokens.clear();
             }
             UserEvent::InvitationAccepted { .. } => self.password_set = true,
             UserEvent::ApiTokenIssued { token_id, account_id, .. } => {
@@ -221,7 +278,13 @@ mod tests {
     }
 
     fn registered(invited: bool) -> UserEvent {
-        UserEvent::UserRegistered { email: "a@b.test".into(), name: "A".into(), invited, at: at() }
+        UserEvent::UserRegistered {
+            email: Some("a@b.test".into()),
+            name: Some("A".into()),
+            invited,
+            subject: Some(Uuid::from_u128(50)),
+            at: at(),
+        }
     }
 
     fn id(n: u128) -> TokenId {
@@ -281,6 +344,23 @@ mod tests {
             .given(vec![registered(true), UserEvent::InvitationAccepted { at: at() }])
             .when(UserCommand::AcceptInvitation { at: at() })
             .then_expect_error(DomainError::invalid("this invitation has already been accepted"));
+    }
+
+    #[test]
+    fn an_erased_login_is_erased_once_and_takes_no_other_command() {
+        let erased = UserEvent::UserErased { subjects: vec![Uuid::from_u128(50)], at: at() };
+        TestFramework::<User>::with(())
+            .given(vec![registered(false), signed_in(1)])
+            .when(UserCommand::Erase { at: at() })
+            .then_expect_events(vec![erased.clone()]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(false), erased.clone()])
+            .when(UserCommand::Erase { at: at() })
+            .then_expect_events(vec![]);
+        TestFramework::<User>::with(())
+            .given(vec![registered(false), erased])
+            .when(UserCommand::SignIn { session_id: id(2), account_id: AccountId(Uuid::from_u128(100)), at: at() })
+            .then_expect_error(DomainError::NotFound("user"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ impl Projector for Directory {
         &[
             "rm_accounts",
             "rm_agents",
+            "rm_people",
             "rm_inboxes",
             "rm_inbox_members",
             "rm_teams",
@@ -118,10 +119,15 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                     .execute(&mut **tx)
                     .await?;
             }
-            AccountEvent::MemberAdded { user_id, name, email, role, custom_role, at } => {
+            // Replayed after the member was erased, name and e-mail open as `None`;
+            // the member left before that, so the row goes with `MemberRemoved`.
+            AccountEvent::MemberAdded { user_id, name, email, role, custom_role, at, .. } => {
                 sqlx::query(
-                    "INSERT INTO rm_agents (account_id, user_id, name, email, role, custom_role_id, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "WITH person AS (INSERT INTO rm_people (account_id, user_id, name) \
+                                     SELECT $1, $2, $3 WHERE $3 IS NOT NULL \
+                                     ON CONFLICT (account_id, user_id) DO UPDATE SET name = EXCLUDED.name) \
+                     INSERT INTO rm_agents (account_id, user_id, name, email, role, custom_role_id, created_at) \
+                     VALUES ($1, $2, coalesce($3, ''), coalesce($4, ''), $5, $6, $7)",
                 )
                 .bind(id()?)
                 .bind(user_id.as_uuid())
@@ -154,6 +160,13 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                 .bind(user_id.as_uuid())
                 .execute(&mut **tx)
                 .await?;
+            }
+            AccountEvent::MemberErased { user_id, .. } => {
+                sqlx::query("DELETE FROM rm_people WHERE account_id = $1 AND user_id = $2")
+                    .bind(id()?)
+                    .bind(user_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
             }
             // Custom roles are listed from their own table, written with the event.
             // Not an agent of the account until accepted (then `MemberAdded`).
@@ -291,6 +304,27 @@ pub async fn inbox(pool: &PgPool, account: Uuid, inbox: Uuid) -> sqlx::Result<Op
 pub enum Group {
     Inbox(Uuid),
     Team(Uuid),
+}
+
+/// The names, in the account, of the people activity lines mention (current
+/// members and former ones not erased).
+#[tracing::instrument(skip_all)]
+pub async fn people(pool: &PgPool, account: Uuid, users: &[Uuid]) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as("SELECT user_id, name FROM rm_people WHERE account_id = $1 AND user_id = ANY($2)")
+        .bind(account)
+        .bind(users)
+        .fetch_all(pool)
+        .await
+}
+
+/// The names of teams of the account.
+#[tracing::instrument(skip_all)]
+pub async fn team_names(pool: &PgPool, account: Uuid, teams: &[Uuid]) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as("SELECT team_id, name FROM rm_teams WHERE account_id = $1 AND team_id = ANY($2)")
+        .bind(account)
+        .bind(teams)
+        .fetch_all(pool)
+        .await
 }
 
 /// The agents of an inbox or a team, by name.

@@ -1,9 +1,10 @@
-//! Sealing personal data in the log: per-contact data keys wrapped by the master key,
-//! and keyed hashes for identities that must be looked up but never stored in clear.
+//! Sealing personal data in the log: a data key per data subject (a contact, a member
+//! of an account, a login) wrapped by the master key, and keyed hashes for identities
+//! that must be looked up but never stored in clear.
 //!
 //! Lives on the read side because both sides need it: the store seals when it writes
-//! and the feed opens when it reads. Erasing a contact deletes its wrapped key, after
-//! which every sealed field of that contact opens to `null` — replays included.
+//! and the feed opens when it reads. Erasing a subject deletes its wrapped key, after
+//! which every sealed field of that subject opens to `null` — replays included.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -36,7 +37,7 @@ pub struct Keyring {
     data_keys: Mutex<DataKeys>,
 }
 
-/// Unwrapped keys, and the contacts erased since start: a key read from the database
+/// Unwrapped keys, and the subjects erased since start: a key read from the database
 /// just before its erasure committed must not come back into the cache after.
 #[derive(Default)]
 struct DataKeys {
@@ -91,57 +92,63 @@ impl Keyring {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// Generates a data key for a new contact; the caller stores `wrapped` in
-    /// `contact_keys` in the same transaction as the contact's first event.
-    pub fn new_data_key(&self, contact: Uuid) -> anyhow::Result<NewDataKey> {
+    /// Generates a data key for a new subject; the caller stores `wrapped` in
+    /// `data_keys` in the same transaction as the subject's first sealed event.
+    pub fn new_data_key(&self, subject: Uuid) -> anyhow::Result<NewDataKey> {
         let mut key = [0u8; 32];
         OsRng.fill_bytes(&mut key);
-        let wrapped = encrypt(&self.master, contact.as_bytes(), &key)?;
+        let wrapped = encrypt(&self.master, subject.as_bytes(), &key)?;
         let cipher = Arc::new(Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)));
-        self.remember(contact, cipher.clone());
+        self.remember(subject, cipher.clone());
         Ok(NewDataKey { cipher, wrapped })
     }
 
-    /// The contact's data key, or `None` once it has been shredded.
-    pub async fn data_key<'e>(&self, db: impl PgExecutor<'e>, contact: Uuid) -> anyhow::Result<Option<Arc<Aes256Gcm>>> {
+    /// The subject's data key, or `None` once it has been shredded.
+    pub async fn data_key<'e>(&self, db: impl PgExecutor<'e>, subject: Uuid) -> anyhow::Result<Option<Arc<Aes256Gcm>>> {
         {
             let cache = self.data_keys.lock().expect("key cache lock");
-            if cache.erased.contains(&contact) {
+            if cache.erased.contains(&subject) {
                 return Ok(None);
             }
-            if let Some(cipher) = cache.keys.get(&contact) {
+            if let Some(cipher) = cache.keys.get(&subject) {
                 return Ok(Some(cipher.clone()));
             }
         }
-        let wrapped: Option<Vec<u8>> = sqlx::query_scalar("SELECT wrapped_key FROM contact_keys WHERE contact_id = $1")
-            .bind(contact)
+        let wrapped: Option<Vec<u8>> = sqlx::query_scalar("SELECT wrapped_key FROM data_keys WHERE subject_id = $1")
+            .bind(subject)
             .fetch_optional(db)
             .await
-            .context("failed to read a contact data key")?;
+            .context("failed to read a data key")?;
         let Some(wrapped) = wrapped else { return Ok(None) };
-        let key = decrypt(&self.master, contact.as_bytes(), &wrapped).context("failed to unwrap a contact data key")?;
+        let key = decrypt(&self.master, subject.as_bytes(), &wrapped).context("failed to unwrap a data key")?;
         let cipher =
             Arc::new(Aes256Gcm::new_from_slice(&key).map_err(|_| anyhow!("a stored data key has the wrong length"))?);
-        self.remember(contact, cipher.clone());
+        self.remember(subject, cipher.clone());
         Ok(Some(cipher))
     }
 
     /// Drops a shredded key from memory (erasure, here or in another process).
-    pub fn forget(&self, contact: Uuid) {
+    pub fn forget(&self, subject: Uuid) {
         let mut cache = self.data_keys.lock().expect("key cache lock");
-        cache.keys.remove(&contact);
-        cache.erased.insert(contact);
+        cache.keys.remove(&subject);
+        cache.erased.insert(subject);
     }
 
-    fn remember(&self, contact: Uuid, cipher: Arc<Aes256Gcm>) {
+    /// Drops every unwrapped key (they are read again from the database): after
+    /// erasures may have been missed, e.g. while the erasure listener reconnected.
+    pub fn clear_cache(&self) {
+        self.data_keys.lock().expect("key cache lock").keys.clear();
+    }
+
+    fn remember(&self, subject: Uuid, cipher: Arc<Aes256Gcm>) {
         let mut cache = self.data_keys.lock().expect("key cache lock");
-        if cache.erased.contains(&contact) {
+        if cache.erased.contains(&subject) {
             return;
         }
         if cache.keys.len() >= CACHE_LIMIT {
             cache.keys.clear();
         }
-        cache.keys.insert(contact, cipher);
+        cache.keys.insert(subject, cipher);
     }
 }
 

@@ -5,9 +5,14 @@ use std::borrow::Cow;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use domain::activity::{ActivityLine, Line, Names};
 use domain::contact::ContactEvent;
-use domain::conversation::{Activity, ConversationEvent as E};
+use domain::conversation::ConversationEvent as E;
+use domain::ids::{TeamId, UserId};
 use domain::values::MessageType;
+use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -21,21 +26,9 @@ struct NewMessage {
     message_type: MessageType,
     private: bool,
     content: Option<String>,
+    activity: Option<Json<ActivityLine>>,
     sender: String,
     at: DateTime<Utc>,
-}
-
-impl NewMessage {
-    fn activity(activity: Activity, event: &FeedEvent, at: DateTime<Utc>) -> Self {
-        Self {
-            message_id: activity.message_id.as_uuid(),
-            message_type: MessageType::Activity,
-            private: false,
-            content: Some(activity.content),
-            sender: event.actor().to_string(),
-            at,
-        }
-    }
 }
 
 #[async_trait]
@@ -65,6 +58,7 @@ impl Projector for Timeline {
                 rows.message_type.push(message.message_type.as_str().to_string());
                 rows.private.push(message.private);
                 rows.content.push(message.content);
+                rows.activity.push(message.activity);
                 rows.sender.push(message.sender);
                 rows.created_at.push(message.at);
             }
@@ -90,8 +84,8 @@ impl Projector for Timeline {
 async fn insert(tx: &mut Transaction<'_, Postgres>, rows: Rows) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO rm_messages (message_id, conversation_id, account_id, seq, message_type, private, content, \
-             sender, created_at) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], \
-             $6::bool[], $7::text[], $8::text[], $9::timestamptz[])",
+             activity, sender, created_at) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], \
+             $5::text[], $6::bool[], $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[])",
     )
     .bind(rows.message_id)
     .bind(rows.conversation_id)
@@ -100,6 +94,7 @@ async fn insert(tx: &mut Transaction<'_, Postgres>, rows: Rows) -> anyhow::Resul
     .bind(rows.message_type)
     .bind(rows.private)
     .bind(rows.content)
+    .bind(rows.activity)
     .bind(rows.sender)
     .bind(rows.created_at)
     .execute(&mut **tx)
@@ -117,6 +112,7 @@ struct Rows {
     message_type: Vec<String>,
     private: Vec<bool>,
     content: Vec<Option<String>>,
+    activity: Vec<Option<Json<ActivityLine>>>,
     sender: Vec<String>,
     created_at: Vec<DateTime<Utc>>,
 }
@@ -129,6 +125,7 @@ fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
             message_type: MessageType::Incoming,
             private: false,
             content,
+            activity: None,
             sender: format!("contact:{contact_id}"),
             at,
         },
@@ -137,15 +134,31 @@ fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
             message_type: MessageType::Outgoing,
             private,
             content,
+            activity: None,
             sender: format!("user:{author}"),
             at,
         },
-        E::AssigneeChanged { activity, at, .. }
-        | E::TeamChanged { activity, at, .. }
-        | E::PriorityChanged { activity, at, .. }
-        | E::LabelsChanged { activity, at, .. }
-        | E::MuteChanged { activity, at, .. }
-        | E::StatusChanged { activity: Some(activity), at, .. } => NewMessage::activity(activity, event, at),
+        ref change @ (E::AssigneeChanged { at, .. }
+        | E::TeamChanged { at, .. }
+        | E::PriorityChanged { at, .. }
+        | E::LabelsChanged { at, .. }
+        | E::MuteChanged { at, .. }
+        | E::StatusChanged { activity: Some(_), at, .. }) => {
+            let Some((message_id, line)) = ActivityLine::of(change) else { return Ok(None) };
+            let (content, activity) = match line {
+                Line::Structured(line) => (None, Some(Json(line))),
+                Line::Text(text) => (Some(text), None),
+            };
+            NewMessage {
+                message_id: message_id.as_uuid(),
+                message_type: MessageType::Activity,
+                private: false,
+                content,
+                activity,
+                sender: event.actor().to_string(),
+                at,
+            }
+        }
         _ => return Ok(None),
     }))
 }
@@ -157,10 +170,21 @@ pub struct MessageRow {
     pub seq: i64,
     pub message_type: String,
     pub private: bool,
+    /// An activity line's text is rendered when read (see [`render_activity`]).
     pub content: Option<String>,
     pub sender: String,
     pub created_at: DateTime<Utc>,
 }
+
+#[derive(FromRow)]
+struct StoredMessage {
+    #[sqlx(flatten)]
+    row: MessageRow,
+    activity: Option<Json<ActivityLine>>,
+}
+
+const MESSAGE_COLUMNS: &str = "message_id, conversation_id, seq, message_type, private, content, activity, sender, \
+                               created_at";
 
 /// Messages of one conversation in order, after position `after_seq`; `limit` rows.
 #[tracing::instrument(skip_all)]
@@ -171,27 +195,70 @@ pub async fn messages(
     after_seq: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<MessageRow>> {
-    sqlx::query_as(
-        "SELECT message_id, conversation_id, seq, message_type, private, content, sender, created_at FROM rm_messages \
-         WHERE account_id = $1 AND conversation_id = $2 AND seq > coalesce($3, 0) ORDER BY seq LIMIT $4",
-    )
+    let stored = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM rm_messages \
+         WHERE account_id = $1 AND conversation_id = $2 AND seq > coalesce($3, 0) ORDER BY seq LIMIT $4"
+    ))
     .bind(account)
     .bind(conversation)
     .bind(after_seq)
     .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    render_activity(pool, account, stored).await
 }
 
 /// The conversation a message belongs to, within the account.
 #[tracing::instrument(skip_all)]
 pub async fn message(pool: &PgPool, account: Uuid, message: Uuid) -> sqlx::Result<Option<MessageRow>> {
-    sqlx::query_as(
-        "SELECT message_id, conversation_id, seq, message_type, private, content, sender, created_at FROM rm_messages \
-         WHERE account_id = $1 AND message_id = $2",
-    )
-    .bind(account)
-    .bind(message)
-    .fetch_optional(pool)
-    .await
+    let stored: Option<StoredMessage> =
+        sqlx::query_as(&format!("SELECT {MESSAGE_COLUMNS} FROM rm_messages WHERE account_id = $1 AND message_id = $2"))
+            .bind(account)
+            .bind(message)
+            .fetch_optional(pool)
+            .await?;
+    Ok(render_activity(pool, account, stored.into_iter().collect()).await?.pop())
+}
+
+/// Renders activity lines with the names the account knows now: one query for the
+/// people and one for the teams the page's lines mention.
+async fn render_activity(pool: &PgPool, account: Uuid, stored: Vec<StoredMessage>) -> sqlx::Result<Vec<MessageRow>> {
+    let lines = || stored.iter().filter_map(|m| m.activity.as_ref().map(|line| line.names_needed()));
+    let mut users: Vec<Uuid> = lines().flat_map(|(users, _)| users).map(|u| u.as_uuid()).collect();
+    let mut teams: Vec<Uuid> = lines().filter_map(|(_, team)| team).map(|t| t.as_uuid()).collect();
+    users.sort_unstable();
+    users.dedup();
+    teams.sort_unstable();
+    teams.dedup();
+    let mut known = Known::default();
+    if !users.is_empty() {
+        known.people = crate::directory::people(pool, account, &users).await?.into_iter().collect();
+    }
+    if !teams.is_empty() {
+        known.teams = crate::directory::team_names(pool, account, &teams).await?.into_iter().collect();
+    }
+    Ok(stored
+        .into_iter()
+        .map(|StoredMessage { mut row, activity }| {
+            if let Some(line) = activity {
+                row.content = Some(line.render(&known));
+            }
+            row
+        })
+        .collect())
+}
+
+#[derive(Default)]
+struct Known {
+    people: HashMap<Uuid, String>,
+    teams: HashMap<Uuid, String>,
+}
+
+impl Names for Known {
+    fn agent(&self, user: UserId) -> Option<&str> {
+        self.people.get(&user.as_uuid()).map(String::as_str)
+    }
+    fn team(&self, team: TeamId) -> Option<&str> {
+        self.teams.get(&team.as_uuid()).map(String::as_str)
+    }
 }

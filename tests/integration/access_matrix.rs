@@ -80,6 +80,7 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("setConversationLabels", Kind::Targeted, format!("mutation {{ setConversationLabels(input: {{conversationId: \"{c}\", labels: [\"x\"]}}) {{ id }} }}")),
         ("setConversationMuted", Kind::Targeted, format!("mutation {{ setConversationMuted(input: {{conversationId: \"{c}\", muted: true}}) {{ id }} }}")),
         ("setConversationCustomAttributes", Kind::Targeted, format!("mutation {{ setConversationCustomAttributes(input: {{conversationId: \"{c}\", attributes: {{plan: \"gold\"}}}}) {{ id }} }}")),
+        ("eraseAgent", Kind::Admin, format!("mutation {{ eraseAgent(input: {{userId: \"{}\", reason: \"test\"}}) }}", ids.agent)),
         ("eraseContact", Kind::Admin, format!("mutation {{ eraseContact(input: {{contactId: \"{}\", reason: \"test\"}}) }}", ids.contact)),
     ]
 }

@@ -105,8 +105,7 @@ async fn conversation(
         };
         thread_events.extend(decide(&mut thread, receive).await?);
     }
-    let key = keyring.new_data_key(contact_id.as_uuid())?;
-    work.side_write(SideWrite::ContactKey { contact: contact_id.as_uuid(), wrapped: key.wrapped, cipher: key.cipher });
+    work.side_write(SideWrite::data_key(keyring, contact_id.as_uuid())?);
     work.side_write(SideWrite::ChannelIdentity {
         hash: keys.identity_hash.clone(),
         account: context.account_id,

@@ -142,6 +142,14 @@ pub struct EraseContactInput {
 }
 
 #[derive(InputObject)]
+pub struct EraseAgentInput {
+    /// A former agent: removed from the account first (`removeAgent`).
+    pub user_id: ID,
+    /// Why (e.g. "LGPD request #123"); recorded with the erasure.
+    pub reason: String,
+}
+
+#[derive(InputObject)]
 pub struct SetAgentRoleInput {
     pub user_id: ID,
     pub role: Role,
@@ -414,11 +422,27 @@ impl AccessMutation {
         let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
-            principal.require(Action::EraseContacts)?;
+            principal.require(Action::ErasePersonalData)?;
             let contact = parse_id(&input.contact_id, "contact")?;
             let written =
                 state.commands.erase_contact(&context, contact, &input.reason).await.map_err(ApiError::from)?;
             state.settle(written, &["directory", "inbox_list", "timeline"]).await;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// The right to be forgotten for a former agent: shreds the name and e-mail this
+    /// account's history holds, so their activity lines read "a former agent"; once no
+    /// account has them, their login goes too. Conversations and chains remain.
+    async fn erase_agent(&self, ctx: &Context<'_>, input: EraseAgentInput) -> Result<bool> {
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ErasePersonalData)?;
+            let user = parse_id(&input.user_id, "agent")?;
+            let written = state.commands.erase_agent(&context, user, &input.reason).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
             Ok(true)
         })
         .await
