@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
+use commands::chain::Chain;
 use commands::connection::CHECK_IDLE_AFTER;
+use commands::digest::{DigestKey, Digests};
 use commands::erasure::ERASURE_CHANNEL;
 use commands::store::EventStore;
 use commands::Commands;
@@ -69,13 +71,18 @@ impl Services {
         let keyring = Arc::new(Keyring::from_base64(&config.master_key)?);
         let engine = Engine::new(pool.clone(), keyring.clone(), projections::all_projectors(), config.projector_poll);
         let committed = Wake::default();
-        let store =
-            Arc::new(EventStore::new(pool.clone(), keyring.clone(), committed.clone(), config.aggregate_cache_size));
+        let chain = Chain::new(keyring.clone(), config.chain_key_id)?;
+        let store = Arc::new(EventStore::new(pool.clone(), chain, committed.clone(), config.aggregate_cache_size));
+        let digest_key = match &config.digest_signing_key {
+            Some(seed) => DigestKey::from_base64(seed)?,
+            None => DigestKey::from_seed(keyring.derive("digest-signing")),
+        };
         let state = AppState {
             authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
             rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref(), keyring.clone()).await?),
             session_ttl: config.session_ttl,
             decided_again: Arc::default(),
+            digests: Arc::new(Digests::new(pool.clone(), digest_key)),
             pool,
             commands: Commands::new(store),
             engine,
@@ -93,7 +100,14 @@ pub struct Application {
     services: Services,
     limits: graphql::Limits,
     http: http::HttpSettings,
+    digests: DigestSchedule,
     shutdown: CancellationToken,
+}
+
+/// When digests of the log are recorded, and where they go.
+struct DigestSchedule {
+    interval: Duration,
+    push_url: Option<String>,
 }
 
 impl Application {
@@ -124,7 +138,8 @@ impl Application {
                 Some(tls)
             }
         };
-        Ok(Self { listener, tls, services, limits, http, shutdown: CancellationToken::new() })
+        let digests = DigestSchedule { interval: config.digest_interval, push_url: config.digest_push_url.clone() };
+        Ok(Self { listener, tls, services, limits, http, digests, shutdown: CancellationToken::new() })
     }
 
     pub fn port(&self) -> u16 {
@@ -142,13 +157,16 @@ impl Application {
 
     /// Serves HTTP and runs the projectors until SIGINT/SIGTERM or the token.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { listener, tls, services, limits, http: settings, shutdown } = self;
+        let Application { listener, tls, services, limits, http: settings, digests, shutdown } = self;
         let state = services.state;
         let engine = state.engine.clone();
         let engine_stop = shutdown.clone();
         let engine_task = tokio::spawn(async move { engine.run(engine_stop).await });
         tokio::spawn(relay_commits(services.committed, state.engine.clone(), shutdown.clone()));
         tokio::spawn(relay_access_changes(state.clone(), shutdown.clone()));
+        if !digests.interval.is_zero() {
+            tokio::spawn(record_digests(state.digests.clone(), digests, shutdown.clone()));
+        }
         let router = http::router(state.clone(), graphql::schema(state, limits), settings);
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
@@ -186,6 +204,28 @@ impl Application {
 
 /// After each commit: wake this process's runners at once, and the other processes'
 /// by a NOTIFY sent outside the write transaction, at most one per 5 ms.
+/// Records a digest of the log on every beat when it moved (one process does, the
+/// others find the lock taken), then pushes what is not yet delivered.
+async fn record_digests(digests: Arc<Digests>, schedule: DigestSchedule, shutdown: CancellationToken) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+    let mut beat = tokio::time::interval(schedule.interval);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = beat.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(error) = digests.record().await {
+            tracing::error!(error = format!("{error:#}"), "could not record a digest of the log");
+        }
+        if let Some(url) = &schedule.push_url {
+            if let Err(error) = digests.push_pending(&client, url).await {
+                tracing::warn!(error = format!("{error:#}"), "could not push digests");
+            }
+        }
+    }
+}
+
 async fn relay_commits(committed: Wake, engine: Engine, shutdown: CancellationToken) {
     let mut local = committed.subscribe();
     let mut remote = committed.subscribe();

@@ -57,6 +57,20 @@ enum Command {
         #[arg(long, value_parser = ["raw", "library", "ingest", "rebuild", "query"])]
         only: Vec<String>,
     },
+    /// Record a digest of the log now if it moved since the last, and print the newest
+    /// as one JSON line (what auditors keep).
+    Digest {
+        /// Print the public key digests are signed with instead (what auditors pin).
+        #[arg(long)]
+        public_key: bool,
+    },
+    /// Check the whole log: every stream's chain and, with a digest, that everything it
+    /// covered is still there unchanged. Prints what broke; exits 1 if anything did.
+    Verify {
+        /// A file holding a digest line from `inboxd digest`.
+        #[arg(long)]
+        digest: Option<std::path::PathBuf>,
+    },
     /// Write events as NDJSON to stdout, in feed order.
     Export {
         /// Start after this position (an `events` cursor); default: the beginning.
@@ -107,6 +121,47 @@ impl Cli {
                     let seconds = started.elapsed().as_secs_f64();
                     tracing::info!(projector = %name, applied, seconds, "rebuilt");
                     println!("{}", json!({ "projector": name, "events_applied": applied, "seconds": seconds }));
+                }
+                Ok(())
+            }
+            Command::Digest { public_key } => {
+                let services = Services::build(&config).await?;
+                let digests = &services.state.digests;
+                if public_key {
+                    let key = digests.key();
+                    println!("{}", json!({ "key_id": key.key_id(), "public_key": key.public_key() }));
+                    return Ok(());
+                }
+                digests.record().await?;
+                let latest = digests.latest().await?.context("the log is empty: there is nothing to digest yet")?;
+                println!("{}", latest.line());
+                Ok(())
+            }
+            Command::Verify { digest } => {
+                let services = Services::build(&config).await?;
+                let digests = &services.state.digests;
+                let digest = match digest {
+                    Some(path) => {
+                        let line = std::fs::read_to_string(&path)
+                            .with_context(|| format!("failed to read the digest in {}", path.display()))?;
+                        Some(commands::digest::Digest::parse(&line, digests.key())?)
+                    }
+                    None => None,
+                };
+                let report = services.state.commands.store().verify_whole_log(digests, digest.as_ref()).await?;
+                for problem in &report.problems {
+                    println!("{}", json!({ "broken": problem }));
+                }
+                let summary = json!({
+                    "intact": report.problems.is_empty(),
+                    "streams": report.streams,
+                    "events": report.events,
+                    "problems": report.problems.len(),
+                    "digest": digest.as_ref().map(|d| d.digest),
+                });
+                println!("{summary}");
+                if !report.problems.is_empty() {
+                    std::process::exit(1);
                 }
                 Ok(())
             }

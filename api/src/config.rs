@@ -43,6 +43,14 @@ pub struct Config {
     pub graphql_anonymous_introspection: bool,
     /// Serve HTTPS with this certificate chain and key (PEM), else plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The key id new events are chained with (1..=255); see ADR 0005.
+    pub chain_key_id: u8,
+    /// `DIGEST_SIGNING_KEY`: base64 Ed25519 seed; derived from the master key if unset.
+    pub digest_signing_key: Option<String>,
+    /// How often a digest of the log is recorded when it moved; zero: never by itself.
+    pub digest_interval: Duration,
+    /// Where each digest is POSTed as it is recorded.
+    pub digest_push_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +80,10 @@ impl std::fmt::Debug for Config {
             .field("graphql_max_aliases", &self.graphql_max_aliases)
             .field("graphql_anonymous_introspection", &self.graphql_anonymous_introspection)
             .field("tls", &self.tls)
+            .field("chain_key_id", &self.chain_key_id)
+            .field("digest_signing_key", &self.digest_signing_key.as_ref().map(|_| "<set>"))
+            .field("digest_interval", &self.digest_interval)
+            .field("digest_push_url", &self.digest_push_url)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +134,10 @@ impl Config {
                 (None, None) => None,
                 _ => bail!("TLS_CERT_PATH and TLS_KEY_PATH are set together or not at all"),
             },
+            chain_key_id: parse("CHAIN_KEY_ID", 1)?,
+            digest_signing_key: var("DIGEST_SIGNING_KEY"),
+            digest_interval: Duration::from_secs(parse("DIGEST_INTERVAL_SECS", 60)?),
+            digest_push_url: var("DIGEST_PUSH_URL"),
         })
     }
 }

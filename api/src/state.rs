@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use commands::context::{AccessStamp, Actor, CommandContext};
+use commands::digest::Digests;
 use commands::{Commands, Written};
 use projections::engine::Engine;
 use projections::keyring::Keyring;
@@ -34,6 +35,7 @@ pub struct AppState {
     /// Mutations this process decided again because what they read had moved on
     /// (`/metrics`: how often processes contend on the same state).
     pub decided_again: Arc<AtomicU64>,
+    pub digests: Arc<Digests>,
 }
 
 impl AppState {

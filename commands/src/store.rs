@@ -19,12 +19,12 @@ use projections::engine::Wake;
 use projections::feed::{open_payload, variant_body, FeedPosition, META_ACTOR, META_SEALED, META_SUBJECT};
 use projections::keyring::{seal, Aes256Gcm, Keyring};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use crate::cache::AggregateCache;
+use crate::chain::{Chain, Hashed};
 use crate::context::{CommandContext, Head, Staleness};
 use crate::group_commit::GroupCommitter;
 use crate::guard::Guard;
@@ -359,18 +359,20 @@ pub struct EventStore {
     committer: GroupCommitter,
     numbering: Numbering,
     access_changed: Wake,
+    chain: Chain,
 }
 
 impl EventStore {
     /// `cache_capacity`: how many streams stay in memory between commands. Starts
     /// the group committer, which signals `committed` after every transaction.
-    pub fn new(pool: PgPool, keyring: Arc<Keyring>, committed: Wake, cache_capacity: usize) -> Self {
+    pub fn new(pool: PgPool, chain: Chain, committed: Wake, cache_capacity: usize) -> Self {
         Self {
+            keyring: chain.keyring().clone(),
+            chain,
             committer: GroupCommitter::start(pool.clone(), committed),
             numbering: Numbering::new(&pool.connect_options()),
             access_changed: Wake::default(),
             pool,
-            keyring,
             locks: StreamLocks::default(),
             cache: AggregateCache::new(cache_capacity),
         }
@@ -386,6 +388,10 @@ impl EventStore {
 
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    pub fn chain(&self) -> &Chain {
+        &self.chain
     }
 
     /// Signalled after a commit that changed credentials, roles or memberships.
@@ -499,50 +505,6 @@ impl EventStore {
         Ok(stream)
     }
 
-    /// Recomputes a stream's hash chain from the stored events: whether each event's
-    /// hash still covers its content and its predecessor's hash.
-    pub async fn verify_stream(&self, aggregate_type: &str, id: &str) -> anyhow::Result<StreamCheck> {
-        #[derive(sqlx::FromRow)]
-        struct Stored {
-            sequence: i64,
-            event_type: String,
-            event_version: String,
-            payload: Value,
-            metadata: Value,
-            hash: Option<Vec<u8>>,
-        }
-        let rows: Vec<Stored> = sqlx::query_as(
-            "SELECT sequence, event_type, event_version, payload, metadata, hash FROM events \
-             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
-        )
-        .bind(aggregate_type)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .context("failed to read a stream to verify")?;
-        let mut previous: Option<Vec<u8>> = None;
-        for (index, row) in rows.iter().enumerate() {
-            let expected = chain_hash(
-                previous.as_deref(),
-                Hashed {
-                    aggregate_type,
-                    aggregate_id: id,
-                    sequence: row.sequence,
-                    event_type: &row.event_type,
-                    event_version: &row.event_version,
-                    payload: &json_text(&row.payload)?,
-                    metadata: &json_text(&row.metadata)?,
-                },
-            );
-            // Sequences run 1, 2, 3…: a gap is a deleted event.
-            if row.hash.as_deref() != Some(expected.as_slice()) || row.sequence != index as i64 + 1 {
-                return Ok(StreamCheck { events: rows.len(), first_broken: Some(row.sequence) });
-            }
-            previous = Some(expected);
-        }
-        Ok(StreamCheck { events: rows.len(), first_broken: None })
-    }
-
     /// Appends everything in `work` atomically; returns the feed position to wait for
     /// to see it projected (or `None` if there was nothing to write).
     ///
@@ -589,9 +551,9 @@ impl EventStore {
                     seal_payload(event.payload, event.personal_fields, event.subject, cipher.as_deref(), context)?;
                 // Serialised once: the hash covers, and the database parses, this text.
                 let (payload, metadata) = (json_text(&payload)?, json_text(&metadata)?);
-                let hash = chain_hash(
+                let hash = self.chain.hash(
                     previous.as_deref(),
-                    Hashed {
+                    &Hashed {
                         aggregate_type: append.aggregate_type,
                         aggregate_id: &append.aggregate_id,
                         sequence,
@@ -713,47 +675,10 @@ impl Rows {
     }
 }
 
-/// The outcome of [`EventStore::verify_stream`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamCheck {
-    pub events: usize,
-    /// The sequence of the first event whose hash does not match.
-    pub first_broken: Option<i64>,
-}
-
-/// What an event's hash covers, beside its predecessor's hash. Payload and metadata
-/// are compact JSON text as serde_json writes it (object keys sorted), which a value
-/// read back from `jsonb` writes again identically.
-pub struct Hashed<'a> {
-    pub aggregate_type: &'a str,
-    pub aggregate_id: &'a str,
-    pub sequence: i64,
-    pub event_type: &'a str,
-    pub event_version: &'a str,
-    pub payload: &'a str,
-    pub metadata: &'a str,
-}
-
 /// The JSON text an event is stored and hashed as. `serde_json::to_string` writes
 /// the same text as `Value`'s `Display`, without its per-token `fmt` round trips.
-fn json_text(value: &Value) -> anyhow::Result<String> {
+pub(crate) fn json_text(value: &Value) -> anyhow::Result<String> {
     serde_json::to_string(value).context("failed to serialise an event")
-}
-
-/// sha256 over the previous hash and this event as stored (sealed payload, metadata).
-pub fn chain_hash(previous: Option<&[u8]>, event: Hashed<'_>) -> Vec<u8> {
-    let Hashed { aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata } = event;
-    let mut hasher = Sha256::new();
-    hasher.update(previous.unwrap_or(&[0u8; 32]));
-    for part in [aggregate_type, aggregate_id, event_type, event_version] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hasher.update(sequence.to_be_bytes());
-    hasher.update(payload.as_bytes());
-    hasher.update([0]);
-    hasher.update(metadata.as_bytes());
-    hasher.finalize().to_vec()
 }
 
 pub(crate) async fn side_write(tx: &mut Transaction<'_, Postgres>, write: &SideWrite) -> Result<(), StoreError> {

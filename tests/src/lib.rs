@@ -95,6 +95,11 @@ pub fn test_config(database_url: &str) -> Config {
         graphql_max_aliases: 50,
         graphql_anonymous_introspection: false,
         tls: None,
+        chain_key_id: 1,
+        digest_signing_key: None,
+        // Tests record digests when they mean to (`inboxd digest`).
+        digest_interval: Duration::ZERO,
+        digest_push_url: None,
     }
 }
 

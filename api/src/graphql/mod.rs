@@ -164,6 +164,37 @@ pub async fn authorize_conversation(
     principal.require_conversation(inbox.as_uuid(), conversation.assignee().map(|u| u.as_uuid()))
 }
 
+/// The access check of an auditor's reads, which must answer on a damaged log: where
+/// the conversation is and whom it is assigned to, from the stored rows' unsealed
+/// fields (nothing is opened or decoded whole), else from the inbox read model (a
+/// stream removed from the log is still asked about).
+pub async fn authorize_audit(principal: &Principal, state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    let (started, assigned): (Option<String>, Option<Option<String>>) = sqlx::query_as(
+        "SELECT (SELECT payload -> 'ConversationStarted' ->> 'inbox_id' FROM events \
+                 WHERE aggregate_type = 'conversation' AND aggregate_id = $1 AND sequence = 1 AND account_id = $2), \
+                (SELECT payload -> 'AssigneeChanged' ->> 'to' FROM events \
+                 WHERE aggregate_type = 'conversation' AND aggregate_id = $1 AND account_id = $2 \
+                   AND event_type = 'AssigneeChanged' ORDER BY sequence DESC LIMIT 1)",
+    )
+    .bind(id.to_string())
+    .bind(principal.account_id)
+    .fetch_one(&state.pool)
+    .await?;
+    let from_log = started.and_then(|inbox| inbox.parse::<Uuid>().ok()).map(|inbox| {
+        let assignee = assigned.flatten().and_then(|user| user.parse::<Uuid>().ok());
+        (inbox, assignee)
+    });
+    let placement = match from_log {
+        Some(placement) => placement,
+        None => {
+            let row = projections::inbox_list::get(&state.pool, principal.account_id, id).await?;
+            let row = row.ok_or_else(|| ApiError::not_found("conversation"))?;
+            (row.inbox_id, row.assignee_id)
+        }
+    };
+    principal.require_conversation(placement.0, placement.1)
+}
+
 /// Parses an id argument; a malformed one is the caller's mistake.
 pub fn parse_id(id: &ID, what: &str) -> Result<Uuid, ApiError> {
     id.parse::<Uuid>().map_err(|_| ApiError::bad_input(format!("'{}' is not a valid {what} id", id.as_str())))
