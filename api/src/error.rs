@@ -80,6 +80,7 @@ impl ApiError {
         if projections::transient::is_transient(&cause) {
             return Self::unavailable(cause);
         }
+        eprintln!("INTERNAL: {cause:#}");
         tracing::error!(error = format!("{cause:#}"), "internal error");
         Self::new(ErrorCode::Internal, "internal error")
     }

@@ -122,7 +122,7 @@ impl Chain {
     /// its own kind (a plain row's rule is the old one).
     pub fn matches(&self, stored: &[u8], previous: Option<&[u8]>, event: &Hashed<'_>) -> bool {
         let expected = match Link::of(stored) {
-            Link::Plain => plain(previous, event),
+            Link::Plain => unkeyed(previous, event),
             Link::Keyed(id) => self.keyed(id, previous, event),
             Link::Unknown => return false,
         };
@@ -131,8 +131,8 @@ impl Chain {
     }
 }
 
-/// The chain rule before it was keyed.
-fn plain(previous: Option<&[u8]>, event: &Hashed<'_>) -> Vec<u8> {
+/// The chain rule before it was keyed (rows written by earlier releases).
+pub fn unkeyed(previous: Option<&[u8]>, event: &Hashed<'_>) -> Vec<u8> {
     let mut hasher = Sha256::new();
     event.feed(previous, |bytes| hasher.update(bytes));
     hasher.finalize().to_vec()
@@ -166,7 +166,7 @@ mod tests {
         let mut relabelled = hash.clone();
         relabelled[0] = 1;
         assert!(!chain.matches(&relabelled, None, &event("{\"a\":1}")));
-        let old = plain(None, &event("{\"a\":1}"));
+        let old = unkeyed(None, &event("{\"a\":1}"));
         assert!(chain.matches(&old, None, &event("{\"a\":1}")));
         assert_eq!(Link::of(&[0; 33]), Link::Unknown);
     }

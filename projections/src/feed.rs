@@ -180,7 +180,7 @@ pub async fn read_audit_after(
         .await
         .context("failed to read the audit trail")?;
     let events = rows.iter().map(event_of).collect::<anyhow::Result<_>>()?;
-    opened(conn, keyring, events).await
+    opened_for_audit(conn, keyring, events).await
 }
 
 /// Every event of one stream, in order: an auditor's timeline.
@@ -198,7 +198,30 @@ pub async fn read_stream(
         .await
         .context("failed to read an event stream")?;
     let events = rows.iter().map(event_of).collect::<anyhow::Result<_>>()?;
-    opened(conn, keyring, events).await
+    opened_for_audit(conn, keyring, events).await
+}
+
+/// The events with their personal fields opened, for an auditor, who reads a damaged
+/// stream too: a field that does not open reads as null (verification names the
+/// damage), where a projector would stop.
+async fn opened_for_audit(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    mut events: Vec<FeedEvent>,
+) -> anyhow::Result<Vec<FeedEvent>> {
+    for event in &mut events {
+        if let Err(error) = open_sealed_fields(conn, keyring, event).await {
+            tracing::warn!(error = format!("{error:#}"), "a sealed field does not open; shown as null");
+            if let Some(body) = variant_body(&mut event.payload) {
+                for field in sealed_fields(&event.metadata) {
+                    if let Some(slot) = body.get_mut(field) {
+                        *slot = Value::Null;
+                    }
+                }
+            }
+        }
+    }
+    Ok(events)
 }
 
 /// The events with their personal fields opened.
@@ -249,7 +272,9 @@ pub async fn open_payload(
     payload: &mut Value,
     metadata: &Value,
 ) -> anyhow::Result<()> {
-    let Some(fields) = metadata.get(META_SEALED).and_then(Value::as_str) else { return Ok(()) };
+    if metadata.get(META_SEALED).is_none() {
+        return Ok(());
+    }
     let subject: Uuid = metadata
         .get(META_SUBJECT)
         .and_then(Value::as_str)
@@ -258,7 +283,7 @@ pub async fn open_payload(
         .context("sealed event with a malformed data subject")?;
     let cipher = keyring.data_key(&mut *conn, subject).await?;
     let Some(body) = variant_body(payload) else { return Ok(()) };
-    for field in fields.split(',').filter(|f| !f.is_empty()) {
+    for field in sealed_fields(metadata) {
         let Some(slot) = body.get_mut(field) else { continue };
         let Some(sealed) = slot.as_str() else { continue };
         *slot = match &cipher {
@@ -268,6 +293,12 @@ pub async fn open_payload(
         storable(slot);
     }
     Ok(())
+}
+
+/// The fields an event's metadata names as sealed.
+fn sealed_fields(metadata: &Value) -> impl Iterator<Item = &str> {
+    let fields = metadata.get(META_SEALED).and_then(Value::as_str).unwrap_or_default();
+    fields.split(',').filter(|f| !f.is_empty())
 }
 
 /// Makes opened text storable: a NUL (which no PostgreSQL text can hold, and which

@@ -13,3 +13,4 @@ mod hardening;
 mod hostile_input;
 mod inbox_list;
 mod projections;
+mod tamper_evidence;
