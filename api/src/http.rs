@@ -172,10 +172,10 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     let database = sqlx::query("SELECT 1").execute(&app.pool).await.is_ok();
     // Every projector's checkpoint, its error if it stopped, and how many events
     // behind the head of the log it is.
-    let checkpoints: Vec<(String, Option<String>, i64)> = if database {
+    let checkpoints: Vec<(String, Option<String>, i64, bool)> = if database {
         sqlx::query_as(
-            "SELECT projector, error, greatest(coalesce((SELECT max(global_position) FROM events), 0) - last_position, 0) \
-             FROM projector_checkpoints ORDER BY projector",
+            "SELECT projector, error, greatest(coalesce((SELECT max(global_position) FROM events), 0) - last_position, 0), \
+             rebuild_error IS NOT NULL FROM projector_checkpoints ORDER BY projector",
         )
         .fetch_all(&app.pool)
         .await
@@ -184,9 +184,11 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         Vec::new()
     };
     // Names only: the error texts (which may quote stored data) are in the logs.
-    let failed: Vec<&str> = checkpoints.iter().filter(|(_, e, _)| e.is_some()).map(|(p, _, _)| p.as_str()).collect();
+    let failed: Vec<&str> = checkpoints.iter().filter(|c| c.1.is_some()).map(|c| c.0.as_str()).collect();
+    // A failed rebuild left the live read model serving: named, not unready.
+    let failed_rebuilds: Vec<&str> = checkpoints.iter().filter(|c| c.3).map(|c| c.0.as_str()).collect();
     let lag: serde_json::Map<String, serde_json::Value> =
-        checkpoints.iter().map(|(p, _, lag)| (p.clone(), json!(lag))).collect();
+        checkpoints.iter().map(|c| (c.0.clone(), json!(c.2))).collect();
     let local = app.engine.status();
     let projectors: serde_json::Map<String, serde_json::Value> = local
         .iter()
@@ -204,6 +206,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         "ready": ready,
         "database": database,
         "failed_projectors": failed.iter().map(|p| json!({ "projector": p })).collect::<Vec<_>>(),
+        "failed_rebuilds": failed_rebuilds.iter().map(|p| json!({ "projector": p })).collect::<Vec<_>>(),
         "projectors": projectors,
         "lag_events": lag,
     });
@@ -236,6 +239,19 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             RunnerState::Failed => -1,
         };
         let _ = writeln!(out, "inbox_projector_up{{projector=\"{name}\"}} {up}");
+    }
+    let rebuilds: Vec<(String, bool)> =
+        sqlx::query_as("SELECT projector, rebuild_error IS NOT NULL FROM projector_checkpoints ORDER BY projector")
+            .fetch_all(&state.app.pool)
+            .await
+            .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# HELP inbox_projector_rebuild_failed 1 when the projector's last rebuild failed (live tables kept)."
+    );
+    let _ = writeln!(out, "# TYPE inbox_projector_rebuild_failed gauge");
+    for (name, failed) in &rebuilds {
+        let _ = writeln!(out, "inbox_projector_rebuild_failed{{projector=\"{name}\"}} {}", u8::from(*failed));
     }
     let _ = writeln!(
         out,

@@ -256,8 +256,12 @@ impl Engine {
     /// and its checkpoint are one transaction, so one lost in a database crash is
     /// simply applied again from the checkpoint, never half kept. The flush of the
     /// next durable commit (an append) covers it anyway.
-    async fn runner_connection(&self) -> Result<PgConnection, sqlx::Error> {
-        let options = self.pool.connect_options().as_ref().clone().options([("synchronous_commit", "off")]);
+    /// A connection of its own; `shadow` puts a rebuild's schema first on its path.
+    async fn runner_connection(&self, shadow: Option<&str>) -> Result<PgConnection, sqlx::Error> {
+        let mut options = self.pool.connect_options().as_ref().clone().options([("synchronous_commit", "off")]);
+        if let Some(schema) = shadow {
+            options = options.options([("search_path", format!("{schema},public"))]);
+        }
         PgConnection::connect_with(&options).await
     }
 
@@ -265,7 +269,7 @@ impl Engine {
     /// batches until shutdown or an error.
     async fn own_and_apply(&self, projector: &dyn Projector, shutdown: &CancellationToken) -> Result<(), RunError> {
         let name = projector.name();
-        let mut conn = self.runner_connection().await.map_err(transient)?;
+        let mut conn = self.runner_connection(None).await.map_err(transient)?;
         if !lock_projector(&mut conn, name).await.map_err(transient)? {
             return Ok(());
         }
@@ -448,62 +452,106 @@ impl Engine {
         matches!(done, Ok(n) if n == remote.len() as i64)
     }
 
-    /// Empties a projector's tables and replays the log into them. The reset is one
-    /// short transaction; the replay runs in ordinary batches here, or in the serving
-    /// process that owns the projector, which this then waits for.
+    /// Rebuilds a projector beside its live tables: the log is replayed into shadow
+    /// copies in a schema of their own (`rebuild_<projector>`, found first on the
+    /// replaying connection's search path), in ordinary batches, while the live tables
+    /// keep serving. Once the shadow has caught up with the live checkpoint, one short
+    /// transaction swaps the tables in (readers wait for it, never see them empty) and
+    /// moves the checkpoint, which the live runner notices and follows. A rebuild that
+    /// fails leaves the live tables as they were and records why (`rebuild_error`).
+    /// Meant for the CLI, whose projectors are its own (their memory is the shadow's).
     pub async fn rebuild(&self, name: &str) -> anyhow::Result<u64> {
         let projector =
             self.projectors.iter().find(|p| p.name() == name).with_context(|| format!("no projector named {name}"))?;
         self.register().await?;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT 1 FROM projector_checkpoints WHERE projector = $1 FOR UPDATE")
+        let shadow = Shadow::of(projector.as_ref());
+        let mut guard = self.runner_connection(None).await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('rebuild:' || $1, 0))")
             .bind(name)
-            .execute(&mut *tx)
+            .fetch_one(&mut guard)
             .await?;
-        for table in projector.tables() {
-            sqlx::query(&format!("TRUNCATE {table}")).execute(&mut *tx).await?;
+        anyhow::ensure!(locked, "another rebuild of {name} is running");
+        let outcome = self.rebuild_beside(projector.as_ref(), &shadow).await;
+        let recorded = match &outcome {
+            Ok(_) => {
+                "UPDATE projector_checkpoints SET rebuild_error = NULL, rebuild_failed_at = NULL WHERE projector = $1"
+            }
+            Err(_) => {
+                "UPDATE projector_checkpoints SET rebuild_error = $2, rebuild_failed_at = now() WHERE projector = $1"
+            }
+        };
+        let error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+        if let Err(record) = sqlx::query(recorded).bind(name).bind(&error).execute(&self.pool).await {
+            tracing::error!(error = %record, projector = name, "could not record how a rebuild ended");
         }
-        sqlx::query(
-            "UPDATE projector_checkpoints SET last_txid = '0', last_position = 0, error = NULL, updated_at = now() \
-             WHERE projector = $1",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.catch_up(projector.as_ref()).await
+        if let Err(drop) =
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", shadow.schema)).execute(&self.pool).await
+        {
+            tracing::warn!(error = %drop, schema = %shadow.schema, "could not drop a rebuild's shadow schema");
+        }
+        if let Some(error) = &error {
+            tracing::error!(projector = name, error, "rebuild failed; the live read model is unchanged");
+        }
+        outcome
     }
 
-    /// Brings one projector to the head of the log; returns the events applied here.
-    pub async fn catch_up(&self, projector: &dyn Projector) -> anyhow::Result<u64> {
-        let head = self.head().await?;
-        let mut conn = self.runner_connection().await?;
-        if !lock_projector(&mut conn, projector.name()).await? {
-            tracing::info!(projector = projector.name(), "a serving process owns this projector; waiting for it");
-            self.wake_remote().await;
-            while !self.reached(&[projector.name()], head).await {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            return Ok(0);
-        }
+    async fn rebuild_beside(&self, projector: &dyn Projector, shadow: &Shadow) -> anyhow::Result<u64> {
+        let name = projector.name();
+        shadow.create(&self.pool, name).await?;
+        let mut conn = self.runner_connection(Some(&shadow.schema)).await?;
         projector.forget();
-        let mut cursor = Cursor::load(&mut conn, projector.name()).await?;
-        let mut scanned = 0u64;
-        loop {
+        let mut cursor = Cursor::load(&mut conn, name).await?;
+        let head = self.head().await?;
+        let mut applied = self.replay_until(&mut conn, projector, &mut cursor, head).await?;
+        // The switch: the live checkpoint row held, the shadow brought at least as far,
+        // the tables exchanged and the checkpoint moved to the shadow's, at once.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
+        let (txid, position): (i64, i64) = sqlx::query_as(
+            "SELECT last_txid::text::bigint, last_position FROM public.projector_checkpoints WHERE projector = $1 \
+             FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let live = FeedPosition { transaction_id: txid, global_position: position };
+        applied += self.replay_until(&mut conn, projector, &mut cursor, live).await?;
+        cursor.persist(&mut conn, name).await?;
+        shadow.swap_in(&mut tx).await?;
+        sqlx::query(
+            "UPDATE public.projector_checkpoints SET last_txid = $2::text::xid8, last_position = $3, error = NULL, \
+             updated_at = now() WHERE projector = $1",
+        )
+        .bind(name)
+        .bind(cursor.scanned.transaction_id.to_string())
+        .bind(cursor.scanned.global_position)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await.context("failed to switch to the rebuilt tables")?;
+        Ok(applied)
+    }
+
+    /// Applies batches on `conn` until the cursor has passed `target`.
+    async fn replay_until(
+        &self,
+        conn: &mut PgConnection,
+        projector: &dyn Projector,
+        cursor: &mut Cursor,
+        target: FeedPosition,
+    ) -> anyhow::Result<u64> {
+        let mut applied = 0u64;
+        while cursor.scanned < target {
             let n = self
-                .apply_batch(&mut conn, projector, &mut cursor, REBUILD_BATCH_SIZE, None)
+                .apply_batch(conn, projector, cursor, REBUILD_BATCH_SIZE, None)
                 .await
                 .map_err(RunError::into_inner)?;
-            scanned += n as u64;
-            if n == 0 && cursor.scanned >= head {
-                cursor.persist(&mut conn, projector.name()).await?;
-                return Ok(scanned);
-            }
+            applied += n as u64;
             if n == 0 {
-                // Events below the head still in flight (the watermark): wait for them.
+                // Events below the target still in flight (the watermark): wait for them.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        Ok(applied)
     }
 
     /// The last event committed so far, in feed order.
@@ -536,6 +584,74 @@ const IDLE_CHECKPOINT_EVERY: std::time::Duration = Duration::from_millis(100);
 /// Where a runner is: how far it has scanned the feed (in memory), and what its
 /// checkpoint row says. Events a projector does not consume change nothing, so the
 /// row may lag behind them: after a crash they are scanned again, to no effect.
+/// A rebuild's copies of a projector's tables (and of the checkpoint table, so the
+/// replay's checkpoint is its own), in a schema named after the projector.
+struct Shadow {
+    schema: String,
+    tables: &'static [&'static str],
+}
+
+impl Shadow {
+    fn of(projector: &dyn Projector) -> Self {
+        Self { schema: format!("rebuild_{}", projector.name()), tables: projector.tables() }
+    }
+
+    async fn create(&self, pool: &PgPool, name: &str) -> anyhow::Result<()> {
+        let schema = &self.schema;
+        let mut statements = vec![format!("DROP SCHEMA IF EXISTS {schema} CASCADE"), format!("CREATE SCHEMA {schema}")];
+        for table in self.tables.iter().chain(&["projector_checkpoints"]) {
+            statements.push(format!("CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"));
+        }
+        let mut tx = pool.begin().await?;
+        for statement in statements {
+            sqlx::query(&statement).execute(&mut *tx).await.with_context(|| format!("failed to run `{statement}`"))?;
+        }
+        sqlx::query(&format!("INSERT INTO {schema}.projector_checkpoints (projector) VALUES ($1)"))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await.context("failed to create a rebuild's shadow tables")?;
+        Ok(())
+    }
+
+    /// Replaces each live table by its shadow, keeping the live indexes' names.
+    async fn swap_in(&self, tx: &mut Transaction<'_, Postgres>) -> anyhow::Result<()> {
+        for table in self.tables {
+            let named: Vec<(String, String)> = sqlx::query_as(
+                "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1",
+            )
+            .bind(table)
+            .fetch_all(&mut **tx)
+            .await?;
+            let copies: Vec<(String, String)> = sqlx::query_as(
+                "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
+            )
+            .bind(&self.schema)
+            .bind(table)
+            .fetch_all(&mut **tx)
+            .await?;
+            sqlx::query(&format!("DROP TABLE public.{table}")).execute(&mut **tx).await?;
+            sqlx::query(&format!("ALTER TABLE {}.{table} SET SCHEMA public", self.schema)).execute(&mut **tx).await?;
+            for (copy, definition) in &copies {
+                let original = named.iter().find(|(_, d)| same_index(d, definition)).map(|(n, _)| n);
+                if let Some(original) = original.filter(|o| *o != copy) {
+                    sqlx::query(&format!("ALTER INDEX public.{copy} RENAME TO {original}")).execute(&mut **tx).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether two index definitions differ only in the index's name and schema.
+fn same_index(a: &str, b: &str) -> bool {
+    let shape = |definition: &str| {
+        let unique = definition.starts_with("CREATE UNIQUE");
+        (unique, definition.split_once(" USING ").map(|(_, rest)| rest.to_string()))
+    };
+    shape(a) == shape(b)
+}
+
 struct Cursor {
     scanned: FeedPosition,
     persisted: FeedPosition,
