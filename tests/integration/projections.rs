@@ -284,3 +284,118 @@ async fn a_projector_that_takes_its_work_back_reads_what_another_process_wrote_m
     assert_eq!(count, 6);
     second.stop().await;
 }
+
+/// The indexes of the read models, by name: a rebuild keeps them as they were.
+async fn read_model_indexes(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' AND tablename LIKE 'rm\\_%' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rebuild_switches_to_the_new_tables_without_a_moment_where_queries_answer_empty() {
+    let app = TestApp::spawn().await;
+    varied_history(&app).await;
+    app.projected().await;
+    let live = app.read_models().await;
+    let indexes = read_model_indexes(&app.pool).await;
+    let conversations = live["rm_conversations"].len();
+
+    // Readers keep asking while the rebuild runs; every answer must be whole.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let reader = {
+        let (client, address, token, stop) =
+            (app.client.clone(), app.server.address.clone(), app.token.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.is_cancelled() {
+                let answer = gql_at(
+                    &client,
+                    &address,
+                    Some(&token),
+                    "{ conversations(first: 50) { edges { node { id messages { edges { node { id } } } } } } \
+                     agents { id } }",
+                    json!({}),
+                )
+                .await;
+                answers.push(answer);
+            }
+            answers
+        })
+    };
+    let output = inboxd(&app.database_url).args(["rebuild", "--all"]).output().await.expect("rebuild runs");
+    assert!(output.status.success(), "rebuild failed: {}", String::from_utf8_lossy(&output.stderr));
+    stop.cancel();
+    let answers = reader.await.unwrap();
+    assert!(answers.len() > 1, "the reader asked during the rebuild");
+    for answer in &answers {
+        let edges = answer["data"]["conversations"]["edges"].as_array().unwrap_or_else(|| panic!("{answer}"));
+        assert_eq!(edges.len(), conversations, "a query during the rebuild saw a partial inbox: {answer}");
+        assert!(edges.iter().all(|e| !e["node"]["messages"]["edges"].as_array().unwrap().is_empty()), "{answer}");
+        assert!(!answer["data"]["agents"].as_array().unwrap().is_empty(), "{answer}");
+    }
+    app.projected().await;
+    assert_eq!(app.read_models().await, live, "the rebuilt read models equal the live ones");
+    assert_eq!(read_model_indexes(&app.pool).await, indexes, "the indexes keep their names");
+    let shadows: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild\\_%'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(shadows, 0, "no shadow schema is left behind");
+
+    // The live runner follows the switch: new events land in the new tables once.
+    let inbox = app.create_inbox("After").await;
+    app.receive(&inbox, "late", "late-1", "after the rebuild").await;
+    app.projected().await;
+    assert_eq!(app.read_models().await["rm_conversations"].len(), conversations + 1);
+}
+
+#[tokio::test]
+async fn a_rebuild_that_fails_midway_leaves_the_read_models_as_they_were_and_says_so() {
+    let app = TestApp::spawn().await;
+    varied_history(&app).await;
+    app.projected().await;
+    let before = app.read_models().await;
+    // Damage (not input): an event already projected no longer opens.
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::query("SET session_replication_role = replica").execute(&mut *conn).await.unwrap();
+    sqlx::query(
+        "UPDATE events SET payload = jsonb_set(payload, '{MessageReceived,content}', '\"v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAA\"') \
+         WHERE global_position = (SELECT min(global_position) FROM events WHERE event_type = 'MessageReceived')",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("SET session_replication_role = origin").execute(&mut *conn).await.unwrap();
+    drop(conn);
+
+    let output = inboxd(&app.database_url).args(["rebuild", "timeline"]).output().await.expect("rebuild runs");
+    assert!(!output.status.success(), "a failed rebuild exits non-zero");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("failed to open"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(app.read_models().await, before, "the live read models answer exactly as before");
+    let messages = app
+        .ok("{ conversations(first: 50) { edges { node { messages { edges { node { id } } } } } } }", json!({}))
+        .await;
+    assert!(messages.to_string().contains("\"id\""), "{messages}");
+
+    let ready = app.client.get(format!("{}/readyz", app.server.address)).send().await.unwrap();
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["failed_rebuilds"], json!([{ "projector": "timeline" }]), "{body}");
+    assert_eq!(body["ready"], true, "the live read model still serves: {body}");
+    let metrics = app.client.get(format!("{}/metrics", app.server.address)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("inbox_projector_rebuild_failed{projector=\"timeline\"} 1"), "{metrics}");
+    assert!(metrics.contains("inbox_projector_rebuild_failed{projector=\"inbox_list\"} 0"), "{metrics}");
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT rebuild_error FROM projector_checkpoints WHERE projector = 'timeline'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(recorded.is_some_and(|e| e.contains("failed to open")), "the error is recorded");
+}
