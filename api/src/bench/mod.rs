@@ -402,6 +402,33 @@ impl Bench {
             }
         }
         report.insert("rebuild_events_per_s_by_projector", json!(rates));
+
+        // Digests of the same log: the first ones cover it whole, then one after each
+        // ~10,000 new events (what the digest schedule pays), then the auditor's check.
+        let digests = &services.state.digests;
+        let started = Instant::now();
+        digests.record().await?;
+        report.insert("digest_initial_s", json!(started.elapsed().as_secs_f64()));
+        let per_conversation = (events as usize / conversations).max(1);
+        let mut times = Vec::new();
+        let mut moved = 0;
+        for round in 0..3 {
+            let prefix = format!("digest-{round}");
+            moved =
+                history::generate(commands, created.account_id, inbox, &prefix, 10_000 / per_conversation, 10).await?;
+            let started = Instant::now();
+            digests.record().await?.context("no digest was recorded after new events")?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        report.insert("digest_ms_after_new_events", json!(median(&times)));
+        report.insert("digest_new_events", json!(moved));
+        let latest = digests.latest().await?;
+        let started = Instant::now();
+        let checked = commands.store().verify_whole_log(digests, latest.as_ref()).await?;
+        if !checked.problems.is_empty() {
+            bail!("the generated log does not verify: {:?}", checked.problems.first());
+        }
+        report.insert("verify_log_events_per_s", json!(checked.events as f64 / started.elapsed().as_secs_f64()));
         Ok(())
     }
 
@@ -672,6 +699,14 @@ fn print_table(report: &Report) {
             Some(number("ingest_peak_rss_mb") < 256.0),
         ),
         ("rebuild_peak_rss_mb", format!("{:.1}", number("rebuild_peak_rss_mb")), "".into(), None),
+        ("digest_initial_s", format!("{:.2}", number("digest_initial_s")), "".into(), None),
+        (
+            "digest_ms_after_new_events",
+            format!("{:.1} ({:.0} events)", number("digest_ms_after_new_events"), number("digest_new_events")),
+            "".into(),
+            None,
+        ),
+        ("verify_log_events_per_s", format!("{:.0}", number("verify_log_events_per_s")), "".into(), None),
     ];
     println!("{:<34} {:>12}  {:<12} met", "measure", "value", "target");
     for (name, value, target, met) in rows {
