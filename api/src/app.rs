@@ -202,10 +202,8 @@ impl Application {
     }
 }
 
-/// After each commit: wake this process's runners at once, and the other processes'
-/// by a NOTIFY sent outside the write transaction, at most one per 5 ms.
-/// Records a digest of the log on every beat when it moved (one process does, the
-/// others find the lock taken), then pushes what is not yet delivered.
+/// Records a digest of the log on every beat when it moved, and pushes what is not yet
+/// delivered (one process does, the others find the lock taken).
 async fn record_digests(digests: Arc<Digests>, schedule: DigestSchedule, shutdown: CancellationToken) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
     let mut beat = tokio::time::interval(schedule.interval);
@@ -215,17 +213,15 @@ async fn record_digests(digests: Arc<Digests>, schedule: DigestSchedule, shutdow
             _ = beat.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        if let Err(error) = digests.record().await {
-            tracing::error!(error = format!("{error:#}"), "could not record a digest of the log");
-        }
-        if let Some(url) = &schedule.push_url {
-            if let Err(error) = digests.push_pending(&client, url).await {
-                tracing::warn!(error = format!("{error:#}"), "could not push digests");
-            }
+        let push = schedule.push_url.as_deref().map(|url| (&client, url));
+        if let Err(error) = digests.tick(push).await {
+            tracing::error!(error = format!("{error:#}"), "could not record or push a digest of the log");
         }
     }
 }
 
+/// After each commit: wake this process's runners at once, and the other processes'
+/// by a NOTIFY sent outside the write transaction, at most one per 5 ms.
 async fn relay_commits(committed: Wake, engine: Engine, shutdown: CancellationToken) {
     let mut local = committed.subscribe();
     let mut remote = committed.subscribe();

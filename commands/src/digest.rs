@@ -221,9 +221,13 @@ impl Digests {
         &self.key
     }
 
-    /// Records digests until they cover the log (below the feed watermark); `None`
-    /// if the log has not moved since the last one, or another process is recording.
-    pub async fn record(&self) -> anyhow::Result<Option<Digest>> {
+    /// Records digests until they cover the log (below the feed watermark), then, with
+    /// `push`, sends those not yet delivered: all under one lock, so whichever process
+    /// ticks, each digest is recorded once and pushed by one process at a time (a push
+    /// that landed but was not marked, before a crash, is sent again: receivers key on
+    /// the digest number). `None` if the log has not moved, or another process holds
+    /// the lock.
+    pub async fn tick(&self, push: Option<(&reqwest::Client, &str)>) -> anyhow::Result<Option<Digest>> {
         let mut conn = self.pool.acquire().await.context("failed to get a connection to record a digest")?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
             .bind(DIGEST_LOCK)
@@ -234,7 +238,7 @@ impl Digests {
             return Ok(None);
         }
         let mut recorded = None;
-        let outcome = loop {
+        let mut outcome = loop {
             match self.record_one(&mut conn).await {
                 Ok(Some((digest, more))) => {
                     recorded = Some(digest);
@@ -246,6 +250,11 @@ impl Digests {
                 Err(error) => break Err(error),
             }
         };
+        if let (Ok(_), Some((client, url))) = (&outcome, push) {
+            if let Err(error) = self.push_pending(&mut conn, client, url).await {
+                outcome = Err(error);
+            }
+        }
         let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
             .bind(DIGEST_LOCK)
             .execute(&mut *conn)
@@ -497,14 +506,13 @@ impl Digests {
     }
 
     /// Sends digests not yet delivered to `url`, oldest first, each until it is taken.
-    pub async fn push_pending(&self, client: &reqwest::Client, url: &str) -> anyhow::Result<usize> {
+    async fn push_pending(&self, conn: &mut PgConnection, client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
         let pending: Vec<(i64, String)> = sqlx::query_as(
             "SELECT digest_id, line FROM log_digests WHERE pushed_at IS NULL ORDER BY digest_id LIMIT 100",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .context("failed to read the digests to push")?;
-        let mut pushed = 0;
         for (id, line) in pending {
             let sent = client
                 .post(url)
@@ -519,12 +527,11 @@ impl Digests {
             }
             sqlx::query("UPDATE log_digests SET pushed_at = now() WHERE digest_id = $1")
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *conn)
                 .await
                 .context("failed to mark a digest pushed")?;
-            pushed += 1;
         }
-        Ok(pushed)
+        Ok(())
     }
 }
 

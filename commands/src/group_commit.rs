@@ -239,7 +239,7 @@ async fn insert(
          payload, metadata, account_id, hash) SELECT t, i, s, e, v, p::jsonb, m::jsonb, a, h FROM UNNEST($1::text[], \
          $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::uuid[], $9::bytea[]) \
          AS u(t, i, s, e, v, p, m, a, h) \
-         WHERE (SELECT assert_current($16, $17, $18, $19, $20, $21, $22, $23)) \
+         WHERE (SELECT assert_current($16, $17, $18, $19, $20, $21, $22, $23, $24, $25)) \
          RETURNING transaction_id, global_position) \
          SELECT transaction_id::text::bigint, max(global_position) FROM written GROUP BY transaction_id",
     )

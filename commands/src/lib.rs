@@ -18,7 +18,7 @@ pub mod conversation;
 pub mod digest;
 pub mod erasure;
 mod group_commit;
-mod guard;
+pub mod guard;
 pub mod inbound;
 pub mod inbox;
 pub mod label;

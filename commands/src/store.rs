@@ -520,6 +520,9 @@ impl EventStore {
             .map(|a| Head { aggregate_type: a.aggregate_type, id: a.aggregate_id.clone(), version: a.version })
             .collect();
         let mut guard = Guard::of(context, &appended);
+        for user in work.side_writes.iter().filter_map(SideWrite::changes_access_of) {
+            guard.changes_access_of(user);
+        }
         for append in work.appends.iter().filter(|a| a.events.is_empty()) {
             guard.unchanged(&Head {
                 aggregate_type: append.aggregate_type,

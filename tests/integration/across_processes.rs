@@ -130,6 +130,75 @@ async fn an_assignment_to_an_agent_another_server_removed_from_the_inbox_is_refu
 }
 
 #[tokio::test]
+async fn an_assignment_deciding_while_a_removal_commits_waits_for_it_and_is_refused() {
+    let two = Two::start().await;
+    let (inbox, conversation) = two.conversation().await;
+    let (x, _) = two.app.agent("x@acme.test", "AGENT").await;
+    two.membership('A', &inbox, &x, true).await;
+    // A has read (and cached) the inbox with X in it.
+    assert!(two.assign('A', &conversation, Some(&x)).await.get("errors").is_none());
+    assert!(two.assign('A', &conversation, None).await.get("errors").is_none());
+
+    // Another process's removal of X, caught in flight: its transaction holds what a
+    // removal holds (the inbox stream's write lock) and has written, not committed.
+    let mut removal = two.app.pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(commands::guard::lock_key("inbox", &inbox))
+        .execute(&mut *removal)
+        .await
+        .unwrap();
+    let version: i64 =
+        sqlx::query_scalar("SELECT max(sequence) FROM events WHERE aggregate_type = 'inbox' AND aggregate_id = $1")
+            .bind(&inbox)
+            .fetch_one(&mut *removal)
+            .await
+            .unwrap();
+    let payload =
+        json!({ "InboxMemberRemoved": { "account_id": two.app.account_id, "user_id": x, "at": chrono::Utc::now() } });
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+         account_id, hash) VALUES ('inbox', $1, $2, 'InboxMemberRemoved', '1', $3, '{\"actor\": \"system\"}', $4, $5)",
+    )
+    .bind(&inbox)
+    .bind(version + 1)
+    .bind(&payload)
+    .bind(two.app.account_id)
+    .bind(vec![1u8; 33])
+    .execute(&mut *removal)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM inbox_memberships WHERE inbox_id = $1::uuid AND user_id = $2::uuid")
+        .bind(&inbox)
+        .bind(&x)
+        .execute(&mut *removal)
+        .await
+        .unwrap();
+
+    let assigning = {
+        let (client, address, token) = (two.app.client.clone(), two.address('A').to_string(), two.app.token.clone());
+        let variables = json!({ "i": { "conversationId": conversation, "assigneeId": x } });
+        tokio::spawn(async move {
+            let query =
+                format!("mutation($i: AssignConversationInput!) {{ assignConversation(input: $i) {{ {VIEW} }} }}");
+            gql_at(&client, &address, Some(&token), &query, variables).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!assigning.is_finished(), "the assignment waits for the removal in flight");
+    removal.commit().await.unwrap();
+    let answer = assigning.await.unwrap();
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "decided again, on X gone: {answer}");
+    let to_x: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'AssigneeChanged' AND payload -> 'AssigneeChanged' ->> 'to' = $1",
+    )
+    .bind(&x)
+    .fetch_one(&two.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(to_x, 1, "only the assignment made while X was a member");
+}
+
+#[tokio::test]
 async fn a_caller_whose_access_changed_unannounced_is_judged_on_the_access_they_have_now() {
     let two = Two::start().await;
     let (inbox, conversation) = two.conversation().await;

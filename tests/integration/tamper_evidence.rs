@@ -327,3 +327,94 @@ async fn old_unkeyed_rows_and_new_keyed_rows_in_one_log_both_verify() {
     assert!(ok, "{printed}");
     server.stop().await;
 }
+
+/// A receiver for pushed digests: answers 200 to every POST and keeps the bodies.
+async fn digest_receiver() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/digests", listener.local_addr().unwrap());
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bodies = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                loop {
+                    let n = socket.read(&mut buffer).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        bodies.lock().unwrap().push(body[..length].to_string());
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, received)
+}
+
+#[tokio::test]
+async fn two_servers_on_a_schedule_record_each_digest_once_and_push_each_once() {
+    let app = TestApp::spawn().await;
+    let (url, received) = digest_receiver().await;
+    let scheduled = api::config::Config {
+        digest_interval: std::time::Duration::from_millis(100),
+        digest_push_url: Some(url),
+        ..tests::test_config(&app.database_url)
+    };
+    let first = tests::TestServer::start_with(scheduled.clone()).await;
+    let second = tests::TestServer::start_with(scheduled).await;
+    let digests = first.state.digests.clone();
+    let key = digests.key();
+    for round in 0..3 {
+        let inbox = app.create_inbox(&format!("Round {round}")).await;
+        app.receive(&inbox, "maria", &format!("m{round}"), "hello").await;
+        let events = app.event_count().await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let covered = received
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|line| commands::digest::Digest::parse(line, key).ok())
+                .any(|digest| digest.events == events);
+            if covered {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no pushed digest covers the log's {events} events");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    first.stop().await;
+    second.stop().await;
+    let ids: Vec<i64> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|line| commands::digest::Digest::parse(line, key).expect("a pushed line is a signed digest").digest)
+        .collect();
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM log_digests").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(ids, (1..=recorded).collect::<Vec<_>>(), "each digest recorded once and pushed once, in order");
+    let unpushed: i64 = sqlx::query_scalar("SELECT count(*) FROM log_digests WHERE pushed_at IS NULL")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(unpushed, 0);
+}
