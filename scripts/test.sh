@@ -15,6 +15,17 @@ source scripts/redis.sh
 export MASTER_KEY="${MASTER_KEY:-$(head -c32 /dev/urandom | base64 | tr -d '\n')}"
 export RUST_BACKTRACE=1
 
+# The house's rules, checked before the tests (their results are reported at the end).
+house=0
+if ! cargo fmt --all --check >/dev/null; then
+  echo "test: cargo fmt --all --check: some files are not formatted (run cargo fmt --all)" >&2
+  house=1
+fi
+if ! cargo clippy --workspace --all-targets --quiet -- -D warnings; then
+  echo "test: cargo clippy --workspace --all-targets -- -D warnings found warnings" >&2
+  house=1
+fi
+
 # Integration tests spawn the real binary from target/debug/inboxd; build it first.
 cargo build -p api --bin inboxd
 
@@ -34,4 +45,8 @@ else
   cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
 [[ "${KEEP_TEST_DATABASES:-0}" == 1 ]] || drop_test_databases
+if [[ "$house" != 0 ]]; then
+  echo "test: formatting or lints failed (see above); the schema check is one of the tests" >&2
+  [[ "$status" != 0 ]] || status=1
+fi
 exit "$status"

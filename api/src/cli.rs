@@ -20,6 +20,15 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print the GraphQL schema (SDL), as served; `api/schema.graphql` is this.
+    Schema,
+    #[command(flatten)]
+    Configured(Configured),
+}
+
+/// The subcommands that act on an environment (its database, its keys).
+#[derive(Subcommand)]
+enum Configured {
     /// Serve the API and run the projectors.
     Serve,
     /// Apply database migrations.
@@ -36,9 +45,12 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Empty read models and replay the log into them.
+    /// Replay the log into copies of a projector's tables beside the live ones, then
+    /// switch to them in one short transaction; running servers keep serving the live
+    /// tables meanwhile and follow the switch (projectors: directory, inbox_list,
+    /// timeline).
     Rebuild {
-        /// The projector to rebuild.
+        /// The projector to rebuild (directory, inbox_list or timeline).
         projector: Option<String>,
         /// Rebuild every projector.
         #[arg(long, conflicts_with = "projector")]
@@ -73,7 +85,8 @@ enum Command {
     },
     /// Write events as NDJSON to stdout, in feed order.
     Export {
-        /// Start after this position (an `events` cursor); default: the beginning.
+        /// Start after this position: the `position` of a line an export printed (an
+        /// `events` cursor is the same); default: the beginning.
         #[arg(long)]
         after: Option<String>,
         /// Stop at this position (inclusive); default: the end.
@@ -87,16 +100,27 @@ enum Command {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
-        let config = Config::from_env()?;
         match self.command {
-            Command::Serve => Application::build(config).await?.run_until_stopped().await,
-            Command::Migrate => {
+            Command::Schema => {
+                print!("{}", crate::graphql::sdl());
+                Ok(())
+            }
+            Command::Configured(command) => command.run(Config::from_env()?).await,
+        }
+    }
+}
+
+impl Configured {
+    async fn run(self, config: Config) -> anyhow::Result<()> {
+        match self {
+            Configured::Serve => Application::build(config).await?.run_until_stopped().await,
+            Configured::Migrate => {
                 let pool = connect(&config).await?;
                 MIGRATOR.run(&pool).await.context("failed to apply migrations")?;
                 tracing::info!("migrations applied");
                 Ok(())
             }
-            Command::Bootstrap { account_name, email, password, name } => {
+            Configured::Bootstrap { account_name, email, password, name } => {
                 let services = Services::build(&config).await?;
                 let created =
                     services.state.commands.bootstrap(&account_name, &email, &password, name.as_deref()).await?;
@@ -107,7 +131,7 @@ impl Cli {
                 println!("{line}");
                 Ok(())
             }
-            Command::Rebuild { projector, all } => {
+            Configured::Rebuild { projector, all } => {
                 let services = Services::build(&config).await?;
                 let engine = &services.state.engine;
                 let names: Vec<String> = match (projector, all) {
@@ -124,7 +148,7 @@ impl Cli {
                 }
                 Ok(())
             }
-            Command::Digest { public_key } => {
+            Configured::Digest { public_key } => {
                 let services = Services::build(&config).await?;
                 let digests = &services.state.digests;
                 if public_key {
@@ -138,7 +162,7 @@ impl Cli {
                 println!("{}", latest.line());
                 Ok(())
             }
-            Command::Verify { digest } => {
+            Configured::Verify { digest } => {
                 let services = Services::build(&config).await?;
                 let digests = &services.state.digests;
                 let digest = match digest {
@@ -166,10 +190,10 @@ impl Cli {
                 }
                 Ok(())
             }
-            Command::Bench { quick, out, only } => {
+            Configured::Bench { quick, out, only } => {
                 crate::bench::run(&config, &crate::bench::Options { quick, out, only }).await
             }
-            Command::Export { after, until, account } => {
+            Configured::Export { after, until, account } => {
                 let services = Services::build(&config).await?;
                 let parse =
                     |c: &str| c.parse::<FeedPosition>().context("--after/--until take a position from `events`");

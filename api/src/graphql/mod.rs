@@ -74,6 +74,12 @@ pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
     }
 }
 
+/// The schema in SDL, as served (`api/schema.graphql` is this, committed: the contract
+/// frontends build against; `inboxd schema` prints it).
+pub fn sdl() -> String {
+    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription).finish().sdl()
+}
+
 /// The caller, or UNAUTHENTICATED.
 pub fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal, ApiError> {
     ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.principal()
@@ -235,5 +241,17 @@ impl Page {
     pub fn cost(self, first: Option<i32>, child_complexity: usize) -> usize {
         let items = first.map_or(self.default, |n| i64::from(n).clamp(1, self.max));
         usize::try_from(items).unwrap_or(1).saturating_mul(child_complexity).saturating_add(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_schema_is_the_one_served() {
+        let committed = include_str!("../../schema.graphql");
+        assert!(
+            committed == super::sdl(),
+            "api/schema.graphql is out of date: run `cargo run -p api --bin inboxd -- schema > api/schema.graphql`"
+        );
     }
 }
