@@ -484,9 +484,9 @@ impl EventStore {
     #[tracing::instrument(skip(self), fields(aggregate = A::TYPE))]
     async fn replay<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
         let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
-        let rows: Vec<(i64, Value, Value, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT sequence, payload, metadata, hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
-             ORDER BY sequence",
+        let rows: Vec<(i64, String, String, Value, Value, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT sequence, event_type, event_version, payload, metadata, hash FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
         )
         .bind(A::TYPE)
         .bind(id)
@@ -494,8 +494,9 @@ impl EventStore {
         .await
         .context("failed to load a stream")?;
         let mut stream = Loaded::<A>::new_stream(id);
-        for (sequence, mut payload, metadata, hash) in rows {
+        for (sequence, event_type, mut version, mut payload, metadata, hash) in rows {
             open_payload(&mut conn, &self.keyring, &mut payload, &metadata).await?;
+            domain::upcast::upcast(A::TYPE, &event_type, &mut version, &mut payload);
             let event: A::Event = serde_json::from_value(payload)
                 .with_context(|| format!("failed to decode event {id}/{sequence} of {}", A::TYPE))?;
             stream.state.apply(event);

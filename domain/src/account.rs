@@ -123,7 +123,7 @@ pub enum AccountCommand {
 pub enum AccountEvent {
     AccountCreated {
         name: String,
-        created_at: Instant,
+        at: Instant,
     },
     /// Name and e-mail are sealed with `subject`'s key (`None` once erased); events
     /// recorded before members were sealed have no subject and hold them in clear.
@@ -171,9 +171,10 @@ pub enum AccountEvent {
     },
 }
 
+// Version 2: see `upcast` (AccountCreated's `created_at` is `at`).
 domain_event!(
     AccountEvent,
-    version = "1",
+    version = "2",
     [AccountCreated, MemberAdded, MemberRoleChanged, MemberRemoved, MemberErased, MemberInvited, CustomRoleCreated]
 );
 
@@ -208,7 +209,7 @@ impl Aggregate for Account {
                 if self.created {
                     return Err(DomainError::AlreadyExists("account"));
                 }
-                AccountEvent::AccountCreated { name: name.into_inner(), created_at: at }
+                AccountEvent::AccountCreated { name: name.into_inner(), at }
             }
             AccountCommand::AddMember { user_id, name, email, role, custom_role, subject, at } => {
                 if self.members.contains_key(&user_id) {
@@ -314,7 +315,7 @@ mod tests {
     }
 
     fn created() -> AccountEvent {
-        AccountEvent::AccountCreated { name: "Acme".into(), created_at: at() }
+        AccountEvent::AccountCreated { name: "Acme".into(), at: at() }
     }
 
     fn add(user: Uuid) -> AccountCommand {

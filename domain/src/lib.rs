@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod label;
 pub mod route;
 pub mod team;
+pub mod upcast;
 pub mod user;
 pub mod values;
 

@@ -111,11 +111,11 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
     let id = || event.aggregate_id.parse::<Uuid>();
     match event.aggregate_type.as_str() {
         "account" => match event.decode::<AccountEvent>()? {
-            AccountEvent::AccountCreated { name, created_at } => {
+            AccountEvent::AccountCreated { name, at } => {
                 sqlx::query("INSERT INTO rm_accounts (account_id, name, created_at) VALUES ($1, $2, $3)")
                     .bind(id()?)
                     .bind(name)
-                    .bind(created_at)
+                    .bind(at)
                     .execute(&mut **tx)
                     .await?;
             }

@@ -72,11 +72,21 @@ pub struct FeedEvent {
 }
 
 impl FeedEvent {
-    /// The payload as the domain's event enum.
+    /// The payload as the domain's event enum, in its current shape.
     pub fn decode<E: for<'de> Deserialize<'de>>(&self) -> anyhow::Result<E> {
-        E::deserialize(&self.payload).with_context(|| {
-            format!("failed to decode {} event {}/{}", self.event_type, self.aggregate_id, self.sequence)
-        })
+        let context = || format!("failed to decode {} event {}/{}", self.event_type, self.aggregate_id, self.sequence);
+        if domain::upcast::is_current(&self.aggregate_type, &self.event_version) {
+            return E::deserialize(&self.payload).with_context(context);
+        }
+        let mut current = self.clone();
+        current.upcast();
+        E::deserialize(&current.payload).with_context(context)
+    }
+
+    /// Brings the payload (and its version) to the current shape: what readers that
+    /// show payloads (export, the auditor's views) hand out.
+    pub fn upcast(&mut self) {
+        domain::upcast::upcast(&self.aggregate_type, &self.event_type, &mut self.event_version, &mut self.payload);
     }
 
     /// Whether some payload fields are sealed (and need opening to be read).
@@ -201,7 +211,7 @@ pub async fn read_stream(
     opened_for_audit(conn, keyring, events).await
 }
 
-/// The events with their personal fields opened, for an auditor, who reads a damaged
+/// The events with their personal fields opened (in their current shape), for an auditor, who reads a damaged
 /// stream too: a field that does not open reads as null (verification names the
 /// damage), where a projector would stop.
 async fn opened_for_audit(
@@ -220,11 +230,12 @@ async fn opened_for_audit(
                 }
             }
         }
+        event.upcast();
     }
     Ok(events)
 }
 
-/// The events with their personal fields opened.
+/// The events with their personal fields opened, in their current shape.
 async fn opened(
     conn: &mut PgConnection,
     keyring: &Keyring,
@@ -232,6 +243,7 @@ async fn opened(
 ) -> anyhow::Result<Vec<FeedEvent>> {
     for event in &mut events {
         open_sealed_fields(conn, keyring, event).await?;
+        event.upcast();
     }
     Ok(events)
 }

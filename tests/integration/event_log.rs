@@ -179,3 +179,81 @@ async fn bootstrap_prints_one_json_line_whose_token_works_and_the_console_is_ser
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("GraphQL console"));
 }
+
+/// An account stream as an earlier release wrote it: `AccountCreated` at version 1,
+/// whose time was `created_at` (now `at`), chained by the rule of its day.
+async fn old_account(app: &TestApp) -> uuid::Uuid {
+    let account = uuid::Uuid::now_v7();
+    let payload = r#"{"AccountCreated":{"created_at":"2026-11-02T08:00:00Z","name":"Old Co"}}"#;
+    let metadata = r#"{"actor":"system"}"#;
+    let hashed = commands::chain::Hashed {
+        aggregate_type: "account",
+        aggregate_id: &account.to_string(),
+        sequence: 1,
+        event_type: "AccountCreated",
+        event_version: "1",
+        payload,
+        metadata,
+    };
+    let hash = commands::chain::unkeyed(None, &hashed);
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+         account_id, hash) VALUES ('account', $1, 1, 'AccountCreated', '1', $2::jsonb, $3::jsonb, $4, $5)",
+    )
+    .bind(account.to_string())
+    .bind(payload)
+    .bind(metadata)
+    .bind(account)
+    .bind(hash)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // Written before the keyed chain began, as the cut-over records.
+    sqlx::query("UPDATE chain_cutover SET position = (SELECT max(global_position) FROM events)")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    account
+}
+
+#[tokio::test]
+async fn an_event_stored_at_an_old_version_reads_in_its_current_shape_everywhere() {
+    let app = TestApp::spawn().await;
+    let account = old_account(&app).await;
+    app.projected().await;
+
+    // Every projector that reads it: the directory has the account with its time.
+    let (name, created): (String, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT name, created_at FROM rm_accounts WHERE account_id = $1")
+            .bind(account)
+            .fetch_one(&app.pool)
+            .await
+            .expect("the directory projected the old event");
+    assert_eq!((name.as_str(), created.to_rfc3339()), ("Old Co", "2026-11-02T08:00:00+00:00".to_string()));
+
+    // Replay: the account exists for a command on it, which appends at the new version.
+    let context = commands::context::CommandContext::now(account, commands::context::Actor::System);
+    app.server
+        .state
+        .commands
+        .create_inbox(&context, "Old inbox", domain::values::Channel::Api)
+        .await
+        .expect("the replayed account exists");
+    let export = inboxd(&app.database_url).args(["export", "--account", &account.to_string()]).output().await.unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8(export.stdout).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(first["event_version"], "2", "the export hands out the current shape: {first}");
+    assert_eq!(first["payload"], json!({ "AccountCreated": { "name": "Old Co", "at": "2026-11-02T08:00:00Z" } }));
+
+    // The stored row is as it was written, and its chain still holds.
+    let stored: String =
+        sqlx::query_scalar("SELECT event_version FROM events WHERE aggregate_id = $1 AND sequence = 1")
+            .bind(account.to_string())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, "1");
+    let check = app.server.state.commands.store().verify_stream("account", &account.to_string(), None).await.unwrap();
+    assert!(check.intact(), "{check:?}");
+}
