@@ -484,7 +484,16 @@ impl EventStore {
     #[tracing::instrument(skip(self), fields(aggregate = A::TYPE))]
     async fn replay<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
         let mut conn = self.pool.acquire().await.context("failed to get a connection")?;
-        let rows: Vec<(i64, String, String, Value, Value, Option<Vec<u8>>)> = sqlx::query_as(
+        #[derive(sqlx::FromRow)]
+        struct Stored {
+            sequence: i64,
+            event_type: String,
+            event_version: String,
+            payload: Value,
+            metadata: Value,
+            hash: Option<Vec<u8>>,
+        }
+        let rows: Vec<Stored> = sqlx::query_as(
             "SELECT sequence, event_type, event_version, payload, metadata, hash FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
         )
@@ -494,7 +503,7 @@ impl EventStore {
         .await
         .context("failed to load a stream")?;
         let mut stream = Loaded::<A>::new_stream(id);
-        for (sequence, event_type, mut version, mut payload, metadata, hash) in rows {
+        for Stored { sequence, event_type, event_version: mut version, mut payload, metadata, hash } in rows {
             open_payload(&mut conn, &self.keyring, &mut payload, &metadata).await?;
             domain::upcast::upcast(A::TYPE, &event_type, &mut version, &mut payload);
             let event: A::Event = serde_json::from_value(payload)
