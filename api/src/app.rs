@@ -122,6 +122,7 @@ impl Application {
             trust_forwarded_for: config.trust_forwarded_for,
             anonymous_introspection: config.graphql_anonymous_introspection,
             tls: config.tls.is_some(),
+            cors_allowed_origins: config.cors_allowed_origins.clone(),
         };
         let tls = match &config.tls {
             None => None,

@@ -51,6 +51,8 @@ pub struct Config {
     pub digest_interval: Duration,
     /// Where each digest is POSTed as it is recorded.
     pub digest_push_url: Option<String>,
+    /// Origins whose pages may call `/graphql` from a browser (CORS).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +86,7 @@ impl std::fmt::Debug for Config {
             .field("digest_signing_key", &self.digest_signing_key.as_ref().map(|_| "<set>"))
             .field("digest_interval", &self.digest_interval)
             .field("digest_push_url", &self.digest_push_url)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +141,9 @@ impl Config {
             digest_signing_key: var("DIGEST_SIGNING_KEY"),
             digest_interval: Duration::from_secs(parse("DIGEST_INTERVAL_SECS", 60)?),
             digest_push_url: var("DIGEST_PUSH_URL"),
+            cors_allowed_origins: var("CORS_ALLOWED_ORIGINS")
+                .map(|list| list.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
+                .unwrap_or_default(),
         })
     }
 }

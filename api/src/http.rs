@@ -29,7 +29,7 @@ fn retry_later(response: &mut Response) {
 }
 
 /// How the HTTP layer treats requests before GraphQL sees them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// Largest request body accepted (1 MB by default: a 150,000-character message fits).
     pub max_body_bytes: usize,
@@ -39,12 +39,16 @@ pub struct HttpSettings {
     pub anonymous_introspection: bool,
     /// Served over TLS here: answers tell browsers to keep to HTTPS (HSTS).
     pub tls: bool,
+    /// Origins whose pages may call `/graphql` (CORS); none by default.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The console's files, in the binary: it works offline and loads nothing from
 /// elsewhere (its CSP allows this origin only).
 const CONSOLE_HTML: &str = include_str!("../assets/console.html");
 const CONSOLE_JS: &str = include_str!("../assets/console.js");
+/// `GET /`: where to go from here.
+const INDEX_HTML: &str = include_str!("../assets/index.html");
 const CONSOLE_CSS: &str = include_str!("../assets/console.css");
 const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
      img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -58,8 +62,13 @@ struct HttpState {
 
 pub fn router(app: AppState, schema: ApiSchema, settings: HttpSettings) -> Router {
     let tls = settings.tls;
+    let mut endpoint = Router::new().route("/graphql", get(console).post(graphql));
+    if let Some(cors) = cors(&settings.cors_allowed_origins) {
+        endpoint = endpoint.layer(cors);
+    }
     Router::new()
-        .route("/graphql", get(console).post(graphql))
+        .route("/", get(index))
+        .merge(endpoint)
         .route(
             "/graphql/console.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], CONSOLE_JS) }),
@@ -75,6 +84,31 @@ pub fn router(app: AppState, schema: ApiSchema, settings: HttpSettings) -> Route
         .layer(axum::middleware::map_response(move |response| security_headers(response, tls)))
         .layer(TraceLayer::new_for_http())
         .with_state(HttpState { app, schema, settings })
+}
+
+/// `GET /`: a page pointing to the console and the docs (its styles from this origin).
+async fn index() -> Response {
+    let policy = "default-src 'none'; style-src 'self'; frame-ancestors 'none'";
+    ([(header::CONTENT_SECURITY_POLICY, policy)], axum::response::Html(INDEX_HTML)).into_response()
+}
+
+/// Lets pages of the configured origins call the API from a browser (a frontend on
+/// another port, without a proxy); `None` when no origin is configured.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<header::HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let headers =
+        [header::AUTHORIZATION, header::CONTENT_TYPE, "x-account-id".parse().ok()?, "x-request-id".parse().ok()?];
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers(headers)
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn graphql(

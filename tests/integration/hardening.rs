@@ -130,3 +130,48 @@ async fn answers_carry_security_headers_and_the_console_loads_nothing_from_elsew
         assert!(!served.text().await.unwrap().contains("https://"), "{asset} fetches nothing from elsewhere");
     }
 }
+
+#[tokio::test]
+async fn the_root_points_to_the_console_and_cors_lets_only_configured_origins_in() {
+    let app = TestApp::spawn().await;
+    let root = app.client.get(format!("{}/", app.server.address)).send().await.unwrap();
+    assert_eq!(root.status(), 200);
+    assert!(root.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(root.text().await.unwrap().contains("href=\"/graphql\""), "the page links the console");
+
+    let preflight = |address: String| {
+        let client = app.client.clone();
+        async move {
+            client
+                .request(reqwest::Method::OPTIONS, format!("{address}/graphql"))
+                .header("origin", "http://localhost:3000")
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "authorization,content-type")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let closed = preflight(app.server.address.clone()).await;
+    assert!(closed.headers().get("access-control-allow-origin").is_none(), "no origin is allowed by default");
+
+    let config = api::config::Config {
+        cors_allowed_origins: vec!["http://localhost:3000".into()],
+        ..tests::test_config(&app.database_url)
+    };
+    let open = tests::TestServer::start_with(config).await;
+    let allowed = preflight(open.address.clone()).await;
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "http://localhost:3000");
+    let allowed_headers = allowed.headers()["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    assert!(allowed_headers.contains("authorization"), "{allowed_headers}");
+    let other = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/graphql", open.address))
+        .header("origin", "http://evil.test")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none(), "another origin is not let in");
+    open.stop().await;
+}

@@ -100,6 +100,7 @@ pub fn test_config(database_url: &str) -> Config {
         // Tests record digests when they mean to (`inboxd digest`).
         digest_interval: Duration::ZERO,
         digest_push_url: None,
+        cors_allowed_origins: Vec::new(),
     }
 }
 
