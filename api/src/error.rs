@@ -128,13 +128,23 @@ impl From<ApiError> for async_graphql::Error {
     }
 }
 
-/// Gives every error without a code one: resolvers always set theirs, so an error
-/// without one came from parsing or validating the request.
+/// Gives every error without a code one. Outside any field (parsing, validation, the
+/// variables) or where an argument did not parse, the request was wrong:
+/// BAD_USER_INPUT. Raised in a resolver without a code, it is a defect whose text (a
+/// database's, a library's) is for the log, not the client: INTERNAL.
 pub fn ensure_codes(response: &mut async_graphql::Response) {
     for error in &mut response.errors {
         let has_code = error.extensions.as_ref().is_some_and(|e| e.get("code").is_some());
-        if !has_code {
-            error.extensions.get_or_insert_with(Default::default).set("code", ErrorCode::BadUserInput.as_str());
+        if has_code {
+            continue;
         }
+        let code = if error.path.is_empty() || error.message.starts_with("Failed to parse") {
+            ErrorCode::BadUserInput
+        } else {
+            tracing::error!(error = %error.message, path = ?error.path, "a resolver failed without an error code");
+            error.message = "internal error".into();
+            ErrorCode::Internal
+        };
+        error.extensions.get_or_insert_with(Default::default).set("code", code.as_str());
     }
 }

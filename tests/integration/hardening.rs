@@ -175,3 +175,28 @@ async fn the_root_points_to_the_console_and_cors_lets_only_configured_origins_in
     assert!(other.headers().get("access-control-allow-origin").is_none(), "another origin is not let in");
     open.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_error_in_a_resolver_reaches_the_client_as_internal_without_its_text() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Support").await;
+    app.receive(&inbox, "maria", "m1", "hello").await;
+    app.projected().await;
+    let contact: String =
+        sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts").fetch_one(&app.pool).await.unwrap();
+    // The read model is gone from under the server (an operator's mistake, a bad migration).
+    sqlx::query("ALTER TABLE rm_contacts RENAME TO rm_contacts_elsewhere").execute(&app.pool).await.unwrap();
+    let asked = [
+        ("query($k: ID!) { contact(id: $k) { id name } }", json!({ "k": contact })),
+        ("{ contacts { edges { node { id } } } }", json!({})),
+    ];
+    for (query, variables) in asked {
+        let answer = app.gql(query, variables).await;
+        let error = &answer["errors"][0];
+        assert_eq!(error["extensions"]["code"], "INTERNAL", "{answer}");
+        assert_eq!(error["message"], "internal error", "{answer}");
+        assert!(!answer.to_string().contains("rm_contacts"), "no database text reaches the client: {answer}");
+    }
+    let malformed = app.gql("{ conversations(first: \"many\") { edges { node { id } } } }", json!({})).await;
+    assert_eq!(malformed["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{malformed}");
+}
