@@ -23,11 +23,17 @@ if [[ ! -e .env ]]; then
   echo "run: created .env with a new MASTER_KEY" >&2
 fi
 
-# .env values win, but DATABASE_URL from db.sh survives if .env leaves it unset.
+# .env values win, but DATABASE_URL from db.sh survives if .env leaves it unset; it
+# is written into .env then, so inboxd's other commands (export, rebuild, digest…)
+# find the same database when run by hand later.
 set -a
 # shellcheck disable=SC1091
 source .env
 set +a
+if ! grep -q '^DATABASE_URL=' .env; then
+  echo "DATABASE_URL=$DATABASE_URL" >>.env
+  echo "run: wrote DATABASE_URL to .env for inboxd's other commands" >&2
+fi
 
 cargo build --release -p api --bin inboxd
 bin=target/release/inboxd
@@ -43,7 +49,7 @@ demo_email=demo@example.com
 known="$(psql "$DATABASE_URL" -tAc "SELECT 1 FROM user_credentials WHERE email = '$demo_email'" 2>/dev/null || true)"
 if [[ ! -s "$demo" || "$known" != 1 ]]; then
   "$bin" bootstrap --account-name "Demo Support" --email "$demo_email" \
-    --password demo-password-123 >"$demo.tmp"
+    --password demo-password-123 --demo >"$demo.tmp"
   mv "$demo.tmp" "$demo"   # only keep the file if bootstrap succeeded
 fi
 

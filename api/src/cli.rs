@@ -44,6 +44,9 @@ enum Configured {
         /// The administrator's display name (default: the e-mail's local part).
         #[arg(long)]
         name: Option<String>,
+        /// Also an API inbox with a few conversations, so a first look finds something.
+        #[arg(long)]
+        demo: bool,
     },
     /// Replay the log into copies of a projector's tables beside the live ones, then
     /// switch to them in one short transaction; running servers keep serving the live
@@ -120,10 +123,13 @@ impl Configured {
                 tracing::info!("migrations applied");
                 Ok(())
             }
-            Configured::Bootstrap { account_name, email, password, name } => {
+            Configured::Bootstrap { account_name, email, password, name, demo } => {
                 let services = Services::build(&config).await?;
                 let created =
                     services.state.commands.bootstrap(&account_name, &email, &password, name.as_deref()).await?;
+                if demo {
+                    seed_demo(&services.state.commands, &created).await?;
+                }
                 // Serving processes project it at once rather than at their next poll.
                 services.state.engine.wake_remote().await;
                 let line =
@@ -232,4 +238,40 @@ impl Configured {
             }
         }
     }
+}
+
+/// A demo account's first contents, through the same commands the API runs: an API
+/// inbox and three customers' conversations, one of them answered.
+async fn seed_demo(commands: &commands::Commands, account: &commands::account::Bootstrapped) -> anyhow::Result<()> {
+    use commands::context::{Actor, CommandContext};
+    use commands::inbound::InboundMessage;
+    use domain::contact::ContactDetails;
+    use domain::values::{Channel, MessageContent};
+
+    let admin = CommandContext::now(account.account_id, Actor::User(account.user_id));
+    let (inbox, _) = commands.create_inbox(&admin, "Website", Channel::Api).await?;
+    let customers = [
+        ("ana", "Ana Souza", "ana@example.com", "Hi! My order #1042 has not arrived yet."),
+        ("li", "Li Wei", "li@example.com", "Can I change the delivery address of my order?"),
+        ("sam", "Sam Okafor", "sam@example.com", "The app logs me out every few minutes."),
+    ];
+    let mut first = None;
+    for (source, name, email, text) in customers {
+        let contact = ContactDetails { name: Some(name.into()), email: Some(email.into()), phone: None };
+        let message = InboundMessage {
+            inbox_id: inbox,
+            contact_source_id: source.into(),
+            contact,
+            source_id: format!("{source}-1"),
+            content: MessageContent::parse(text)?,
+        };
+        let received =
+            commands.receive_message(&CommandContext::now(account.account_id, Actor::System), message).await?;
+        first.get_or_insert(received.conversation_id);
+    }
+    if let Some(conversation) = first {
+        let reply = MessageContent::parse("Sorry for the wait, Ana: it left our warehouse this morning.")?;
+        commands.send_message(&admin, conversation, reply, false, None).await?;
+    }
+    Ok(())
 }

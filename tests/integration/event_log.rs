@@ -161,6 +161,7 @@ async fn bootstrap_prints_one_json_line_whose_token_works_and_the_console_is_ser
             "owner@second.test",
             "--password",
             "a long password",
+            "--demo",
         ])
         .output()
         .await
@@ -174,6 +175,18 @@ async fn bootstrap_prints_one_json_line_whose_token_works_and_the_console_is_ser
     let me = app.gql_as(Some(token), "{ me { id role } }", json!({})).await;
     assert_eq!(me["data"]["me"]["id"], created["user_id"]);
     assert_eq!(me["data"]["me"]["role"], "ADMINISTRATOR");
+    // The demo's first look finds an inbox and conversations, one answered.
+    let first_look = app
+        .gql_as(
+            Some(token),
+            "{ inboxes { name channel } conversations { edges { node { messagesCount contact { name } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(first_look["data"]["inboxes"], json!([{ "name": "Website", "channel": "API" }]), "{first_look}");
+    let conversations = first_look["data"]["conversations"]["edges"].as_array().unwrap();
+    assert_eq!(conversations.len(), 3, "{first_look}");
+    assert!(conversations.iter().any(|c| c["node"]["messagesCount"] == 2), "{first_look}");
 
     let page = app.client.get(format!("{}/graphql", app.server.address)).send().await.unwrap();
     assert_eq!(page.status(), 200);
