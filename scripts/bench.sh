@@ -15,5 +15,5 @@ if [[ -z "${MASTER_KEY:-}" ]] && ! grep -qs '^MASTER_KEY=' .env; then
   export MASTER_KEY
 fi
 
-cargo build --release -p api --bin inboxd
+cargo build --release -p api --bin inboxd --features bench
 exec target/release/inboxd bench "$@"

@@ -21,13 +21,14 @@ if ! cargo fmt --all --check >/dev/null; then
   echo "test: cargo fmt --all --check: some files are not formatted (run cargo fmt --all)" >&2
   house=1
 fi
-if ! cargo clippy --workspace --all-targets --quiet -- -D warnings; then
-  echo "test: cargo clippy --workspace --all-targets -- -D warnings found warnings" >&2
+if ! cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings; then
+  echo "test: cargo clippy --workspace --all-targets --all-features -- -D warnings found warnings" >&2
   house=1
 fi
 
 # Integration tests spawn the real binary from target/debug/inboxd; build it first.
-cargo build -p api --bin inboxd
+# With every feature, so the benchmark's code (off in the product) is tested too.
+cargo build -p api --bin inboxd --all-features
 
 # Each test makes its own database (inbox_test_*); drop those of earlier runs, and
 # of this one afterwards unless KEEP_TEST_DATABASES=1 (to inspect a failure).
@@ -40,9 +41,9 @@ drop_test_databases
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+  cargo nextest run --workspace --all-features --no-fail-fast "$@" || status=$?
 else
-  cargo test --workspace --no-fail-fast "$@" || status=$?
+  cargo test --workspace --all-features --no-fail-fast "$@" || status=$?
 fi
 [[ "${KEEP_TEST_DATABASES:-0}" == 1 ]] || drop_test_databases
 if [[ "$house" != 0 ]]; then

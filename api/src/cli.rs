@@ -60,7 +60,9 @@ enum Configured {
         all: bool,
     },
     /// Measure the write and read paths beside raw PostgreSQL and plain postgres-es
+    /// (built with `--features bench`, as `scripts/bench.sh` does)
     /// (creates and drops `inbox_bench_*` databases on the DATABASE_URL server).
+    #[cfg(feature = "bench")]
     Bench {
         /// The everyday run: shorter rounds, a smaller generated log (under 3 minutes).
         #[arg(long)]
@@ -196,6 +198,7 @@ impl Configured {
                 }
                 Ok(())
             }
+            #[cfg(feature = "bench")]
             Configured::Bench { quick, out, only } => {
                 crate::bench::run(&config, &crate::bench::Options { quick, out, only }).await
             }
