@@ -6,6 +6,7 @@ mod across_processes;
 mod auth;
 mod concurrency;
 mod conversation_flow;
+mod docs;
 mod durability;
 mod erasure;
 mod event_log;
