@@ -35,8 +35,11 @@ if ! grep -q '^DATABASE_URL=' .env; then
   echo "run: wrote DATABASE_URL to .env for inboxd's other commands" >&2
 fi
 
-cargo build --release -p api --bin inboxd
-bin=target/release/inboxd
+# The same build as scripts/test.sh's (dev profile, dependencies optimized, every
+# feature): running the demo first and the tests after, or the other way round, builds
+# once. A production deployment builds `cargo build --release -p api --bin inboxd`.
+cargo build -p api --bin inboxd --all-features
+bin=target/debug/inboxd
 
 "$bin" migrate
 
