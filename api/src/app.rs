@@ -83,6 +83,7 @@ impl Services {
             session_ttl: config.session_ttl,
             decided_again: Arc::default(),
             digests: Arc::new(Digests::new(pool.clone(), digest_key)),
+            requests: Arc::default(),
             pool,
             commands: Commands::new(store),
             engine,

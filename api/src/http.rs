@@ -111,28 +111,52 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
+/// One GraphQL request, counted and timed for `/metrics`.
 async fn graphql(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let metrics = state.app.requests.clone();
+    let _in_flight = metrics.start();
+    let started = std::time::Instant::now();
+    let (answer, operation, code) = answer_graphql(state, peer, headers, body).await;
+    metrics.record(operation.as_deref(), code, started.elapsed().as_secs_f64());
+    answer
+}
+
+/// The answer, with the operation's name and the outcome (`OK` or the first code).
+async fn answer_graphql(
+    state: HttpState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> (Response, Option<String>, &'static str) {
+    let refused = |error: ApiError| {
+        let code = error.code.as_str();
+        (error.into_response(), None, code)
+    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             let message = format!("the request body is larger than {} bytes", state.settings.max_body_bytes);
-            return ApiError::new(ErrorCode::PayloadTooLarge, message).into_response();
+            return refused(ApiError::new(ErrorCode::PayloadTooLarge, message));
         }
-        Err(rejection) => return ApiError::bad_input(rejection.body_text()).into_response(),
+        Err(rejection) => return refused(ApiError::bad_input(rejection.body_text())),
     };
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(e) => return ApiError::bad_input(format!("the request is not a GraphQL request: {e}")).into_response(),
+        Err(e) => return refused(ApiError::bad_input(format!("the request is not a GraphQL request: {e}"))),
     };
+    let operation = crate::request_metrics::operation_name(request.operation_name.as_deref(), &request.query);
     let client = client_address(&headers, peer, state.settings.trust_forwarded_for);
     let auth = match state.app.authenticator.authenticate(&headers).await {
         Ok(auth) => auth,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            let (answer, _, code) = refused(error);
+            return (answer, operation, code);
+        }
     };
     let request_id = headers
         .get("x-request-id")
@@ -147,6 +171,12 @@ async fn graphql(
     }
     let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
+    let code = response
+        .errors
+        .first()
+        .and_then(|e| e.extensions.as_ref()?.get("code").cloned())
+        .and_then(|code| ErrorCode::ALL.into_iter().find(|c| async_graphql::Value::from(c.as_str()) == code))
+        .map_or("OK", ErrorCode::as_str);
     // A GraphQL answer that could not be given for the database's sake says so in
     // its status too, so clients and proxies retry it.
     let unavailable = response.errors.iter().any(|e| {
@@ -159,7 +189,7 @@ async fn graphql(
     if let Ok(value) = request_id.to_string().parse() {
         answer.headers_mut().insert("x-request-id", value);
     }
-    answer
+    (answer, operation, code)
 }
 
 /// The peer's address, or the first `X-Forwarded-For` hop behind a trusted proxy.
@@ -300,6 +330,22 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     let _ = writeln!(out, "# HELP inbox_db_pool_connections Open database connections in the pool.");
     let _ = writeln!(out, "# TYPE inbox_db_pool_connections gauge");
     let _ = writeln!(out, "inbox_db_pool_connections {}", state.app.pool.size());
+    let _ = writeln!(out, "# HELP inbox_db_pool_idle_connections Pool connections not in use.");
+    let _ = writeln!(out, "# TYPE inbox_db_pool_idle_connections gauge");
+    let _ = writeln!(out, "inbox_db_pool_idle_connections {}", state.app.pool.num_idle());
+    let lag: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projector, greatest(coalesce((SELECT max(global_position) FROM events), 0) - last_position, 0) \
+         FROM projector_checkpoints ORDER BY projector",
+    )
+    .fetch_all(&state.app.pool)
+    .await
+    .unwrap_or_default();
+    let _ = writeln!(out, "# HELP inbox_projector_lag_events Events in the log past the projector's checkpoint.");
+    let _ = writeln!(out, "# TYPE inbox_projector_lag_events gauge");
+    for (name, behind) in &lag {
+        let _ = writeln!(out, "inbox_projector_lag_events{{projector=\"{name}\"}} {behind}");
+    }
+    state.app.requests.render(&mut out);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -12,5 +12,6 @@ pub mod graphql;
 pub mod http;
 pub mod policy;
 pub mod rate_limit;
+pub mod request_metrics;
 pub mod state;
 pub mod telemetry;

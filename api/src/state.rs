@@ -13,6 +13,7 @@ use sqlx::PgPool;
 
 use crate::auth::{Authenticator, Principal};
 use crate::rate_limit::RateLimiter;
+use crate::request_metrics::RequestMetrics;
 
 /// The request's id: the caller's `X-Request-Id` if it is a UUID, else a new one.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,8 @@ pub struct AppState {
     /// (`/metrics`: how often processes contend on the same state).
     pub decided_again: Arc<AtomicU64>,
     pub digests: Arc<Digests>,
+    /// GraphQL requests by operation and outcome, for `/metrics`.
+    pub requests: Arc<RequestMetrics>,
 }
 
 impl AppState {

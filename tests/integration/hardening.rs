@@ -200,3 +200,25 @@ async fn a_database_error_in_a_resolver_reaches_the_client_as_internal_without_i
     let malformed = app.gql("{ conversations(first: \"many\") { edges { node { id } } } }", json!({})).await;
     assert_eq!(malformed["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{malformed}");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_operation_and_outcome_with_latency_in_flight_pool_and_lag() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        app.ok("query Me { me { id } }", json!({})).await;
+    }
+    let refused = app.gql_as(None, "query Me { me { id } }", json!({})).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{refused}");
+    let metrics = app.client.get(format!("{}/metrics", app.server.address)).send().await.unwrap().text().await.unwrap();
+    for expected in [
+        "inbox_graphql_requests_total{operation=\"Me\",code=\"OK\"} 3",
+        "inbox_graphql_requests_total{operation=\"Me\",code=\"UNAUTHENTICATED\"} 1",
+        "inbox_graphql_request_duration_seconds_count{code=\"OK\"} 3",
+        "inbox_graphql_request_duration_seconds_bucket{code=\"OK\",le=\"+Inf\"} 3",
+        "inbox_graphql_requests_in_flight 0",
+        "inbox_db_pool_idle_connections ",
+        "inbox_projector_lag_events{projector=\"timeline\"} ",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing from:\n{metrics}");
+    }
+}
