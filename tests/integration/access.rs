@@ -36,7 +36,7 @@ async fn a_password_change_ends_every_other_session_and_logout_ends_its_own() {
     let app = TestApp::spawn().await;
     let laptop = app.login("admin@acme.test", "correct horse battery").await;
     let phone = app.login("admin@acme.test", "correct horse battery").await;
-    let change = "mutation($c: String!, $n: String!) { changePassword(input: {currentPassword: $c, newPassword: $n}) }";
+    let change = "mutation($c: String!, $n: String!) { changePassword(input: {currentPassword: $c, newPassword: $n}) { changed } }";
     let wrong = app.gql_as(Some(&laptop), change, json!({ "c": "not my password", "n": "a new long password" })).await;
     assert_eq!(code(&wrong), "UNAUTHENTICATED");
     let short = app.gql_as(Some(&laptop), change, json!({ "c": "correct horse battery", "n": "short" })).await;
@@ -45,7 +45,7 @@ async fn a_password_change_ends_every_other_session_and_logout_ends_its_own() {
 
     let changed =
         app.gql_as(Some(&laptop), change, json!({ "c": "correct horse battery", "n": "a new long password" })).await;
-    assert_eq!(changed["data"]["changePassword"], true, "{changed}");
+    assert_eq!(changed["data"]["changePassword"]["changed"], true, "{changed}");
     assert_eq!(code(&app.gql_as(Some(&phone), ME, json!({})).await), "UNAUTHENTICATED", "other session ended");
     assert_eq!(app.gql_as(Some(&laptop), ME, json!({})).await["data"]["me"]["id"], app.user_id.to_string());
     assert_eq!(app.gql_as(Some(&app.token), ME, json!({})).await["data"]["me"]["id"], app.user_id.to_string());
@@ -53,19 +53,19 @@ async fn a_password_change_ends_every_other_session_and_logout_ends_its_own() {
     assert_eq!(code(&old), "UNAUTHENTICATED");
     app.login("admin@acme.test", "a new long password").await;
 
-    let out = app.gql_as(Some(&laptop), "mutation { logout }", json!({})).await;
-    assert_eq!(out["data"]["logout"], true, "{out}");
+    let out = app.gql_as(Some(&laptop), "mutation { logout { loggedOut } }", json!({})).await;
+    assert_eq!(out["data"]["logout"]["loggedOut"], true, "{out}");
     assert_eq!(code(&app.gql_as(Some(&laptop), ME, json!({})).await), "UNAUTHENTICATED");
-    let api_logout = app.gql("mutation { logout }", json!({})).await;
+    let api_logout = app.gql("mutation { logout { loggedOut } }", json!({})).await;
     assert_eq!(code(&api_logout), "BAD_USER_INPUT", "an API token is revoked, not logged out");
 
     // API tokens survive a password change unless the change revokes them too.
     let session = app.login("admin@acme.test", "a new long password").await;
     let revoking = "mutation($c: String!, $n: String!) { changePassword(input: {currentPassword: $c, \
-        newPassword: $n, revokeApiTokens: true}) }";
+        newPassword: $n, revokeApiTokens: true}) { changed } }";
     let changed =
         app.gql_as(Some(&session), revoking, json!({ "c": "a new long password", "n": "a third long password" })).await;
-    assert_eq!(changed["data"]["changePassword"], true, "{changed}");
+    assert_eq!(changed["data"]["changePassword"]["changed"], true, "{changed}");
     assert_eq!(code(&app.gql_as(Some(&app.token), ME, json!({})).await), "UNAUTHENTICATED", "the API token ended too");
     assert_eq!(app.gql_as(Some(&session), ME, json!({})).await["data"]["me"]["id"], app.user_id.to_string());
     let listed = app.gql_as(Some(&session), "{ apiTokens { id } }", json!({})).await;
@@ -85,10 +85,12 @@ async fn api_tokens_are_listed_without_secrets_and_stop_working_once_revoked() {
     assert_eq!(names, vec!["bootstrap", "CRM sync"]);
     assert!(!listed.to_string().contains(token), "secrets are never listed");
 
-    let revoked = app.ok("mutation($id: ID!) { revokeApiToken(id: $id) }", json!({ "id": id })).await;
-    assert_eq!(revoked["revokeApiToken"], true);
+    let revoked =
+        app.ok("mutation($id: ID!) { revokeApiToken(input: {id: $id}) { revoked } }", json!({ "id": id })).await;
+    assert_eq!(revoked["revokeApiToken"]["revoked"], true);
     assert_eq!(code(&app.gql_as(Some(token), ME, json!({})).await), "UNAUTHENTICATED");
-    let again = app.gql("mutation($id: ID!) { revokeApiToken(id: $id) }", json!({ "id": id })).await;
+    let again =
+        app.gql("mutation($id: ID!) { revokeApiToken(input: {id: $id}) { revoked } }", json!({ "id": id })).await;
     assert_eq!(code(&again), "NOT_FOUND");
 }
 
@@ -373,7 +375,7 @@ async fn a_revocation_and_an_erasure_in_one_server_take_effect_in_another() {
     let me = tests::gql_at(&app.client, &second.address, Some(token), ME, json!({})).await;
     assert_eq!(me["data"]["me"]["id"], app.user_id.to_string());
     // …the first revokes it…
-    app.ok("mutation($id: ID!) { revokeApiToken(id: $id) }", json!({ "id": id })).await;
+    app.ok("mutation($id: ID!) { revokeApiToken(input: {id: $id}) { revoked } }", json!({ "id": id })).await;
     // …and the second refuses it.
     let refused =
         eventually(&app, &second.address, token, ME, |a| a["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED")
@@ -391,8 +393,11 @@ async fn a_revocation_and_an_erasure_in_one_server_take_effect_in_another() {
     app.projected().await;
     let contact: String =
         sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts").fetch_one(&app.pool).await.unwrap();
-    app.ok("mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"request\"}) }", json!({ "k": contact }))
-        .await;
+    app.ok(
+        "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"request\"}) { erased } }",
+        json!({ "k": contact }),
+    )
+    .await;
     let erased =
         eventually(&app, &second.address, &app.token, &history, |a| !a.to_string().contains("Rua Azul 12")).await;
     assert!(!erased.to_string().contains("Rua Azul 12"), "the second server forgot the key: {erased}");
@@ -488,11 +493,16 @@ async fn a_removed_agent_is_refused_and_token_creation_is_rate_limited() {
     let app = TestApp::spawn().await;
     let (agent_id, agent) = app.agent("bo@acme.test", "AGENT").await;
     assert_eq!(app.gql_as(Some(&agent), ME, json!({})).await["data"]["me"]["id"], agent_id.as_str());
-    let removed = app.ok("mutation($u: ID!) { removeAgent(userId: $u) }", json!({ "u": agent_id })).await;
-    assert_eq!(removed["removeAgent"], true);
+    let removed =
+        app.ok("mutation($u: ID!) { removeAgent(input: {userId: $u}) { removed } }", json!({ "u": agent_id })).await;
+    assert_eq!(removed["removeAgent"]["removed"], true);
     assert_eq!(code(&app.gql_as(Some(&agent), ME, json!({})).await), "UNAUTHENTICATED", "refused at once");
-    let last_admin =
-        app.gql("mutation($u: ID!) { removeAgent(userId: $u) }", json!({ "u": app.user_id.to_string() })).await;
+    let last_admin = app
+        .gql(
+            "mutation($u: ID!) { removeAgent(input: {userId: $u}) { removed } }",
+            json!({ "u": app.user_id.to_string() }),
+        )
+        .await;
     assert_eq!(code(&last_admin), "BAD_USER_INPUT", "the last administrator stays");
 
     let create = "mutation { createApiToken(input: {name: \"script\"}) { id } }";

@@ -57,10 +57,10 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         // Mutations.
         ("login", Kind::Public, "mutation { login(input: {email: \"admin@acme.test\", password: \"wrong password\"}) { token } }".into()),
         ("acceptInvitation", Kind::Public, "mutation { acceptInvitation(input: {token: \"ibi_nope\", password: \"long enough pw\"}) { token } }".into()),
-        ("logout", Kind::Own, "mutation { logout }".into()),
-        ("changePassword", Kind::Own, "mutation { changePassword(input: {currentPassword: \"wrong password\", newPassword: \"whatever it is\"}) }".into()),
+        ("logout", Kind::Own, "mutation { logout { loggedOut } }".into()),
+        ("changePassword", Kind::Own, "mutation { changePassword(input: {currentPassword: \"wrong password\", newPassword: \"whatever it is\"}) { changed } }".into()),
         ("createApiToken", Kind::Own, "mutation { createApiToken(input: {name: \"mine\"}) { id } }".into()),
-        ("revokeApiToken", Kind::Targeted, format!("mutation {{ revokeApiToken(id: \"{}\") }}", ids.token)),
+        ("revokeApiToken", Kind::Targeted, format!("mutation {{ revokeApiToken(input: {{id: \"{}\"}}) {{ revoked }} }}", ids.token)),
         ("createInbox", Kind::Admin, "mutation { createInbox(input: {name: \"x\", channel: API}) { id } }".into()),
         ("updateInbox", Kind::Admin, format!("mutation {{ updateInbox(input: {{inboxId: \"{i}\", name: \"renamed\"}}) {{ id }} }}")),
         ("addInboxMember", Kind::Admin, format!("mutation {{ addInboxMember(input: {{inboxId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
@@ -70,7 +70,7 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("createLabel", Kind::Admin, "mutation { createLabel(input: {title: \"x\", color: \"#ff0000\"}) { id } }".into()),
         ("createAgent", Kind::Admin, "mutation { createAgent(input: {email: \"new@acme.test\", name: \"N\", role: ADMINISTRATOR}) { id } }".into()),
         ("setAgentRole", Kind::Admin, format!("mutation {{ setAgentRole(input: {{userId: \"{}\", role: ADMINISTRATOR}}) {{ id }} }}", ids.agent)),
-        ("removeAgent", Kind::Admin, format!("mutation {{ removeAgent(userId: \"{}\") }}", ids.agent)),
+        ("removeAgent", Kind::Admin, format!("mutation {{ removeAgent(input: {{userId: \"{}\"}}) {{ removed }} }}", ids.agent)),
         ("createCustomRole", Kind::Admin, "mutation { createCustomRole(input: {name: \"x\", permissions: [REPORT_MANAGE]}) { id } }".into()),
         ("receiveMessage", Kind::Targeted, format!("mutation {{ receiveMessage(input: {{inboxId: \"{i}\", contact: {{sourceId: \"z\"}}, sourceId: \"z1\", content: \"spoof\"}}) {{ id }} }}")),
         ("sendMessage", Kind::Targeted, format!("mutation {{ sendMessage(input: {{conversationId: \"{c}\", content: \"hi\"}}) {{ id }} }}")),
@@ -80,8 +80,8 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("setConversationLabels", Kind::Targeted, format!("mutation {{ setConversationLabels(input: {{conversationId: \"{c}\", labels: [\"x\"]}}) {{ id }} }}")),
         ("setConversationMuted", Kind::Targeted, format!("mutation {{ setConversationMuted(input: {{conversationId: \"{c}\", muted: true}}) {{ id }} }}")),
         ("setConversationCustomAttributes", Kind::Targeted, format!("mutation {{ setConversationCustomAttributes(input: {{conversationId: \"{c}\", attributes: {{plan: \"gold\"}}}}) {{ id }} }}")),
-        ("eraseAgent", Kind::Admin, format!("mutation {{ eraseAgent(input: {{userId: \"{}\", reason: \"test\"}}) }}", ids.agent)),
-        ("eraseContact", Kind::Admin, format!("mutation {{ eraseContact(input: {{contactId: \"{}\", reason: \"test\"}}) }}", ids.contact)),
+        ("eraseAgent", Kind::Admin, format!("mutation {{ eraseAgent(input: {{userId: \"{}\", reason: \"test\"}}) {{ erased }} }}", ids.agent)),
+        ("eraseContact", Kind::Admin, format!("mutation {{ eraseContact(input: {{contactId: \"{}\", reason: \"test\"}}) {{ erased }} }}", ids.contact)),
     ]
 }
 

@@ -26,18 +26,18 @@ async fn an_erased_contact_reads_as_erased_everywhere_while_the_conversation_and
     let refused = app
         .gql_as(
             Some(&app.agent("bo@acme.test", "AGENT").await.1),
-            "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"x\"}) }",
+            "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"x\"}) { erased } }",
             json!({ "k": contact }),
         )
         .await;
     assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN");
     let erased = app
         .ok(
-            "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"LGPD request 7\"}) }",
+            "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"LGPD request 7\"}) { erased } }",
             json!({ "k": contact }),
         )
         .await;
-    assert_eq!(erased["eraseContact"], true);
+    assert_eq!(erased["eraseContact"]["erased"], true);
     app.projected().await;
 
     let view = app
@@ -174,7 +174,7 @@ async fn staff_names_and_e_mails_are_sealed_in_the_log_and_an_erased_former_agen
     assert!(lines[0].starts_with("Assigned to Ana Lima by "), "{lines:?}");
     assert_eq!(lines[1..], ["Conversation was marked resolved by Ana Lima", "Ana Lima muted the conversation"]);
 
-    let erase = "mutation($u: ID!) { eraseAgent(input: {userId: $u, reason: \"LGPD request 9\"}) }";
+    let erase = "mutation($u: ID!) { eraseAgent(input: {userId: $u, reason: \"LGPD request 9\"}) { erased } }";
     let still_member = app.gql(erase, json!({ "u": ana })).await;
     assert_eq!(still_member["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{still_member}");
     let (_, agent) = app.agent("bo@acme.test", "AGENT").await;
@@ -183,12 +183,12 @@ async fn staff_names_and_e_mails_are_sealed_in_the_log_and_an_erased_former_agen
     let unknown = app.gql(erase, json!({ "u": uuid::Uuid::now_v7() })).await;
     assert_eq!(unknown["errors"][0]["extensions"]["code"], "NOT_FOUND", "{unknown}");
 
-    app.ok("mutation($u: ID!) { removeAgent(userId: $u) }", json!({ "u": ana })).await;
+    app.ok("mutation($u: ID!) { removeAgent(input: {userId: $u}) { removed } }", json!({ "u": ana })).await;
     app.projected().await;
     let removed = activity_lines(&app, &conversation).await;
     assert_eq!(removed, lines, "a removed agent's lines still name them until they are erased");
-    assert_eq!(app.ok(erase, json!({ "u": ana })).await["eraseAgent"], true);
-    assert_eq!(app.ok(erase, json!({ "u": ana })).await["eraseAgent"], true, "erasing again changes nothing");
+    assert_eq!(app.ok(erase, json!({ "u": ana })).await["eraseAgent"]["erased"], true);
+    assert_eq!(app.ok(erase, json!({ "u": ana })).await["eraseAgent"]["erased"], true, "erasing again changes nothing");
     app.projected().await;
 
     let lines = activity_lines(&app, &conversation).await;
@@ -268,8 +268,9 @@ async fn erasing_a_former_agent_in_one_account_leaves_their_login_and_their_othe
         .await
         .expect("Ana runs another account with the same login");
     assert_eq!(other.user_id.to_string(), ana);
-    app.ok("mutation($u: ID!) { removeAgent(userId: $u) }", json!({ "u": ana })).await;
-    app.ok("mutation($u: ID!) { eraseAgent(input: {userId: $u, reason: \"left\"}) }", json!({ "u": ana })).await;
+    app.ok("mutation($u: ID!) { removeAgent(input: {userId: $u}) { removed } }", json!({ "u": ana })).await;
+    app.ok("mutation($u: ID!) { eraseAgent(input: {userId: $u, reason: \"left\"}) { erased } }", json!({ "u": ana }))
+        .await;
     app.projected().await;
 
     let lines = activity_lines(&app, &conversation).await;

@@ -141,6 +141,51 @@ pub struct EraseContactInput {
 }
 
 #[derive(InputObject)]
+pub struct RevokeApiTokenInput {
+    pub id: ID,
+}
+
+#[derive(InputObject)]
+pub struct RemoveAgentInput {
+    pub user_id: ID,
+}
+
+/// What `logout` did (an object, so later fields can join).
+#[derive(SimpleObject)]
+pub struct LogoutPayload {
+    pub logged_out: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct ChangePasswordPayload {
+    pub changed: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct RevokeApiTokenPayload {
+    pub id: ID,
+    pub revoked: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct RemoveAgentPayload {
+    pub user_id: ID,
+    pub removed: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct EraseContactPayload {
+    pub contact_id: ID,
+    pub erased: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct EraseAgentPayload {
+    pub user_id: ID,
+    pub erased: bool,
+}
+
+#[derive(InputObject)]
 pub struct EraseAgentInput {
     /// A former agent: removed from the account first (`removeAgent`).
     pub user_id: ID,
@@ -324,7 +369,7 @@ impl AccessMutation {
     }
 
     /// Ends the session the request came with.
-    async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
+    async fn logout(&self, ctx: &Context<'_>) -> Result<LogoutPayload> {
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
             if principal.credential != TokenKind::Session {
@@ -333,13 +378,13 @@ impl AccessMutation {
                 );
             }
             state.commands.sign_out(&context, principal.credential_id).await.map_err(ApiError::from)?;
-            Ok(true)
+            Ok(LogoutPayload { logged_out: true })
         })
         .await
     }
 
     /// Changes the caller's password; every other session of theirs ends.
-    async fn change_password(&self, ctx: &Context<'_>, input: ChangePasswordInput) -> Result<bool> {
+    async fn change_password(&self, ctx: &Context<'_>, input: ChangePasswordInput) -> Result<ChangePasswordPayload> {
         let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
@@ -350,7 +395,7 @@ impl AccessMutation {
             let change =
                 state.commands.change_password(&context, &input.current_password, &input.new_password, kept, revoke);
             state.rate_limiter.guard(&[(CREDENTIAL_FAILURES, &key)], change).await?;
-            Ok(true)
+            Ok(ChangePasswordPayload { changed: true })
         })
         .await
     }
@@ -369,14 +414,14 @@ impl AccessMutation {
         .await
     }
 
-    async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
-        let id = &id;
+    async fn revoke_api_token(&self, ctx: &Context<'_>, input: RevokeApiTokenInput) -> Result<RevokeApiTokenPayload> {
+        let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageOwnCredentials)?;
-            let id = parse_id(id, "API token")?;
+            let id = parse_id(&input.id, "API token")?;
             state.commands.revoke_api_token(&context, id).await.map_err(ApiError::from)?;
-            Ok(true)
+            Ok(RevokeApiTokenPayload { id: input.id.clone(), revoked: true })
         })
         .await
     }
@@ -430,14 +475,14 @@ impl AccessMutation {
     }
 
     /// Removes an agent from the account and its inboxes; their credentials for it stop working.
-    async fn remove_agent(&self, ctx: &Context<'_>, user_id: ID) -> Result<bool> {
-        let user_id = &user_id;
+    async fn remove_agent(&self, ctx: &Context<'_>, input: RemoveAgentInput) -> Result<RemoveAgentPayload> {
+        let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageAccount)?;
-            let user = parse_id(user_id, "agent")?;
+            let user = parse_id(&input.user_id, "agent")?;
             state.commands.remove_agent(&context, user).await.map_err(ApiError::from)?;
-            Ok(true)
+            Ok(RemoveAgentPayload { user_id: input.user_id.clone(), removed: true })
         })
         .await
     }
@@ -445,7 +490,7 @@ impl AccessMutation {
     /// The right to be forgotten: shreds the contact's key, so their details and the
     /// text of their conversations read as erased everywhere, replays included; the
     /// conversations, their metrics and the history's hash chain remain.
-    async fn erase_contact(&self, ctx: &Context<'_>, input: EraseContactInput) -> Result<bool> {
+    async fn erase_contact(&self, ctx: &Context<'_>, input: EraseContactInput) -> Result<EraseContactPayload> {
         let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
@@ -454,7 +499,7 @@ impl AccessMutation {
             let written =
                 state.commands.erase_contact(&context, contact, &input.reason).await.map_err(ApiError::from)?;
             state.settle(written, &["directory", "inbox_list", "timeline"]).await;
-            Ok(true)
+            Ok(EraseContactPayload { contact_id: input.contact_id.clone(), erased: true })
         })
         .await
     }
@@ -462,7 +507,7 @@ impl AccessMutation {
     /// The right to be forgotten for a former agent: shreds the name and e-mail this
     /// account's history holds, so their activity lines read "a former agent"; once no
     /// account has them, their login goes too. Conversations and chains remain.
-    async fn erase_agent(&self, ctx: &Context<'_>, input: EraseAgentInput) -> Result<bool> {
+    async fn erase_agent(&self, ctx: &Context<'_>, input: EraseAgentInput) -> Result<EraseAgentPayload> {
         let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
@@ -470,7 +515,7 @@ impl AccessMutation {
             let user = parse_id(&input.user_id, "agent")?;
             let written = state.commands.erase_agent(&context, user, &input.reason).await.map_err(ApiError::from)?;
             state.settle(written, &["directory"]).await;
-            Ok(true)
+            Ok(EraseAgentPayload { user_id: input.user_id.clone(), erased: true })
         })
         .await
     }
