@@ -41,6 +41,27 @@ impl Commands {
         Ok(written)
     }
 
+    pub async fn remove_team_member(
+        &self,
+        context: &CommandContext,
+        team_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Written, CommandError> {
+        self.execute::<Team>(context, &team_id.to_string(), |team| {
+            team_in_account(context, team)?;
+            Ok(TeamCommand::RemoveMember { user_id: UserId(user_id), at: context.at })
+        })
+        .await
+    }
+
+    pub async fn delete_team(&self, context: &CommandContext, team_id: Uuid) -> Result<Written, CommandError> {
+        self.execute::<Team>(context, &team_id.to_string(), |team| {
+            team_in_account(context, team)?;
+            Ok(TeamCommand::Delete { at: context.at })
+        })
+        .await
+    }
+
     /// The team, if it exists in the context's account.
     pub async fn team(&self, context: &CommandContext, team_id: Uuid) -> Result<Team, CommandError> {
         let team = self.store().load::<Team>(context, &team_id.to_string()).await?.state;

@@ -15,30 +15,49 @@ pub struct Team {
     account_id: Option<AccountId>,
     name: String,
     members: HashSet<UserId>,
+    deleted: bool,
 }
 
 impl Team {
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The account of a team that exists (`None` once deleted).
     pub fn account_id(&self) -> Option<AccountId> {
-        self.account_id
+        self.account_id.filter(|_| !self.deleted)
     }
 }
 
 #[derive(Debug)]
 pub enum TeamCommand {
-    Create { account_id: AccountId, name: Name, at: Instant },
-    AddMember { user_id: UserId, at: Instant },
+    Create {
+        account_id: AccountId,
+        name: Name,
+        at: Instant,
+    },
+    AddMember {
+        user_id: UserId,
+        at: Instant,
+    },
+    RemoveMember {
+        user_id: UserId,
+        at: Instant,
+    },
+    /// Conversations handed to it keep its id; their lines then read "a former team".
+    Delete {
+        at: Instant,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TeamEvent {
     TeamCreated { account_id: AccountId, name: String, at: Instant },
     TeamMemberAdded { account_id: AccountId, user_id: UserId, at: Instant },
+    TeamMemberRemoved { account_id: AccountId, user_id: UserId, at: Instant },
+    TeamDeleted { account_id: AccountId, at: Instant },
 }
 
-domain_event!(TeamEvent, version = "1", [TeamCreated, TeamMemberAdded]);
+domain_event!(TeamEvent, version = "1", [TeamCreated, TeamMemberAdded, TeamMemberRemoved, TeamDeleted]);
 impl PersonalData for TeamEvent {}
 
 impl Aggregate for Team {
@@ -57,10 +76,21 @@ impl Aggregate for Team {
                 sink.write(TeamEvent::TeamCreated { account_id, name: name.into_inner(), at }, self).await;
             }
             TeamCommand::AddMember { user_id, at } => {
-                let account_id = self.account_id.ok_or(DomainError::NotFound("team"))?;
+                let account_id = self.account_id().ok_or(DomainError::NotFound("team"))?;
                 if !self.members.contains(&user_id) {
                     sink.write(TeamEvent::TeamMemberAdded { account_id, user_id, at }, self).await;
                 }
+            }
+            TeamCommand::RemoveMember { user_id, at } => {
+                let account_id = self.account_id().ok_or(DomainError::NotFound("team"))?;
+                if !self.members.contains(&user_id) {
+                    return Err(DomainError::NotFound("team member"));
+                }
+                sink.write(TeamEvent::TeamMemberRemoved { account_id, user_id, at }, self).await;
+            }
+            TeamCommand::Delete { at } => {
+                let account_id = self.account_id().ok_or(DomainError::NotFound("team"))?;
+                sink.write(TeamEvent::TeamDeleted { account_id, at }, self).await;
             }
         }
         Ok(())
@@ -75,6 +105,10 @@ impl Aggregate for Team {
             TeamEvent::TeamMemberAdded { user_id, .. } => {
                 self.members.insert(user_id);
             }
+            TeamEvent::TeamMemberRemoved { user_id, .. } => {
+                self.members.remove(&user_id);
+            }
+            TeamEvent::TeamDeleted { .. } => self.deleted = true,
         }
     }
 }
@@ -103,6 +137,33 @@ mod tests {
             .then_expect_events(vec![]);
         TestFramework::<Team>::with(())
             .given_no_previous_events()
+            .when(TeamCommand::AddMember { user_id, at })
+            .then_expect_error(DomainError::NotFound("team"));
+    }
+
+    #[test]
+    fn a_member_leaves_once_and_a_deleted_team_takes_nothing_more() {
+        let at = chrono::Utc.with_ymd_and_hms(2026, 11, 1, 9, 0, 0).unwrap();
+        let account_id = AccountId(Uuid::from_u128(1));
+        let user_id = UserId(Uuid::from_u128(2));
+        let created = TeamEvent::TeamCreated { account_id, name: "Billing".into(), at };
+        let joined = TeamEvent::TeamMemberAdded { account_id, user_id, at };
+        let left = TeamEvent::TeamMemberRemoved { account_id, user_id, at };
+        TestFramework::<Team>::with(())
+            .given(vec![created.clone(), joined.clone()])
+            .when(TeamCommand::RemoveMember { user_id, at })
+            .then_expect_events(vec![left.clone()]);
+        TestFramework::<Team>::with(())
+            .given(vec![created.clone(), joined, left])
+            .when(TeamCommand::RemoveMember { user_id, at })
+            .then_expect_error(DomainError::NotFound("team member"));
+        let deleted = TeamEvent::TeamDeleted { account_id, at };
+        TestFramework::<Team>::with(())
+            .given(vec![created.clone()])
+            .when(TeamCommand::Delete { at })
+            .then_expect_events(vec![deleted.clone()]);
+        TestFramework::<Team>::with(())
+            .given(vec![created, deleted])
             .when(TeamCommand::AddMember { user_id, at })
             .then_expect_error(DomainError::NotFound("team"));
     }

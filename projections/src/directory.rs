@@ -226,6 +226,19 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                     .execute(&mut **tx)
                     .await?;
             }
+            TeamEvent::TeamMemberRemoved { user_id, .. } => {
+                sqlx::query("DELETE FROM rm_team_members WHERE team_id = $1 AND user_id = $2")
+                    .bind(id()?)
+                    .bind(user_id.as_uuid())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            TeamEvent::TeamDeleted { .. } => {
+                sqlx::query("WITH members AS (DELETE FROM rm_team_members WHERE team_id = $1) DELETE FROM rm_teams WHERE team_id = $1")
+                    .bind(id()?)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         },
         "label" => {
             let LabelEvent::LabelCreated { account_id, title, color, .. } = event.decode()?;

@@ -67,6 +67,8 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("removeInboxMember", Kind::Admin, format!("mutation {{ removeInboxMember(input: {{inboxId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
         ("createTeam", Kind::Admin, "mutation { createTeam(input: {name: \"x\"}) { id } }".into()),
         ("addTeamMember", Kind::Admin, format!("mutation {{ addTeamMember(input: {{teamId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
+        ("removeTeamMember", Kind::Admin, format!("mutation {{ removeTeamMember(input: {{teamId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
+        ("deleteTeam", Kind::Admin, format!("mutation {{ deleteTeam(input: {{teamId: \"{i}\"}}) {{ deleted }} }}")),
         ("createLabel", Kind::Admin, "mutation { createLabel(input: {title: \"x\", color: \"#ff0000\"}) { id } }".into()),
         ("createAgent", Kind::Admin, "mutation { createAgent(input: {email: \"new@acme.test\", name: \"N\", role: ADMINISTRATOR}) { id } }".into()),
         ("setAgentRole", Kind::Admin, format!("mutation {{ setAgentRole(input: {{userId: \"{}\", role: ADMINISTRATOR}}) {{ id }} }}", ids.agent)),

@@ -217,3 +217,54 @@ async fn a_first_messages_answer_shows_the_contact_it_introduced() {
     assert_eq!(contact["name"], "Contact newcomer");
     assert_eq!(contact["email"], "newcomer@customer.test");
 }
+
+#[tokio::test]
+async fn a_team_loses_a_member_and_is_deleted_while_its_conversations_keep_their_history() {
+    let app = TestApp::spawn().await;
+    let (agent, _) = app.agent("bo@acme.test", "AGENT").await;
+    let team = app.ok("mutation { createTeam(input: {name: \"Billing\"}) { id } }", json!({})).await["createTeam"]
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let member = "mutation($t: ID!, $u: ID!) { addTeamMember(input: {teamId: $t, userId: $u}) { id members { id } } }";
+    let added = app.ok(member, json!({ "t": team, "u": agent })).await;
+    assert_eq!(added["addTeamMember"]["members"].as_array().unwrap().len(), 1);
+    let inbox = app.create_inbox("Support").await;
+    let received = app.receive(&inbox, "maria", "m1", "my invoice is wrong").await;
+    let conversation = received["conversation"]["id"].as_str().unwrap().to_string();
+    app.ok(
+        "mutation($c: ID!, $t: ID!) { assignConversation(input: {conversationId: $c, teamId: $t}) { id } }",
+        json!({ "c": conversation, "t": team }),
+    )
+    .await;
+
+    let leave =
+        "mutation($t: ID!, $u: ID!) { removeTeamMember(input: {teamId: $t, userId: $u}) { id members { id } } }";
+    let left = app.ok(leave, json!({ "t": team, "u": agent })).await;
+    assert_eq!(left["removeTeamMember"]["members"], json!([]));
+    let again = app.gql(leave, json!({ "t": team, "u": agent })).await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "NOT_FOUND", "{again}");
+
+    let deleted =
+        app.ok("mutation($t: ID!) { deleteTeam(input: {teamId: $t}) { teamId deleted } }", json!({ "t": team })).await;
+    assert_eq!(deleted["deleteTeam"], json!({ "teamId": team, "deleted": true }));
+    assert_eq!(app.ok("{ teams { id } }", json!({})).await["teams"], json!([]));
+    let handed = app
+        .gql(
+            "mutation($c: ID!, $t: ID!) { assignConversation(input: {conversationId: $c, teamId: $t}) { id } }",
+            json!({ "c": conversation, "t": team }),
+        )
+        .await;
+    assert_eq!(
+        handed["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "a deleted team takes no conversation: {handed}"
+    );
+    let lines = app
+        .ok(
+            "query($c: ID!) { conversation(id: $c) { messages { edges { node { messageType content } } } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    assert!(lines.to_string().contains("Assigned to a former team by"), "{lines}");
+}

@@ -1,7 +1,7 @@
 //! Mutations. Each one validates its input, runs a command, waits (bounded) for the
 //! read models it answers from, and answers from them: the caller sees its own write.
 
-use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, ID};
+use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use commands::context::CommandContext;
 use commands::conversation::Assignment;
@@ -76,6 +76,17 @@ pub struct AssignConversationInput {
     pub assignee_id: MaybeUndefined<ID>,
     /// The team; null clears it, absent leaves it as it is.
     pub team_id: MaybeUndefined<ID>,
+}
+
+#[derive(InputObject)]
+pub struct DeleteTeamInput {
+    pub team_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct DeleteTeamPayload {
+    pub team_id: ID,
+    pub deleted: bool,
 }
 
 #[derive(InputObject)]
@@ -398,6 +409,35 @@ impl Mutation {
             let written = state.commands.add_team_member(&context, team, user).await.map_err(ApiError::from)?;
             state.settle(written, &["directory"]).await;
             self.team_view(state, principal.account_id, team).await
+        })
+        .await
+    }
+
+    async fn remove_team_member(&self, ctx: &Context<'_>, input: TeamMemberInput) -> Result<Team> {
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let team = parse_id(&input.team_id, "team")?;
+            let user = parse_id(&input.user_id, "agent")?;
+            let written = state.commands.remove_team_member(&context, team, user).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            self.team_view(state, principal.account_id, team).await
+        })
+        .await
+    }
+
+    /// Deletes a team; conversations handed to it keep it in their history, where its
+    /// lines read "a former team".
+    async fn delete_team(&self, ctx: &Context<'_>, input: DeleteTeamInput) -> Result<DeleteTeamPayload> {
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let team = parse_id(&input.team_id, "team")?;
+            let written = state.commands.delete_team(&context, team).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            Ok(DeleteTeamPayload { team_id: input.team_id.clone(), deleted: true })
         })
         .await
     }
