@@ -29,6 +29,17 @@ impl Commands {
             .await?;
         Ok((id, written))
     }
+
+    pub async fn delete_label(&self, context: &CommandContext, label_id: Uuid) -> Result<Written, CommandError> {
+        self.execute::<Label>(context, &label_id.to_string(), |label| {
+            match label.account_id() {
+                Some(owner) if owner.as_uuid() == context.account_id => {}
+                _ => return Err(DomainError::NotFound("label").into()),
+            }
+            Ok(LabelCommand::Delete { at: context.at })
+        })
+        .await
+    }
 }
 
 /// A colour as `#rrggbb`.

@@ -240,16 +240,20 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                     .await?;
             }
         },
-        "label" => {
-            let LabelEvent::LabelCreated { account_id, title, color, .. } = event.decode()?;
-            sqlx::query("INSERT INTO rm_labels (label_id, account_id, title, color) VALUES ($1, $2, $3, $4)")
-                .bind(id()?)
-                .bind(account_id.as_uuid())
-                .bind(title)
-                .bind(color)
-                .execute(&mut **tx)
-                .await?;
-        }
+        "label" => match event.decode::<LabelEvent>()? {
+            LabelEvent::LabelCreated { account_id, title, color, .. } => {
+                sqlx::query("INSERT INTO rm_labels (label_id, account_id, title, color) VALUES ($1, $2, $3, $4)")
+                    .bind(id()?)
+                    .bind(account_id.as_uuid())
+                    .bind(title)
+                    .bind(color)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            LabelEvent::LabelDeleted { .. } => {
+                sqlx::query("DELETE FROM rm_labels WHERE label_id = $1").bind(id()?).execute(&mut **tx).await?;
+            }
+        },
         _ => {}
     }
     Ok(())

@@ -268,3 +268,27 @@ async fn a_team_loses_a_member_and_is_deleted_while_its_conversations_keep_their
         .await;
     assert!(lines.to_string().contains("Assigned to a former team by"), "{lines}");
 }
+
+#[tokio::test]
+async fn a_deleted_label_leaves_the_list_while_conversations_keep_its_title_and_it_can_be_defined_again() {
+    let app = TestApp::spawn().await;
+    let create = "mutation { createLabel(input: {title: \"vip\", color: \"#ff0000\"}) { id } }";
+    let label = app.ok(create, json!({})).await["createLabel"]["id"].as_str().unwrap().to_string();
+    let inbox = app.create_inbox("Support").await;
+    let received = app.receive(&inbox, "maria", "m1", "hello").await;
+    let conversation = received["conversation"]["id"].as_str().unwrap().to_string();
+    app.ok(
+        "mutation($c: ID!) { setConversationLabels(input: {conversationId: $c, labels: [\"vip\"]}) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    let delete = "mutation($l: ID!) { deleteLabel(input: {labelId: $l}) { labelId deleted } }";
+    assert_eq!(app.ok(delete, json!({ "l": label })).await["deleteLabel"]["deleted"], true);
+    assert_eq!(app.ok("{ labels { id } }", json!({})).await["labels"], json!([]));
+    let again = app.gql(delete, json!({ "l": label })).await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "NOT_FOUND", "{again}");
+    let kept = app.ok("query($c: ID!) { conversation(id: $c) { labels } }", json!({ "c": conversation })).await;
+    assert_eq!(kept["conversation"]["labels"], json!(["vip"]), "the conversation keeps the title");
+    let redefined = app.ok(create, json!({})).await;
+    assert_eq!(redefined["createLabel"]["id"], label, "the title can be defined again");
+}

@@ -79,6 +79,17 @@ pub struct AssignConversationInput {
 }
 
 #[derive(InputObject)]
+pub struct DeleteLabelInput {
+    pub label_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct DeleteLabelPayload {
+    pub label_id: ID,
+    pub deleted: bool,
+}
+
+#[derive(InputObject)]
 pub struct DeleteTeamInput {
     pub team_id: ID,
 }
@@ -438,6 +449,20 @@ impl Mutation {
             let written = state.commands.delete_team(&context, team).await.map_err(ApiError::from)?;
             state.settle(written, &["directory"]).await;
             Ok(DeleteTeamPayload { team_id: input.team_id.clone(), deleted: true })
+        })
+        .await
+    }
+
+    /// Deletes a label definition; conversations keep the title they were given.
+    async fn delete_label(&self, ctx: &Context<'_>, input: DeleteLabelInput) -> Result<DeleteLabelPayload> {
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let label = parse_id(&input.label_id, "label")?;
+            let written = state.commands.delete_label(&context, label).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            Ok(DeleteLabelPayload { label_id: input.label_id.clone(), deleted: true })
         })
         .await
     }
