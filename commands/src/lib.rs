@@ -13,6 +13,7 @@ pub mod account;
 pub mod cache;
 pub mod chain;
 pub mod connection;
+pub mod contact;
 pub mod context;
 pub mod conversation;
 pub mod digest;

@@ -39,6 +39,11 @@ pub enum ContactCommand {
         details: ContactDetails,
         at: Instant,
     },
+    /// Replaces name, e-mail and phone (`None` clears one).
+    Update {
+        details: ContactDetails,
+        at: Instant,
+    },
     /// The right to be forgotten: the contact's key is shredded with this event.
     Erase {
         reason: Name,
@@ -58,22 +63,32 @@ pub enum ContactEvent {
         phone: Option<String>,
         at: Instant,
     },
+    /// The details as they are now (sealed like the first ones).
+    ContactUpdated {
+        contact_id: ContactId,
+        name: Option<String>,
+        email: Option<String>,
+        phone: Option<String>,
+        at: Instant,
+    },
     /// Read models clear the contact's details and the text of these conversations.
     ContactErased { reason: String, conversations: Vec<ConversationId>, at: Instant },
 }
 
-domain_event!(ContactEvent, version = "1", [ContactCreated, ContactErased]);
+domain_event!(ContactEvent, version = "1", [ContactCreated, ContactUpdated, ContactErased]);
 
 impl PersonalData for ContactEvent {
     fn personal_fields(&self) -> &'static [&'static str] {
         match self {
-            ContactEvent::ContactCreated { .. } => &["name", "email", "phone"],
+            ContactEvent::ContactCreated { .. } | ContactEvent::ContactUpdated { .. } => &["name", "email", "phone"],
             ContactEvent::ContactErased { .. } => &[],
         }
     }
     fn data_subject(&self) -> Option<Uuid> {
         match self {
-            ContactEvent::ContactCreated { contact_id, .. } => Some(contact_id.as_uuid()),
+            ContactEvent::ContactCreated { contact_id, .. } | ContactEvent::ContactUpdated { contact_id, .. } => {
+                Some(contact_id.as_uuid())
+            }
             ContactEvent::ContactErased { .. } => None,
         }
     }
@@ -95,6 +110,14 @@ impl Aggregate for Contact {
                 let ContactDetails { name, email, phone } = details;
                 ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at }
             }
+            ContactCommand::Update { details, at } => {
+                let contact_id = self.id.ok_or(DomainError::NotFound("contact"))?;
+                if self.erased {
+                    return Err(DomainError::invalid("this contact has been erased"));
+                }
+                let ContactDetails { name, email, phone } = details;
+                ContactEvent::ContactUpdated { contact_id, name, email, phone, at }
+            }
             ContactCommand::Erase { reason, conversations, at } => {
                 if self.id.is_none() {
                     return Err(DomainError::NotFound("contact"));
@@ -115,6 +138,7 @@ impl Aggregate for Contact {
                 self.id = Some(contact_id);
                 self.account_id = Some(account_id);
             }
+            ContactEvent::ContactUpdated { .. } => {}
             ContactEvent::ContactErased { .. } => self.erased = true,
         }
     }

@@ -61,6 +61,16 @@ impl Projector for Directory {
                     contacts.phone.push(phone);
                     contacts.created_at.push(at);
                 }
+                ContactEvent::ContactUpdated { contact_id, name, email, phone, .. } => {
+                    contacts.write(tx).await?;
+                    sqlx::query("UPDATE rm_contacts SET name = $2, email = $3, phone = $4 WHERE contact_id = $1")
+                        .bind(contact_id.as_uuid())
+                        .bind(name)
+                        .bind(email)
+                        .bind(phone)
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 ContactEvent::ContactErased { .. } => {
                     contacts.write(tx).await?;
                     sqlx::query("UPDATE rm_contacts SET name = NULL, email = NULL, phone = NULL WHERE contact_id = $1")

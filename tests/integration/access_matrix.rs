@@ -68,6 +68,7 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("createTeam", Kind::Admin, "mutation { createTeam(input: {name: \"x\"}) { id } }".into()),
         ("addTeamMember", Kind::Admin, format!("mutation {{ addTeamMember(input: {{teamId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
         ("removeTeamMember", Kind::Admin, format!("mutation {{ removeTeamMember(input: {{teamId: \"{i}\", userId: \"{}\"}}) {{ id }} }}", ids.agent)),
+        ("updateContact", Kind::Targeted, format!("mutation {{ updateContact(input: {{contactId: \"{}\", name: \"x\"}}) {{ id }} }}", ids.contact)),
         ("deleteLabel", Kind::Admin, format!("mutation {{ deleteLabel(input: {{labelId: \"{i}\"}}) {{ deleted }} }}")),
         ("deleteTeam", Kind::Admin, format!("mutation {{ deleteTeam(input: {{teamId: \"{i}\"}}) {{ deleted }} }}")),
         ("createLabel", Kind::Admin, "mutation { createLabel(input: {title: \"x\", color: \"#ff0000\"}) { id } }".into()),

@@ -292,3 +292,38 @@ async fn a_deleted_label_leaves_the_list_while_conversations_keep_its_title_and_
     let redefined = app.ok(create, json!({})).await;
     assert_eq!(redefined["createLabel"]["id"], label, "the title can be defined again");
 }
+
+#[tokio::test]
+async fn an_agent_corrects_a_contact_and_the_new_details_are_sealed_in_the_log() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Support").await;
+    app.receive(&inbox, "maria", "m1", "hello").await;
+    app.projected().await;
+    let contact: String =
+        sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts").fetch_one(&app.pool).await.unwrap();
+    let update = "mutation($k: ID!) { updateContact(input: {contactId: $k, name: \"Maria Costa Lima\", \
+                  email: \"maria.lima@example.org\"}) { id name email phone } }";
+    let updated = app.ok(update, json!({ "k": contact })).await;
+    assert_eq!(
+        updated["updateContact"],
+        json!({ "id": contact, "name": "Maria Costa Lima", "email": "maria.lima@example.org", "phone": null })
+    );
+    let listed = app.ok("{ conversations { edges { node { contact { name } } } } }", json!({})).await;
+    assert_eq!(listed["conversations"]["edges"][0]["node"]["contact"]["name"], "Maria Costa Lima");
+    let logged: Vec<String> =
+        sqlx::query_scalar("SELECT payload::text FROM events WHERE event_type = 'ContactUpdated'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(logged.len(), 1);
+    assert!(!logged[0].contains("maria.lima") && !logged[0].contains("Costa Lima"), "sealed: {}", logged[0]);
+    let bad = app
+        .gql(
+            "mutation($k: ID!) { updateContact(input: {contactId: $k, email: \"not an address\"}) { id } }",
+            json!({ "k": contact }),
+        )
+        .await;
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{bad}");
+    let unknown = app.gql(update, json!({ "k": uuid::Uuid::now_v7() })).await;
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "NOT_FOUND", "{unknown}");
+}

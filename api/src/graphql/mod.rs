@@ -201,6 +201,24 @@ pub async fn authorize_audit(principal: &Principal, state: &AppState, id: Uuid) 
     principal.require_conversation(placement.0, placement.1)
 }
 
+/// A contact of the caller's account they may see: one that wrote to one of their
+/// inboxes (every contact, for roles that see every inbox).
+pub async fn visible_contact(
+    principal: &Principal,
+    pool: &sqlx::PgPool,
+    id: Uuid,
+) -> Result<projections::directory::ContactRow, ApiError> {
+    let inboxes = principal.visibility().inboxes;
+    let row = projections::directory::contact(pool, principal.account_id, id, inboxes.as_deref()).await?;
+    if row.is_none()
+        && inboxes.is_some()
+        && projections::directory::contact(pool, principal.account_id, id, None).await?.is_some()
+    {
+        return Err(ApiError::forbidden("this contact wrote to none of your inboxes"));
+    }
+    row.ok_or_else(|| ApiError::not_found("contact"))
+}
+
 /// Parses an id argument; a malformed one is the caller's mistake.
 pub fn parse_id(id: &ID, what: &str) -> Result<Uuid, ApiError> {
     id.parse::<Uuid>().map_err(|_| ApiError::bad_input(format!("'{}' is not a valid {what} id", id.as_str())))

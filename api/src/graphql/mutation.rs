@@ -49,6 +49,15 @@ pub struct ContactInput {
     pub phone: Option<String>,
 }
 
+/// A contact's details as they are now: an absent or null field clears it.
+#[derive(InputObject)]
+pub struct UpdateContactInput {
+    pub contact_id: ID,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
 #[derive(InputObject)]
 pub struct ReceiveMessageInput {
     pub inbox_id: ID,
@@ -190,10 +199,10 @@ fn optional_id(value: &MaybeUndefined<ID>, what: &str) -> Result<Option<Option<U
     }
 }
 
-fn contact_details(input: &ContactInput) -> Result<ContactDetails, ApiError> {
-    let name = input.name.as_deref().map(|n| Name::parse("contact name", n).map(Name::into_inner)).transpose()?;
-    let email = input.email.as_deref().map(|e| EmailAddress::parse(e).map(EmailAddress::into_inner)).transpose()?;
-    let phone = input.phone.as_deref().map(parse_phone).transpose()?;
+fn contact_details(name: Option<&str>, email: Option<&str>, phone: Option<&str>) -> Result<ContactDetails, ApiError> {
+    let name = name.map(|n| Name::parse("contact name", n).map(Name::into_inner)).transpose()?;
+    let email = email.map(|e| EmailAddress::parse(e).map(EmailAddress::into_inner)).transpose()?;
+    let phone = phone.map(parse_phone).transpose()?;
     Ok(ContactDetails { name, email, phone })
 }
 
@@ -256,7 +265,11 @@ impl Mutation {
     async fn receive_message(&self, ctx: &Context<'_>, input: ReceiveMessageInput) -> Result<Message> {
         // Input is parsed once, before any decision (a rerun parses nothing again).
         let inbox_id = parse_id(&input.inbox_id, "inbox")?;
-        let contact = contact_details(&input.contact)?;
+        let contact = contact_details(
+            input.contact.name.as_deref(),
+            input.contact.email.as_deref(),
+            input.contact.phone.as_deref(),
+        )?;
         let content = MessageContent::parse(input.content.clone()).map_err(ApiError::from)?;
         let input = &input;
         let (contact, content) = (&contact, &content);
@@ -394,6 +407,23 @@ impl Mutation {
         let attributes = &input.attributes.0;
         change_conversation(ctx, &input.conversation_id, move |state, context, id| async move {
             Ok(state.commands.set_custom_attributes(&context, id, attributes.clone()).await?)
+        })
+        .await
+    }
+
+    /// Corrects a contact's name, e-mail and phone (stored sealed, as the first ones).
+    async fn update_contact(&self, ctx: &Context<'_>, input: UpdateContactInput) -> Result<Contact> {
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ReadContacts)?;
+            let id = parse_id(&input.contact_id, "contact")?;
+            let details = contact_details(input.name.as_deref(), input.email.as_deref(), input.phone.as_deref())?;
+            super::visible_contact(principal, &state.pool, id).await?;
+            let written = state.commands.update_contact(&context, id, details).await.map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            let row = directory::contact(&state.pool, principal.account_id, id, None).await?;
+            Ok(Contact(row.ok_or_else(|| ApiError::not_found("contact"))?))
         })
         .await
     }

@@ -7,7 +7,7 @@ use projections::feed::{read_after, read_stream};
 use projections::inbox_list::{self, AssigneeFilter, BadCursor};
 
 use super::types::*;
-use super::{authorize_audit, feed_cursor, parse_id, principal, state, LONG_PAGE, SHORT_PAGE};
+use super::{authorize_audit, feed_cursor, parse_id, principal, state, visible_contact, LONG_PAGE, SHORT_PAGE};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::policy::Action;
@@ -187,17 +187,7 @@ impl Query {
         let principal = principal(ctx)?;
         principal.require(Action::ReadContacts)?;
         let id = parse_id(&id, "contact")?;
-        let pool = &state(ctx)?.pool;
-        let inboxes = principal.visibility().inboxes;
-        let row =
-            directory::contact(pool, principal.account_id, id, inboxes.as_deref()).await.map_err(ApiError::from)?;
-        if row.is_none()
-            && inboxes.is_some()
-            && directory::contact(pool, principal.account_id, id, None).await?.is_some()
-        {
-            return Err(ApiError::forbidden("this contact wrote to none of your inboxes").into());
-        }
-        Ok(Contact(row.ok_or_else(|| ApiError::not_found("contact"))?))
+        Ok(Contact(visible_contact(principal, &state(ctx)?.pool, id).await?))
     }
 
     /// Contacts, newest first.
