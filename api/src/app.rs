@@ -69,7 +69,8 @@ impl Services {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let pool = connect(config).await?;
         let keyring = Arc::new(Keyring::from_base64(&config.master_key)?);
-        let engine = Engine::new(pool.clone(), keyring.clone(), projections::all_projectors(), config.projector_poll);
+        let engine =
+            Engine::new(pool.clone(), keyring.clone(), projections::all_projectors(&keyring), config.projector_poll);
         let committed = Wake::default();
         let chain = Chain::new(keyring.clone(), config.chain_key_id)?;
         let store = Arc::new(EventStore::new(pool.clone(), chain, committed.clone(), config.aggregate_cache_size));

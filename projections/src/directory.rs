@@ -2,6 +2,7 @@
 //! members, teams and their members, labels, contacts — and the queries over them.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,10 +14,15 @@ use domain::team::TeamEvent;
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::contact_search;
 use crate::engine::Projector;
 use crate::feed::FeedEvent;
+use crate::keyring::Keyring;
 
-pub struct Directory;
+pub struct Directory {
+    /// Keys the contacts' search index.
+    pub keyring: Arc<Keyring>,
+}
 
 #[async_trait]
 impl Projector for Directory {
@@ -39,6 +45,7 @@ impl Projector for Directory {
             "rm_team_members",
             "rm_labels",
             "rm_contacts",
+            "rm_contact_terms",
         ]
     }
 
@@ -54,6 +61,13 @@ impl Projector for Directory {
             }
             match event.decode::<ContactEvent>()? {
                 ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at } => {
+                    for term in
+                        contact_search::terms_of(&self.keyring, name.as_deref(), email.as_deref(), phone.as_deref())
+                    {
+                        contacts.term_contact.push(contact_id.as_uuid());
+                        contacts.term_account.push(account_id.as_uuid());
+                        contacts.term.push(term);
+                    }
                     contacts.contact_id.push(contact_id.as_uuid());
                     contacts.account_id.push(account_id.as_uuid());
                     contacts.name.push(name);
@@ -63,20 +77,35 @@ impl Projector for Directory {
                 }
                 ContactEvent::ContactUpdated { contact_id, name, email, phone, .. } => {
                     contacts.write(tx).await?;
-                    sqlx::query("UPDATE rm_contacts SET name = $2, email = $3, phone = $4 WHERE contact_id = $1")
+                    let terms =
+                        contact_search::terms_of(&self.keyring, name.as_deref(), email.as_deref(), phone.as_deref());
+                    // The old terms go first: a term kept would collide in one statement.
+                    sqlx::query("DELETE FROM rm_contact_terms WHERE contact_id = $1")
                         .bind(contact_id.as_uuid())
-                        .bind(name)
-                        .bind(email)
-                        .bind(phone)
                         .execute(&mut **tx)
                         .await?;
+                    sqlx::query(
+                        "WITH terms AS (INSERT INTO rm_contact_terms (contact_id, account_id, term) \
+                                        SELECT $1, account_id, unnest($5::text[]) FROM rm_contacts WHERE contact_id = $1) \
+                         UPDATE rm_contacts SET name = $2, email = $3, phone = $4 WHERE contact_id = $1",
+                    )
+                    .bind(contact_id.as_uuid())
+                    .bind(name)
+                    .bind(email)
+                    .bind(phone)
+                    .bind(terms)
+                    .execute(&mut **tx)
+                    .await?;
                 }
                 ContactEvent::ContactErased { .. } => {
                     contacts.write(tx).await?;
-                    sqlx::query("UPDATE rm_contacts SET name = NULL, email = NULL, phone = NULL WHERE contact_id = $1")
-                        .bind(event.aggregate_id.parse::<Uuid>()?)
-                        .execute(&mut **tx)
-                        .await?;
+                    sqlx::query(
+                        "WITH terms AS (DELETE FROM rm_contact_terms WHERE contact_id = $1) \
+                         UPDATE rm_contacts SET name = NULL, email = NULL, phone = NULL WHERE contact_id = $1",
+                    )
+                    .bind(event.aggregate_id.parse::<Uuid>()?)
+                    .execute(&mut **tx)
+                    .await?;
                 }
             }
         }
@@ -93,6 +122,9 @@ struct NewContacts {
     email: Vec<Option<String>>,
     phone: Vec<Option<String>>,
     created_at: Vec<DateTime<Utc>>,
+    term_contact: Vec<Uuid>,
+    term_account: Vec<Uuid>,
+    term: Vec<String>,
 }
 
 impl NewContacts {
@@ -101,7 +133,9 @@ impl NewContacts {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO rm_contacts (contact_id, account_id, name, email, phone, created_at) \
+            "WITH terms AS (INSERT INTO rm_contact_terms (contact_id, account_id, term) \
+                            SELECT * FROM UNNEST($7::uuid[], $8::uuid[], $9::text[])) \
+             INSERT INTO rm_contacts (contact_id, account_id, name, email, phone, created_at) \
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])",
         )
         .bind(&self.contact_id)
@@ -110,6 +144,9 @@ impl NewContacts {
         .bind(&self.email)
         .bind(&self.phone)
         .bind(&self.created_at)
+        .bind(&self.term_contact)
+        .bind(&self.term_account)
+        .bind(&self.term)
         .execute(&mut **tx)
         .await?;
         *self = Self::default();
@@ -431,16 +468,21 @@ const IN_INBOXES: &str = "($3::uuid[] IS NULL OR EXISTS (SELECT 1 FROM rm_conver
 
 /// Contacts newest first, keyset-paginated on (created_at, id); fetches `limit` rows.
 #[tracing::instrument(skip_all)]
+/// Contacts newest first; with `terms` (see [`contact_search::query`]), only those
+/// having every one of them.
 pub async fn contacts(
     pool: &PgPool,
     account: Uuid,
     inboxes: Option<&[Uuid]>,
+    terms: Option<&[String]>,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> sqlx::Result<Vec<ContactRow>> {
     sqlx::query_as(&format!(
         "SELECT contact_id, name, email, phone, created_at FROM rm_contacts k WHERE account_id = $1 \
          AND {IN_INBOXES} AND ($4::timestamptz IS NULL OR (created_at, contact_id) < ($4, $5)) \
+         AND ($6::text[] IS NULL OR (SELECT count(*) FROM rm_contact_terms t WHERE t.account_id = $1 \
+              AND t.contact_id = k.contact_id AND t.term = ANY($6)) = cardinality($6)) \
          ORDER BY created_at DESC, contact_id DESC LIMIT $2"
     ))
     .bind(account)
@@ -448,6 +490,7 @@ pub async fn contacts(
     .bind(inboxes)
     .bind(after.map(|a| a.0))
     .bind(after.map(|a| a.1))
+    .bind(terms)
     .fetch_all(pool)
     .await
 }

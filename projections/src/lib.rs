@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+pub mod contact_search;
 pub mod directory;
 pub mod engine;
 pub mod feed;
@@ -11,7 +12,12 @@ pub mod keyring;
 pub mod timeline;
 pub mod transient;
 
-/// Every projector, in the order they are registered.
-pub fn all_projectors() -> Vec<Arc<dyn engine::Projector>> {
-    vec![Arc::new(directory::Directory), Arc::new(inbox_list::InboxList::default()), Arc::new(timeline::Timeline)]
+/// Every projector, in the order they are registered (the keyring keys the contacts'
+/// search index).
+pub fn all_projectors(keyring: &Arc<keyring::Keyring>) -> Vec<Arc<dyn engine::Projector>> {
+    vec![
+        Arc::new(directory::Directory { keyring: keyring.clone() }),
+        Arc::new(inbox_list::InboxList::default()),
+        Arc::new(timeline::Timeline),
+    ]
 }

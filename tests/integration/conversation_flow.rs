@@ -327,3 +327,70 @@ async fn an_agent_corrects_a_contact_and_the_new_details_are_sealed_in_the_log()
     let unknown = app.gql(update, json!({ "k": uuid::Uuid::now_v7() })).await;
     assert_eq!(unknown["errors"][0]["extensions"]["code"], "NOT_FOUND", "{unknown}");
 }
+
+#[tokio::test]
+async fn contacts_are_found_by_a_name_word_an_address_or_a_number_through_a_keyed_index() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Support").await;
+    let receive = |contact: &str, name: &str, email: &str, phone: &str| {
+        json!({ "input": { "inboxId": inbox, "contact": { "sourceId": contact, "name": name, "email": email, "phone": phone },
+                           "sourceId": format!("{contact}-1"), "content": "hello" } })
+    };
+    for variables in [
+        receive("a", "Maria Costa", "maria@example.com", "+55 11 99999-0000"),
+        receive("b", "João Costa", "joao@example.com", "+55 21 98888-1111"),
+    ] {
+        app.ok(tests::RECEIVE, variables).await;
+    }
+    app.projected().await;
+    let search = "query($s: String!) { contacts(search: $s) { edges { node { name } } } }";
+    let names = |answer: serde_json::Value| -> Vec<String> {
+        answer["contacts"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(app.ok(search, json!({ "s": "costa" })).await), ["João Costa", "Maria Costa"]);
+    assert_eq!(names(app.ok(search, json!({ "s": "maria costa" })).await), ["Maria Costa"]);
+    assert_eq!(names(app.ok(search, json!({ "s": "JOAO@example.com" })).await), ["João Costa"]);
+    assert_eq!(names(app.ok(search, json!({ "s": "5511999990000" })).await), ["Maria Costa"]);
+    assert!(names(app.ok(search, json!({ "s": "cost" })).await).is_empty(), "whole words only");
+    let nothing = app.gql(search, json!({ "s": " ?! " })).await;
+    assert_eq!(nothing["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{nothing}");
+
+    let terms: Vec<String> =
+        sqlx::query_scalar("SELECT term FROM rm_contact_terms").fetch_all(&app.pool).await.unwrap();
+    assert!(!terms.is_empty() && terms.iter().all(|t| !t.contains("costa") && !t.contains("example")), "{terms:?}");
+
+    // Corrected and erased contacts are found as they are now.
+    let maria: String =
+        sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts WHERE email = 'maria@example.com'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    app.ok(
+        "mutation($k: ID!) { updateContact(input: {contactId: $k, name: \"Maria Lima\"}) { id } }",
+        json!({ "k": maria }),
+    )
+    .await;
+    assert_eq!(names(app.ok(search, json!({ "s": "lima" })).await), ["Maria Lima"]);
+    assert_eq!(names(app.ok(search, json!({ "s": "costa" })).await), ["João Costa"]);
+    let joao: String = sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts WHERE email = 'joao@example.com'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    app.ok(
+        "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"request\"}) { erased } }",
+        json!({ "k": joao }),
+    )
+    .await;
+    assert!(names(app.ok(search, json!({ "s": "costa" })).await).is_empty(), "an erased contact is not found");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_contact_terms WHERE contact_id = $1::uuid")
+        .bind(&joao)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

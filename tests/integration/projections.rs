@@ -87,7 +87,10 @@ async fn two_servers_on_one_database_apply_each_event_to_each_read_model_once() 
     }
     app.projected().await;
     // Each projector runs in exactly one of the two processes.
-    for name in projections::all_projectors().iter().map(|p| p.name()) {
+    for name in projections::all_projectors(&std::sync::Arc::new(projections::keyring::Keyring::new([0; 32])))
+        .iter()
+        .map(|p| p.name())
+    {
         let running = [&app.server.state, &second.state]
             .iter()
             .filter(|s| {

@@ -192,20 +192,38 @@ impl Query {
 
     /// Contacts, newest first.
     #[graphql(complexity = "SHORT_PAGE.cost(first, child_complexity)")]
+    /// `search`: a name (every word must match a word of theirs, whole), an e-mail
+    /// address or a phone number (whole); matched through a keyed index, never a copy
+    /// in clear.
     async fn contacts(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
+        search: Option<String>,
     ) -> Result<Connection<String, Contact>> {
         let principal = principal(ctx)?;
         principal.require(Action::ReadContacts)?;
         let limit = SHORT_PAGE.size(first)?;
         let after = after.map(|c| parse_contact_cursor(&c)).transpose()?;
+        let state = state(ctx)?;
+        let terms = search
+            .map(|text| {
+                projections::contact_search::query(&state.keyring, &text)
+                    .ok_or_else(|| ApiError::bad_input("search for a name, an e-mail address or a phone number"))
+            })
+            .transpose()?;
         let inboxes = principal.visibility().inboxes;
-        let rows = directory::contacts(&state(ctx)?.pool, principal.account_id, inboxes.as_deref(), after, limit + 1)
-            .await
-            .map_err(ApiError::from)?;
+        let rows = directory::contacts(
+            &state.pool,
+            principal.account_id,
+            inboxes.as_deref(),
+            terms.as_deref(),
+            after,
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::from)?;
         Ok(connection(rows, limit, |c| format!("{}|{}", c.created_at.to_rfc3339(), c.contact_id), Contact))
     }
 }
