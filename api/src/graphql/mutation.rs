@@ -441,31 +441,11 @@ impl Mutation {
     }
 
     async fn add_team_member(&self, ctx: &Context<'_>, input: TeamMemberInput) -> Result<Team> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            principal.require(Action::ManageAccount)?;
-            let team = parse_id(&input.team_id, "team")?;
-            let user = parse_id(&input.user_id, "agent")?;
-            let written = state.commands.add_team_member(&context, team, user).await.map_err(ApiError::from)?;
-            state.settle(written, &["directory"]).await;
-            self.team_view(state, principal.account_id, team).await
-        })
-        .await
+        self.change_team(ctx, input, true).await
     }
 
     async fn remove_team_member(&self, ctx: &Context<'_>, input: TeamMemberInput) -> Result<Team> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            principal.require(Action::ManageAccount)?;
-            let team = parse_id(&input.team_id, "team")?;
-            let user = parse_id(&input.user_id, "agent")?;
-            let written = state.commands.remove_team_member(&context, team, user).await.map_err(ApiError::from)?;
-            state.settle(written, &["directory"]).await;
-            self.team_view(state, principal.account_id, team).await
-        })
-        .await
+        self.change_team(ctx, input, false).await
     }
 
     /// Deletes a team; conversations handed to it keep it in their history, where its
@@ -531,6 +511,25 @@ impl Mutation {
             state.settle(written, &["directory"]).await;
             let row = directory::inbox(&state.pool, principal.account_id, inbox).await.map_err(ApiError::from)?;
             Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
+        })
+        .await
+    }
+
+    async fn change_team(&self, ctx: &Context<'_>, input: TeamMemberInput, add: bool) -> Result<Team> {
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            principal.require(Action::ManageAccount)?;
+            let team = parse_id(&input.team_id, "team")?;
+            let user = parse_id(&input.user_id, "agent")?;
+            let written = if add {
+                state.commands.add_team_member(&context, team, user).await
+            } else {
+                state.commands.remove_team_member(&context, team, user).await
+            }
+            .map_err(ApiError::from)?;
+            state.settle(written, &["directory"]).await;
+            self.team_view(state, principal.account_id, team).await
         })
         .await
     }
