@@ -12,17 +12,13 @@ use domain::contact::{Contact, ContactCommand, ContactDetails};
 use domain::conversation::{Conversation, ConversationCommand};
 use domain::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId};
 use domain::route::{Route, RouteCommand, RouteEvent};
-use domain::values::MessageContent;
-use domain::DomainError;
+use domain::values::{check_source_id, MessageContent};
 use projections::keyring::Keyring;
 use uuid::Uuid;
 
 use crate::context::{Actor, CommandContext};
 use crate::store::{Loaded, SideWrite, UnitOfWork};
 use crate::{decide, retry, CommandError, Commands, Written};
-
-/// Longest channel-side id accepted (a contact's or a message's).
-const MAX_SOURCE_ID_CHARS: usize = 512;
 
 /// A message as a channel hands it over.
 #[derive(Debug, Clone)]
@@ -44,13 +40,6 @@ pub struct Received {
     /// The message had been received before; nothing was written.
     pub duplicate: bool,
     pub written: Written,
-}
-
-fn check_source_id(what: &str, id: &str) -> Result<(), DomainError> {
-    if id.trim().is_empty() || id.chars().count() > MAX_SOURCE_ID_CHARS || id.chars().any(char::is_control) {
-        return Err(DomainError::invalid(format!("{what} must be 1-{MAX_SOURCE_ID_CHARS} printable characters")));
-    }
-    Ok(())
 }
 
 impl Commands {

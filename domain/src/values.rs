@@ -185,6 +185,40 @@ impl EmailAddress {
     }
 }
 
+/// A phone number as people write it: digits (4 to 20) with an optional leading `+`
+/// and the usual separators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(text: &str) -> Result<Self, DomainError> {
+        let phone = text.trim();
+        let digits = phone.chars().filter(char::is_ascii_digit).count();
+        let allowed =
+            phone.chars().enumerate().all(|(i, c)| c.is_ascii_digit() || " -().".contains(c) || (c == '+' && i == 0));
+        if allowed && (4..=20).contains(&digits) {
+            Ok(Self(phone.to_string()))
+        } else {
+            Err(DomainError::invalid(format!("'{phone}' is not a valid phone number")))
+        }
+    }
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// Longest id a channel may give a contact or a message.
+pub const MAX_SOURCE_ID_CHARS: usize = 512;
+
+/// An id a channel gives a contact or a message (`what` names which, for the error):
+/// 1–512 printable characters.
+pub fn check_source_id(what: &str, id: &str) -> Result<(), DomainError> {
+    if id.trim().is_empty() || id.chars().count() > MAX_SOURCE_ID_CHARS || id.chars().any(char::is_control) {
+        return Err(DomainError::invalid(format!("{what} must be 1-{MAX_SOURCE_ID_CHARS} printable characters")));
+    }
+    Ok(())
+}
+
 impl fmt::Display for EmailAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -197,3 +231,20 @@ pub struct ActorName(pub String);
 
 /// The instant a command happens at, given by the caller's clock.
 pub type Instant = DateTime<Utc>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_and_source_ids_are_checked_where_they_enter() {
+        assert_eq!(PhoneNumber::parse(" +55 (11) 99999-0000 ").unwrap().into_inner(), "+55 (11) 99999-0000");
+        assert!(PhoneNumber::parse("123").is_err(), "too few digits");
+        assert!(PhoneNumber::parse("55+11").is_err(), "a + only first");
+        assert!(PhoneNumber::parse("call me").is_err());
+        assert!(check_source_id("sourceId", "wamid.HBgL").is_ok());
+        assert!(check_source_id("sourceId", " ").is_err());
+        assert!(check_source_id("sourceId", &"x".repeat(MAX_SOURCE_ID_CHARS + 1)).is_err());
+        assert!(check_source_id("sourceId", "a\u{7}b").is_err());
+    }
+}

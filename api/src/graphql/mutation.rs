@@ -8,7 +8,7 @@ use commands::conversation::Assignment;
 use commands::inbound::InboundMessage;
 use commands::Written;
 use domain::contact::ContactDetails;
-use domain::values::{self, EmailAddress, MessageContent, Name};
+use domain::values::{self, EmailAddress, MessageContent, Name, PhoneNumber};
 use projections::{directory, timeline};
 use uuid::Uuid;
 
@@ -202,21 +202,8 @@ fn optional_id(value: &MaybeUndefined<ID>, what: &str) -> Result<Option<Option<U
 fn contact_details(name: Option<&str>, email: Option<&str>, phone: Option<&str>) -> Result<ContactDetails, ApiError> {
     let name = name.map(|n| Name::parse("contact name", n).map(Name::into_inner)).transpose()?;
     let email = email.map(|e| EmailAddress::parse(e).map(EmailAddress::into_inner)).transpose()?;
-    let phone = phone.map(parse_phone).transpose()?;
+    let phone = phone.map(|p| PhoneNumber::parse(p).map(PhoneNumber::into_inner)).transpose()?;
     Ok(ContactDetails { name, email, phone })
-}
-
-/// A phone number: digits with an optional leading `+` and common separators.
-fn parse_phone(phone: &str) -> Result<String, ApiError> {
-    let phone = phone.trim();
-    let digits = phone.chars().filter(char::is_ascii_digit).count();
-    let allowed =
-        phone.chars().enumerate().all(|(i, c)| c.is_ascii_digit() || " -().".contains(c) || (c == '+' && i == 0));
-    if allowed && (4..=20).contains(&digits) {
-        Ok(phone.to_string())
-    } else {
-        Err(ApiError::bad_input(format!("'{phone}' is not a valid phone number")))
-    }
 }
 
 #[Object]
