@@ -234,25 +234,14 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<HttpState>) -> Response {
     let app = &state.app;
     let database = sqlx::query("SELECT 1").execute(&app.pool).await.is_ok();
-    // Every projector's checkpoint, its error if it stopped, and how many events
-    // behind the head of the log it is.
-    let checkpoints: Vec<(String, Option<String>, i64, bool)> = if database {
-        sqlx::query_as(
-            "SELECT projector, error, greatest(coalesce((SELECT max(global_position) FROM events), 0) - last_position, 0), \
-             rebuild_error IS NOT NULL FROM projector_checkpoints ORDER BY projector",
-        )
-        .fetch_all(&app.pool)
-        .await
-        .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let checkpoints = if database { checkpoints(&app.pool).await } else { Vec::new() };
     // Names only: the error texts (which may quote stored data) are in the logs.
-    let failed: Vec<&str> = checkpoints.iter().filter(|c| c.1.is_some()).map(|c| c.0.as_str()).collect();
+    let failed: Vec<&str> = checkpoints.iter().filter(|c| c.stopped).map(|c| c.projector.as_str()).collect();
     // A failed rebuild left the live read model serving: named, not unready.
-    let failed_rebuilds: Vec<&str> = checkpoints.iter().filter(|c| c.3).map(|c| c.0.as_str()).collect();
+    let failed_rebuilds: Vec<&str> =
+        checkpoints.iter().filter(|c| c.rebuild_failed).map(|c| c.projector.as_str()).collect();
     let lag: serde_json::Map<String, serde_json::Value> =
-        checkpoints.iter().map(|c| (c.0.clone(), json!(c.2))).collect();
+        checkpoints.iter().map(|c| (c.projector.clone(), json!(c.lag))).collect();
     let local = app.engine.status();
     let projectors: serde_json::Map<String, serde_json::Value> = local
         .iter()
@@ -304,18 +293,19 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         };
         let _ = writeln!(out, "inbox_projector_up{{projector=\"{name}\"}} {up}");
     }
-    let rebuilds: Vec<(String, bool)> =
-        sqlx::query_as("SELECT projector, rebuild_error IS NOT NULL FROM projector_checkpoints ORDER BY projector")
-            .fetch_all(&state.app.pool)
-            .await
-            .unwrap_or_default();
+    let checkpoints = checkpoints(&state.app.pool).await;
     let _ = writeln!(
         out,
         "# HELP inbox_projector_rebuild_failed 1 when the projector's last rebuild failed (live tables kept)."
     );
     let _ = writeln!(out, "# TYPE inbox_projector_rebuild_failed gauge");
-    for (name, failed) in &rebuilds {
-        let _ = writeln!(out, "inbox_projector_rebuild_failed{{projector=\"{name}\"}} {}", u8::from(*failed));
+    for c in &checkpoints {
+        let _ = writeln!(
+            out,
+            "inbox_projector_rebuild_failed{{projector=\"{}\"}} {}",
+            c.projector,
+            u8::from(c.rebuild_failed)
+        );
     }
     let _ = writeln!(
         out,
@@ -333,20 +323,36 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     let _ = writeln!(out, "# HELP inbox_db_pool_idle_connections Pool connections not in use.");
     let _ = writeln!(out, "# TYPE inbox_db_pool_idle_connections gauge");
     let _ = writeln!(out, "inbox_db_pool_idle_connections {}", state.app.pool.num_idle());
-    let lag: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT projector, greatest(coalesce((SELECT max(global_position) FROM events), 0) - last_position, 0) \
-         FROM projector_checkpoints ORDER BY projector",
-    )
-    .fetch_all(&state.app.pool)
-    .await
-    .unwrap_or_default();
     let _ = writeln!(out, "# HELP inbox_projector_lag_events Events in the log past the projector's checkpoint.");
     let _ = writeln!(out, "# TYPE inbox_projector_lag_events gauge");
-    for (name, behind) in &lag {
-        let _ = writeln!(out, "inbox_projector_lag_events{{projector=\"{name}\"}} {behind}");
+    for c in &checkpoints {
+        let _ = writeln!(out, "inbox_projector_lag_events{{projector=\"{}\"}} {}", c.projector, c.lag);
     }
     state.app.requests.render(&mut out);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// A projector's checkpoint as `/readyz` and `/metrics` report it.
+#[derive(sqlx::FromRow)]
+struct Checkpoint {
+    projector: String,
+    /// Stopped on an error (its text is in the log and the row, not shown).
+    stopped: bool,
+    /// Events in the log past the checkpoint.
+    lag: i64,
+    rebuild_failed: bool,
+}
+
+/// Every projector's checkpoint; none when the database cannot be read.
+async fn checkpoints(pool: &sqlx::PgPool) -> Vec<Checkpoint> {
+    sqlx::query_as(
+        "SELECT projector, error IS NOT NULL AS stopped, rebuild_error IS NOT NULL AS rebuild_failed, \
+         greatest(coalesce((SELECT max(global_position) FROM events), 0) - last_position, 0) AS lag \
+         FROM projector_checkpoints ORDER BY projector",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default()
 }
 
 /// The same body shape as a GraphQL error, for failures before GraphQL runs.

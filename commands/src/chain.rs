@@ -89,10 +89,6 @@ impl Chain {
         Ok(Self { current, keyring, keys: Arc::new(std::array::from_fn(|_| OnceLock::new())) })
     }
 
-    pub fn current_key(&self) -> u8 {
-        self.current
-    }
-
     pub fn keyring(&self) -> &Arc<Keyring> {
         &self.keyring
     }

@@ -347,3 +347,22 @@ async fn a_reply_retried_through_the_other_server_with_its_client_message_id_lan
     assert_eq!(first["sendMessage"]["id"], again["sendMessage"]["id"], "the retry answers the reply already sent");
     assert_eq!(two.events("MessageSent").await, 1);
 }
+
+#[tokio::test]
+async fn a_team_deleted_through_one_server_takes_no_member_through_the_other() {
+    let two = Two::start().await;
+    let (x, _) = two.app.agent("x@acme.test", "AGENT").await;
+    let (y, _) = two.app.agent("y@acme.test", "AGENT").await;
+    let team = two.ok('A', "mutation { createTeam(input: {name: \"Billing\"}) { id } }", json!({})).await["createTeam"]
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let add = "mutation($t: ID!, $u: ID!) { addTeamMember(input: {teamId: $t, userId: $u}) { id } }";
+    // A has the team cached from this change.
+    two.ok('A', add, json!({ "t": team, "u": x })).await;
+    two.ok('B', "mutation($t: ID!) { deleteTeam(input: {teamId: $t}) { deleted } }", json!({ "t": team })).await;
+    let answer = two.call('A', add, json!({ "t": team, "u": y })).await;
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "NOT_FOUND", "{answer}");
+    assert_eq!(two.events("TeamMemberAdded").await, 1, "nothing is added to a deleted team");
+}
