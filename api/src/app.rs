@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
-use commands::chain::Chain;
 use commands::connection::CHECK_IDLE_AFTER;
 use commands::digest::{DigestKey, Digests};
 use commands::erasure::ERASURE_CHANNEL;
 use commands::store::EventStore;
 use commands::Commands;
 use projections::engine::{Engine, Wake};
+use projections::envelope::chain::Chain;
 use projections::keyring::Keyring;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};

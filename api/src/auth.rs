@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use commands::access::TokenKind;
 use commands::access::{token_hash, TOKEN_PREFIX};
-use commands::store::TokenKind;
 use domain::values::{Permission, Role};
 use lru::LruCache;
 use projections::engine::Wake;

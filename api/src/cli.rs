@@ -229,7 +229,7 @@ impl Configured {
                             "event_type": event.event_type,
                             "event_version": event.event_version,
                             "recorded_at": event.recorded_at,
-                            "actor": event.actor(),
+                            "actor": event.recorded_actor(),
                             "payload": event.payload,
                             "metadata": event.metadata,
                         });
@@ -246,8 +246,9 @@ impl Configured {
 /// A demo account's first contents, through the same commands the API runs: an API
 /// inbox and three customers' conversations, one of them answered.
 async fn seed_demo(commands: &commands::Commands, account: &commands::account::Bootstrapped) -> anyhow::Result<()> {
-    use commands::context::{Actor, CommandContext};
+    use commands::context::CommandContext;
     use commands::inbound::InboundMessage;
+    use domain::actor::Actor;
     use domain::contact::ContactDetails;
     use domain::values::{Channel, MessageContent};
 

@@ -129,7 +129,7 @@ impl Principal {
 mod tests {
     use std::sync::Arc;
 
-    use commands::store::TokenKind;
+    use commands::access::TokenKind;
 
     use super::*;
 

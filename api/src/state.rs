@@ -4,9 +4,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::context::{AccessStamp, Actor, CommandContext};
+use commands::context::{AccessStamp, CommandContext};
 use commands::digest::Digests;
 use commands::{Commands, Written};
+use domain::actor::Actor;
 use projections::engine::Engine;
 use projections::keyring::Keyring;
 use sqlx::PgPool;

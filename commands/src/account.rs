@@ -2,15 +2,18 @@
 //! the account's state as the write side knows it.
 
 use domain::account::{Account, AccountCommand};
+use domain::actor::Actor;
 use domain::ids::{AccountId, TokenId, UserId};
 use domain::user::{User, UserCommand};
 use domain::values::{EmailAddress, Name, Role};
 use domain::DomainError;
 use uuid::Uuid;
 
+use crate::access::tables::{Credentials, IssueToken, Membership};
 use crate::access::{check_password, credentials, hash_password, verify_password};
-use crate::context::{Actor, CommandContext};
-use crate::store::{NewAccessToken, SideWrite, TokenKind, UnitOfWork};
+use crate::access::{NewAccessToken, TokenKind};
+use crate::context::CommandContext;
+use crate::store::UnitOfWork;
 use crate::{decide, retry, CommandError, Commands};
 
 /// What bootstrap created.
@@ -55,7 +58,7 @@ impl Commands {
         retry(|| async {
             let mut work = UnitOfWork::new(&context);
             let member_subject = Uuid::now_v7();
-            work.side_write(SideWrite::data_key(self.store().keyring(), member_subject)?);
+            work.side_writes().data_key(self.store().keyring(), member_subject)?;
             let mut account = self.store().load_for_update::<Account>(&account_id.to_string()).await?;
             let mut events =
                 decide(&mut account, AccountCommand::Create { name: account_name.clone(), at: context.at }).await?;
@@ -79,7 +82,7 @@ impl Commands {
             let mut events = Vec::new();
             if let Some(hash) = &password_hash {
                 let subject = Uuid::now_v7();
-                work.side_write(SideWrite::data_key(self.store().keyring(), subject)?);
+                work.side_writes().data_key(self.store().keyring(), subject)?;
                 let register = UserCommand::Register {
                     email: email.clone(),
                     name: admin_name.clone(),
@@ -88,7 +91,7 @@ impl Commands {
                     at: context.at,
                 };
                 events.extend(decide(&mut user, register).await?);
-                work.side_write(SideWrite::Credentials {
+                work.side_writes().add(Credentials {
                     user: user_id,
                     email: email.to_string(),
                     password_hash: Some(hash.clone()),
@@ -102,13 +105,13 @@ impl Commands {
             };
             events.extend(decide(&mut user, issue).await?);
             work.append(user, events)?;
-            work.side_write(SideWrite::Membership {
+            work.side_writes().add(Membership {
                 account: account_id,
                 user: user_id,
                 role: Role::Administrator,
                 custom_role: None,
             });
-            work.side_write(SideWrite::AccessToken(token_row.clone()));
+            work.side_writes().add(IssueToken(token_row.clone()));
             self.store().commit(work).await?;
             Ok(())
         })

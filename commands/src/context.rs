@@ -1,29 +1,11 @@
 //! Who issues a command, for which account, when, and as part of what; and what the
 //! decision read, so the commit can tell whether that is still current.
 
-use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use domain::actor::Actor;
 use uuid::Uuid;
-
-/// The author of an event, as recorded in its metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    User(Uuid),
-    Contact(Uuid),
-    System,
-}
-
-impl fmt::Display for Actor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Actor::User(id) => write!(f, "user:{id}"),
-            Actor::Contact(id) => write!(f, "contact:{id}"),
-            Actor::System => f.write_str("system"),
-        }
-    }
-}
 
 /// The caller's access as it was resolved: a user's access version (moved on by every
 /// change to their credentials, roles or memberships). A commit made on an older one

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use domain::activity::ActedBy;
+use domain::actor::Actor;
 use domain::conversation::{ChangedBy, Conversation, ConversationCommand};
 use domain::ids::{ConversationId, MessageId, TeamId, UserId};
 use domain::label::LabelTitle;
@@ -11,7 +12,7 @@ use domain::values::{Instant, MessageContent, Priority, Role, Status};
 use domain::DomainError;
 use uuid::Uuid;
 
-use crate::context::{Actor, CommandContext};
+use crate::context::CommandContext;
 use crate::{CommandError, Commands, Written};
 
 /// A change to assignee or team: `None` leaves it, `Some(None)` clears it.
@@ -249,7 +250,8 @@ fn changed_by(context: &CommandContext) -> ChangedBy {
     let by = match context.actor {
         Actor::User(id) => ActedBy::Agent(UserId(id)),
         Actor::Contact(_) => ActedBy::Contact,
-        Actor::System => ActedBy::System,
+        // Until lines name them, rules, channels and policies read "by the system".
+        Actor::Automation(_) | Actor::Channel(_) | Actor::Policy(_) | Actor::System => ActedBy::System,
     };
     ChangedBy { by, activity_message_id: MessageId(Uuid::now_v7()) }
 }

@@ -22,7 +22,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::verify::StreamHead;
+/// A stream's head as a digest committed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    pub sequence: i64,
+    pub hash: Vec<u8>,
+}
 
 /// Buckets of the tree: a digest rewrites the buckets its moved streams fall in.
 pub const BUCKETS: usize = 1 << 16;

@@ -5,6 +5,7 @@
 //! former agent"), and their login once no account has them.
 
 use anyhow::Context;
+use async_trait::async_trait;
 use domain::account::{Account, AccountCommand, AccountEvent};
 use domain::contact::{Contact, ContactCommand};
 use domain::ids::UserId;
@@ -12,11 +13,15 @@ use domain::route::{Route, RouteCommand};
 use domain::user::{User, UserCommand, UserEvent};
 use domain::values::Name;
 use domain::DomainError;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::access::tables::{EraseLogin, ForgetInvitations};
 use crate::context::CommandContext;
+use crate::error::StoreError;
 use crate::inbound::uuid_from_hash;
-use crate::store::{SideWrite, UnitOfWork};
+use crate::side_write::SideWrite;
+use crate::store::UnitOfWork;
 use crate::{decide, retry, CommandError, Commands, Written};
 
 /// The NOTIFY channel naming an erased data subject, whose key every process must forget.
@@ -61,7 +66,7 @@ impl Commands {
             let erase = ContactCommand::Erase { reason: reason.clone(), conversations, at: context.at };
             let events = decide(&mut contact, erase).await?;
             work.append(contact, events)?;
-            work.side_write(SideWrite::EraseContact { contact: contact_id });
+            work.side_writes().add(EraseContact { contact: contact_id });
             Ok(Written { position: self.store().commit(work).await? })
         })
         .await?;
@@ -95,7 +100,7 @@ impl Commands {
                 .collect();
             let mut work = UnitOfWork::new(context);
             if !events.is_empty() {
-                work.side_write(SideWrite::ForgetInvitations { account: context.account_id, user: user_id });
+                work.side_writes().add(ForgetInvitations { account: context.account_id, user: user_id });
             }
             work.append(account, events)?;
             // Decided again at commit: `EraseLogin` conflicts if they joined meanwhile.
@@ -112,7 +117,7 @@ impl Commands {
                 for event in &events {
                     if let UserEvent::UserErased { subjects: login, .. } = event {
                         subjects.extend(login);
-                        work.side_write(SideWrite::EraseLogin { user: user_id });
+                        work.side_writes().add(EraseLogin { user: user_id });
                     }
                 }
                 work.append(user, events)?;
@@ -120,7 +125,7 @@ impl Commands {
                 self.store().keep(user);
             }
             if !subjects.is_empty() {
-                work.side_write(SideWrite::ShredDataKeys { subjects: subjects.clone() });
+                work.side_writes().add(ShredDataKeys { subjects: subjects.clone() });
             }
             Ok((Written { position: self.store().commit(work).await? }, subjects))
         })
@@ -142,5 +147,42 @@ impl Commands {
                 tracing::warn!(%error, %subject, "could not tell other processes to forget an erased subject's key");
             }
         }
+    }
+}
+
+/// Shreds a contact's data key and forgets its channel identities.
+struct EraseContact {
+    contact: Uuid,
+}
+
+#[async_trait]
+impl SideWrite for EraseContact {
+    async fn write(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        sqlx::query(
+            "WITH shredded AS (DELETE FROM data_keys WHERE subject_id = $1) \
+             DELETE FROM channel_identities WHERE contact_id = $1",
+        )
+        .bind(self.contact)
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| StoreError::of_write(e, "", StoreError::Conflict))
+    }
+}
+
+/// Shreds data keys: every field they sealed reads as erased from now on.
+struct ShredDataKeys {
+    subjects: Vec<Uuid>,
+}
+
+#[async_trait]
+impl SideWrite for ShredDataKeys {
+    async fn write(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM data_keys WHERE subject_id = ANY($1)")
+            .bind(&self.subjects)
+            .execute(conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::of_write(e, "", StoreError::Conflict))
     }
 }

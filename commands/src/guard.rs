@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::context::{CommandContext, Head, Staleness};
-use crate::store::StoreError;
+use crate::context::{CommandContext, Head};
+use crate::error::StoreError;
 
 /// The assertions of one unit of work (or of a batch of them), column by column.
 #[derive(Debug, Default, Clone)]
@@ -121,7 +121,7 @@ impl Guard {
             .execute(conn)
             .await
             .map(|_| ())
-            .map_err(|e| violation(&e).unwrap_or_else(|| StoreError::Internal(anyhow::Error::new(e))))
+            .map_err(|e| StoreError::refusal(&e).unwrap_or_else(|| StoreError::Internal(anyhow::Error::new(e))))
     }
 }
 
@@ -133,15 +133,4 @@ pub fn lock_key(aggregate_type: &str, id: &str) -> i64 {
 
 fn access_lock_key(user: Uuid) -> i64 {
     lock_key("access", &user.to_string())
-}
-
-/// The store's reading of an `assert_current` refusal, if `error` is one.
-pub(crate) fn violation(error: &sqlx::Error) -> Option<StoreError> {
-    let sqlx::Error::Database(db) = error else { return None };
-    match db.code().as_deref()? {
-        "IX000" => Some(StoreError::Conflict),
-        "IX001" => Some(StoreError::Stale(Staleness::Stream)),
-        "IX002" => Some(StoreError::Stale(Staleness::Access)),
-        _ => None,
-    }
 }

@@ -8,6 +8,7 @@
 //! conflict on its sequence across processes.
 
 use anyhow::Context;
+use domain::actor::Actor;
 use domain::contact::{Contact, ContactCommand, ContactDetails};
 use domain::conversation::{Conversation, ConversationCommand};
 use domain::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId};
@@ -16,8 +17,9 @@ use domain::values::{check_source_id, MessageContent};
 use projections::keyring::Keyring;
 use uuid::Uuid;
 
-use crate::context::{Actor, CommandContext};
-use crate::store::{Loaded, SideWrite, UnitOfWork};
+use crate::context::CommandContext;
+use crate::side_write::ChannelIdentity;
+use crate::store::{Loaded, UnitOfWork};
 use crate::{decide, retry, CommandError, Commands, Written};
 
 /// A message as a channel hands it over.
@@ -94,8 +96,8 @@ impl Commands {
             work.append(route, route_events)?;
 
             if new_contact {
-                work.side_write(SideWrite::data_key(keyring, contact_id.as_uuid())?);
-                work.side_write(SideWrite::ChannelIdentity {
+                work.side_writes().data_key(keyring, contact_id.as_uuid())?;
+                work.side_writes().channel_identity(ChannelIdentity {
                     hash: identity_hash.clone(),
                     account: context.account_id,
                     inbox: message.inbox_id,

@@ -6,8 +6,9 @@ use domain::values::{Channel, Name};
 use domain::DomainError;
 use uuid::Uuid;
 
+use crate::access::tables::InboxMembership;
 use crate::context::CommandContext;
-use crate::store::SideWrite;
+use crate::side_write::SideWrites;
 use crate::{CommandError, Commands, Written};
 
 impl Commands {
@@ -82,8 +83,12 @@ impl Commands {
             InboxChange::Add(user) => (user, true),
             InboxChange::Remove(user) => (user, false),
         };
-        let write =
-            [SideWrite::InboxMembership { account: context.account_id, inbox: inbox_id, user: user.as_uuid(), member }];
+        let write = SideWrites::of(InboxMembership {
+            account: context.account_id,
+            inbox: inbox_id,
+            user: user.as_uuid(),
+            member,
+        });
         self.execute_with::<Inbox>(
             context,
             &inbox_id.to_string(),

@@ -10,63 +10,33 @@ use projections::feed::FeedPosition;
 
 pub mod access;
 pub mod account;
+mod append;
 pub mod cache;
-pub mod chain;
 pub mod connection;
 pub mod contact;
 pub mod context;
 pub mod conversation;
 pub mod digest;
 pub mod erasure;
-mod group_commit;
+pub mod error;
 pub mod guard;
 pub mod inbound;
 pub mod inbox;
 pub mod label;
 mod numbering;
+pub mod side_write;
 pub mod store;
+mod stream_lock;
 pub mod team;
 pub mod verify;
 
 use context::CommandContext;
-use store::{EventStore, Loaded, SideWrite, StoreError, UnitOfWork};
+pub use error::{CommandError, StoreError};
+use side_write::SideWrites;
+use store::{EventStore, Loaded, UnitOfWork};
 
 /// Attempts per command when another process appended to the same stream first.
 const ATTEMPTS: u32 = 10;
-
-/// Why a command did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    /// Still conflicting after retries with fresh state.
-    #[error("the conversation was changed concurrently; try again")]
-    Conflict,
-    /// What the decision read moved on before it could commit; nothing was written.
-    /// The context says why (`Reads::stale`): its caller decides again.
-    #[error("what this change was decided on has just changed; try again")]
-    Stale,
-    /// Unknown e-mail, wrong password, or an unusable invitation: one answer for all,
-    /// so a caller cannot probe which.
-    #[error("the e-mail or password is not right")]
-    BadCredentials,
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl From<StoreError> for CommandError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Conflict => CommandError::Conflict,
-            StoreError::Stale(_) => CommandError::Stale,
-            StoreError::Duplicate(what) => CommandError::Domain(DomainError::AlreadyExists(what)),
-            StoreError::Erased => CommandError::Domain(DomainError::invalid(
-                "the contact of this conversation has been erased; their next message starts a new one",
-            )),
-            StoreError::Internal(e) => CommandError::Internal(e),
-        }
-    }
-}
 
 /// What a command wrote: the position of its last event, to wait for projections.
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,7 +71,7 @@ impl Commands {
         A: Aggregate<Error = DomainError, Services = ()> + 'static,
         A::Event: domain::PersonalData,
     {
-        self.execute_with(context, id, command, &[]).await
+        self.execute_with(context, id, command, &SideWrites::default()).await
     }
 
     /// [`Commands::execute`], with rows outside the log written in the same
@@ -111,7 +81,7 @@ impl Commands {
         context: &CommandContext,
         id: &str,
         command: impl Fn(&A) -> Result<A::Command, CommandError>,
-        side_writes: &[SideWrite],
+        side_writes: &SideWrites,
     ) -> Result<Written, CommandError>
     where
         A: Aggregate<Error = DomainError, Services = ()> + 'static,
@@ -141,7 +111,7 @@ impl Commands {
             let wrote_events = !events.is_empty();
             work.append(stream, events)?;
             if wrote_events {
-                side_writes.iter().cloned().for_each(|w| work.side_write(w));
+                work.side_writes().extend(side_writes);
             }
             let position = self.store.commit(work).await?;
             Ok(Written { position })

@@ -9,9 +9,10 @@ use sqlx::PgPool;
 
 use projections::feed::FeedPosition;
 
-use crate::chain::{Chain, Hashed, Link};
-use crate::digest::{Digest, Digests, LogTree};
-use crate::store::{json_text, EventStore};
+use crate::digest::{Digest, Digests, LogTree, StreamHead};
+use crate::store::EventStore;
+use projections::envelope::chain::{Chain, Hashed, Link};
+use projections::envelope::json_text;
 
 /// One stored event, as the verifier reads it.
 #[derive(sqlx::FromRow)]
@@ -30,13 +31,6 @@ pub(crate) struct StoredLink {
 
 const LINK_COLUMNS: &str = "aggregate_type, aggregate_id, sequence, transaction_id::text::bigint AS transaction_id, \
                             global_position, event_type, event_version, payload, metadata, hash";
-
-/// A stream's head as a digest committed to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamHead {
-    pub sequence: i64,
-    pub hash: Vec<u8>,
-}
 
 /// What a verification found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

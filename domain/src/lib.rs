@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod activity;
+pub mod actor;
 pub mod contact;
 pub mod conversation;
 pub mod error;

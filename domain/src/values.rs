@@ -225,10 +225,6 @@ impl fmt::Display for EmailAddress {
     }
 }
 
-/// Who did something, as the timeline shows it ("… by Jane").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActorName(pub String);
-
 /// The instant a command happens at, given by the caller's clock.
 pub type Instant = DateTime<Utc>;
 

@@ -12,19 +12,14 @@ use anyhow::Context;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use domain::actor::Actor;
 use serde::Deserialize;
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::keyring::{open, Keyring};
-
-/// Metadata key listing the payload fields sealed with the data subject's key.
-pub const META_SEALED: &str = "sealed_fields";
-/// Metadata key naming the contact whose key sealed the fields.
-pub const META_SUBJECT: &str = "data_subject";
-/// Metadata key naming who caused the event (`user:<id>`, `contact:<id>`, `system`).
-pub const META_ACTOR: &str = "actor";
+use crate::envelope::{self, META_ACTOR};
+use crate::keyring::Keyring;
 
 /// A point in the feed: every event at or before it has been seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
@@ -91,11 +86,18 @@ impl FeedEvent {
 
     /// Whether some payload fields are sealed (and need opening to be read).
     pub fn is_sealed(&self) -> bool {
-        self.metadata.get(META_SEALED).is_some()
+        envelope::is_sealed(&self.metadata)
     }
 
-    pub fn actor(&self) -> &str {
-        self.metadata.get(META_ACTOR).and_then(Value::as_str).unwrap_or("system")
+    /// Who caused the event, as recorded (what an auditor and an export show).
+    pub fn recorded_actor(&self) -> &str {
+        envelope::recorded_actor(&self.metadata)
+    }
+
+    /// Who caused the event; `None` if the recorded text names no one (a damaged row,
+    /// which verification reports).
+    pub fn actor(&self) -> Option<Actor> {
+        self.recorded_actor().parse().ok()
     }
 }
 
@@ -160,7 +162,7 @@ pub struct AuditScope<'a> {
     pub events: &'a [&'a str],
     /// Only these event types, if given.
     pub only_event_types: Option<&'a [String]>,
-    /// Only events by this actor (`user:<id>`), if given.
+    /// Only events by this actor (its recorded text), if given.
     pub actor: Option<&'a str>,
 }
 
@@ -222,13 +224,7 @@ async fn opened_for_audit(
     for event in &mut events {
         if let Err(error) = open_sealed_fields(conn, keyring, event).await {
             tracing::warn!(error = format!("{error:#}"), "a sealed field does not open; shown as null");
-            if let Some(body) = variant_body(&mut event.payload) {
-                for field in sealed_fields(&event.metadata) {
-                    if let Some(slot) = body.get_mut(field) {
-                        *slot = Value::Null;
-                    }
-                }
-            }
+            envelope::blank_sealed_fields(&mut event.payload, &event.metadata);
         }
         event.upcast();
     }
@@ -272,67 +268,9 @@ pub async fn open_sealed_fields(
     keyring: &Keyring,
     event: &mut FeedEvent,
 ) -> anyhow::Result<()> {
-    open_payload(conn, keyring, &mut event.payload, &event.metadata)
+    envelope::open(conn, keyring, &mut event.payload, &event.metadata)
         .await
         .with_context(|| format!("failed to open event {}/{}", event.aggregate_id, event.sequence))
-}
-
-/// Opens the sealed fields of one payload, as named by its metadata.
-pub async fn open_payload(
-    conn: &mut PgConnection,
-    keyring: &Keyring,
-    payload: &mut Value,
-    metadata: &Value,
-) -> anyhow::Result<()> {
-    if metadata.get(META_SEALED).is_none() {
-        return Ok(());
-    }
-    let subject: Uuid = metadata
-        .get(META_SUBJECT)
-        .and_then(Value::as_str)
-        .context("sealed event without a data subject")?
-        .parse()
-        .context("sealed event with a malformed data subject")?;
-    let cipher = keyring.data_key(&mut *conn, subject).await?;
-    let Some(body) = variant_body(payload) else { return Ok(()) };
-    for field in sealed_fields(metadata) {
-        let Some(slot) = body.get_mut(field) else { continue };
-        let Some(sealed) = slot.as_str() else { continue };
-        *slot = match &cipher {
-            Some(cipher) => open(cipher, subject, sealed).with_context(|| format!("failed to open field {field}"))?,
-            None => Value::Null,
-        };
-        storable(slot);
-    }
-    Ok(())
-}
-
-/// The fields an event's metadata names as sealed.
-fn sealed_fields(metadata: &Value) -> impl Iterator<Item = &str> {
-    let fields = metadata.get(META_SEALED).and_then(Value::as_str).unwrap_or_default();
-    fields.split(',').filter(|f| !f.is_empty())
-}
-
-/// Makes opened text storable: a NUL (which no PostgreSQL text can hold, and which
-/// only sealed fields can carry into the log) reads as U+FFFD. Input refuses NUL;
-/// this keeps an event the log already holds from stopping a read model for good.
-fn storable(value: &mut Value) {
-    match value {
-        Value::String(text) if text.contains('\0') => *text = text.replace('\0', "\u{FFFD}"),
-        Value::Array(items) => items.iter_mut().for_each(storable),
-        Value::Object(fields) => {
-            if fields.keys().any(|k| k.contains('\0')) {
-                *fields = std::mem::take(fields).into_iter().map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v)).collect();
-            }
-            fields.values_mut().for_each(storable);
-        }
-        _ => {}
-    }
-}
-
-/// The field object of an externally tagged event (`{"Variant": {...}}`).
-pub fn variant_body(payload: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
-    payload.as_object_mut()?.values_mut().next()?.as_object_mut()
 }
 
 #[cfg(test)]

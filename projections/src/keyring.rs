@@ -1,6 +1,7 @@
-//! Sealing personal data in the log: a data key per data subject (a contact, a member
-//! of an account, a login) wrapped by the master key, and keyed hashes for identities
-//! that must be looked up but never stored in clear.
+//! The keys behind personal data in the log: a data key per data subject (a contact, a
+//! member of an account, a login) wrapped by the master key, and keyed hashes for
+//! identities that must be looked up but never stored in clear. The event envelope
+//! (`crate::envelope`) seals and opens fields with these keys.
 //!
 //! Lives on the read side because both sides need it: the store seals when it writes
 //! and the feed opens when it reads. Erasing a subject deletes its wrapped key, after
@@ -21,8 +22,6 @@ use sha2::Sha256;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-/// Prefix of a sealed value, naming the format so it can evolve.
-const SEALED_PREFIX: &str = "v1:";
 /// Unwrapped data keys kept in memory; the cache is cleared when it grows past this.
 const CACHE_LIMIT: usize = 50_000;
 
@@ -152,19 +151,6 @@ impl Keyring {
     }
 }
 
-/// Seals a JSON value (its JSON text) for `subject`: `v1:` + base64(nonce ‖ ciphertext).
-pub fn seal(cipher: &Aes256Gcm, subject: Uuid, value: &serde_json::Value) -> anyhow::Result<String> {
-    let plain = serde_json::to_vec(value)?;
-    Ok(format!("{SEALED_PREFIX}{}", BASE64.encode(encrypt(cipher, subject.as_bytes(), &plain)?)))
-}
-
-/// Opens a value sealed by [`seal`].
-pub fn open(cipher: &Aes256Gcm, subject: Uuid, sealed: &str) -> anyhow::Result<serde_json::Value> {
-    let body = sealed.strip_prefix(SEALED_PREFIX).ok_or_else(|| anyhow!("unknown sealed value format"))?;
-    let bytes = BASE64.decode(body).context("sealed value is not base64")?;
-    Ok(serde_json::from_slice(&decrypt(cipher, subject.as_bytes(), &bytes)?)?)
-}
-
 /// A 32-byte secret for `purpose`, derived from the master key.
 fn derive(master_key: &[u8; 32], purpose: &str) -> [u8; 32] {
     let mut mac = <HmacSha256 as Mac>::new_from_slice(master_key).expect("HMAC takes any key length");
@@ -172,14 +158,14 @@ fn derive(master_key: &[u8; 32], purpose: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn encrypt(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn encrypt(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8]) -> anyhow::Result<Vec<u8>> {
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let mut out = nonce.to_vec();
     out.extend(cipher.encrypt(&nonce, Payload { msg: plain, aad }).map_err(|_| anyhow!("encryption failed"))?);
     Ok(out)
 }
 
-fn decrypt(cipher: &Aes256Gcm, aad: &[u8], bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn decrypt(cipher: &Aes256Gcm, aad: &[u8], bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     if bytes.len() < 12 {
         return Err(anyhow!("sealed value too short"));
     }
@@ -203,20 +189,6 @@ mod tests {
         keyring.forget(subject);
         keyring.remember(subject, key.cipher);
         assert!(!keyring.data_keys.lock().unwrap().keys.contains_key(&subject));
-    }
-
-    #[test]
-    fn a_sealed_value_opens_only_with_its_key_and_subject() {
-        let keyring = Keyring::new([7; 32]);
-        let subject = Uuid::from_u128(1);
-        let key = keyring.new_data_key(subject).unwrap();
-        let value = serde_json::json!("Olá, preciso de ajuda");
-        let sealed = seal(&key.cipher, subject, &value).unwrap();
-        assert!(!sealed.contains("ajuda"));
-        assert_eq!(open(&key.cipher, subject, &sealed).unwrap(), value);
-        assert!(open(&key.cipher, Uuid::from_u128(2), &sealed).is_err());
-        let other = keyring.new_data_key(Uuid::from_u128(3)).unwrap();
-        assert!(open(&other.cipher, subject, &sealed).is_err());
     }
 
     #[test]

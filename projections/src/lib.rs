@@ -6,6 +6,7 @@ use std::sync::Arc;
 pub mod contact_search;
 pub mod directory;
 pub mod engine;
+pub mod envelope;
 pub mod feed;
 pub mod inbox_list;
 pub mod keyring;

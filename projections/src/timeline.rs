@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 use domain::activity::{ActivityLine, Line, Names};
+use domain::actor::Actor;
 use domain::contact::ContactEvent;
 use domain::conversation::ConversationEvent as E;
 use domain::ids::{TeamId, UserId};
@@ -126,7 +127,7 @@ fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
             private: false,
             content,
             activity: None,
-            sender: format!("contact:{contact_id}"),
+            sender: Actor::Contact(contact_id.as_uuid()).to_string(),
             at,
         },
         E::MessageSent { message_id, author, content, private, at, .. } => NewMessage {
@@ -135,7 +136,7 @@ fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
             private,
             content,
             activity: None,
-            sender: format!("user:{author}"),
+            sender: Actor::User(author.as_uuid()).to_string(),
             at,
         },
         ref change @ (E::AssigneeChanged { at, .. }
@@ -155,7 +156,7 @@ fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
                 private: false,
                 content,
                 activity,
-                sender: event.actor().to_string(),
+                sender: event.actor().unwrap_or(Actor::System).to_string(),
                 at,
             }
         }

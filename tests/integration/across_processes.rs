@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use api::app::Services;
-use commands::context::{Actor, CommandContext};
+use commands::context::CommandContext;
+use domain::actor::Actor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

@@ -199,7 +199,7 @@ async fn old_account(app: &TestApp) -> uuid::Uuid {
     let account = uuid::Uuid::now_v7();
     let payload = r#"{"AccountCreated":{"created_at":"2026-11-02T08:00:00Z","name":"Old Co"}}"#;
     let metadata = r#"{"actor":"system"}"#;
-    let hashed = commands::chain::Hashed {
+    let hashed = projections::envelope::chain::Hashed {
         aggregate_type: "account",
         aggregate_id: &account.to_string(),
         sequence: 1,
@@ -208,7 +208,7 @@ async fn old_account(app: &TestApp) -> uuid::Uuid {
         payload,
         metadata,
     };
-    let hash = commands::chain::unkeyed(None, &hashed);
+    let hash = projections::envelope::chain::unkeyed(None, &hashed);
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
          account_id, hash) VALUES ('account', $1, 1, 'AccountCreated', '1', $2::jsonb, $3::jsonb, $4, $5)",
@@ -245,7 +245,7 @@ async fn an_event_stored_at_an_old_version_reads_in_its_current_shape_everywhere
     assert_eq!((name.as_str(), created.to_rfc3339()), ("Old Co", "2026-11-02T08:00:00+00:00".to_string()));
 
     // Replay: the account exists for a command on it, which appends at the new version.
-    let context = commands::context::CommandContext::now(account, commands::context::Actor::System);
+    let context = commands::context::CommandContext::now(account, domain::actor::Actor::System);
     app.server
         .state
         .commands

@@ -2,8 +2,7 @@
 //! the server more than their size. Each is refused before it runs or is stored, and
 //! stops nothing for anyone else.
 
-use projections::feed::{variant_body, META_SUBJECT};
-use projections::keyring::seal;
+use projections::envelope::{seal_value, variant_body, META_SUBJECT};
 use serde_json::{json, Value};
 use tests::{gql_at, receive_variables, TestApp, RECEIVE};
 use uuid::Uuid;
@@ -141,7 +140,7 @@ async fn text_in_the_log_that_no_read_model_can_store_stops_no_projector_for_any
     let body = variant_body(&mut payload).unwrap();
     let message = Uuid::now_v7();
     body.insert("message_id".into(), json!(message));
-    body.insert("content".into(), json!(seal(&cipher, subject, &json!("a\u{0}b")).unwrap()));
+    body.insert("content".into(), json!(seal_value(&cipher, subject, &json!("a\u{0}b")).unwrap()));
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, account_id) \
          VALUES ('conversation', $1, $2, 'MessageSent', $3, $4, $5, $6)",

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use commands::chain::{unkeyed, Chain, Hashed};
+use projections::envelope::chain::{unkeyed, Chain, Hashed};
 use projections::keyring::Keyring;
 use serde_json::{json, Value};
 use sqlx::PgPool;

@@ -3,10 +3,12 @@
 //! streams per transaction instead of one command each.
 
 use anyhow::Context;
-use commands::context::{Actor, CommandContext};
+use commands::context::CommandContext;
 use commands::decide;
 use commands::inbound::RouteKeys;
-use commands::store::{EventStore, Loaded, SideWrite, UnitOfWork};
+use commands::side_write::ChannelIdentity;
+use commands::store::{EventStore, Loaded, UnitOfWork};
+use domain::actor::Actor;
 use domain::contact::{Contact, ContactCommand, ContactDetails};
 use domain::conversation::{Conversation, ConversationCommand};
 use domain::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId};
@@ -105,8 +107,8 @@ async fn conversation(
         };
         thread_events.extend(decide(&mut thread, receive).await?);
     }
-    work.side_write(SideWrite::data_key(keyring, contact_id.as_uuid())?);
-    work.side_write(SideWrite::ChannelIdentity {
+    work.side_writes().data_key(keyring, contact_id.as_uuid())?;
+    work.side_writes().channel_identity(ChannelIdentity {
         hash: keys.identity_hash.clone(),
         account: context.account_id,
         inbox,

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::Engine;
-use commands::context::{Actor, CommandContext};
+use commands::context::CommandContext;
+use domain::actor::Actor;
 use projections::inbox_list::{self, AssigneeFilter, ConversationFilter, ConversationSort};
 use rand::RngCore;
 use serde_json::{json, Value};

@@ -3,9 +3,10 @@
 use async_graphql::connection::Connection;
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use commands::access::TokenKind;
 use commands::access::{NewAgent, Session};
 use commands::digest::Digest;
-use commands::store::TokenKind;
+use domain::actor::Actor;
 use domain::values;
 use projections::directory;
 use projections::feed::{read_audit_after, AuditScope};
@@ -299,7 +300,7 @@ impl AccessQuery {
         let after = feed_cursor(after)?;
         let filter = filter.unwrap_or_default();
         let actor =
-            filter.actor_id.as_ref().map(|id| parse_id(id, "agent")).transpose()?.map(|id| format!("user:{id}"));
+            filter.actor_id.as_ref().map(|id| parse_id(id, "agent")).transpose()?.map(|id| Actor::User(id).to_string());
         let scope = AuditScope {
             account: principal.account_id,
             streams: AUDITED_STREAMS,

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::{AppState, RequestId};
 use commands::context::{CommandContext, Staleness};
-use commands::store::StoreError;
+use commands::StoreError;
 use projections::feed::FeedPosition;
 
 mod access;

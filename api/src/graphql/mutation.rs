@@ -7,6 +7,7 @@ use commands::context::CommandContext;
 use commands::conversation::Assignment;
 use commands::inbound::InboundMessage;
 use commands::Written;
+use domain::actor::Actor;
 use domain::contact::ContactDetails;
 use domain::values::{self, EmailAddress, MessageContent, Name, PhoneNumber};
 use projections::{directory, timeline};
@@ -287,7 +288,7 @@ impl Mutation {
                 message_type: values::MessageType::Incoming.as_str().into(),
                 private: false,
                 content: Some(input.content.clone()),
-                sender: format!("contact:{}", received.contact_id),
+                sender: Actor::Contact(received.contact_id).to_string(),
                 created_at: context.at,
             };
             Ok(Message::written(row, account, received.written))
@@ -319,7 +320,7 @@ impl Mutation {
                 message_type: values::MessageType::Outgoing.as_str().into(),
                 private,
                 content: Some(content.clone().into_inner()),
-                sender: format!("user:{}", principal.user_id),
+                sender: Actor::User(principal.user_id).to_string(),
                 created_at: context.at,
             };
             Ok(Message::written(row, principal.account_id, written))

@@ -422,14 +422,15 @@ impl Event {
     async fn recorded_at(&self) -> DateTime<Utc> {
         self.0.recorded_at
     }
-    /// `user:<id>`, `contact:<id>`, `automation:<rule>` or `system`.
+    /// Who caused the event, as recorded: `user:<id>`, `contact:<id>`,
+    /// `automation:<rule>`, `channel:<name>`, `system:<policy>` or `system`.
     async fn actor(&self) -> &str {
-        self.0.actor()
+        self.0.recorded_actor()
     }
     async fn payload(&self) -> async_graphql::Json<serde_json::Value> {
         let mut payload = self.0.payload.clone();
         // The variant's fields, not the serde envelope: the type is in eventType.
-        if let Some(body) = projections::feed::variant_body(&mut payload) {
+        if let Some(body) = projections::envelope::variant_body(&mut payload) {
             return async_graphql::Json(serde_json::Value::Object(body.clone()));
         }
         async_graphql::Json(payload)

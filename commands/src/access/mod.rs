@@ -10,24 +10,30 @@ use std::time::Duration;
 use anyhow::Context;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
-use base64::Engine;
 use chrono::Utc;
 use domain::account::{Account, AccountCommand};
+use domain::actor::Actor;
 use domain::ids::{AccountId, RoleId, TokenId, UserId};
 use domain::user::{User, UserCommand};
 use domain::values::{EmailAddress, Name, Permission, Role};
 use domain::DomainError;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::context::{Actor, CommandContext};
-use crate::store::{JoinAs, NewAccessToken, SideWrite, TokenKind, UnitOfWork};
+use crate::context::CommandContext;
+use crate::side_write::SideWrites;
+use crate::store::UnitOfWork;
 use crate::{decide, retry, CommandError, Commands, Written};
 
-/// Prefix of every bearer credential, so leaked ones are easy to recognise and scan for.
-pub const TOKEN_PREFIX: &str = "ibx_";
+pub mod tables;
+pub mod token;
+
+use tables::{
+    CustomRole, EndSessions, Invitation, InvitationAccepted, IssueToken, JoinAs, Membership, MembershipEnded,
+    RevokeToken, SetPassword,
+};
+use token::new_secret;
+pub use token::{token_hash, NewAccessToken, TokenKind, TOKEN_PREFIX};
+
 /// Prefix of invitation tokens (they cannot be used as bearer credentials).
 const INVITATION_PREFIX: &str = "ibi_";
 /// Shortest password accepted.
@@ -36,17 +42,6 @@ pub const MIN_PASSWORD_CHARS: usize = 10;
 const MAX_PASSWORD_CHARS: usize = 256;
 /// How long an invitation can be accepted.
 const INVITATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// The sha256 of a token, as stored: a leaked table does not leak tokens.
-pub fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
-pub(crate) fn new_secret(prefix: &str) -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("{prefix}{}", BASE64.encode(bytes))
-}
 
 /// Hashes a password with argon2id, off the async runtime.
 pub async fn hash_password(password: String) -> anyhow::Result<String> {
@@ -191,7 +186,7 @@ impl Commands {
             &context,
             &user_id.to_string(),
             |_| Ok(UserCommand::SignIn { session_id: TokenId(session_id), account_id: AccountId(account_id), at }),
-            &[SideWrite::AccessToken(row)],
+            &SideWrites::of(IssueToken(row)),
         )
         .await?;
         Ok(Session { session_id, user_id, account_id, token })
@@ -200,7 +195,7 @@ impl Commands {
     /// Ends the session the request came with.
     pub async fn sign_out(&self, context: &CommandContext, session_id: Uuid) -> Result<Written, CommandError> {
         let user = acting_user(context)?;
-        let revoke = [SideWrite::RevokeAccessToken { token: session_id, user }];
+        let revoke = SideWrites::of(RevokeToken { token: session_id, user });
         self.execute_with::<User>(
             context,
             &user.to_string(),
@@ -230,10 +225,8 @@ impl Commands {
         if !verify_password(current.to_string(), hash).await? {
             return Err(CommandError::BadCredentials);
         }
-        let writes = [
-            SideWrite::SetPassword { user, password_hash: hash_password(new.to_string()).await? },
-            SideWrite::EndSessions { user, except: kept_session, api_tokens: revoke_api_tokens },
-        ];
+        let mut writes = SideWrites::of(SetPassword { user, password_hash: hash_password(new.to_string()).await? });
+        writes.add(EndSessions { user, except: kept_session, api_tokens: revoke_api_tokens });
         self.execute_with::<User>(
             context,
             &user.to_string(),
@@ -259,7 +252,7 @@ impl Commands {
         let name = Name::parse("token name", name)?;
         let (row, token) = NewAccessToken::issue(user, context.account_id, name.as_str(), TokenKind::Api, None);
         let token_id = row.token;
-        let write = [SideWrite::AccessToken(row)];
+        let write = SideWrites::of(IssueToken(row));
         let written = self
             .execute_with::<User>(
                 context,
@@ -281,7 +274,7 @@ impl Commands {
     /// Revokes one of the acting user's API tokens in the context's account.
     pub async fn revoke_api_token(&self, context: &CommandContext, token_id: Uuid) -> Result<Written, CommandError> {
         let user = acting_user(context)?;
-        let revoke = [SideWrite::RevokeAccessToken { token: token_id, user }];
+        let revoke = SideWrites::of(RevokeToken { token: token_id, user });
         self.execute_with::<User>(
             context,
             &user.to_string(),
@@ -338,7 +331,7 @@ impl Commands {
                 },
                 None => {
                     let subject = Uuid::now_v7();
-                    work.side_write(SideWrite::data_key(self.store().keyring(), subject)?);
+                    work.side_writes().data_key(self.store().keyring(), subject)?;
                     AccountCommand::AddMember {
                         user_id: UserId(user_id),
                         name: name.clone(),
@@ -355,7 +348,7 @@ impl Commands {
             if existing.is_none() {
                 let mut user = crate::store::Loaded::<User>::new_stream(user_id.to_string());
                 let subject = Uuid::now_v7();
-                work.side_write(SideWrite::data_key(self.store().keyring(), subject)?);
+                work.side_writes().data_key(self.store().keyring(), subject)?;
                 let register = UserCommand::Register {
                     email: email.clone(),
                     name: name.clone(),
@@ -365,19 +358,19 @@ impl Commands {
                 };
                 let events = decide(&mut user, register).await?;
                 work.append(user, events)?;
-                work.side_write(SideWrite::Credentials {
+                work.side_writes().add(tables::Credentials {
                     user: user_id,
                     email: email.to_string(),
                     password_hash: password_hash.clone(),
                 });
-                work.side_write(SideWrite::Membership {
+                work.side_writes().add(Membership {
                     account: context.account_id,
                     user: user_id,
                     role: agent.role,
                     custom_role: agent.custom_role,
                 });
             }
-            work.side_write(SideWrite::Invitation {
+            work.side_writes().add(Invitation {
                 token_hash: token_hash(&invitation),
                 user: user_id,
                 account: context.account_id,
@@ -422,8 +415,7 @@ impl Commands {
         let found = found.ok_or(CommandError::BadCredentials)?;
         let mut context = CommandContext::now(found.account_id, Actor::User(found.user_id));
         context.correlation_id = correlation_id;
-        let consumed = SideWrite::InvitationAccepted { token_hash: hash };
-        let mut writes = vec![consumed];
+        let mut writes = SideWrites::of(InvitationAccepted { token_hash: hash });
         match &found.password_hash {
             Some(stored) => {
                 if !verify_password(password.to_string(), Some(stored.clone())).await? {
@@ -433,14 +425,14 @@ impl Commands {
             None => {
                 check_password(password)?;
                 let password_hash = hash_password(password.to_string()).await?;
-                writes.push(SideWrite::SetPassword { user: found.user_id, password_hash });
+                writes.add(SetPassword { user: found.user_id, password_hash });
             }
         }
         let accepted = match (found.join_name, found.join_role) {
             (Some(name), Some(role)) => {
                 let role: Role = role.parse().context("an invitation holds an unknown role")?;
                 let email = EmailAddress::parse(&found.email)?;
-                writes.push(SideWrite::Membership {
+                writes.add(Membership {
                     account: found.account_id,
                     user: found.user_id,
                     role,
@@ -448,7 +440,7 @@ impl Commands {
                 });
                 let name = Name::parse("name", &name)?;
                 let subject = Uuid::now_v7();
-                writes.push(SideWrite::data_key(self.store().keyring(), subject)?);
+                writes.data_key(self.store().keyring(), subject)?;
                 self.execute_with::<Account>(
                     &context,
                     &found.account_id.to_string(),
@@ -493,7 +485,7 @@ impl Commands {
         role: Role,
         custom_role: Option<Uuid>,
     ) -> Result<Written, CommandError> {
-        let write = [SideWrite::Membership { account: context.account_id, user, role, custom_role }];
+        let write = SideWrites::of(Membership { account: context.account_id, user, role, custom_role });
         self.execute_with::<Account>(
             context,
             &context.account_id.to_string(),
@@ -512,7 +504,7 @@ impl Commands {
 
     /// Removes an agent from the context's account (and from its inboxes).
     pub async fn remove_agent(&self, context: &CommandContext, user: Uuid) -> Result<Written, CommandError> {
-        let write = [SideWrite::MembershipEnded { account: context.account_id, user }];
+        let write = SideWrites::of(MembershipEnded { account: context.account_id, user });
         self.execute_with::<Account>(
             context,
             &context.account_id.to_string(),
@@ -533,12 +525,12 @@ impl Commands {
         let mut stored: Vec<&'static str> = permissions.iter().map(|p| p.as_str()).collect();
         stored.sort_unstable();
         stored.dedup();
-        let write = [SideWrite::CustomRole {
+        let write = SideWrites::of(CustomRole {
             role,
             account: context.account_id,
             name: name.as_str().to_string(),
             permissions: stored,
-        }];
+        });
         let written = self
             .execute_with::<Account>(
                 context,

@@ -1,7 +1,8 @@
-//! Group commit: the units of work that are ready at the same moment are appended in
-//! one transaction and one INSERT, so a burst costs one commit instead of one each.
+//! Appending to the log, by group commit: the units of work that are ready at the same
+//! moment are appended in one transaction and one INSERT, so a burst costs one commit
+//! instead of one each.
 //!
-//! Callers hand over rows already sealed and hashed and wait for the answer. A new
+//! Callers hand over rows already sealed and hashed ([`Rows`]) and wait for the answer. A new
 //! contact's data key and channel identity ride in the same statement as the events.
 //! A unit that conflicts must not fail its neighbours: when a shared transaction hits a
 //! uniqueness violation, each unit of that batch is retried on its own, and only the
@@ -17,15 +18,45 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::connection::OwnConnection;
+use crate::error::StoreError;
 use crate::guard::Guard;
-use crate::store::{side_write, unique_violation, Rows, SideWrite, StoreError};
+use crate::side_write::{write_rows, SideWrites};
 
 /// Units per transaction, at most.
 const MAX_BATCH: usize = 64;
 
+/// Events ready to insert, column by column (for one `INSERT … SELECT FROM UNNEST`);
+/// payload and metadata as the JSON text their hashes cover.
+#[derive(Default)]
+pub(crate) struct Rows {
+    pub aggregate_type: Vec<String>,
+    pub aggregate_id: Vec<String>,
+    pub sequence: Vec<i64>,
+    pub event_type: Vec<String>,
+    pub event_version: Vec<String>,
+    pub payload: Vec<String>,
+    pub metadata: Vec<String>,
+    pub account_id: Vec<Uuid>,
+    pub hash: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    fn extend(&mut self, other: &Rows) {
+        self.aggregate_type.extend_from_slice(&other.aggregate_type);
+        self.aggregate_id.extend_from_slice(&other.aggregate_id);
+        self.sequence.extend_from_slice(&other.sequence);
+        self.event_type.extend_from_slice(&other.event_type);
+        self.event_version.extend_from_slice(&other.event_version);
+        self.payload.extend_from_slice(&other.payload);
+        self.metadata.extend_from_slice(&other.metadata);
+        self.account_id.extend_from_slice(&other.account_id);
+        self.hash.extend_from_slice(&other.hash);
+    }
+}
+
 struct Unit {
     rows: Rows,
-    side_writes: Vec<SideWrite>,
+    side_writes: SideWrites,
     guard: Guard,
     reply: oneshot::Sender<Result<FeedPosition, StoreError>>,
 }
@@ -46,12 +77,7 @@ impl GroupCommitter {
     /// Writes one unit (with whatever else is ready) and returns the feed position
     /// that covers it.
     /// A unit whose `guard` fails is refused (stale or conflicting) and writes nothing.
-    pub async fn write(
-        &self,
-        rows: Rows,
-        side_writes: Vec<SideWrite>,
-        guard: Guard,
-    ) -> Result<FeedPosition, StoreError> {
+    pub async fn write(&self, rows: Rows, side_writes: SideWrites, guard: Guard) -> Result<FeedPosition, StoreError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Internal(anyhow::anyhow!("the group committer has stopped"));
         self.units.send(Unit { rows, side_writes, guard, reply }).await.map_err(|_| stopped())?;
@@ -171,11 +197,8 @@ async fn write_on(conn: &mut PgConnection, units: &[&Unit]) -> Result<FeedPositi
     for unit in units {
         rows.extend(&unit.rows);
         guard.extend(&unit.guard);
-        for write in &unit.side_writes {
-            if !contacts.take(write) {
-                others.push(write);
-            }
-        }
+        contacts.take(&unit.side_writes);
+        others.extend(&unit.side_writes.rows);
     }
     if others.is_empty() {
         return insert(conn, &rows, &contacts, &guard).await;
@@ -184,11 +207,9 @@ async fn write_on(conn: &mut PgConnection, units: &[&Unit]) -> Result<FeedPositi
     // Before the side writes: a unit that changes its own caller's access is judged
     // on the access it was authorized with.
     guard.check(&mut tx).await?;
-    for write in others {
-        side_write(&mut tx, write).await?;
-    }
+    write_rows(&mut tx, &others).await?;
     let position = insert(&mut tx, &rows, &contacts, &Guard::default()).await?;
-    tx.commit().await.map_err(|e| unique_violation(e, "events_pkey", StoreError::Conflict))?;
+    tx.commit().await.map_err(|e| StoreError::of_write(e, "events_pkey", StoreError::Conflict))?;
     Ok(position)
 }
 
@@ -204,22 +225,17 @@ struct NewContacts {
 }
 
 impl NewContacts {
-    /// Takes the write if it is one of these; says whether it was.
-    fn take(&mut self, write: &SideWrite) -> bool {
-        match write {
-            SideWrite::DataKey { subject, wrapped, .. } => {
-                self.key_subject.push(*subject);
-                self.key_wrapped.push(wrapped.clone());
-            }
-            SideWrite::ChannelIdentity { hash, account, inbox, contact } => {
-                self.identity_hash.push(hash.clone());
-                self.identity_account.push(*account);
-                self.identity_inbox.push(*inbox);
-                self.identity_contact.push(*contact);
-            }
-            _ => return false,
+    fn take(&mut self, writes: &SideWrites) {
+        for key in &writes.keys {
+            self.key_subject.push(key.subject);
+            self.key_wrapped.push(key.wrapped.clone());
         }
-        true
+        for identity in &writes.identities {
+            self.identity_hash.push(identity.hash.clone());
+            self.identity_account.push(identity.account);
+            self.identity_inbox.push(identity.inbox);
+            self.identity_contact.push(identity.contact);
+        }
     }
 }
 
@@ -263,7 +279,7 @@ async fn insert(
         .fetch_one(&mut *conn)
         .await
         // Another writer got the stream's sequence or the contact's identity first.
-        .map_err(|e| unique_violation(e, "", StoreError::Conflict))?;
+        .map_err(|e| StoreError::of_write(e, "", StoreError::Conflict))?;
     let (transaction_id, global_position): (i64, i64) =
         (row.try_get(0).context("transaction id")?, row.try_get(1).context("position")?);
     // Every row shares the transaction: its last position covers every unit.

@@ -11,8 +11,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::keyring::Keyring;
 use hmac::{Hmac, Mac};
-use projections::keyring::Keyring;
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
