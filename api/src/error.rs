@@ -57,6 +57,10 @@ impl ErrorCode {
     }
 }
 
+/// What resolvers answer: an [`ApiError`] converts into a GraphQL error with its code,
+/// and any other failure converts into an [`ApiError`] (INTERNAL, cause logged) first.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
 /// An error as the client sees it. Not `Display`: async-graphql converts any
 /// `Display` type into an error without a code, and every error here has one.
 #[derive(Debug)]
@@ -92,7 +96,6 @@ impl ApiError {
         if projections::transient::is_transient(&cause) {
             return Self::unavailable(cause);
         }
-        eprintln!("INTERNAL: {cause:#}");
         tracing::error!(error = format!("{cause:#}"), "internal error");
         Self::new(ErrorCode::Internal, "internal error")
     }
@@ -130,6 +133,12 @@ impl From<DomainError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        Self::internal(error)
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
         Self::internal(error)
     }
 }

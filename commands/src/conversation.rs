@@ -8,7 +8,7 @@ use domain::actor::Actor;
 use domain::conversation::{ChangedBy, Conversation, ConversationCommand};
 use domain::ids::{ConversationId, MessageId, TeamId, UserId};
 use domain::label::LabelTitle;
-use domain::values::{Instant, MessageContent, Priority, Role, Status};
+use domain::values::{CustomAttributes, Instant, MessageContent, Priority, Role, Status};
 use domain::DomainError;
 use uuid::Uuid;
 
@@ -20,39 +20,6 @@ use crate::{CommandError, Commands, Written};
 pub struct Assignment {
     pub assignee: Option<Option<Uuid>>,
     pub team: Option<Option<Uuid>>,
-}
-
-/// Most attributes one conversation may carry, and the largest serialised set.
-const MAX_ATTRIBUTES: usize = 50;
-const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
-
-/// Custom attributes: an object of at most [`MAX_ATTRIBUTES`] keys (1–64 characters)
-/// whose values are strings, numbers, booleans or null.
-fn custom_attributes(value: serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, DomainError> {
-    let serde_json::Value::Object(map) = value else {
-        return Err(DomainError::invalid("custom attributes must be a JSON object"));
-    };
-    if map.len() > MAX_ATTRIBUTES || serde_json::to_vec(&map).map_or(true, |b| b.len() > MAX_ATTRIBUTES_BYTES) {
-        return Err(DomainError::invalid(format!(
-            "at most {MAX_ATTRIBUTES} custom attributes and {MAX_ATTRIBUTES_BYTES} bytes are allowed"
-        )));
-    }
-    for (key, value) in &map {
-        if key.is_empty() || key.chars().count() > 64 || key.chars().any(char::is_control) {
-            return Err(DomainError::invalid(format!(
-                "custom attribute name '{key}' must be 1-64 printable characters"
-            )));
-        }
-        if let Some(text) = value.as_str() {
-            domain::values::storable(&format!("custom attribute '{key}'"), text)?;
-        }
-        if value.is_object() || value.is_array() {
-            return Err(DomainError::invalid(format!(
-                "custom attribute '{key}' must be a string, number, boolean or null"
-            )));
-        }
-    }
-    Ok(map)
 }
 
 fn in_account(context: &CommandContext, conversation: &Conversation) -> Result<(), DomainError> {
@@ -210,7 +177,7 @@ impl Commands {
         conversation_id: Uuid,
         attributes: serde_json::Value,
     ) -> Result<Written, CommandError> {
-        let attributes = custom_attributes(attributes)?;
+        let attributes = CustomAttributes::parse(attributes)?;
         self.change(context, conversation_id, || ConversationCommand::SetCustomAttributes {
             attributes: attributes.clone(),
             at: context.at,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::activity::{ActedBy, Activity};
 use crate::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId, TeamId, UserId};
-use crate::values::{Instant, MessageContent, Priority, Status};
+use crate::values::{CustomAttributes, Instant, MessageContent, Priority, Status};
 use crate::{domain_event, DomainError, PersonalData};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -110,7 +110,7 @@ pub enum ConversationCommand {
         at: Instant,
     },
     SetCustomAttributes {
-        attributes: serde_json::Map<String, serde_json::Value>,
+        attributes: CustomAttributes,
         at: Instant,
     },
 }
@@ -364,7 +364,7 @@ impl Aggregate for Conversation {
                 }
             }
             ConversationCommand::SetCustomAttributes { attributes, at } => {
-                let event = E::CustomAttributesChanged { contact_id, attributes: Some(attributes), at };
+                let event = E::CustomAttributesChanged { contact_id, attributes: Some(attributes.into_inner()), at };
                 sink.write(event, self).await;
             }
         }

@@ -136,6 +136,51 @@ impl MessageContent {
     }
 }
 
+/// Most attributes one conversation may carry, and the largest serialised set.
+const MAX_ATTRIBUTES: usize = 50;
+const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+/// Longest attribute name.
+const MAX_ATTRIBUTE_NAME_CHARS: usize = 64;
+
+/// Custom attributes: a flat JSON object of at most [`MAX_ATTRIBUTES`] keys (1–64
+/// printable characters) whose values are strings, numbers, booleans or null.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomAttributes(serde_json::Map<String, serde_json::Value>);
+
+impl CustomAttributes {
+    pub fn parse(value: serde_json::Value) -> Result<Self, DomainError> {
+        let serde_json::Value::Object(map) = value else {
+            return Err(DomainError::invalid("custom attributes must be a JSON object"));
+        };
+        if map.len() > MAX_ATTRIBUTES || serde_json::to_vec(&map).map_or(true, |b| b.len() > MAX_ATTRIBUTES_BYTES) {
+            return Err(DomainError::invalid(format!(
+                "at most {MAX_ATTRIBUTES} custom attributes and {MAX_ATTRIBUTES_BYTES} bytes are allowed"
+            )));
+        }
+        for (key, value) in &map {
+            let chars = key.chars().count();
+            if chars == 0 || chars > MAX_ATTRIBUTE_NAME_CHARS || key.chars().any(char::is_control) {
+                return Err(DomainError::invalid(format!(
+                    "custom attribute name '{key}' must be 1-{MAX_ATTRIBUTE_NAME_CHARS} printable characters"
+                )));
+            }
+            if let Some(text) = value.as_str() {
+                storable(&format!("custom attribute '{key}'"), text)?;
+            }
+            if value.is_object() || value.is_array() {
+                return Err(DomainError::invalid(format!(
+                    "custom attribute '{key}' must be a string, number, boolean or null"
+                )));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    pub fn into_inner(self) -> serde_json::Map<String, serde_json::Value> {
+        self.0
+    }
+}
+
 /// A display name: trimmed, not blank, at most [`MAX_NAME_CHARS`] characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Name(String);
@@ -242,5 +287,26 @@ mod tests {
         assert!(check_source_id("sourceId", " ").is_err());
         assert!(check_source_id("sourceId", &"x".repeat(MAX_SOURCE_ID_CHARS + 1)).is_err());
         assert!(check_source_id("sourceId", "a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn custom_attributes_are_a_flat_bounded_object_of_storable_scalars() {
+        let parsed = CustomAttributes::parse(serde_json::json!({ "plan": "gold", "seats": 3, "vip": true, "x": null }));
+        assert_eq!(parsed.unwrap().into_inner().len(), 4);
+        for refused in [
+            serde_json::json!(["plan"]),
+            serde_json::json!({ "nested": { "a": 1 } }),
+            serde_json::json!({ "list": [1] }),
+            serde_json::json!({ "": 1 }),
+            serde_json::json!({ "a\u{1}": 1 }),
+            serde_json::json!({ "nul": "a\u{0}b" }),
+        ] {
+            assert!(CustomAttributes::parse(refused.clone()).is_err(), "{refused} was accepted");
+        }
+        let many: serde_json::Map<_, _> =
+            (0..=MAX_ATTRIBUTES).map(|n| (format!("k{n}"), serde_json::json!(n))).collect();
+        assert!(CustomAttributes::parse(serde_json::Value::Object(many)).is_err());
+        let big = serde_json::json!({ "text": "x".repeat(MAX_ATTRIBUTES_BYTES) });
+        assert!(CustomAttributes::parse(big).is_err());
     }
 }

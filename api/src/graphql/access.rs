@@ -1,7 +1,7 @@
 //! Sign-in, credentials, agents and roles, the audit trail and tamper checks.
 
 use async_graphql::connection::Connection;
-use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, Result, SimpleObject, ID};
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use commands::access::TokenKind;
 use commands::access::{NewAgent, Session};
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::types::{connection, Agent, Event, Role};
 use super::{authorize_audit, feed_cursor, mutate, parse_id, principal, request_id, state, Acting, LONG_PAGE};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::policy::Action;
 use crate::rate_limit::{CREDENTIAL_FAILURES, LOGIN_ADDRESS_FAILURES, LOGIN_FAILURES, TOKENS_ISSUED};
 use crate::state::ClientAddress;
@@ -240,7 +240,7 @@ fn client(ctx: &Context<'_>) -> String {
     ctx.data::<ClientAddress>().map(|c| c.0.clone()).unwrap_or_default()
 }
 
-async fn custom_roles(pool: &sqlx::PgPool, account: Uuid) -> Result<Vec<CustomRole>, ApiError> {
+async fn custom_roles(pool: &sqlx::PgPool, account: Uuid) -> Result<Vec<CustomRole>> {
     let rows: Vec<(Uuid, String, Vec<String>)> =
         sqlx::query_as("SELECT role_id, name, permissions FROM custom_roles WHERE account_id = $1 ORDER BY name")
             .bind(account)
@@ -273,15 +273,14 @@ impl AccessQuery {
         .bind(principal.user_id)
         .bind(principal.account_id)
         .fetch_all(&state(ctx)?.pool)
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(rows)
     }
 
     async fn custom_roles(&self, ctx: &Context<'_>) -> Result<Vec<CustomRole>> {
         let principal = principal(ctx)?;
         principal.require(Action::ReadDirectory)?;
-        Ok(custom_roles(&state(ctx)?.pool, principal.account_id).await?)
+        custom_roles(&state(ctx)?.pool, principal.account_id).await
     }
 
     /// Administrative changes (roles, memberships, inboxes, teams, labels, credentials,
@@ -309,7 +308,7 @@ impl AccessQuery {
             actor: actor.as_deref(),
         };
         let state = state(ctx)?;
-        let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
+        let mut conn = state.pool.acquire().await?;
         let events =
             read_audit_after(&mut conn, &state.keyring, &scope, after, limit + 1).await.map_err(ApiError::internal)?;
         Ok(connection(events, limit, |e| e.position.to_string(), Event))
@@ -374,11 +373,9 @@ impl AccessMutation {
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
             if principal.credential != TokenKind::Session {
-                return Err(
-                    ApiError::bad_input("logout ends a session; revoke an API token with revokeApiToken").into()
-                );
+                return Err(ApiError::bad_input("logout ends a session; revoke an API token with revokeApiToken"));
             }
-            state.commands.sign_out(&context, principal.credential_id).await.map_err(ApiError::from)?;
+            state.commands.sign_out(&context, principal.credential_id).await?;
             Ok(LogoutPayload { logged_out: true })
         })
         .await
@@ -421,7 +418,7 @@ impl AccessMutation {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageOwnCredentials)?;
             let id = parse_id(&input.id, "API token")?;
-            state.commands.revoke_api_token(&context, id).await.map_err(ApiError::from)?;
+            state.commands.revoke_api_token(&context, id).await?;
             Ok(RevokeApiTokenPayload { id: input.id.clone(), revoked: true })
         })
         .await
@@ -440,7 +437,7 @@ impl AccessMutation {
                 custom_role: input.custom_role_id.as_ref().map(|id| parse_id(id, "custom role")).transpose()?,
                 password: input.password.clone(),
             };
-            let (created, written) = state.commands.create_agent(&context, agent).await.map_err(ApiError::from)?;
+            let (created, written) = state.commands.create_agent(&context, agent).await?;
             state.settle(written, &["directory"]).await;
             Ok(CreatedAgent { id: ID(created.user_id.to_string()), invitation_token: created.invitation })
         })
@@ -463,13 +460,9 @@ impl AccessMutation {
             principal.require(Action::ManageAccount)?;
             let user = parse_id(&input.user_id, "agent")?;
             let custom_role = input.custom_role_id.as_ref().map(|id| parse_id(id, "custom role")).transpose()?;
-            let written = state
-                .commands
-                .change_role(&context, user, input.role.into(), custom_role)
-                .await
-                .map_err(ApiError::from)?;
+            let written = state.commands.change_role(&context, user, input.role.into(), custom_role).await?;
             state.settle(written, &["directory"]).await;
-            let row = directory::agent(&state.pool, principal.account_id, user).await.map_err(ApiError::from)?;
+            let row = directory::agent(&state.pool, principal.account_id, user).await?;
             Ok(Agent(row.ok_or_else(|| ApiError::not_found("agent"))?))
         })
         .await
@@ -482,7 +475,7 @@ impl AccessMutation {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageAccount)?;
             let user = parse_id(&input.user_id, "agent")?;
-            state.commands.remove_agent(&context, user).await.map_err(ApiError::from)?;
+            state.commands.remove_agent(&context, user).await?;
             Ok(RemoveAgentPayload { user_id: input.user_id.clone(), removed: true })
         })
         .await
@@ -497,8 +490,7 @@ impl AccessMutation {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ErasePersonalData)?;
             let contact = parse_id(&input.contact_id, "contact")?;
-            let written =
-                state.commands.erase_contact(&context, contact, &input.reason).await.map_err(ApiError::from)?;
+            let written = state.commands.erase_contact(&context, contact, &input.reason).await?;
             state.settle(written, &["directory", "inbox_list", "timeline"]).await;
             Ok(EraseContactPayload { contact_id: input.contact_id.clone(), erased: true })
         })
@@ -514,7 +506,7 @@ impl AccessMutation {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ErasePersonalData)?;
             let user = parse_id(&input.user_id, "agent")?;
-            let written = state.commands.erase_agent(&context, user, &input.reason).await.map_err(ApiError::from)?;
+            let written = state.commands.erase_agent(&context, user, &input.reason).await?;
             state.settle(written, &["directory"]).await;
             Ok(EraseAgentPayload { user_id: input.user_id.clone(), erased: true })
         })
@@ -527,11 +519,10 @@ impl AccessMutation {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageAccount)?;
             let permissions: Vec<values::Permission> = input.permissions.iter().copied().map(Into::into).collect();
-            let (id, _) =
-                state.commands.create_custom_role(&context, &input.name, permissions).await.map_err(ApiError::from)?;
+            let (id, _) = state.commands.create_custom_role(&context, &input.name, permissions).await?;
             let roles = custom_roles(&state.pool, principal.account_id).await?;
             let role = roles.into_iter().find(|r| r.id.as_str() == id.to_string());
-            Ok(role.ok_or_else(|| ApiError::internal(anyhow::anyhow!("custom role {id} not stored")))?)
+            role.ok_or_else(|| ApiError::internal(anyhow::anyhow!("custom role {id} not stored")))
         })
         .await
     }

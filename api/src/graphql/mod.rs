@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::auth::{Auth, Principal};
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::state::{AppState, RequestId};
 use commands::context::{CommandContext, Staleness};
 use commands::StoreError;
@@ -81,7 +81,7 @@ pub fn sdl() -> String {
 }
 
 /// The caller, or UNAUTHENTICATED.
-pub fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal, ApiError> {
+pub fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
     ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.principal()
 }
 
@@ -106,10 +106,10 @@ pub struct Acting {
 /// meanwhile, the body runs again, from fresh state, with the principal resolved
 /// again if it was the caller's access that changed. The body's writes are all or
 /// nothing per attempt: a stale attempt wrote nothing.
-pub async fn mutate<T, F, Fut>(ctx: &Context<'_>, body: F) -> async_graphql::Result<T>
+pub async fn mutate<T, F, Fut>(ctx: &Context<'_>, body: F) -> Result<T>
 where
     F: Fn(Acting) -> Fut,
-    Fut: std::future::Future<Output = async_graphql::Result<T>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let state = state(ctx)?;
     let mut auth = ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.clone();
@@ -142,12 +142,12 @@ where
 }
 
 /// The caller, the shared state and a command context for this request.
-pub fn acting<'a>(ctx: &Context<'a>) -> Result<(&'a Principal, &'a AppState, CommandContext), ApiError> {
+pub fn acting<'a>(ctx: &Context<'a>) -> Result<(&'a Principal, &'a AppState, CommandContext)> {
     let (principal, state) = (principal(ctx)?, state(ctx)?);
     Ok((principal, state, state.context(principal, request_id(ctx))))
 }
 
-pub fn state<'a>(ctx: &Context<'a>) -> Result<&'a AppState, ApiError> {
+pub fn state<'a>(ctx: &Context<'a>) -> Result<&'a AppState> {
     ctx.data::<AppState>().map_err(|e| ApiError::internal(anyhow::anyhow!("application state missing: {}", e.message)))
 }
 
@@ -158,7 +158,7 @@ pub async fn authorize_conversation(
     state: &AppState,
     context: &CommandContext,
     id: Uuid,
-) -> Result<(), ApiError> {
+) -> Result<()> {
     // Which inbox it is in never changes; whom it is assigned to does, and matters
     // only when the principal's role narrows by it.
     let conversation = if principal.sees_by_assignee() {
@@ -174,7 +174,7 @@ pub async fn authorize_conversation(
 /// the conversation is and whom it is assigned to, from the stored rows' unsealed
 /// fields (nothing is opened or decoded whole), else from the inbox read model (a
 /// stream removed from the log is still asked about).
-pub async fn authorize_audit(principal: &Principal, state: &AppState, id: Uuid) -> Result<(), ApiError> {
+pub async fn authorize_audit(principal: &Principal, state: &AppState, id: Uuid) -> Result<()> {
     let (started, assigned): (Option<String>, Option<Option<String>>) = sqlx::query_as(
         "SELECT (SELECT payload -> 'ConversationStarted' ->> 'inbox_id' FROM events \
                  WHERE aggregate_type = 'conversation' AND aggregate_id = $1 AND sequence = 1 AND account_id = $2), \
@@ -207,7 +207,7 @@ pub async fn visible_contact(
     principal: &Principal,
     pool: &sqlx::PgPool,
     id: Uuid,
-) -> Result<projections::directory::ContactRow, ApiError> {
+) -> Result<projections::directory::ContactRow> {
     let inboxes = principal.visibility().inboxes;
     let row = projections::directory::contact(pool, principal.account_id, id, inboxes.as_deref()).await?;
     if row.is_none()
@@ -220,12 +220,12 @@ pub async fn visible_contact(
 }
 
 /// Parses an id argument; a malformed one is the caller's mistake.
-pub fn parse_id(id: &ID, what: &str) -> Result<Uuid, ApiError> {
+pub fn parse_id(id: &ID, what: &str) -> Result<Uuid> {
     id.parse::<Uuid>().map_err(|_| ApiError::bad_input(format!("'{}' is not a valid {what} id", id.as_str())))
 }
 
 /// A feed cursor argument (`position` of an event), or the start of the log.
-pub fn feed_cursor(after: Option<String>) -> Result<FeedPosition, ApiError> {
+pub fn feed_cursor(after: Option<String>) -> Result<FeedPosition> {
     match after {
         Some(cursor) => cursor.parse().map_err(|_| ApiError::bad_input("the cursor is not a position")),
         None => Ok(FeedPosition::START),
@@ -246,7 +246,7 @@ pub const LONG_PAGE: Page = Page { default: 100, max: 1000 };
 
 impl Page {
     /// `first` bounded to 1..=max, the default when absent.
-    pub fn size(self, first: Option<i32>) -> Result<i64, ApiError> {
+    pub fn size(self, first: Option<i32>) -> Result<i64> {
         match first {
             None => Ok(self.default),
             Some(n) if n >= 1 && i64::from(n) <= self.max => Ok(i64::from(n)),

@@ -1,7 +1,7 @@
 //! Mutations. Each one validates its input, runs a command, waits (bounded) for the
 //! read models it answers from, and answers from them: the caller sees its own write.
 
-use async_graphql::{Context, InputObject, MaybeUndefined, Object, Result, SimpleObject, ID};
+use async_graphql::{Context, InputObject, MaybeUndefined, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use commands::context::CommandContext;
 use commands::conversation::Assignment;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::types::*;
 use super::{authorize_conversation, mutate, parse_id, Acting};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::policy::Action;
 use crate::state::AppState;
 
@@ -168,7 +168,7 @@ async fn original(state: &AppState, account: Uuid, message_id: Uuid) -> Result<M
     let head = state.engine.head().await.map_err(ApiError::internal)?;
     let written = Written { position: Some(head) };
     state.settle(written, &["timeline"]).await;
-    let row = timeline::message(&state.pool, account, message_id).await.map_err(ApiError::from)?;
+    let row = timeline::message(&state.pool, account, message_id).await?;
     let row = row.ok_or_else(|| ApiError::internal(anyhow::anyhow!("message {message_id} is not projected")))?;
     Ok(Message::written(row, account, written))
 }
@@ -179,7 +179,7 @@ async fn original(state: &AppState, account: Uuid, message_id: Uuid) -> Result<M
 async fn change_conversation<F, Fut>(ctx: &Context<'_>, conversation: &ID, change: F) -> Result<Conversation>
 where
     F: Fn(AppState, CommandContext, Uuid) -> Fut,
-    Fut: std::future::Future<Output = Result<Written, ApiError>>,
+    Fut: std::future::Future<Output = Result<Written>>,
 {
     let id = parse_id(conversation, "conversation")?;
     let change = &change;
@@ -192,7 +192,7 @@ where
     .await
 }
 
-fn optional_id(value: &MaybeUndefined<ID>, what: &str) -> Result<Option<Option<Uuid>>, ApiError> {
+fn optional_id(value: &MaybeUndefined<ID>, what: &str) -> Result<Option<Option<Uuid>>> {
     match value {
         MaybeUndefined::Undefined => Ok(None),
         MaybeUndefined::Null => Ok(Some(None)),
@@ -200,7 +200,7 @@ fn optional_id(value: &MaybeUndefined<ID>, what: &str) -> Result<Option<Option<U
     }
 }
 
-fn contact_details(name: Option<&str>, email: Option<&str>, phone: Option<&str>) -> Result<ContactDetails, ApiError> {
+fn contact_details(name: Option<&str>, email: Option<&str>, phone: Option<&str>) -> Result<ContactDetails> {
     let name = name.map(|n| Name::parse("contact name", n).map(Name::into_inner)).transpose()?;
     let email = email.map(|e| EmailAddress::parse(e).map(EmailAddress::into_inner)).transpose()?;
     let phone = phone.map(|p| PhoneNumber::parse(p).map(PhoneNumber::into_inner)).transpose()?;
@@ -214,13 +214,9 @@ impl Mutation {
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageAccount)?;
-            let (id, written) = state
-                .commands
-                .create_inbox(&context, &input.name, input.channel.into())
-                .await
-                .map_err(ApiError::from)?;
+            let (id, written) = state.commands.create_inbox(&context, &input.name, input.channel.into()).await?;
             state.settle(written, &["directory"]).await;
-            let row = directory::inbox(&state.pool, principal.account_id, id).await.map_err(ApiError::from)?;
+            let row = directory::inbox(&state.pool, principal.account_id, id).await?;
             Ok(Inbox(row.ok_or_else(|| ApiError::internal(anyhow::anyhow!("inbox {id} not projected")))?))
         })
         .await
@@ -233,9 +229,9 @@ impl Mutation {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageAccount)?;
             let inbox = parse_id(&input.inbox_id, "inbox")?;
-            let written = state.commands.rename_inbox(&context, inbox, &input.name).await.map_err(ApiError::from)?;
+            let written = state.commands.rename_inbox(&context, inbox, &input.name).await?;
             state.settle(written, &["directory"]).await;
-            let row = directory::inbox(&state.pool, principal.account_id, inbox).await.map_err(ApiError::from)?;
+            let row = directory::inbox(&state.pool, principal.account_id, inbox).await?;
             Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
         })
         .await
@@ -258,7 +254,7 @@ impl Mutation {
             input.contact.email.as_deref(),
             input.contact.phone.as_deref(),
         )?;
-        let content = MessageContent::parse(input.content.clone()).map_err(ApiError::from)?;
+        let content = MessageContent::parse(input.content.clone())?;
         let input = &input;
         let (contact, content) = (&contact, &content);
         mutate(ctx, move |Acting { principal, state, context }| async move {
@@ -267,7 +263,7 @@ impl Mutation {
             // Delivering into an inbox reaches whichever conversation the contact has:
             // only for callers who see every conversation of it.
             if principal.sees_by_assignee() {
-                return Err(ApiError::forbidden("your role does not allow delivering messages into this inbox").into());
+                return Err(ApiError::forbidden("your role does not allow delivering messages into this inbox"));
             }
             let message = InboundMessage {
                 inbox_id,
@@ -276,7 +272,7 @@ impl Mutation {
                 source_id: input.source_id.clone(),
                 content: content.clone(),
             };
-            let received = state.commands.receive_message(&context, message).await.map_err(ApiError::from)?;
+            let received = state.commands.receive_message(&context, message).await?;
             let account = principal.account_id;
             if received.duplicate {
                 return original(state, account, received.message_id).await;
@@ -299,7 +295,7 @@ impl Mutation {
     /// An agent's reply, or a private note.
     async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
         let conversation = parse_id(&input.conversation_id, "conversation")?;
-        let content = &MessageContent::parse(input.content.clone()).map_err(ApiError::from)?;
+        let content = &MessageContent::parse(input.content.clone())?;
         let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
@@ -308,8 +304,7 @@ impl Mutation {
             let (id, written) = state
                 .commands
                 .send_message(&context, conversation, content.clone(), private, input.client_message_id.as_deref())
-                .await
-                .map_err(ApiError::from)?;
+                .await?;
             if written.position.is_none() {
                 return original(state, principal.account_id, id).await;
             }
@@ -408,7 +403,7 @@ impl Mutation {
             let id = parse_id(&input.contact_id, "contact")?;
             let details = contact_details(input.name.as_deref(), input.email.as_deref(), input.phone.as_deref())?;
             super::visible_contact(principal, &state.pool, id).await?;
-            let written = state.commands.update_contact(&context, id, details).await.map_err(ApiError::from)?;
+            let written = state.commands.update_contact(&context, id, details).await?;
             state.settle(written, &["directory"]).await;
             let row = directory::contact(&state.pool, principal.account_id, id, None).await?;
             Ok(Contact(row.ok_or_else(|| ApiError::not_found("contact"))?))
@@ -421,7 +416,7 @@ impl Mutation {
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageAccount)?;
-            let (id, written) = state.commands.create_team(&context, &input.name).await.map_err(ApiError::from)?;
+            let (id, written) = state.commands.create_team(&context, &input.name).await?;
             state.settle(written, &["directory"]).await;
             self.team_view(state, principal.account_id, id).await
         })
@@ -444,7 +439,7 @@ impl Mutation {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageAccount)?;
             let team = parse_id(&input.team_id, "team")?;
-            let written = state.commands.delete_team(&context, team).await.map_err(ApiError::from)?;
+            let written = state.commands.delete_team(&context, team).await?;
             state.settle(written, &["directory"]).await;
             Ok(DeleteTeamPayload { team_id: input.team_id.clone(), deleted: true })
         })
@@ -458,7 +453,7 @@ impl Mutation {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageAccount)?;
             let label = parse_id(&input.label_id, "label")?;
-            let written = state.commands.delete_label(&context, label).await.map_err(ApiError::from)?;
+            let written = state.commands.delete_label(&context, label).await?;
             state.settle(written, &["directory"]).await;
             Ok(DeleteLabelPayload { label_id: input.label_id.clone(), deleted: true })
         })
@@ -470,10 +465,9 @@ impl Mutation {
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
             principal.require(Action::ManageAccount)?;
-            let (id, written) =
-                state.commands.create_label(&context, &input.title, &input.color).await.map_err(ApiError::from)?;
+            let (id, written) = state.commands.create_label(&context, &input.title, &input.color).await?;
             state.settle(written, &["directory"]).await;
-            let labels = directory::labels(&state.pool, principal.account_id).await.map_err(ApiError::from)?;
+            let labels = directory::labels(&state.pool, principal.account_id).await?;
             let label = labels.into_iter().find(|l| l.label_id == id);
             Ok(Label(label.ok_or_else(|| ApiError::internal(anyhow::anyhow!("label {id} not projected")))?))
         })
@@ -494,10 +488,9 @@ impl Mutation {
                 state.commands.add_inbox_member(&context, inbox, user).await
             } else {
                 state.commands.remove_inbox_member(&context, inbox, user).await
-            }
-            .map_err(ApiError::from)?;
+            }?;
             state.settle(written, &["directory"]).await;
-            let row = directory::inbox(&state.pool, principal.account_id, inbox).await.map_err(ApiError::from)?;
+            let row = directory::inbox(&state.pool, principal.account_id, inbox).await?;
             Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
         })
         .await
@@ -514,8 +507,7 @@ impl Mutation {
                 state.commands.add_team_member(&context, team, user).await
             } else {
                 state.commands.remove_team_member(&context, team, user).await
-            }
-            .map_err(ApiError::from)?;
+            }?;
             state.settle(written, &["directory"]).await;
             self.team_view(state, principal.account_id, team).await
         })
@@ -523,7 +515,7 @@ impl Mutation {
     }
 
     async fn team_view(&self, state: &AppState, account: Uuid, id: Uuid) -> Result<Team> {
-        let teams = directory::teams(&state.pool, account).await.map_err(ApiError::from)?;
+        let teams = directory::teams(&state.pool, account).await?;
         let team = teams.into_iter().find(|t| t.team_id == id);
         Ok(Team(team.ok_or_else(|| ApiError::internal(anyhow::anyhow!("team {id} not projected")))?))
     }

@@ -1,7 +1,7 @@
 //! Queries: the inbox, timelines, the directory and the event log.
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, InputObject, Object, Result, ID};
+use async_graphql::{Context, InputObject, Object, ID};
 use projections::directory;
 use projections::feed::{read_after, read_stream};
 use projections::inbox_list::{self, AssigneeFilter, BadCursor};
@@ -9,7 +9,7 @@ use projections::inbox_list::{self, AssigneeFilter, BadCursor};
 use super::types::*;
 use super::{authorize_audit, feed_cursor, parse_id, principal, state, visible_contact, LONG_PAGE, SHORT_PAGE};
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::policy::Action;
 
 #[derive(Default)]
@@ -31,7 +31,7 @@ pub struct ConversationFilter {
 
 impl ConversationFilter {
     /// The filter as asked, narrowed to what the principal may see.
-    fn parse(&self, principal: &Principal) -> Result<inbox_list::ConversationFilter, ApiError> {
+    fn parse(&self, principal: &Principal) -> Result<inbox_list::ConversationFilter> {
         let me = principal.user_id;
         let assignee = match (&self.assignee_id, self.assignee) {
             (Some(id), _) => Some(AssigneeFilter::Agent(parse_id(id, "agent")?)),
@@ -57,9 +57,7 @@ impl Query {
     /// The caller, as an agent of the account they act in.
     async fn me(&self, ctx: &Context<'_>) -> Result<Agent> {
         let principal = principal(ctx)?;
-        let row = directory::agent(&state(ctx)?.pool, principal.account_id, principal.user_id)
-            .await
-            .map_err(ApiError::from)?;
+        let row = directory::agent(&state(ctx)?.pool, principal.account_id, principal.user_id).await?;
         Ok(Agent(row.ok_or_else(|| ApiError::not_found("agent"))?))
     }
 
@@ -95,16 +93,14 @@ impl Query {
     ) -> Result<ConversationCounts> {
         let principal = principal(ctx)?;
         let filter = filter.unwrap_or_default().parse(principal)?;
-        let c = inbox_list::counts(&state(ctx)?.pool, principal.account_id, principal.user_id, &filter)
-            .await
-            .map_err(ApiError::from)?;
+        let c = inbox_list::counts(&state(ctx)?.pool, principal.account_id, principal.user_id, &filter).await?;
         Ok(ConversationCounts { mine: c.mine, unassigned: c.unassigned, assigned: c.assigned, all: c.all })
     }
 
     async fn conversation(&self, ctx: &Context<'_>, id: ID) -> Result<Conversation> {
         let principal = principal(ctx)?;
         let id = parse_id(&id, "conversation")?;
-        let row = inbox_list::get(&state(ctx)?.pool, principal.account_id, id).await.map_err(ApiError::from)?;
+        let row = inbox_list::get(&state(ctx)?.pool, principal.account_id, id).await?;
         let row = row.ok_or_else(|| ApiError::not_found("conversation"))?;
         principal.require_conversation(row.inbox_id, row.assignee_id)?;
         Ok(Conversation::loaded(row))
@@ -116,12 +112,12 @@ impl Query {
         let (principal, state) = (principal(ctx)?, state(ctx)?);
         let id = parse_id(&id, "conversation")?;
         authorize_audit(principal, state, id).await?;
-        let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
+        let mut conn = state.pool.acquire().await?;
         let events = read_stream(&mut conn, &state.keyring, "conversation", &id.to_string())
             .await
             .map_err(ApiError::internal)?;
         if events.first().and_then(|e| e.account_id) != Some(principal.account_id) {
-            return Err(ApiError::not_found("conversation").into());
+            return Err(ApiError::not_found("conversation"));
         }
         Ok(events.into_iter().map(Event).collect())
     }
@@ -139,7 +135,7 @@ impl Query {
         let limit = LONG_PAGE.size(first)?;
         let after = feed_cursor(after)?;
         let state = state(ctx)?;
-        let mut conn = state.pool.acquire().await.map_err(ApiError::from)?;
+        let mut conn = state.pool.acquire().await?;
         let events = read_after(&mut conn, &state.keyring, Some(principal.account_id), after, limit + 1)
             .await
             .map_err(ApiError::internal)?;
@@ -149,14 +145,14 @@ impl Query {
     /// The inboxes the caller works in (every inbox, for an administrator).
     async fn inboxes(&self, ctx: &Context<'_>) -> Result<Vec<Inbox>> {
         let principal = principal(ctx)?;
-        let rows = directory::inboxes(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
+        let rows = directory::inboxes(&state(ctx)?.pool, principal.account_id).await?;
         Ok(rows.into_iter().filter(|inbox| principal.require_inbox(inbox.inbox_id).is_ok()).map(Inbox).collect())
     }
 
     async fn inbox(&self, ctx: &Context<'_>, id: ID) -> Result<Inbox> {
         let principal = principal(ctx)?;
         let id = parse_id(&id, "inbox")?;
-        let row = directory::inbox(&state(ctx)?.pool, principal.account_id, id).await.map_err(ApiError::from)?;
+        let row = directory::inbox(&state(ctx)?.pool, principal.account_id, id).await?;
         let row = row.ok_or_else(|| ApiError::not_found("inbox"))?;
         principal.require_inbox(row.inbox_id)?;
         Ok(Inbox(row))
@@ -165,21 +161,21 @@ impl Query {
     async fn agents(&self, ctx: &Context<'_>) -> Result<Vec<Agent>> {
         let principal = principal(ctx)?;
         principal.require(Action::ReadDirectory)?;
-        let rows = directory::agents(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
+        let rows = directory::agents(&state(ctx)?.pool, principal.account_id).await?;
         Ok(rows.into_iter().map(Agent).collect())
     }
 
     async fn teams(&self, ctx: &Context<'_>) -> Result<Vec<Team>> {
         let principal = principal(ctx)?;
         principal.require(Action::ReadDirectory)?;
-        let rows = directory::teams(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
+        let rows = directory::teams(&state(ctx)?.pool, principal.account_id).await?;
         Ok(rows.into_iter().map(Team).collect())
     }
 
     async fn labels(&self, ctx: &Context<'_>) -> Result<Vec<Label>> {
         let principal = principal(ctx)?;
         principal.require(Action::ReadDirectory)?;
-        let rows = directory::labels(&state(ctx)?.pool, principal.account_id).await.map_err(ApiError::from)?;
+        let rows = directory::labels(&state(ctx)?.pool, principal.account_id).await?;
         Ok(rows.into_iter().map(Label).collect())
     }
 
@@ -222,13 +218,12 @@ impl Query {
             after,
             limit + 1,
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
         Ok(connection(rows, limit, |c| format!("{}|{}", c.created_at.to_rfc3339(), c.contact_id), Contact))
     }
 }
 
-fn parse_contact_cursor(cursor: &str) -> Result<(chrono::DateTime<chrono::Utc>, uuid::Uuid), ApiError> {
+fn parse_contact_cursor(cursor: &str) -> Result<(chrono::DateTime<chrono::Utc>, uuid::Uuid)> {
     let bad = || ApiError::bad_input("the cursor is not valid for this list");
     let (at, id) = cursor.split_once('|').ok_or_else(bad)?;
     let at = chrono::DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&chrono::Utc);

@@ -1,7 +1,7 @@
 //! GraphQL object, enum and input types, and their mapping to domain values.
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, Enum, Object, Result, SimpleObject, ID};
+use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use commands::Written;
 use domain::values;
@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{principal, state, CONVERSATION_VIEWS, LONG_PAGE};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::policy::Action;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -63,7 +63,7 @@ pub enum Role {
 
 /// A value a projector stored from a domain enum; anything else is a bug.
 fn stored<T: std::str::FromStr<Err = domain::DomainError>>(text: &str) -> Result<T> {
-    text.parse::<T>().map_err(|e| ApiError::internal(anyhow::anyhow!("read model holds {e}")).into())
+    text.parse::<T>().map_err(|e| ApiError::internal(anyhow::anyhow!("read model holds {e}")))
 }
 
 /// Whose conversations the inbox list shows.
@@ -112,7 +112,7 @@ impl Conversation {
         Self { id, account_id, written, row: OnceCell::new() }
     }
 
-    async fn row(&self, ctx: &Context<'_>) -> Result<&ConversationRow, ApiError> {
+    async fn row(&self, ctx: &Context<'_>) -> Result<&ConversationRow> {
         let row = self
             .row
             .get_or_try_init(|| async {
@@ -174,26 +174,24 @@ impl Conversation {
     }
     async fn assignee(&self, ctx: &Context<'_>) -> Result<Option<Agent>> {
         let Some(user) = self.row(ctx).await?.assignee_id else { return Ok(None) };
-        let row = directory::agent(&state(ctx)?.pool, self.account_id, user).await.map_err(ApiError::from)?;
+        let row = directory::agent(&state(ctx)?.pool, self.account_id, user).await?;
         Ok(Some(row.map_or(Agent::unknown(user), Agent)))
     }
     async fn team(&self, ctx: &Context<'_>) -> Result<Option<Team>> {
         let Some(team) = self.row(ctx).await?.team_id else { return Ok(None) };
-        let teams = directory::teams(&state(ctx)?.pool, self.account_id).await.map_err(ApiError::from)?;
+        let teams = directory::teams(&state(ctx)?.pool, self.account_id).await?;
         Ok(teams.into_iter().find(|t| t.team_id == team).map(Team))
     }
     async fn inbox(&self, ctx: &Context<'_>) -> Result<Option<Inbox>> {
         let inbox_id = self.row(ctx).await?.inbox_id;
-        let row = directory::inbox(&state(ctx)?.pool, self.account_id, inbox_id).await.map_err(ApiError::from)?;
+        let row = directory::inbox(&state(ctx)?.pool, self.account_id, inbox_id).await?;
         Ok(row.map(Inbox))
     }
     async fn contact(&self, ctx: &Context<'_>) -> Result<Contact> {
         let conversation = self.row(ctx).await?;
         // A mutation may have just written the contact, as an inbound message's first does.
         state(ctx)?.settle(self.written, &["directory"]).await;
-        let row = directory::contact(&state(ctx)?.pool, self.account_id, conversation.contact_id, None)
-            .await
-            .map_err(ApiError::from)?;
+        let row = directory::contact(&state(ctx)?.pool, self.account_id, conversation.contact_id, None).await?;
         Ok(Contact(row.unwrap_or(ContactRow {
             contact_id: conversation.contact_id,
             name: conversation.contact_name.clone(),
@@ -216,9 +214,7 @@ impl Conversation {
             .map(|a| a.parse::<i64>().map_err(|_| ApiError::bad_input("the cursor is not valid for this list")))
             .transpose()?;
         state(ctx)?.settle(self.written, CONVERSATION_VIEWS).await;
-        let rows = timeline::messages(&state(ctx)?.pool, self.account_id, self.id, after_seq, limit + 1)
-            .await
-            .map_err(ApiError::from)?;
+        let rows = timeline::messages(&state(ctx)?.pool, self.account_id, self.id, after_seq, limit + 1).await?;
         let account_id = self.account_id;
         Ok(connection(rows, limit, |m| m.seq.to_string(), |row| Message::loaded(row, account_id)))
     }
@@ -335,7 +331,7 @@ impl Inbox {
 }
 
 async fn members(ctx: &Context<'_>, account: Uuid, group: directory::Group) -> Result<Vec<Agent>> {
-    let rows = directory::members(&state(ctx)?.pool, account, group).await.map_err(ApiError::from)?;
+    let rows = directory::members(&state(ctx)?.pool, account, group).await?;
     Ok(rows.into_iter().map(Agent).collect())
 }
 
