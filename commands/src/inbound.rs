@@ -9,16 +9,16 @@
 
 use anyhow::Context;
 use domain::actor::Actor;
-use domain::contact::{Contact, ContactCommand, ContactDetails};
-use domain::conversation::{Conversation, ConversationCommand};
+use domain::contact::{Contact, ContactCommand, ContactDetails, ContactEvent};
+use domain::conversation::{Conversation, ConversationCommand, ConversationEvent};
 use domain::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId};
-use domain::route::{Route, RouteCommand, RouteEvent};
+use domain::route::{Delivery, Route, RouteCommand, RouteEvent};
 use domain::values::{check_source_id, MessageContent};
 use projections::keyring::Keyring;
 use uuid::Uuid;
 
 use crate::context::CommandContext;
-use crate::side_write::ChannelIdentity;
+use crate::side_write::{ChannelIdentity, SideWrites};
 use crate::store::{Loaded, UnitOfWork};
 use crate::{decide, retry, CommandError, Commands, Written};
 
@@ -57,89 +57,40 @@ impl Commands {
         let inbox = self.store().peek::<domain::inbox::Inbox>(&message.inbox_id.to_string()).await?.state;
         crate::inbox::in_account(context, inbox.account_id())?;
         let keyring = self.store().keyring();
-        let RouteKeys { identity_hash, route_id } =
-            RouteKeys::new(keyring, message.inbox_id, &message.contact_source_id);
-        let source_key = RouteKeys::source_key(keyring, &identity_hash, &message.source_id);
-
+        let keys = RouteKeys::new(keyring, message.inbox_id, &message.contact_source_id);
+        let staging = InboundStaging { keyring, context, inbox_id: message.inbox_id, keys: &keys };
         retry(|| async {
-            let _route_guard = self.store().lock::<Route>(&route_id).await;
-            let mut route = self.store().load_for_update::<Route>(&route_id).await?;
-            let deliver = RouteCommand::Deliver {
-                account_id: AccountId(context.account_id),
-                inbox_id: InboxId(message.inbox_id),
-                source_key: source_key.clone(),
-                new_contact_id: ContactId(Uuid::now_v7()),
-                new_conversation_id: ConversationId(Uuid::now_v7()),
-                new_message_id: MessageId(Uuid::now_v7()),
-                at: context.at,
-            };
-            let route_events = decide(&mut route, deliver).await?;
-            let delivery = route.state.delivery(&source_key).context("route accepted no delivery")?;
-            let contact_id = route.state.contact_id().context("route without a contact")?;
-            let new_contact = route_events.iter().any(|e| matches!(e, RouteEvent::RouteOpened { .. }));
+            let _route_guard = self.store().lock::<Route>(&keys.route_id).await;
+            let mut route = self.store().load_for_update::<Route>(&keys.route_id).await?;
+            let routed = staging.route(&mut route, &message.source_id).await?;
             let outcome = |duplicate, written| Received {
-                message_id: delivery.message_id.as_uuid(),
-                conversation_id: delivery.conversation_id.as_uuid(),
-                contact_id: contact_id.as_uuid(),
+                message_id: routed.delivery.message_id.as_uuid(),
+                conversation_id: routed.delivery.conversation_id.as_uuid(),
+                contact_id: routed.contact_id.as_uuid(),
                 duplicate,
                 written,
             };
-            if route_events.is_empty() {
+            if routed.events.is_empty() {
                 self.store().keep(route);
                 return Ok(outcome(true, Written::default()));
             }
             // The contact is the author of what it sends, whoever relayed it.
-            let context = CommandContext { actor: Actor::Contact(contact_id.as_uuid()), ..context.clone() };
-            let context = &context;
-            let mut work = UnitOfWork::new(context);
-            let new_conversation = route_events.iter().any(|e| matches!(e, RouteEvent::ConversationLinked { .. }));
-            work.append(route, route_events)?;
-
-            if new_contact {
-                work.side_writes().data_key(keyring, contact_id.as_uuid())?;
-                work.side_writes().channel_identity(ChannelIdentity {
-                    hash: identity_hash.clone(),
-                    account: context.account_id,
-                    inbox: message.inbox_id,
-                    contact: contact_id.as_uuid(),
-                });
-                // A fresh id: the stream is new, nothing to read.
-                let mut contact = Loaded::<Contact>::new_stream(contact_id.to_string());
-                let create = ContactCommand::Create {
-                    contact_id,
-                    account_id: AccountId(context.account_id),
-                    details: message.contact.clone(),
-                    at: context.at,
-                };
-                let events = decide(&mut contact, create).await?;
+            let context = CommandContext { actor: Actor::Contact(routed.contact_id.as_uuid()), ..context.clone() };
+            let mut work = UnitOfWork::new(&context);
+            work.append(route, routed.events.clone())?;
+            if routed.new_contact {
+                let (contact, events) = staging.contact(work.side_writes(), &routed, message.contact.clone()).await?;
                 work.append(contact, events)?;
             }
-
-            let conversation_key = delivery.conversation_id.to_string();
+            let conversation_key = routed.delivery.conversation_id.to_string();
             let _conversation_guard = self.store().lock::<Conversation>(&conversation_key).await;
-            let mut conversation = if new_conversation {
-                Loaded::<Conversation>::new_stream(conversation_key.clone())
+            let (mut conversation, display_id) = if routed.new_conversation {
+                let display_id = self.reserve_display_ids(context.account_id, 1).await?;
+                (Loaded::<Conversation>::new_stream(conversation_key), Some(display_id))
             } else {
-                self.store().load_for_update::<Conversation>(&conversation_key).await?
+                (self.store().load_for_update::<Conversation>(&conversation_key).await?, None)
             };
-            let mut events = Vec::new();
-            if new_conversation {
-                let start = ConversationCommand::Start {
-                    conversation_id: delivery.conversation_id,
-                    account_id: AccountId(context.account_id),
-                    inbox_id: InboxId(message.inbox_id),
-                    contact_id,
-                    display_id: self.reserve_display_ids(context.account_id, 1).await?,
-                    at: context.at,
-                };
-                events.extend(decide(&mut conversation, start).await?);
-            }
-            let receive = ConversationCommand::ReceiveMessage {
-                message_id: delivery.message_id,
-                content: message.content.clone(),
-                at: context.at,
-            };
-            events.extend(decide(&mut conversation, receive).await?);
+            let events = staging.conversation(&mut conversation, &routed, display_id, message.content.clone()).await?;
             work.append(conversation, events)?;
             let position = self.store().commit(work).await?;
             Ok(outcome(false, Written { position }))
@@ -150,6 +101,109 @@ impl Commands {
     /// Reserves the account's next `count` conversation numbers and returns the last.
     pub async fn reserve_display_ids(&self, account_id: Uuid, count: i64) -> anyhow::Result<i64> {
         self.store().numbering().reserve(account_id, count).await
+    }
+}
+
+/// How one inbound message is staged into a unit of work, the same for every caller
+/// (a channel's delivery, and the benchmark's synthetic history): the route decides
+/// whether the message is new and where it goes; a new contact comes with its data
+/// key and channel identity; the conversation starts if the route opened one, then
+/// receives the message.
+pub struct InboundStaging<'a> {
+    pub keyring: &'a Keyring,
+    pub context: &'a CommandContext,
+    pub inbox_id: Uuid,
+    pub keys: &'a RouteKeys,
+}
+
+/// What the route decided for one message. No events: a redelivery.
+pub struct Routed {
+    pub events: Vec<RouteEvent>,
+    pub delivery: Delivery,
+    pub contact_id: ContactId,
+    pub new_contact: bool,
+    pub new_conversation: bool,
+}
+
+impl InboundStaging<'_> {
+    /// Lets the route decide on the message with this source id; its state moves on.
+    pub async fn route(&self, route: &mut Loaded<Route>, source_id: &str) -> Result<Routed, CommandError> {
+        let source_key = RouteKeys::source_key(self.keyring, &self.keys.identity_hash, source_id);
+        let deliver = RouteCommand::Deliver {
+            account_id: AccountId(self.context.account_id),
+            inbox_id: InboxId(self.inbox_id),
+            source_key: source_key.clone(),
+            new_contact_id: ContactId(Uuid::now_v7()),
+            new_conversation_id: ConversationId(Uuid::now_v7()),
+            new_message_id: MessageId(Uuid::now_v7()),
+            at: self.context.at,
+        };
+        let events = decide(route, deliver).await?;
+        Ok(Routed {
+            delivery: route.state.delivery(&source_key).context("route accepted no delivery")?,
+            contact_id: route.state.contact_id().context("route without a contact")?,
+            new_contact: events.iter().any(|e| matches!(e, RouteEvent::RouteOpened { .. })),
+            new_conversation: events.iter().any(|e| matches!(e, RouteEvent::ConversationLinked { .. })),
+            events,
+        })
+    }
+
+    /// The new contact the route opened: its stream and events, its data key and its
+    /// channel identity (into `side_writes`).
+    pub async fn contact(
+        &self,
+        side_writes: &mut SideWrites,
+        routed: &Routed,
+        details: ContactDetails,
+    ) -> Result<(Loaded<Contact>, Vec<ContactEvent>), CommandError> {
+        let contact_id = routed.contact_id;
+        side_writes.data_key(self.keyring, contact_id.as_uuid())?;
+        side_writes.channel_identity(ChannelIdentity {
+            hash: self.keys.identity_hash.clone(),
+            account: self.context.account_id,
+            inbox: self.inbox_id,
+            contact: contact_id.as_uuid(),
+        });
+        // A fresh id: the stream is new, nothing to read.
+        let mut contact = Loaded::<Contact>::new_stream(contact_id.to_string());
+        let create = ContactCommand::Create {
+            contact_id,
+            account_id: AccountId(self.context.account_id),
+            details,
+            at: self.context.at,
+        };
+        let events = decide(&mut contact, create).await?;
+        Ok((contact, events))
+    }
+
+    /// The conversation's events for the message: started first (with `display_id`)
+    /// when the route opened it.
+    pub async fn conversation(
+        &self,
+        conversation: &mut Loaded<Conversation>,
+        routed: &Routed,
+        display_id: Option<i64>,
+        content: MessageContent,
+    ) -> Result<Vec<ConversationEvent>, CommandError> {
+        let mut events = Vec::new();
+        if routed.new_conversation {
+            let start = ConversationCommand::Start {
+                conversation_id: routed.delivery.conversation_id,
+                account_id: AccountId(self.context.account_id),
+                inbox_id: InboxId(self.inbox_id),
+                contact_id: routed.contact_id,
+                display_id: display_id.context("a new conversation needs its number")?,
+                at: self.context.at,
+            };
+            events.extend(decide(conversation, start).await?);
+        }
+        let receive = ConversationCommand::ReceiveMessage {
+            message_id: routed.delivery.message_id,
+            content,
+            at: self.context.at,
+        };
+        events.extend(decide(conversation, receive).await?);
+        Ok(events)
     }
 }
 

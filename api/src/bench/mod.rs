@@ -184,7 +184,7 @@ impl Bench {
         sqlx::query("CREATE TRIGGER raw_immutable BEFORE UPDATE OR DELETE ON raw_events FOR EACH ROW EXECUTE FUNCTION events_are_immutable()")
             .execute(&pool)
             .await?;
-        let metadata = json!({ "actor": format!("contact:{}", Uuid::now_v7()), "correlation_id": Uuid::now_v7(), "occurred_at": "2026-11-24T10:00:00Z" });
+        let metadata = json!({ "actor": Actor::Contact(Uuid::now_v7()).to_string(), "correlation_id": Uuid::now_v7(), "occurred_at": "2026-11-24T10:00:00Z" });
         let account = Uuid::now_v7();
         let single = {
             let (pool, metadata) = (pool.clone(), metadata.clone());
