@@ -7,7 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::conversation::ConversationEvent;
 use crate::ids::{MessageId, TeamId, UserId};
 use crate::values::{Priority, Status};
 
@@ -63,34 +62,6 @@ pub enum Line {
 }
 
 impl ActivityLine {
-    /// The line an event adds to the timeline, with its id; `None` for events that add
-    /// none (messages, automatic reopening, attributes).
-    pub fn of(event: &ConversationEvent) -> Option<(MessageId, Line)> {
-        use ConversationEvent as E;
-        let by = |activity: &Activity| activity.by.unwrap_or(ActedBy::System);
-        let (activity, line) = match event {
-            E::AssigneeChanged { to, activity, .. } => (activity, ActivityLine::Assignee { to: *to, by: by(activity) }),
-            E::TeamChanged { to, activity, .. } => (activity, ActivityLine::Team { to: *to, by: by(activity) }),
-            E::StatusChanged { to, activity: Some(activity), .. } => {
-                (activity, ActivityLine::Status { to: *to, by: by(activity) })
-            }
-            E::PriorityChanged { to, activity, .. } => (activity, ActivityLine::Priority { to: *to, by: by(activity) }),
-            E::LabelsChanged { added, removed, activity, .. } => {
-                let (added, removed) = (added.clone(), removed.clone());
-                (activity, ActivityLine::Labels { added, removed, by: by(activity) })
-            }
-            E::MuteChanged { muted, activity, .. } => {
-                (activity, ActivityLine::Muted { muted: *muted, by: by(activity) })
-            }
-            _ => return None,
-        };
-        let line = match &activity.content {
-            Some(text) => Line::Text(text.clone()),
-            None => Line::Structured(line),
-        };
-        Some((activity.message_id, line))
-    }
-
     /// The agents and teams whose names the line needs.
     pub fn names_needed(&self) -> (Vec<UserId>, Option<TeamId>) {
         let by = match self.by() {
@@ -164,6 +135,8 @@ mod tests {
 
     use uuid::Uuid;
 
+    use crate::conversation::ConversationEvent;
+
     use super::*;
 
     const ANA: UserId = UserId(Uuid::from_u128(5));
@@ -207,7 +180,7 @@ mod tests {
         let activity =
             Activity { message_id: MessageId(Uuid::from_u128(1)), by: None, content: Some("Bo muted".into()) };
         let event = ConversationEvent::MuteChanged { muted: true, activity, at: chrono::Utc::now() };
-        let Some((_, Line::Text(text))) = ActivityLine::of(&event) else { panic!("a text line") };
+        let Some((_, Line::Text(text))) = event.activity_line() else { panic!("a text line") };
         assert_eq!(text, "Bo muted");
         let stored = serde_json::json!({ "message_id": Uuid::from_u128(1), "content": "Bo muted" });
         assert_eq!(serde_json::from_value::<Activity>(stored).unwrap().content.as_deref(), Some("Bo muted"));

@@ -11,7 +11,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::activity::{ActedBy, Activity};
+use crate::activity::{ActedBy, Activity, ActivityLine, Line};
 use crate::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId, TeamId, UserId};
 use crate::values::{CustomAttributes, Instant, MessageContent, Priority, Status};
 use crate::{domain_event, DomainError, PersonalData};
@@ -190,6 +190,36 @@ pub enum ConversationEvent {
         attributes: Option<serde_json::Map<String, serde_json::Value>>,
         at: Instant,
     },
+}
+
+impl ConversationEvent {
+    /// The line an event adds to the timeline, with its id; `None` for events that add
+    /// none (messages, automatic reopening, attributes).
+    pub fn activity_line(&self) -> Option<(MessageId, Line)> {
+        use ConversationEvent as E;
+        let by = |activity: &Activity| activity.by.unwrap_or(ActedBy::System);
+        let (activity, line) = match self {
+            E::AssigneeChanged { to, activity, .. } => (activity, ActivityLine::Assignee { to: *to, by: by(activity) }),
+            E::TeamChanged { to, activity, .. } => (activity, ActivityLine::Team { to: *to, by: by(activity) }),
+            E::StatusChanged { to, activity: Some(activity), .. } => {
+                (activity, ActivityLine::Status { to: *to, by: by(activity) })
+            }
+            E::PriorityChanged { to, activity, .. } => (activity, ActivityLine::Priority { to: *to, by: by(activity) }),
+            E::LabelsChanged { added, removed, activity, .. } => {
+                let (added, removed) = (added.clone(), removed.clone());
+                (activity, ActivityLine::Labels { added, removed, by: by(activity) })
+            }
+            E::MuteChanged { muted, activity, .. } => {
+                (activity, ActivityLine::Muted { muted: *muted, by: by(activity) })
+            }
+            _ => return None,
+        };
+        let line = match &activity.content {
+            Some(text) => Line::Text(text.clone()),
+            None => Line::Structured(line),
+        };
+        Some((activity.message_id, line))
+    }
 }
 
 domain_event!(

@@ -1,7 +1,7 @@
 //! The keys behind personal data in the log: a data key per data subject (a contact, a
 //! member of an account, a login) wrapped by the master key, and keyed hashes for
 //! identities that must be looked up but never stored in clear. The event envelope
-//! (`crate::envelope`) seals and opens fields with these keys.
+//! (`envelope`) seals and opens fields with these keys.
 //!
 //! Lives on the read side because both sides need it: the store seals when it writes
 //! and the feed opens when it reads. Erasing a subject deletes its wrapped key, after

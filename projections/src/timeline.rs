@@ -145,7 +145,7 @@ fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
         | E::LabelsChanged { at, .. }
         | E::MuteChanged { at, .. }
         | E::StatusChanged { activity: Some(_), at, .. }) => {
-            let Some((message_id, line)) = ActivityLine::of(change) else { return Ok(None) };
+            let Some((message_id, line)) = change.activity_line() else { return Ok(None) };
             let (content, activity) = match line {
                 Line::Structured(line) => (None, Some(Json(line))),
                 Line::Text(text) => (Some(text), None),

@@ -12,6 +12,7 @@ mod erasure;
 mod event_log;
 mod hardening;
 mod hostile_input;
+mod house;
 mod inbox_list;
 mod projections;
 mod tamper_evidence;
