@@ -11,6 +11,15 @@ source scripts/db.sh
 # Exports TEST_REDIS_URL (rate limits shared through Redis are tested against it).
 source scripts/redis.sh
 
+# The webhook tests verify signatures with the Standard Webhooks library (PyPI), in a
+# virtualenv of our own under target/ (made once).
+VERIFIER="$ROOT/target/pyenv"
+if ! "$VERIFIER/bin/python" -c "import standardwebhooks" 2>/dev/null; then
+  python3 -m venv "$VERIFIER" && "$VERIFIER/bin/pip" install --quiet --disable-pip-version-check standardwebhooks ||
+    echo "test: could not install the standardwebhooks library; the webhook signature tests will fail" >&2
+fi
+export WEBHOOK_VERIFIER_PYTHON="$VERIFIER/bin/python"
+
 # Tests need a key but must not depend on a developer's .env.
 export MASTER_KEY="${MASTER_KEY:-$(head -c32 /dev/urandom | base64 | tr -d '\n')}"
 export RUST_BACKTRACE=1

@@ -10,11 +10,16 @@ use axum_server::tls_rustls::RustlsConfig;
 use commands::connection::CHECK_IDLE_AFTER;
 use commands::digest::{DigestKey, Digests};
 use commands::erasure::ERASURE_CHANNEL;
+use commands::jobs::{Clock, Jobs, SystemClock};
+use commands::outbound::Outbound;
 use commands::store::EventStore;
+use commands::webhook::delivery::WebhookDelivery;
+use commands::webhook::policy::WebhooksPolicy;
 use commands::Commands;
 use projections::engine::{Engine, Wake};
 use projections::envelope::chain::Chain;
 use projections::keyring::Keyring;
+use projections::policy::Policies;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 use tokio::net::TcpListener;
@@ -28,6 +33,12 @@ use crate::rate_limit::RateLimiter;
 use crate::state::AppState;
 
 /// The migrations in `migrations/`, embedded in the binary.
+/// The longest a webhook delivery may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a job attempt may run before another worker may take the job: longer
+/// than any attempt (a delivery's timeout), short enough to retry soon after a crash.
+const JOB_LEASE: Duration = Duration::from_secs(60);
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Connects with the session settings every connection needs: a transaction left
@@ -78,6 +89,18 @@ impl Services {
             Some(seed) => DigestKey::from_base64(seed)?,
             None => DigestKey::from_seed(keyring.derive("digest-signing")),
         };
+        let commands = Commands::new(store.clone());
+        let outbound = Outbound::new(config.outbound_allow_private_targets, DELIVERY_TIMEOUT)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let policies = Policies::new(
+            pool.clone(),
+            keyring.clone(),
+            vec![Arc::new(WebhooksPolicy::new(pool.clone(), clock.clone()))],
+            engine.wake().clone(),
+            config.projector_poll,
+        );
+        let delivery = WebhookDelivery::new(commands.clone(), outbound.clone(), clock.clone());
+        let jobs = Jobs::new(pool.clone(), clock, vec![Arc::new(delivery)], JOB_LEASE, config.projector_poll);
         let state = AppState {
             authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
             rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref(), keyring.clone()).await?),
@@ -86,8 +109,11 @@ impl Services {
             digests: Arc::new(Digests::new(pool.clone(), digest_key)),
             requests: Arc::default(),
             pool,
-            commands: Commands::new(store),
+            commands,
             engine,
+            outbound,
+            policies,
+            jobs,
             keyring,
             read_your_writes_timeout: config.read_your_writes_timeout,
         };
@@ -103,10 +129,17 @@ pub struct Application {
     limits: graphql::Limits,
     http: http::HttpSettings,
     digests: DigestSchedule,
+    jobs: JobSettings,
     shutdown: CancellationToken,
 }
 
 /// When digests of the log are recorded, and where they go.
+#[derive(Clone, Copy)]
+struct JobSettings {
+    workers: usize,
+    retention: Duration,
+}
+
 struct DigestSchedule {
     interval: Duration,
     push_url: Option<String>,
@@ -142,7 +175,8 @@ impl Application {
             }
         };
         let digests = DigestSchedule { interval: config.digest_interval, push_url: config.digest_push_url.clone() };
-        Ok(Self { listener, tls, services, limits, http, digests, shutdown: CancellationToken::new() })
+        let jobs = JobSettings { workers: config.job_workers, retention: config.job_retention };
+        Ok(Self { listener, tls, services, limits, http, digests, jobs, shutdown: CancellationToken::new() })
     }
 
     pub fn port(&self) -> u16 {
@@ -160,11 +194,15 @@ impl Application {
 
     /// Serves HTTP and runs the projectors until SIGINT/SIGTERM or the token.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { listener, tls, services, limits, http: settings, digests, shutdown } = self;
+        let Application { listener, tls, services, limits, http: settings, digests, jobs, shutdown } = self;
         let state = services.state;
         let engine = state.engine.clone();
         let engine_stop = shutdown.clone();
         let engine_task = tokio::spawn(async move { engine.run(engine_stop).await });
+        let policies = state.policies.clone();
+        let policies_stop = shutdown.clone();
+        let policies_task = tokio::spawn(async move { policies.run(policies_stop).await });
+        tokio::spawn(run_jobs(state.jobs.clone(), jobs, shutdown.clone()));
         tokio::spawn(relay_commits(services.committed, state.engine.clone(), shutdown.clone()));
         tokio::spawn(relay_access_changes(state.clone(), shutdown.clone()));
         if !digests.interval.is_zero() {
@@ -201,12 +239,31 @@ impl Application {
         }
         shutdown.cancel();
         engine_task.await.context("the projection engine panicked")??;
+        policies_task.await.context("the policy runner panicked")??;
         Ok(())
     }
 }
 
 /// Records a digest of the log on every beat when it moved, and pushes what is not yet
 /// delivered (one process does, the others find the lock taken).
+/// Runs jobs until shutdown, and prunes finished ones past their retention hourly.
+async fn run_jobs(jobs: Jobs, settings: JobSettings, shutdown: CancellationToken) {
+    let pruner = jobs.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! { _ = beat.tick() => {}, _ = stop.cancelled() => return }
+            match pruner.prune(settings.retention).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned finished jobs past their retention"),
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "could not prune finished jobs"),
+            }
+        }
+    });
+    jobs.run(settings.workers, shutdown).await;
+}
+
 async fn record_digests(digests: Arc<Digests>, schedule: DigestSchedule, shutdown: CancellationToken) {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
     let mut beat = tokio::time::interval(schedule.interval);

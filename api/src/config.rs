@@ -53,6 +53,13 @@ pub struct Config {
     pub digest_push_url: Option<String>,
     /// Origins whose pages may call `/graphql` from a browser (CORS).
     pub cors_allowed_origins: Vec<String>,
+    /// Whether tenants' settings may aim requests at private, loopback or link-local
+    /// addresses (tests, on-premise receivers).
+    pub outbound_allow_private_targets: bool,
+    /// Jobs this process runs at once.
+    pub job_workers: usize,
+    /// How long finished and dead jobs are kept.
+    pub job_retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +151,9 @@ impl Config {
             cors_allowed_origins: var("CORS_ALLOWED_ORIGINS")
                 .map(|list| list.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect())
                 .unwrap_or_default(),
+            outbound_allow_private_targets: parse("OUTBOUND_ALLOW_PRIVATE_TARGETS", false)?,
+            job_workers: parse("JOB_WORKERS", 4)?,
+            job_retention: Duration::from_secs(24 * 3600 * parse::<u64>("JOB_RETENTION_DAYS", 14)?),
         })
     }
 }

@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use commands::context::{AccessStamp, CommandContext};
 use commands::digest::Digests;
+use commands::jobs::Jobs;
+use commands::outbound::Outbound;
 use commands::{Commands, Written};
 use domain::actor::Actor;
 use projections::engine::Engine;
 use projections::keyring::Keyring;
+use projections::policy::Policies;
 use sqlx::PgPool;
 
 use crate::auth::{Authenticator, Principal};
@@ -40,6 +43,10 @@ pub struct AppState {
     pub digests: Arc<Digests>,
     /// GraphQL requests by operation and outcome, for `/metrics`.
     pub requests: Arc<RequestMetrics>,
+    /// The guard every request a tenant's setting aims goes through.
+    pub outbound: Outbound,
+    pub policies: Policies,
+    pub jobs: Jobs,
 }
 
 impl AppState {

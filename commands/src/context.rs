@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use domain::actor::Actor;
+use projections::feed::FeedEvent;
 use uuid::Uuid;
 
 /// The caller's access as it was resolved: a user's access version (moved on by every
@@ -23,7 +24,9 @@ pub struct CommandContext {
     pub account_id: Uuid,
     pub actor: Actor,
     pub correlation_id: Uuid,
-    pub causation_id: Option<Uuid>,
+    /// The event this command reacts to (`<type>/<id>/<sequence>`), for a policy's or
+    /// a job's commands.
+    pub causation_id: Option<String>,
     pub channel: Option<String>,
     pub at: DateTime<Utc>,
     /// The access the request was authorized with, when a principal made it.
@@ -45,6 +48,17 @@ impl CommandContext {
             access: None,
             reads: Reads::default(),
         }
+    }
+
+    /// A policy's or a job's context, acting on `event`: in its account, as `actor`,
+    /// caused by it and in its correlation.
+    pub fn caused_by(event: &FeedEvent, account_id: Uuid, actor: Actor) -> Self {
+        let mut context = Self::now(account_id, actor);
+        context.causation_id = Some(event.id());
+        if let Some(correlation) = event.correlation_id() {
+            context.correlation_id = correlation;
+        }
+        context
     }
 }
 

@@ -22,13 +22,16 @@ pub mod error;
 pub mod guard;
 pub mod inbound;
 pub mod inbox;
+pub mod jobs;
 pub mod label;
 mod numbering;
+pub mod outbound;
 pub mod side_write;
 pub mod store;
 mod stream_lock;
 pub mod team;
 pub mod verify;
+pub mod webhook;
 
 use context::CommandContext;
 pub use error::{CommandError, StoreError};

@@ -331,7 +331,7 @@ impl EventStore {
         let metadata = Metadata {
             actor: &context.actor,
             correlation_id: context.correlation_id,
-            causation_id: context.causation_id,
+            causation_id: context.causation_id.as_deref(),
             channel: context.channel.as_deref(),
             occurred_at: context.at,
         };

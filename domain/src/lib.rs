@@ -12,11 +12,13 @@ pub mod event;
 pub mod ids;
 pub mod inbox;
 pub mod label;
+pub mod public_event;
 pub mod route;
 pub mod team;
 pub mod upcast;
 pub mod user;
 pub mod values;
+pub mod webhook;
 
 pub use error::DomainError;
 pub use event::PersonalData;

@@ -89,6 +89,17 @@ impl FeedEvent {
         envelope::is_sealed(&self.metadata)
     }
 
+    /// The event's identity: `<aggregate type>/<aggregate id>/<sequence>`, what the
+    /// events a policy or job writes in reaction name as their cause.
+    pub fn id(&self) -> String {
+        format!("{}/{}/{}", self.aggregate_type, self.aggregate_id, self.sequence)
+    }
+
+    /// The correlation the event belongs to, if its metadata names one.
+    pub fn correlation_id(&self) -> Option<Uuid> {
+        self.metadata.get(envelope::META_CORRELATION).and_then(Value::as_str).and_then(|c| c.parse().ok())
+    }
+
     /// Who caused the event, as recorded (what an auditor and an export show).
     pub fn recorded_actor(&self) -> &str {
         envelope::recorded_actor(&self.metadata)
@@ -211,6 +222,27 @@ pub async fn read_stream(
         .context("failed to read an event stream")?;
     let events = rows.iter().map(event_of).collect::<anyhow::Result<_>>()?;
     opened_for_audit(conn, keyring, events).await
+}
+
+/// One event, personal fields opened (`null` once erased), in its current shape.
+pub async fn read_event(
+    conn: &mut PgConnection,
+    keyring: &Keyring,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+) -> anyhow::Result<Option<FeedEvent>> {
+    let sql = format!("{SELECT_EVENTS} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3");
+    let row = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequence)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("failed to read an event")?;
+    let Some(row) = row else { return Ok(None) };
+    let events = opened(conn, keyring, vec![event_of(&row)?]).await?;
+    Ok(events.into_iter().next())
 }
 
 /// The events with their personal fields opened (in their current shape), for an auditor, who reads a damaged

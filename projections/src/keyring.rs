@@ -91,6 +91,23 @@ impl Keyring {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// Seals a setting's secret (a webhook's signing secret and URL, later channel
+    /// tokens) for the settings tables: never in the log, never in clear at rest.
+    /// `binding` ties it to its row (`webhook/<id>/secret`): moved elsewhere, it does
+    /// not open.
+    pub fn seal_setting(&self, binding: &str, plain: &[u8]) -> anyhow::Result<Vec<u8>> {
+        encrypt(&self.settings_cipher(), binding.as_bytes(), plain)
+    }
+
+    /// Opens what [`Keyring::seal_setting`] sealed with the same binding.
+    pub fn open_setting(&self, binding: &str, sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
+        decrypt(&self.settings_cipher(), binding.as_bytes(), sealed).context("a sealed setting does not open")
+    }
+
+    fn settings_cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.derive("settings")))
+    }
+
     /// Generates a data key for a new subject; the caller stores `wrapped` in
     /// `data_keys` in the same transaction as the subject's first sealed event.
     pub fn new_data_key(&self, subject: Uuid) -> anyhow::Result<NewDataKey> {
@@ -189,6 +206,15 @@ mod tests {
         keyring.forget(subject);
         keyring.remember(subject, key.cipher);
         assert!(!keyring.data_keys.lock().unwrap().keys.contains_key(&subject));
+    }
+
+    #[test]
+    fn a_sealed_setting_opens_only_bound_to_its_row() {
+        let keyring = Keyring::new([5; 32]);
+        let sealed = keyring.seal_setting("webhook/1/secret", b"whsec_abc").unwrap();
+        assert_eq!(keyring.open_setting("webhook/1/secret", &sealed).unwrap(), b"whsec_abc");
+        assert!(keyring.open_setting("webhook/2/secret", &sealed).is_err());
+        assert!(Keyring::new([6; 32]).open_setting("webhook/1/secret", &sealed).is_err());
     }
 
     #[test]

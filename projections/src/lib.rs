@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod feed;
 pub mod inbox_list;
 pub mod keyring;
+pub mod policy;
 pub mod timeline;
 pub mod transient;
 

@@ -30,11 +30,13 @@ struct Ids {
     contact: String,
     agent: String,
     token: String,
+    webhook: String,
 }
 
 fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
     let c = &ids.conversation;
     let i = &ids.inbox;
+    let w = &ids.webhook;
     vec![
         // Queries.
         ("me", Kind::Own, "{ me { id } }".into()),
@@ -85,6 +87,13 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("setConversationMuted", Kind::Targeted, format!("mutation {{ setConversationMuted(input: {{conversationId: \"{c}\", muted: true}}) {{ id }} }}")),
         ("setConversationCustomAttributes", Kind::Targeted, format!("mutation {{ setConversationCustomAttributes(input: {{conversationId: \"{c}\", attributes: {{plan: \"gold\"}}}}) {{ id }} }}")),
         ("eraseAgent", Kind::Admin, format!("mutation {{ eraseAgent(input: {{userId: \"{}\", reason: \"test\"}}) {{ erased }} }}", ids.agent)),
+        ("webhooks", Kind::Admin, "{ webhooks { id url } }".into()),
+        ("webhookDeliveries", Kind::Admin, format!("{{ webhookDeliveries(webhookId: \"{w}\") {{ edges {{ node {{ id }} }} }} }}")),
+        ("createWebhook", Kind::Admin, "mutation { createWebhook(input: {name: \"x\", url: \"http://127.0.0.1:9/x\", events: [\"message_created\"]}) { id } }".into()),
+        ("updateWebhook", Kind::Admin, format!("mutation {{ updateWebhook(input: {{webhookId: \"{w}\", name: \"renamed\"}}) {{ webhook {{ id }} }} }}")),
+        ("rotateWebhookSecret", Kind::Admin, format!("mutation {{ rotateWebhookSecret(input: {{webhookId: \"{w}\"}}) {{ secret }} }}")),
+        ("deleteWebhook", Kind::Admin, format!("mutation {{ deleteWebhook(input: {{webhookId: \"{w}\"}}) {{ webhookId }} }}")),
+        ("sendTestWebhook", Kind::Admin, format!("mutation {{ sendTestWebhook(input: {{webhookId: \"{w}\"}}) {{ deliveryId }} }}")),
         ("eraseContact", Kind::Admin, format!("mutation {{ eraseContact(input: {{contactId: \"{}\", reason: \"test\"}}) {{ erased }} }}", ids.contact)),
     ]
 }
@@ -138,15 +147,28 @@ async fn every_operation_refuses_outsiders_and_changes_nothing_of_the_account() 
         .as_str()
         .unwrap()
         .to_string();
+    let webhook = app
+        .ok("mutation { createWebhook(input: {name: \"A's\", url: \"http://127.0.0.1:9/a-secret-path\", events: [\"contact_updated\"]}) { id } }", json!({}))
+        .await["createWebhook"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let other = app.other_account().await;
-    let ids = Ids { inbox: inbox.clone(), conversation: conversation.clone(), contact: contact.clone(), agent, token };
+    let ids = Ids {
+        inbox: inbox.clone(),
+        conversation: conversation.clone(),
+        contact: contact.clone(),
+        agent,
+        token,
+        webhook: webhook.clone(),
+    };
 
     let table = operations(&ids);
     let listed: BTreeSet<String> = table.iter().map(|(name, _, _)| name.to_string()).collect();
     assert_eq!(schema_operations(&app).await, listed, "every operation of the schema has a row in the matrix");
 
     // Nothing of A may show to the outsiders: its conversation, inbox or contact ids.
-    let secrets = [conversation.as_str(), inbox.as_str(), contact.as_str(), "confidential"];
+    let secrets = [conversation.as_str(), inbox.as_str(), contact.as_str(), "confidential", &webhook, "a-secret-path"];
     let before = account_state(&app).await;
     for (name, kind, operation) in &table {
         let anonymous = app.gql_as(None, operation, json!({})).await;

@@ -14,5 +14,7 @@ mod hardening;
 mod hostile_input;
 mod house;
 mod inbox_list;
+mod jobs;
 mod projections;
 mod tamper_evidence;
+mod webhooks;

@@ -14,6 +14,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod receiver;
+
 /// The test master key (base64 of 32 bytes).
 pub const MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzLWxvbmchISE=";
 
@@ -101,6 +103,10 @@ pub fn test_config(database_url: &str) -> Config {
         digest_interval: Duration::ZERO,
         digest_push_url: None,
         cors_allowed_origins: Vec::new(),
+        // Test receivers listen on loopback.
+        outbound_allow_private_targets: true,
+        job_workers: 2,
+        job_retention: Duration::from_secs(24 * 3600),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::rate_limit::{CREDENTIAL_FAILURES, LOGIN_ADDRESS_FAILURES, LOGIN_FAILU
 use crate::state::ClientAddress;
 
 /// Streams whose events are administrative changes.
-const AUDITED_STREAMS: &[&str] = &["account", "user", "inbox", "team", "label"];
+const AUDITED_STREAMS: &[&str] = &["account", "user", "inbox", "team", "label", "webhook"];
 /// Events of other streams that belong in the audit trail.
 const AUDITED_EVENTS: &[&str] = &["ContactErased"];
 

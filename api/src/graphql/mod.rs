@@ -17,16 +17,18 @@ mod parse_cache;
 mod query;
 pub mod request_checks;
 pub mod types;
+mod webhooks;
 
 use access::{AccessMutation, AccessQuery};
 use mutation::Mutation;
 use query::Query;
+use webhooks::{WebhookMutation, WebhookQuery};
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct QueryRoot(Query, AccessQuery);
+pub struct QueryRoot(Query, AccessQuery, WebhookQuery);
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct MutationRoot(Mutation, AccessMutation);
+pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation);
 
 /// The read models a conversation's view comes from.
 pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];
@@ -230,6 +232,14 @@ pub fn feed_cursor(after: Option<String>) -> Result<FeedPosition> {
         Some(cursor) => cursor.parse().map_err(|_| ApiError::bad_input("the cursor is not a position")),
         None => Ok(FeedPosition::START),
     }
+}
+
+/// A keyset cursor of a list newest first: `<rfc3339 time>|<id>`.
+pub fn time_cursor(cursor: &str) -> Result<(chrono::DateTime<chrono::Utc>, Uuid)> {
+    let bad = || ApiError::bad_input("the cursor is not valid for this list");
+    let (at, id) = cursor.split_once('|').ok_or_else(bad)?;
+    let at = chrono::DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&chrono::Utc);
+    Ok((at, id.parse().map_err(|_| bad())?))
 }
 
 /// A connection's page bounds: `first` defaults to `default`, at most `max`.

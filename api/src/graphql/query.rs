@@ -7,7 +7,9 @@ use projections::feed::{read_after, read_stream};
 use projections::inbox_list::{self, AssigneeFilter, BadCursor};
 
 use super::types::*;
-use super::{authorize_audit, feed_cursor, parse_id, principal, state, visible_contact, LONG_PAGE, SHORT_PAGE};
+use super::{
+    authorize_audit, feed_cursor, parse_id, principal, state, time_cursor, visible_contact, LONG_PAGE, SHORT_PAGE,
+};
 use crate::auth::Principal;
 use crate::error::{ApiError, Result};
 use crate::policy::Action;
@@ -201,7 +203,7 @@ impl Query {
         let principal = principal(ctx)?;
         principal.require(Action::ReadContacts)?;
         let limit = SHORT_PAGE.size(first)?;
-        let after = after.map(|c| parse_contact_cursor(&c)).transpose()?;
+        let after = after.map(|c| time_cursor(&c)).transpose()?;
         let state = state(ctx)?;
         let terms = search
             .map(|text| {
@@ -221,11 +223,4 @@ impl Query {
         .await?;
         Ok(connection(rows, limit, |c| format!("{}|{}", c.created_at.to_rfc3339(), c.contact_id), Contact))
     }
-}
-
-fn parse_contact_cursor(cursor: &str) -> Result<(chrono::DateTime<chrono::Utc>, uuid::Uuid)> {
-    let bad = || ApiError::bad_input("the cursor is not valid for this list");
-    let (at, id) = cursor.split_once('|').ok_or_else(bad)?;
-    let at = chrono::DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&chrono::Utc);
-    Ok((at, id.parse().map_err(|_| bad())?))
 }

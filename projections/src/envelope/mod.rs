@@ -29,8 +29,10 @@ pub const META_SEALED: &str = "sealed_fields";
 pub const META_SUBJECT: &str = "data_subject";
 /// Metadata key naming who caused the event ([`Actor`]'s text form).
 pub const META_ACTOR: &str = "actor";
-const META_CORRELATION: &str = "correlation_id";
-const META_CAUSATION: &str = "causation_id";
+/// Metadata key of the request (or chain of reactions) an event belongs to.
+pub const META_CORRELATION: &str = "correlation_id";
+/// Metadata key of the event a policy's or a job's event reacts to (`<type>/<id>/<seq>`).
+pub const META_CAUSATION: &str = "causation_id";
 const META_CHANNEL: &str = "channel";
 const META_OCCURRED_AT: &str = "occurred_at";
 
@@ -41,7 +43,7 @@ const SEALED_PREFIX: &str = "v1:";
 pub struct Metadata<'a> {
     pub actor: &'a Actor,
     pub correlation_id: Uuid,
-    pub causation_id: Option<Uuid>,
+    pub causation_id: Option<&'a str>,
     pub channel: Option<&'a str>,
     pub occurred_at: DateTime<Utc>,
 }
@@ -54,7 +56,7 @@ impl Metadata<'_> {
             META_OCCURRED_AT: self.occurred_at.to_rfc3339(),
         });
         if let Some(causation) = self.causation_id {
-            metadata[META_CAUSATION] = json!(causation.to_string());
+            metadata[META_CAUSATION] = json!(causation);
         }
         if let Some(channel) = self.channel {
             metadata[META_CHANNEL] = json!(channel);

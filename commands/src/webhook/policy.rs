@@ -1,0 +1,169 @@
+//! The webhooks policy: each public event of an account becomes one delivery per
+//! active webhook subscribed to it, enqueued with its job. Keyed by the webhook and
+//! the causing event, so reacting to an event again enqueues nothing more.
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use domain::contact::ContactEvent;
+use domain::conversation::ConversationEvent;
+use domain::public_event::PublicEvent;
+use projections::feed::FeedEvent;
+use projections::policy::Policy;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::jobs::{enqueue, Clock, NewJob, DEFAULT_MAX_ATTEMPTS};
+use std::sync::Arc;
+
+/// The policy's name (its checkpoint, and its actor `system:webhooks`).
+pub const POLICY: &str = "webhooks";
+/// The job kind of a delivery.
+pub const DELIVERY_JOB: &str = "webhook_delivery";
+
+/// What a delivery job carries: which webhook, and the event by reference (its
+/// content is read, and opened, when it is sent: an erased contact's never is).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub delivery_id: Uuid,
+    pub webhook_id: Uuid,
+    pub event_name: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub transaction_id: i64,
+    pub global_position: i64,
+}
+
+/// The aggregate type of a test delivery's stand-in event.
+pub const TEST_EVENT: &str = "test";
+
+impl DeliveryJob {
+    fn new(webhook_id: Uuid, event_name: &str, event: &FeedEvent) -> Self {
+        let mut job = Self {
+            delivery_id: Uuid::nil(),
+            webhook_id,
+            event_name: event_name.to_string(),
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            sequence: event.sequence,
+            transaction_id: event.position.transaction_id,
+            global_position: event.position.global_position,
+        };
+        job.delivery_id = Uuid::new_v5(&webhook_id, job.job_key().as_bytes());
+        job
+    }
+
+    /// A test delivery (`webhook_test`), about no event of the log.
+    pub fn test(webhook_id: Uuid) -> Self {
+        let id = Uuid::now_v7();
+        let mut job = Self {
+            delivery_id: Uuid::nil(),
+            webhook_id,
+            event_name: "webhook_test".into(),
+            aggregate_type: TEST_EVENT.into(),
+            aggregate_id: id.to_string(),
+            sequence: 0,
+            transaction_id: 0,
+            global_position: 0,
+        };
+        job.delivery_id = Uuid::new_v5(&webhook_id, job.job_key().as_bytes());
+        job
+    }
+
+    /// The causing event (`<type>/<id>/<sequence>`).
+    pub fn event_ref(&self) -> String {
+        format!("{}/{}/{}", self.aggregate_type, self.aggregate_id, self.sequence)
+    }
+
+    /// The job's key: this webhook and this event, enqueued once.
+    pub fn job_key(&self) -> String {
+        format!("webhook:{}:{}", self.webhook_id, self.event_ref())
+    }
+}
+
+/// Records a delivery (pending) and enqueues its job, once: in the transaction of
+/// `conn`, which the caller commits.
+pub async fn enqueue_delivery(
+    conn: &mut PgConnection,
+    job: &DeliveryJob,
+    account: Uuid,
+    run_at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (delivery_id, webhook_id, account_id, event_name, event_ref) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(job.delivery_id)
+    .bind(job.webhook_id)
+    .bind(account)
+    .bind(&job.event_name)
+    .bind(job.event_ref())
+    .execute(&mut *conn)
+    .await
+    .context("failed to record a delivery")?;
+    let new = NewJob {
+        kind: DELIVERY_JOB,
+        account: Some(account),
+        key: job.job_key(),
+        payload: serde_json::to_value(job)?,
+        run_at,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+    };
+    enqueue(&mut *conn, &new).await.context("failed to enqueue a delivery")?;
+    Ok(())
+}
+
+pub struct WebhooksPolicy {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+}
+
+impl WebhooksPolicy {
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
+        Self { pool, clock }
+    }
+}
+
+/// The public event an event of the log is, if any.
+fn public_event(event: &FeedEvent) -> anyhow::Result<Option<PublicEvent>> {
+    Ok(match event.aggregate_type.as_str() {
+        "conversation" => PublicEvent::of_conversation(&event.decode::<ConversationEvent>()?),
+        "contact" => PublicEvent::of_contact(&event.decode::<ContactEvent>()?),
+        _ => None,
+    })
+}
+
+#[async_trait]
+impl Policy for WebhooksPolicy {
+    fn name(&self) -> &'static str {
+        POLICY
+    }
+
+    fn consumes(&self) -> &'static [&'static str] {
+        &["conversation", "contact"]
+    }
+
+    async fn react(&self, event: &FeedEvent) -> anyhow::Result<()> {
+        let (Some(name), Some(account)) = (public_event(event)?, event.account_id) else { return Ok(()) };
+        // Webhooks that existed when the event was recorded.
+        let webhooks: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT webhook_id FROM webhooks WHERE account_id = $1 AND active AND deleted_at IS NULL \
+             AND $2 = ANY(events) AND created_at <= $3",
+        )
+        .bind(account)
+        .bind(name.as_str())
+        .bind(event.recorded_at)
+        .fetch_all(&self.pool)
+        .await
+        .context("failed to find the account's webhooks")?;
+        for webhook in webhooks {
+            let job = DeliveryJob::new(webhook, name.as_str(), event);
+            let mut tx = self.pool.begin().await.context("failed to begin")?;
+            enqueue_delivery(&mut tx, &job, account, self.clock.now()).await?;
+            tx.commit().await.context("failed to commit a delivery")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,281 @@
+//! Policies: the second kind of feed consumer. Where a projector folds events into its
+//! own tables and has no side effects, a policy reacts to events by acting: enqueueing
+//! jobs, issuing commands. The policies themselves live on the write side; this runs
+//! them over the feed.
+//!
+//! - Each policy has its own checkpoint (`policy_checkpoints`) and runs in exactly one
+//!   process at a time: the runner owns it through a session advisory lock on its own
+//!   connection, as projectors are owned, and another process takes over when that
+//!   connection dies.
+//! - The feed is read at least once: after a crash, the events since the checkpoint
+//!   are reacted to again. So a policy's effects are keyed by the causing event (a job
+//!   key, a command's causation), and reacting twice has the effect of reacting once.
+//! - An event a policy fails on is retried, with backoff, until it succeeds: the
+//!   policy waits (its order matters), shows as failing in `/readyz` and `/metrics`,
+//!   and no other consumer waits with it.
+//! - `rebuild` runs projectors only: nothing a policy did is done again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::postgres::PgPool;
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Wake;
+use crate::feed::{open_sealed_fields, read_sealed_after, FeedEvent, FeedPosition};
+use crate::keyring::Keyring;
+
+/// Events read per batch.
+const BATCH_SIZE: i64 = 200;
+/// The longest pause between two tries of an event that fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A reaction to events, with effects outside the read models.
+#[async_trait]
+pub trait Policy: Send + Sync {
+    /// Stable name: the checkpoint row's key, and the actor it writes as
+    /// (`system:<name>`).
+    fn name(&self) -> &'static str;
+    /// The aggregate types whose events it reacts to.
+    fn consumes(&self) -> &'static [&'static str];
+    /// Reacts to one event (personal fields opened, in its current shape). Every
+    /// effect is keyed by the event, so that reacting to it again has none.
+    async fn react(&self, event: &FeedEvent) -> anyhow::Result<()>;
+}
+
+/// What a policy's runner in this process is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyState {
+    /// Another process runs the policy.
+    Standby,
+    Running,
+    /// An event fails; it is tried again after a pause.
+    Retrying {
+        attempts: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyStatus {
+    pub state: PolicyState,
+    pub position: FeedPosition,
+    pub events_reacted: u64,
+}
+
+/// Runs the policies of this process.
+#[derive(Clone)]
+pub struct Policies {
+    pool: PgPool,
+    keyring: Arc<Keyring>,
+    policies: Vec<Arc<dyn Policy>>,
+    wake: Wake,
+    poll: Duration,
+    status: Arc<RwLock<HashMap<&'static str, PolicyStatus>>>,
+}
+
+impl Policies {
+    /// `wake`: signalled when events may have been appended (the engine's).
+    pub fn new(
+        pool: PgPool,
+        keyring: Arc<Keyring>,
+        policies: Vec<Arc<dyn Policy>>,
+        wake: Wake,
+        poll: Duration,
+    ) -> Self {
+        Self { pool, keyring, policies, wake, poll, status: Arc::default() }
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.policies.iter().map(|p| p.name()).collect()
+    }
+
+    pub fn status(&self) -> HashMap<&'static str, PolicyStatus> {
+        self.status.read().expect("policy status").clone()
+    }
+
+    /// Creates the checkpoint rows of policies that have none, at the head of the log:
+    /// a new policy reacts to what happens from now on.
+    pub async fn register(&self) -> anyhow::Result<()> {
+        for policy in &self.policies {
+            sqlx::query(
+                "INSERT INTO policy_checkpoints (policy, last_txid, last_position) \
+                 SELECT $1, COALESCE(max(transaction_id), '0'), COALESCE(max(global_position), 0) FROM events \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(policy.name())
+            .execute(&self.pool)
+            .await
+            .context("failed to register a policy")?;
+        }
+        Ok(())
+    }
+
+    /// Runs every policy until `shutdown` fires.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.register().await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for policy in self.policies.clone() {
+            let runner = self.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move { runner.run_policy(policy, stop).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    fn set_status(&self, name: &'static str, update: impl FnOnce(&mut PolicyStatus)) {
+        let mut status = self.status.write().expect("policy status");
+        let entry = status.entry(name).or_insert(PolicyStatus {
+            state: PolicyState::Standby,
+            position: FeedPosition::START,
+            events_reacted: 0,
+        });
+        update(entry);
+    }
+
+    async fn run_policy(&self, policy: Arc<dyn Policy>, shutdown: CancellationToken) {
+        let name = policy.name();
+        self.set_status(name, |s| s.state = PolicyState::Standby);
+        while !shutdown.is_cancelled() {
+            if let Err(error) = self.own_and_react(policy.as_ref(), &shutdown).await {
+                tracing::warn!(
+                    policy = name,
+                    error = format!("{error:#}"),
+                    "policy runner lost its connection; retrying"
+                );
+                self.set_status(name, |s| s.state = PolicyState::Standby);
+            }
+            tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = shutdown.cancelled() => {} }
+        }
+    }
+
+    /// Takes the policy's lock (or returns if another process has it) and reacts to
+    /// the feed until shutdown, or until its connection fails.
+    async fn own_and_react(&self, policy: &dyn Policy, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let name = policy.name();
+        let options = self.pool.connect_options().as_ref().clone();
+        let mut conn = PgConnection::connect_with(&options).await.context("failed to connect")?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('policy:' || $1, 0))")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+        if !locked {
+            return Ok(());
+        }
+        tracing::info!(policy = name, "policy running in this process");
+        let (txid, position): (i64, i64) =
+            sqlx::query_as("SELECT last_txid::text::bigint, last_position FROM policy_checkpoints WHERE policy = $1")
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await?;
+        let mut at = FeedPosition { transaction_id: txid, global_position: position };
+        self.set_status(name, |s| {
+            s.state = PolicyState::Running;
+            s.position = at;
+        });
+        let mut woken = self.wake.subscribe();
+        while !shutdown.is_cancelled() {
+            let events = read_sealed_after(&mut conn, None, Some(policy.consumes()), at, BATCH_SIZE).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                tokio::select! {
+                    _ = woken.changed() => {},
+                    _ = tokio::time::sleep(self.poll) => {},
+                    _ = shutdown.cancelled() => {},
+                }
+                continue;
+            };
+            let scanned = events.len();
+            for event in events.iter().filter(|e| policy.consumes().contains(&e.aggregate_type.as_str())) {
+                self.react_until_done(&mut conn, policy, event, shutdown).await?;
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                self.set_status(name, |s| s.events_reacted += 1);
+            }
+            checkpoint(&mut conn, name, last).await?;
+            at = last;
+            self.set_status(name, |s| {
+                s.state = PolicyState::Running;
+                s.position = last;
+            });
+            if (scanned as i64) < BATCH_SIZE {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens one event and reacts to it, trying again with growing pauses until it
+    /// succeeds (or shutdown). The failure is recorded where every process's `/readyz`
+    /// sees it.
+    async fn react_until_done(
+        &self,
+        conn: &mut PgConnection,
+        policy: &dyn Policy,
+        event: &FeedEvent,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let name = policy.name();
+        let mut attempts = 0u32;
+        loop {
+            let mut opened = event.clone();
+            let reacted = match open_sealed_fields(conn, &self.keyring, &mut opened).await {
+                Ok(()) => policy.react(&opened).await,
+                Err(error) => Err(error),
+            };
+            match reacted {
+                Ok(()) => {
+                    if attempts > 0 {
+                        tracing::info!(policy = name, attempts, "policy recovered");
+                        sqlx::query(
+                            "UPDATE policy_checkpoints SET error = NULL, failing_since = NULL WHERE policy = $1",
+                        )
+                        .bind(name)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    return Ok(());
+                }
+                Err(error) => {
+                    attempts += 1;
+                    let message = format!("{error:#}");
+                    tracing::warn!(
+                        policy = name,
+                        event = format!("{}/{}/{}", event.aggregate_type, event.aggregate_id, event.sequence),
+                        attempts,
+                        error = %message,
+                        "policy failed on an event; retrying"
+                    );
+                    self.set_status(name, |s| s.state = PolicyState::Retrying { attempts });
+                    sqlx::query(
+                        "UPDATE policy_checkpoints SET error = $2, failing_since = COALESCE(failing_since, now()), \
+                         updated_at = now() WHERE policy = $1",
+                    )
+                    .bind(name)
+                    .bind(&message)
+                    .execute(&mut *conn)
+                    .await?;
+                    let pause = Duration::from_millis(250u64.saturating_mul(1 << attempts.min(10))).min(MAX_BACKOFF);
+                    tokio::select! { _ = tokio::time::sleep(pause) => {}, _ = shutdown.cancelled() => return Ok(()) }
+                }
+            }
+        }
+    }
+}
+
+async fn checkpoint(conn: &mut PgConnection, name: &str, to: FeedPosition) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE policy_checkpoints SET last_txid = $2::text::xid8, last_position = $3, updated_at = now() \
+         WHERE policy = $1",
+    )
+    .bind(name)
+    .bind(to.transaction_id.to_string())
+    .bind(to.global_position)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,245 @@
+//! The runtime for side effects: durable jobs (enqueued once, run at their time,
+//! retried on the schedule, dead after it, taken over after a lease, each run once
+//! across workers) and policies (an effect keyed by its event happens once, even when
+//! the policy fails between its effect and its checkpoint).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use commands::jobs::{enqueue, Clock, Job, JobHandler, Jobs, NewJob, Outcome};
+use projections::feed::FeedEvent;
+use projections::policy::{Policies, Policy, PolicyState};
+use serde_json::json;
+use sqlx::PgPool;
+use tests::TestApp;
+
+/// Time that moves only when the test says.
+struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Utc::now())))
+    }
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += chrono::Duration::from_std(by).unwrap();
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Fails its first `failures` attempts of every job, then succeeds; counts runs by key.
+struct Flaky {
+    failures: i32,
+    runs: Mutex<HashMap<String, u32>>,
+}
+
+#[async_trait]
+impl JobHandler for Flaky {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+    async fn run(&self, job: &Job) -> Outcome {
+        *self.runs.lock().unwrap().entry(job.job_key.clone()).or_default() += 1;
+        if job.attempts <= self.failures {
+            Outcome::Retry { error: format!("attempt {} failed", job.attempts), after: None }
+        } else {
+            Outcome::Done
+        }
+    }
+}
+
+fn job(key: &str, run_at: DateTime<Utc>, max_attempts: i32) -> NewJob {
+    NewJob { kind: "flaky", account: None, key: key.into(), payload: json!({}), run_at, max_attempts }
+}
+
+async fn state_of(pool: &PgPool, key: &str) -> (String, i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    sqlx::query_as("SELECT state, attempts, run_at, finished_at FROM jobs WHERE job_key = $1")
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_job_runs_at_its_time_is_retried_on_the_schedule_and_is_dead_after_its_last_attempt() {
+    let app = TestApp::spawn().await;
+    let clock = ManualClock::new();
+    let handler = Arc::new(Flaky { failures: 10, runs: Mutex::default() });
+    let jobs =
+        Jobs::new(app.pool.clone(), clock.clone(), vec![handler.clone()], Duration::from_secs(60), Duration::ZERO);
+    let start = clock.now();
+    assert!(enqueue(&app.pool, &job("k", start + chrono::Duration::seconds(10), 3)).await.unwrap());
+    assert!(!enqueue(&app.pool, &job("k", start, 3)).await.unwrap(), "the same key is enqueued once");
+
+    assert_eq!(jobs.run_due().await.unwrap(), 0, "not due yet");
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(jobs.run_due().await.unwrap(), 1);
+    let (state, attempts, run_at, _) = state_of(&app.pool, "k").await;
+    assert_eq!((state.as_str(), attempts), ("pending", 1));
+    let wait = run_at.unwrap() - clock.now();
+    assert!(wait <= chrono::Duration::seconds(1), "the first retry comes within a second: {wait}");
+
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(jobs.run_due().await.unwrap(), 1);
+    let (_, attempts, run_at, _) = state_of(&app.pool, "k").await;
+    assert_eq!(attempts, 2);
+    assert!(run_at.unwrap() - clock.now() <= chrono::Duration::seconds(3), "the second within three");
+
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(jobs.run_due().await.unwrap(), 1);
+    let (state, attempts, _, finished) = state_of(&app.pool, "k").await;
+    assert_eq!((state.as_str(), attempts), ("dead", 3), "dead after its last attempt");
+    assert_eq!(finished, Some(clock.now()));
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(jobs.run_due().await.unwrap(), 0, "a dead job runs no more");
+    assert_eq!(handler.runs.lock().unwrap()["k"], 3);
+
+    // Kept for the retention, then pruned.
+    assert_eq!(jobs.prune(Duration::from_secs(2 * 3600)).await.unwrap(), 0);
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(jobs.prune(Duration::from_secs(2 * 3600)).await.unwrap(), 1);
+}
+
+/// Never returns: a worker that hangs, or dies, mid-attempt.
+struct Hangs;
+
+#[async_trait]
+impl JobHandler for Hangs {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+    async fn run(&self, _: &Job) -> Outcome {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_died_runs_again_once_its_lease_has_passed() {
+    let app = TestApp::spawn().await;
+    let clock = ManualClock::new();
+    let lease = Duration::from_secs(30);
+    let dying = Jobs::new(app.pool.clone(), clock.clone(), vec![Arc::new(Hangs)], lease, Duration::ZERO);
+    enqueue(&app.pool, &job("k", clock.now(), 5)).await.unwrap();
+    let worker = tokio::spawn(async move { dying.run_due().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.abort();
+    assert_eq!(state_of(&app.pool, "k").await.0, "running");
+
+    let handler = Arc::new(Flaky { failures: 0, runs: Mutex::default() });
+    let survivor = Jobs::new(app.pool.clone(), clock.clone(), vec![handler.clone()], lease, Duration::ZERO);
+    assert_eq!(survivor.run_due().await.unwrap(), 0, "leased to the other worker");
+    clock.advance(lease);
+    assert_eq!(survivor.run_due().await.unwrap(), 1, "taken over after the lease");
+    let (state, attempts, _, _) = state_of(&app.pool, "k").await;
+    assert_eq!((state.as_str(), attempts), ("done", 2));
+}
+
+#[tokio::test]
+async fn two_workers_with_their_own_connections_run_each_job_once() {
+    let app = TestApp::spawn().await;
+    let clock = ManualClock::new();
+    for n in 0..60 {
+        enqueue(&app.pool, &job(&format!("k{n}"), clock.now(), 3)).await.unwrap();
+    }
+    let handler = Arc::new(Flaky { failures: 0, runs: Mutex::default() });
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&app.database_url).await.unwrap();
+        let jobs = Jobs::new(pool, clock.clone(), vec![handler.clone()], Duration::from_secs(60), Duration::ZERO);
+        workers.push(tokio::spawn(async move { while jobs.run_due().await.unwrap() > 0 {} }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let runs = handler.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 60);
+    assert!(runs.values().all(|n| *n == 1), "{runs:?}");
+}
+
+/// Enqueues a job per event, keyed by it; fails after its effect the first time it
+/// meets each event (as a crash between the effect and the checkpoint would).
+struct FailsAfterItsEffect {
+    pool: PgPool,
+    failed: Mutex<std::collections::HashSet<String>>,
+    reacted: AtomicU32,
+}
+
+#[async_trait]
+impl Policy for FailsAfterItsEffect {
+    fn name(&self) -> &'static str {
+        "test_effects"
+    }
+    fn consumes(&self) -> &'static [&'static str] {
+        &["conversation"]
+    }
+    async fn react(&self, event: &FeedEvent) -> anyhow::Result<()> {
+        self.reacted.fetch_add(1, Ordering::SeqCst);
+        enqueue(&self.pool, &job(&format!("effect:{}", event.id()), Utc::now(), 3)).await?;
+        if self.failed.lock().unwrap().insert(event.id()) {
+            anyhow::bail!("injected failure after the effect of {}", event.id());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_policy_that_fails_between_its_effect_and_its_checkpoint_has_each_effect_once() {
+    let app = TestApp::spawn().await;
+    let policy =
+        Arc::new(FailsAfterItsEffect { pool: app.pool.clone(), failed: Mutex::default(), reacted: AtomicU32::new(0) });
+    let keyring = app.server.state.keyring.clone();
+    let policies = Policies::new(
+        app.pool.clone(),
+        keyring,
+        vec![policy.clone()],
+        app.server.state.engine.wake().clone(),
+        Duration::from_millis(20),
+    );
+    policies.register().await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runner = policies.clone();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { runner.run(stop).await }
+    });
+    let inbox = app.create_inbox("Support").await;
+    app.receive(&inbox, "c-1", "m-1", "hello").await;
+    app.receive(&inbox, "c-1", "m-2", "again").await;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'conversation'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut saw_retrying = false;
+    loop {
+        let status = policies.status()["test_effects"].clone();
+        saw_retrying |= matches!(status.state, PolicyState::Retrying { .. });
+        let checkpoint: (Option<String>, i64) =
+            sqlx::query_as("SELECT error, last_position FROM policy_checkpoints WHERE policy = 'test_effects'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if status.events_reacted as i64 == events && checkpoint.0.is_none() || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    assert!(saw_retrying, "a failing event shows as retrying");
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE job_key LIKE 'effect:%'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(effects, events, "one effect per event");
+    assert_eq!(policy.reacted.load(Ordering::SeqCst) as i64, 2 * events, "each event reacted to twice");
+}

@@ -1,0 +1,275 @@
+//! Outgoing webhooks: one accepted delivery per event and webhook, signed so that the
+//! Standard Webhooks library verifies it, retried with a stable id, guarded against
+//! aiming inside, and never sent again by a rebuild.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tests::receiver::{Received, Receiver};
+use tests::{test_config, TestApp, TestServer};
+
+const CREATE: &str = "mutation($url: String!, $events: [String!]!) { \
+    createWebhook(input: {name: \"CRM\", url: $url, events: $events}) { id secret webhook { active events } } }";
+
+async fn create_webhook(app: &TestApp, url: &str, events: &[&str]) -> (String, String) {
+    let created = app.ok(CREATE, json!({ "url": url, "events": events })).await;
+    let id = created["createWebhook"]["id"].as_str().unwrap().to_string();
+    let secret = created["createWebhook"]["secret"].as_str().unwrap().to_string();
+    (id, secret)
+}
+
+/// Whether the `standardwebhooks` library (PyPI) accepts the request as signed with
+/// `secret`. scripts/test.sh installs it in a virtualenv and names its python.
+fn verified_by_the_standard_library(secret: &str, request: &Received) -> bool {
+    let python = std::env::var("WEBHOOK_VERIFIER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import sys, json\n\
+                  from standardwebhooks.webhooks import Webhook\n\
+                  headers = json.loads(sys.argv[2])\n\
+                  Webhook(sys.argv[1]).verify(sys.stdin.buffer.read(), headers)\n\
+                  print('verified')";
+    let headers = json!({
+        "webhook-id": request.header("webhook-id"),
+        "webhook-timestamp": request.header("webhook-timestamp"),
+        "webhook-signature": request.header("webhook-signature"),
+    });
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script, secret, &headers.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs (scripts/test.sh sets WEBHOOK_VERIFIER_PYTHON)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &request.body).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success() || String::from_utf8_lossy(&output.stderr).contains("WebhookVerificationError"),
+        "the verifier did not run: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim() == "verified"
+}
+
+async fn deliveries(app: &TestApp, webhook: &str) -> Vec<Value> {
+    let answer = app
+        .ok(
+            "query($w: ID!) { webhookDeliveries(webhookId: $w) { edges { node { id eventName webhookEventId status \
+             attempts lastStatusCode lastError nextAttemptAt deliveredAt } } } }",
+            json!({ "w": webhook }),
+        )
+        .await;
+    answer["webhookDeliveries"]["edges"].as_array().unwrap().iter().map(|e| e["node"].clone()).collect()
+}
+
+#[tokio::test]
+async fn a_receiver_failing_twice_gets_one_accepted_delivery_with_the_same_id_on_each_attempt_and_a_valid_signature() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[500, 500]).await;
+    let (webhook, secret) = create_webhook(&app, &receiver.url, &["message_created"]).await;
+    assert!(secret.starts_with("whsec_"));
+    let inbox = app.create_inbox("Support").await;
+    app.receive(&inbox, "c-1", "m-1", "Olá, meu pedido não chegou").await;
+
+    let accepted = receiver.wait_for_accepted(1, Duration::from_secs(30)).await;
+    assert_eq!(accepted.len(), 1, "one accepted delivery: {:?}", receiver.received());
+    let attempts = receiver.received();
+    assert_eq!(attempts.iter().map(|r| r.status).collect::<Vec<_>>(), [500, 500, 200]);
+    let id = attempts[0].header("webhook-id");
+    assert!(id.starts_with("msg_"), "{id}");
+    assert!(attempts.iter().all(|r| r.header("webhook-id") == id), "the same webhook-id on every attempt");
+    for attempt in &attempts {
+        assert!(verified_by_the_standard_library(&secret, attempt), "the library verifies every attempt");
+    }
+    let mut forged = accepted[0].clone();
+    forged.body = axum::body::Bytes::from(forged.body.iter().rev().copied().collect::<Vec<u8>>());
+    assert!(!verified_by_the_standard_library(&secret, &forged), "a changed body does not verify");
+
+    let body = accepted[0].json();
+    assert_eq!(body["event"], "message_created");
+    assert_eq!(body["account_id"], app.account_id.to_string());
+    assert_eq!(body["data"]["content"], "Olá, meu pedido não chegou");
+    assert_eq!(body["data"]["messageType"], "incoming");
+    assert!(body["timestamp"].is_string());
+
+    let log = deliveries(&app, &webhook).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["status"], "DELIVERED");
+    assert_eq!(log[0]["attempts"], 3);
+    assert_eq!(log[0]["lastStatusCode"], 200);
+    assert_eq!(log[0]["webhookEventId"], id.as_str());
+    assert!(log[0]["deliveredAt"].is_string());
+    let attempts_kept: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_delivery_attempts").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(attempts_kept, 3, "the delivery log keeps every attempt");
+
+    // Nothing more arrives: each event once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 3);
+}
+
+#[tokio::test]
+async fn each_subscribed_event_is_delivered_once_and_unsubscribed_ones_never() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[]).await;
+    let (webhook, _) =
+        create_webhook(&app, &receiver.url, &["conversation_created", "message_created", "contact_created"]).await;
+    let inbox = app.create_inbox("Support").await;
+    let first = app.receive(&inbox, "c-1", "m-1", "first").await;
+    app.receive(&inbox, "c-1", "m-2", "second").await;
+    // A redelivery of m-2 is no new event.
+    app.receive(&inbox, "c-1", "m-2", "second").await;
+    let conversation = first["conversation"]["id"].as_str().unwrap().to_string();
+    app.ok(
+        "mutation($c: ID!) { setConversationStatus(input: {conversationId: $c, status: RESOLVED}) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+
+    // contact_created, conversation_created, two message_created.
+    let accepted = receiver.wait_for_accepted(4, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let accepted_now = receiver.accepted();
+    assert_eq!(accepted_now.len(), 4, "{:?}", accepted.iter().map(|r| r.json()).collect::<Vec<_>>());
+    let mut names: Vec<String> = accepted_now.iter().map(|r| r.json()["event"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["contact_created", "conversation_created", "message_created", "message_created"]);
+    let created = accepted_now.iter().find(|r| r.json()["event"] == "conversation_created").unwrap().json();
+    assert_eq!(created["data"]["id"], conversation.as_str());
+    assert_eq!(created["data"]["inboxId"], inbox.as_str());
+    let ids: std::collections::BTreeSet<String> = accepted_now.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 4, "one webhook-id per event");
+    assert_eq!(deliveries(&app, &webhook).await.len(), 4);
+}
+
+#[tokio::test]
+async fn a_receiver_that_answers_gone_disables_the_webhook_until_an_administrator_enables_it() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[410]).await;
+    let (webhook, _) = create_webhook(&app, &receiver.url, &["message_created"]).await;
+    let inbox = app.create_inbox("Support").await;
+    app.receive(&inbox, "c-1", "m-1", "hello").await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let disabled = loop {
+        let hooks = app.ok("{ webhooks { id active disabledReason } }", json!({})).await;
+        let hook = hooks["webhooks"][0].clone();
+        if hook["active"] == false || tokio::time::Instant::now() > deadline {
+            break hook;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(disabled["active"], false, "{disabled}");
+    assert!(disabled["disabledReason"].as_str().unwrap().contains("410"), "{disabled}");
+    let log = deliveries(&app, &webhook).await;
+    assert_eq!(log[0]["status"], "DEAD");
+    assert_eq!(log[0]["lastStatusCode"], 410);
+    // The disabling is in the log, by the policy, caused by the event delivered.
+    let (actor, causation): (String, Option<String>) = sqlx::query_as(
+        "SELECT metadata ->> 'actor', metadata ->> 'causation_id' FROM events WHERE event_type = 'WebhookDisabled'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(actor, "system:webhooks");
+    assert!(causation.unwrap().starts_with("conversation/"));
+
+    // Disabled: the next event is not sent.
+    app.receive(&inbox, "c-1", "m-2", "anyone?").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(receiver.received().len(), 1);
+
+    let enabled = app
+        .ok(
+            "mutation($w: ID!) { updateWebhook(input: {webhookId: $w, active: true}) { webhook { active disabledReason } } }",
+            json!({ "w": webhook }),
+        )
+        .await;
+    assert_eq!(enabled["updateWebhook"]["webhook"]["active"], true);
+    assert_eq!(enabled["updateWebhook"]["webhook"]["disabledReason"], Value::Null);
+    app.receive(&inbox, "c-1", "m-3", "back?").await;
+    let accepted = receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].json()["data"]["content"], "back?");
+}
+
+#[tokio::test]
+async fn a_url_aimed_inside_or_nowhere_is_refused_unless_the_operator_allows_private_targets() {
+    let app = TestApp::spawn().await;
+    let guarded = TestServer::start_with(api::config::Config {
+        outbound_allow_private_targets: false,
+        ..test_config(&app.database_url)
+    })
+    .await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest",
+        "http://localhost/x",
+        "http://nowhere.invalid/x",
+    ] {
+        let answer = tests::gql_at(
+            &app.client,
+            &guarded.address,
+            Some(&app.token),
+            CREATE,
+            json!({ "url": url, "events": ["message_created"] }),
+        )
+        .await;
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{url}: {answer}");
+    }
+    let unknown = app.gql(CREATE, json!({ "url": "https://example.com/x", "events": ["message_deleted"] })).await;
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{unknown}");
+    assert!(unknown["errors"][0]["message"].as_str().unwrap().contains("message_deleted"));
+    // Allowed by the operator (the test servers' setting).
+    let receiver = Receiver::start(&[]).await;
+    create_webhook(&app, &receiver.url, &["message_created"]).await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM webhooks").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(stored, 1);
+    // Secrets and URLs are not in the log, nor in clear in their table.
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE payload::text LIKE '%whsec_%' OR payload::text LIKE '%/hook%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0);
+    guarded.stop().await;
+}
+
+#[tokio::test]
+async fn a_rebuild_sends_nothing_again() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[]).await;
+    create_webhook(&app, &receiver.url, &["message_created", "conversation_created"]).await;
+    let inbox = app.create_inbox("Support").await;
+    app.receive(&inbox, "c-1", "m-1", "hello").await;
+    assert_eq!(receiver.wait_for_accepted(2, Duration::from_secs(20)).await.len(), 2);
+    let rebuilt = tests::inboxd(&app.database_url).args(["rebuild", "--all"]).output().await.unwrap();
+    assert!(rebuilt.status.success(), "{}", String::from_utf8_lossy(&rebuilt.stderr));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.received().len(), 2, "a rebuild re-sends nothing");
+}
+
+#[tokio::test]
+async fn two_servers_deliver_each_event_once() {
+    let app = TestApp::spawn().await;
+    let second = TestServer::start(&app.database_url).await;
+    let receiver = Receiver::start(&[500]).await;
+    create_webhook(&app, &receiver.url, &["message_created"]).await;
+    let inbox = app.create_inbox("Support").await;
+    for n in 0..20 {
+        let address = if n % 2 == 0 { &app.server.address } else { &second.address };
+        let variables = tests::receive_variables(&inbox, &format!("c-{}", n % 3), &format!("m-{n}"), "hi");
+        let answer = tests::gql_at(&app.client, address, Some(&app.token), tests::RECEIVE, variables).await;
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    let accepted = receiver.wait_for_accepted(20, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let accepted_now = receiver.accepted();
+    assert_eq!(accepted.len(), 20);
+    let ids: std::collections::BTreeSet<String> = accepted_now.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!((accepted_now.len(), ids.len()), (20, 20), "each event accepted once");
+    let jobs: Vec<(String, i32)> =
+        sqlx::query_as("SELECT state, attempts FROM jobs").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(jobs.len(), 20);
+    assert_eq!(jobs.iter().map(|(_, attempts)| attempts).sum::<i32>(), 21, "each job ran once, one retried");
+    second.stop().await;
+}
