@@ -226,7 +226,7 @@ impl Jobs {
         for job in claimed {
             let outcome = match self.handlers.get(job.kind.as_str()) {
                 Some(handler) => handler.run(&job).await,
-                None => Outcome::Retry { error: format!("no handler for jobs of kind {}", job.kind), after: None },
+                None => Outcome::NotYet { after: Duration::from_secs(60) },
             };
             if let Err(error) = self.finish(&job, outcome).await {
                 // The lease runs out and the job runs again: at least once.
@@ -236,20 +236,25 @@ impl Jobs {
         Ok(count)
     }
 
-    /// Leases due jobs (and those whose lease has passed) to this worker.
+    /// Leases due jobs (and those whose lease has passed) of the kinds this process
+    /// runs to this worker: a process without a kind's handler (an older release,
+    /// during a rolling deploy) leaves its jobs to the others.
     async fn claim(&self) -> anyhow::Result<Vec<Job>> {
+        let kinds: Vec<&str> = self.handlers.keys().copied().collect();
         let now = self.clock.now();
         let until = now + chrono::Duration::from_std(self.lease).context("lease out of range")?;
         let jobs: Vec<Job> = sqlx::query_as(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, leased_until = $2 \
              WHERE job_id IN (SELECT job_id FROM jobs \
-                              WHERE (state = 'pending' AND run_at <= $1) OR (state = 'running' AND leased_until <= $1) \
+                              WHERE ((state = 'pending' AND run_at <= $1) OR (state = 'running' AND leased_until <= $1)) \
+                                AND kind = ANY($4) \
                               ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING job_id, kind, account_id, job_key, payload, attempts, max_attempts",
         )
         .bind(now)
         .bind(until)
         .bind(CLAIM_BATCH)
+        .bind(&kinds)
         .fetch_all(&self.pool)
         .await
         .context("failed to claim jobs")?;
