@@ -12,6 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use projections::engine::RunnerState;
+use projections::policy::PolicyState;
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
@@ -254,8 +255,25 @@ async fn readyz(State(state): State<HttpState>) -> Response {
             (name.to_string(), json!({ "state": state, "position": s.position.global_position }))
         })
         .collect();
+    let policies = if database { policy_checkpoints(&app.pool).await } else { Vec::new() };
+    // A failing policy holds back its side effects, not the API: named, not unready.
+    let failing_policies: Vec<&str> = policies.iter().filter(|p| p.failing).map(|p| p.policy.as_str()).collect();
+    let local_policies = app.policies.status();
+    let policy_states: serde_json::Map<String, serde_json::Value> = policies
+        .iter()
+        .map(|p| {
+            let here = match local_policies.get(p.policy.as_str()).map(|s| &s.state) {
+                Some(PolicyState::Running) => "running",
+                Some(PolicyState::Retrying { .. }) => "retrying",
+                _ => "standby",
+            };
+            (p.policy.clone(), json!({ "state": here, "lag_events": p.lag }))
+        })
+        .collect();
     let ready = database && failed.is_empty();
     let body = json!({
+        "failing_policies": failing_policies,
+        "policies": policy_states,
         "ready": ready,
         "database": database,
         "failed_projectors": failed.iter().map(|p| json!({ "projector": p })).collect::<Vec<_>>(),
@@ -328,6 +346,34 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     for c in &checkpoints {
         let _ = writeln!(out, "inbox_projector_lag_events{{projector=\"{}\"}} {}", c.projector, c.lag);
     }
+    let policies = policy_checkpoints(&state.app.pool).await;
+    let _ = writeln!(out, "# HELP inbox_policy_lag_events Events in the log past the policy's checkpoint.");
+    let _ = writeln!(out, "# TYPE inbox_policy_lag_events gauge");
+    for p in &policies {
+        let _ = writeln!(out, "inbox_policy_lag_events{{policy=\"{}\"}} {}", p.policy, p.lag);
+    }
+    let _ = writeln!(out, "# HELP inbox_policy_failing 1 while the policy retries an event that fails.");
+    let _ = writeln!(out, "# TYPE inbox_policy_failing gauge");
+    for p in &policies {
+        let _ = writeln!(out, "inbox_policy_failing{{policy=\"{}\"}} {}", p.policy, u8::from(p.failing));
+    }
+    let _ = writeln!(out, "# HELP inbox_policy_up 1 when the policy runs in this process, 0 on standby.");
+    let _ = writeln!(out, "# TYPE inbox_policy_up gauge");
+    for (name, s) in state.app.policies.status() {
+        let up = u8::from(!matches!(s.state, PolicyState::Standby));
+        let _ = writeln!(out, "inbox_policy_up{{policy=\"{name}\"}} {up}");
+    }
+    let depth = commands::jobs::Jobs::depth(&state.app.pool).await.unwrap_or_default();
+    let _ = writeln!(out, "# HELP inbox_jobs Jobs kept, by kind and state (pending, running, done, dead).");
+    let _ = writeln!(out, "# TYPE inbox_jobs gauge");
+    for d in &depth {
+        let _ = writeln!(out, "inbox_jobs{{kind=\"{}\",state=\"{}\"}} {}", d.kind, d.state, d.jobs);
+    }
+    let _ = writeln!(out, "# HELP inbox_job_attempts Attempts made by the jobs kept, by kind and state.");
+    let _ = writeln!(out, "# TYPE inbox_job_attempts gauge");
+    for d in &depth {
+        let _ = writeln!(out, "inbox_job_attempts{{kind=\"{}\",state=\"{}\"}} {}", d.kind, d.state, d.attempts);
+    }
     state.app.requests.render(&mut out);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -349,6 +395,26 @@ async fn checkpoints(pool: &sqlx::PgPool) -> Vec<Checkpoint> {
         "SELECT projector, error IS NOT NULL AS stopped, rebuild_error IS NOT NULL AS rebuild_failed, \
          greatest(coalesce((SELECT max(global_position) FROM events), 0) - last_position, 0) AS lag \
          FROM projector_checkpoints ORDER BY projector",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default()
+}
+
+/// A policy's checkpoint as `/readyz` and `/metrics` report it.
+#[derive(sqlx::FromRow)]
+struct PolicyCheckpoint {
+    policy: String,
+    /// Retrying an event that fails (its text is in the log and the row, not shown).
+    failing: bool,
+    lag: i64,
+}
+
+async fn policy_checkpoints(pool: &sqlx::PgPool) -> Vec<PolicyCheckpoint> {
+    sqlx::query_as(
+        "SELECT policy, error IS NOT NULL AS failing, \
+         greatest(coalesce((SELECT max(global_position) FROM events), 0) - last_position, 0) AS lag \
+         FROM policy_checkpoints ORDER BY policy",
     )
     .fetch_all(pool)
     .await

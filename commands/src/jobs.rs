@@ -165,6 +165,7 @@ pub struct QueueDepth {
     pub kind: String,
     pub state: String,
     pub jobs: i64,
+    pub attempts: i64,
 }
 
 /// The job workers of this process.
@@ -312,10 +313,13 @@ impl Jobs {
 
     /// Jobs by kind and state.
     pub async fn depth(pool: &PgPool) -> anyhow::Result<Vec<QueueDepth>> {
-        sqlx::query_as("SELECT kind, state, count(*) AS jobs FROM jobs GROUP BY kind, state ORDER BY kind, state")
-            .fetch_all(pool)
-            .await
-            .context("failed to count jobs")
+        sqlx::query_as(
+            "SELECT kind, state, count(*) AS jobs, coalesce(sum(attempts), 0)::bigint AS attempts FROM jobs \
+             GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(pool)
+        .await
+        .context("failed to count jobs")
     }
 }
 

@@ -4,7 +4,7 @@
 //! the policy fails between its effect and its checkpoint).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use commands::jobs::{enqueue, Clock, Job, JobHandler, Jobs, NewJob, Outcome};
 use projections::feed::FeedEvent;
 use projections::policy::{Policies, Policy, PolicyState};
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::PgPool;
 use tests::TestApp;
 
@@ -165,11 +165,11 @@ async fn two_workers_with_their_own_connections_run_each_job_once() {
     assert!(runs.values().all(|n| *n == 1), "{runs:?}");
 }
 
-/// Enqueues a job per event, keyed by it; fails after its effect the first time it
-/// meets each event (as a crash between the effect and the checkpoint would).
+/// Enqueues a job per event, keyed by it; while `broken`, fails after its effect (as a
+/// crash between the effect and the checkpoint would).
 struct FailsAfterItsEffect {
     pool: PgPool,
-    failed: Mutex<std::collections::HashSet<String>>,
+    broken: AtomicBool,
     reacted: AtomicU32,
 }
 
@@ -184,26 +184,28 @@ impl Policy for FailsAfterItsEffect {
     async fn react(&self, event: &FeedEvent) -> anyhow::Result<()> {
         self.reacted.fetch_add(1, Ordering::SeqCst);
         enqueue(&self.pool, &job(&format!("effect:{}", event.id()), Utc::now(), 3)).await?;
-        if self.failed.lock().unwrap().insert(event.id()) {
+        if self.broken.load(Ordering::SeqCst) {
             anyhow::bail!("injected failure after the effect of {}", event.id());
         }
         Ok(())
     }
 }
 
+async fn get(app: &TestApp, path: &str) -> String {
+    app.client.get(format!("{}{path}", app.server.address)).send().await.unwrap().text().await.unwrap()
+}
+
 #[tokio::test]
-async fn a_policy_that_fails_between_its_effect_and_its_checkpoint_has_each_effect_once() {
+async fn a_policy_failing_between_its_effect_and_its_checkpoint_shows_in_readyz_and_has_each_effect_once() {
     let app = TestApp::spawn().await;
-    let policy =
-        Arc::new(FailsAfterItsEffect { pool: app.pool.clone(), failed: Mutex::default(), reacted: AtomicU32::new(0) });
+    let policy = Arc::new(FailsAfterItsEffect {
+        pool: app.pool.clone(),
+        broken: AtomicBool::new(true),
+        reacted: AtomicU32::new(0),
+    });
     let keyring = app.server.state.keyring.clone();
-    let policies = Policies::new(
-        app.pool.clone(),
-        keyring,
-        vec![policy.clone()],
-        app.server.state.engine.wake().clone(),
-        Duration::from_millis(20),
-    );
+    let wake = app.server.state.engine.wake().clone();
+    let policies = Policies::new(app.pool.clone(), keyring, vec![policy.clone()], wake, Duration::from_millis(20));
     policies.register().await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let runner = policies.clone();
@@ -219,28 +221,44 @@ async fn a_policy_that_fails_between_its_effect_and_its_checkpoint_has_each_effe
         .await
         .unwrap();
 
+    // While it fails: retried, named by /readyz and /metrics, the API still ready.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let ready: Value = serde_json::from_str(&get(&app, "/readyz").await).unwrap();
+        if ready["failing_policies"].as_array().unwrap().iter().any(|p| p == "test_effects")
+            || tokio::time::Instant::now() > deadline
+        {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(ready["failing_policies"].as_array().unwrap().iter().any(|p| p == "test_effects"), "{ready}");
+    assert_eq!(ready["ready"], true, "a failing policy does not take the API down");
+    assert!(get(&app, "/metrics").await.contains("inbox_policy_failing{policy=\"test_effects\"} 1"));
+    assert!(matches!(policies.status()["test_effects"].state, PolicyState::Retrying { .. }));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    policy.broken.store(false, Ordering::SeqCst);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut saw_retrying = false;
     loop {
-        let status = policies.status()["test_effects"].clone();
-        saw_retrying |= matches!(status.state, PolicyState::Retrying { .. });
-        let checkpoint: (Option<String>, i64) =
-            sqlx::query_as("SELECT error, last_position FROM policy_checkpoints WHERE policy = 'test_effects'")
+        let reacted = policies.status()["test_effects"].events_reacted as i64;
+        let failing: Option<String> =
+            sqlx::query_scalar("SELECT error FROM policy_checkpoints WHERE policy = 'test_effects'")
                 .fetch_one(&app.pool)
                 .await
                 .unwrap();
-        if status.events_reacted as i64 == events && checkpoint.0.is_none() || tokio::time::Instant::now() > deadline {
+        if reacted == events && failing.is_none() || tokio::time::Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.cancel();
     running.await.unwrap().unwrap();
-    assert!(saw_retrying, "a failing event shows as retrying");
     let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE job_key LIKE 'effect:%'")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!(effects, events, "one effect per event");
-    assert_eq!(policy.reacted.load(Ordering::SeqCst) as i64, 2 * events, "each event reacted to twice");
+    assert!(policy.reacted.load(Ordering::SeqCst) as i64 > events, "the failing event was reacted to again");
+    assert!(get(&app, "/metrics").await.contains("inbox_policy_failing{policy=\"test_effects\"} 0"));
 }

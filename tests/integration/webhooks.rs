@@ -170,7 +170,30 @@ async fn a_receiver_that_answers_gone_disables_the_webhook_until_an_administrato
     .await
     .unwrap();
     assert_eq!(actor, "system:webhooks");
-    assert!(causation.unwrap().starts_with("conversation/"));
+    let causation = causation.unwrap();
+    assert!(causation.starts_with("conversation/"), "{causation}");
+    // The auditor's view of the log shows it, in the causing event's correlation.
+    let logged = app
+        .ok("{ auditLog(filter: {eventTypes: [\"WebhookDisabled\"]}) { edges { node { eventType actor causationId correlationId } } } }", json!({}))
+        .await;
+    let disabled_event = logged["auditLog"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].clone())
+        .find(|e| e["eventType"] == "WebhookDisabled")
+        .expect("WebhookDisabled in the audit log");
+    assert_eq!(disabled_event["causationId"], causation.as_str());
+    let (stream, sequence) = causation.rsplit_once('/').unwrap();
+    let cause_correlation: String = sqlx::query_scalar(
+        "SELECT metadata ->> 'correlation_id' FROM events WHERE aggregate_type || '/' || aggregate_id = $1 AND sequence = $2",
+    )
+    .bind(stream)
+    .bind(sequence.parse::<i64>().unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(disabled_event["correlationId"], cause_correlation.as_str());
 
     // Disabled: the next event is not sent.
     app.receive(&inbox, "c-1", "m-2", "anyone?").await;

@@ -423,6 +423,15 @@ impl Event {
     async fn actor(&self) -> &str {
         self.0.recorded_actor()
     }
+    /// The request, or chain of reactions, the event belongs to.
+    async fn correlation_id(&self) -> Option<String> {
+        self.0.correlation_id().map(|id| id.to_string())
+    }
+    /// For an event a policy or a job wrote: the event it reacts to
+    /// (`<aggregateType>/<aggregateId>/<sequence>`).
+    async fn causation_id(&self) -> Option<&str> {
+        self.0.metadata.get(projections::envelope::META_CAUSATION).and_then(serde_json::Value::as_str)
+    }
     async fn payload(&self) -> async_graphql::Json<serde_json::Value> {
         let mut payload = self.0.payload.clone();
         // The variant's fields, not the serde envelope: the type is in eventType.

@@ -258,6 +258,9 @@ impl WebhookDelivery {
     async fn disable(&self, account: Uuid, delivery: &DeliveryJob, reason: &str) -> anyhow::Result<()> {
         let mut context = CommandContext::now(account, Actor::policy(POLICY)?);
         context.causation_id = Some(delivery.event_ref());
+        if let Some(correlation) = delivery.correlation_id {
+            context.correlation_id = correlation;
+        }
         tracing::warn!(webhook = %delivery.webhook_id, reason, "disabling a webhook");
         self.commands.disable_webhook(&context, delivery.webhook_id, reason).await?;
         Ok(())

@@ -34,6 +34,9 @@ pub struct DeliveryJob {
     pub sequence: i64,
     pub transaction_id: i64,
     pub global_position: i64,
+    /// The causing event's correlation, which what the delivery writes joins.
+    #[serde(default)]
+    pub correlation_id: Option<Uuid>,
 }
 
 /// The aggregate type of a test delivery's stand-in event.
@@ -50,6 +53,7 @@ impl DeliveryJob {
             sequence: event.sequence,
             transaction_id: event.position.transaction_id,
             global_position: event.position.global_position,
+            correlation_id: event.correlation_id(),
         };
         job.delivery_id = Uuid::new_v5(&webhook_id, job.job_key().as_bytes());
         job
@@ -67,6 +71,7 @@ impl DeliveryJob {
             sequence: 0,
             transaction_id: 0,
             global_position: 0,
+            correlation_id: None,
         };
         job.delivery_id = Uuid::new_v5(&webhook_id, job.job_key().as_bytes());
         job
