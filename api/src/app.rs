@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::fanout::RedisFanout;
 use crate::graphql;
 use crate::http;
 use crate::rate_limit::RateLimiter;
@@ -80,8 +81,14 @@ impl Services {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let pool = connect(config).await?;
         let keyring = Arc::new(Keyring::from_base64(&config.master_key)?);
-        let engine =
+        let mut engine =
             Engine::new(pool.clone(), keyring.clone(), projections::all_projectors(&keyring), config.projector_poll);
+        if let Some(url) = &config.redis_url {
+            let database = pool.connect_options().get_database().unwrap_or("postgres").to_string();
+            let fanout =
+                RedisFanout::connect(url, &database).await.context("failed to connect to Redis (REDIS_URL)")?;
+            engine = engine.with_fanout(Arc::new(fanout));
+        }
         let committed = Wake::default();
         let chain = Chain::new(keyring.clone(), config.chain_key_id)?;
         let store = Arc::new(EventStore::new(pool.clone(), chain, committed.clone(), config.aggregate_cache_size));

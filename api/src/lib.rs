@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod graphql;
 pub mod http;
 pub mod policy;

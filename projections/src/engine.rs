@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::feed::{open_sealed_fields, read_sealed_after, FeedEvent, FeedPosition};
 use crate::keyring::Keyring;
+use crate::publication::{Fanout, PgFanout, Published, Publisher};
 
 /// The channel writers NOTIFY (after commit) to wake runners in other processes.
 pub const WAKE_CHANNEL: &str = "inbox_events";
@@ -109,6 +110,9 @@ pub struct Engine {
     epoch: tokio::time::Instant,
     /// Aggregate types some projector here consumes: the bodies a shared read carries.
     bodies: Arc<Vec<&'static str>>,
+    /// Where committed batches are published, and how publications reach other processes.
+    publisher: Publisher,
+    fanout: Arc<dyn Fanout>,
 }
 
 /// A feed read from `after` to the head as it was when the read `started`.
@@ -124,7 +128,7 @@ impl Engine {
         bodies.sort_unstable();
         bodies.dedup();
         Self {
-            pool,
+            pool: pool.clone(),
             keyring,
             projectors,
             wake: Wake::default(),
@@ -134,7 +138,20 @@ impl Engine {
             shared_read: Arc::default(),
             bodies: Arc::new(bodies),
             epoch: tokio::time::Instant::now(),
+            publisher: Publisher::default(),
+            fanout: Arc::new(PgFanout::new(pool)),
         }
+    }
+
+    /// Publications cross processes through `fanout` (Redis) instead of NOTIFY.
+    pub fn with_fanout(mut self, fanout: Arc<dyn Fanout>) -> Self {
+        self.fanout = fanout;
+        self
+    }
+
+    /// What projectors' commits make queryable, in this and every other process.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 
     pub fn wake(&self) -> &Wake {
@@ -169,6 +186,8 @@ impl Engine {
         let listener = self.clone();
         let stop = shutdown.clone();
         tasks.spawn(async move { listener.listen_for_wakeups(stop).await });
+        let (publisher, fanout, stop) = (self.publisher.clone(), self.fanout.clone(), shutdown.clone());
+        tasks.spawn(async move { publisher.relay(fanout, stop).await });
         for projector in self.projectors.clone() {
             let engine = self.clone();
             let stop = shutdown.clone();
@@ -361,6 +380,15 @@ impl Engine {
             tx.commit().await.map_err(transient)?;
             cursor.persisted = last;
             cursor.persisted_at = std::time::Instant::now();
+            // A live batch (a rebuild's shadow tables are not queryable yet).
+            if fresh_since.is_some() {
+                self.publisher.publish(Published {
+                    projector: name.to_string(),
+                    after: cursor.scanned,
+                    through: last,
+                    events: consumed.len() as u32,
+                });
+            }
         }
         cursor.scanned = last;
         self.set_status(name, |s| {

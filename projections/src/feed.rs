@@ -22,7 +22,7 @@ use crate::envelope::{self, META_ACTOR};
 use crate::keyring::Keyring;
 
 /// A point in the feed: every event at or before it has been seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash, serde::Serialize, Deserialize)]
 pub struct FeedPosition {
     pub transaction_id: i64,
     pub global_position: i64,

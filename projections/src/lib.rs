@@ -11,6 +11,7 @@ pub mod feed;
 pub mod inbox_list;
 pub mod keyring;
 pub mod policy;
+pub mod publication;
 pub mod timeline;
 pub mod transient;
 

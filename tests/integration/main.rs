@@ -16,5 +16,6 @@ mod house;
 mod inbox_list;
 mod jobs;
 mod projections;
+mod publication;
 mod tamper_evidence;
 mod webhooks;

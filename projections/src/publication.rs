@@ -1,0 +1,169 @@
+//! What a commit made queryable, published: after a projector's batch commits, the
+//! engine publishes which part of the feed it applied (its projector, and the feed
+//! positions after which and through which it read), in this process at once and to
+//! every other process through a fan-out (PostgreSQL NOTIFY sent after the commit, or
+//! Redis pub/sub when configured). Real-time subscriptions push from this: a client
+//! told of a range reads it from read models that already show it.
+//!
+//! Each projector runs in one process at a time and publishes in commit order, so its
+//! publications arrive in order; a range starts where the previous one ended, or
+//! later (events the projector does not consume are skipped).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::feed::FeedPosition;
+
+/// The PostgreSQL channel publications travel on between processes.
+pub const PUBLICATION_CHANNEL: &str = "inbox_published";
+/// Publications a slow subscriber of this process may fall behind by before it is
+/// told it lagged (and should read from the feed).
+const LOCAL_BUFFER: usize = 4096;
+/// Publications waiting to be sent to other processes.
+const OUTGOING_BUFFER: usize = 4096;
+
+/// One projector's committed batch: the events after `after` through `through`, in
+/// feed order, are in its read model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub projector: String,
+    pub after: FeedPosition,
+    pub through: FeedPosition,
+    /// Events of the range the projector applied.
+    pub events: u32,
+}
+
+/// A message between processes: a publication and the process it comes from.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    origin: Uuid,
+    #[serde(flatten)]
+    published: Published,
+}
+
+/// Carries messages to every process, this one included.
+#[async_trait]
+pub trait Fanout: Send + Sync {
+    async fn send(&self, payload: String) -> anyhow::Result<()>;
+    /// Hands every message received to `deliver` until the connection ends or
+    /// `shutdown` fires; the caller connects again.
+    async fn receive(
+        &self,
+        deliver: &(dyn Fn(String) + Send + Sync),
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()>;
+}
+
+/// Fan-out through PostgreSQL: NOTIFY on the pool (never inside a write
+/// transaction), LISTEN on a connection of its own.
+pub struct PgFanout {
+    pool: PgPool,
+}
+
+impl PgFanout {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl Fanout for PgFanout {
+    async fn send(&self, payload: String) -> anyhow::Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(PUBLICATION_CHANNEL).bind(payload).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        deliver: &(dyn Fn(String) + Send + Sync),
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(PUBLICATION_CHANNEL).await?;
+        loop {
+            tokio::select! {
+                received = listener.recv() => deliver(received?.payload().to_string()),
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Publications of this process's projectors, and of the other processes'.
+#[derive(Clone)]
+pub struct Publisher {
+    origin: Uuid,
+    local: broadcast::Sender<Published>,
+    outgoing: mpsc::Sender<Published>,
+    queued: Arc<tokio::sync::Mutex<mpsc::Receiver<Published>>>,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        let (outgoing, queued) = mpsc::channel(OUTGOING_BUFFER);
+        Self {
+            origin: Uuid::now_v7(),
+            local: broadcast::channel(LOCAL_BUFFER).0,
+            outgoing,
+            queued: Arc::new(tokio::sync::Mutex::new(queued)),
+        }
+    }
+}
+
+impl Publisher {
+    /// Every publication from now on, whichever process's projector made it.
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
+        self.local.subscribe()
+    }
+
+    /// Publishes a committed batch here at once, and queues it for the others.
+    pub(crate) fn publish(&self, published: Published) {
+        let _ = self.local.send(published.clone());
+        if self.outgoing.try_send(published).is_err() {
+            tracing::warn!("the publication fan-out is behind; other processes miss a publication");
+        }
+    }
+
+    /// Sends this process's publications to the others, and hands theirs to this
+    /// process's subscribers, until `shutdown`.
+    pub async fn relay(&self, fanout: Arc<dyn Fanout>, shutdown: CancellationToken) {
+        let sender = {
+            let (fanout, queued, origin, stop) = (fanout.clone(), self.queued.clone(), self.origin, shutdown.clone());
+            tokio::spawn(async move {
+                let mut queued = queued.lock().await;
+                loop {
+                    let published = tokio::select! {
+                        next = queued.recv() => match next { Some(p) => p, None => return },
+                        _ = stop.cancelled() => return,
+                    };
+                    let payload = serde_json::to_string(&Envelope { origin, published }).unwrap_or_default();
+                    if let Err(error) = fanout.send(payload).await {
+                        tracing::warn!(error = format!("{error:#}"), "could not send a publication to other processes");
+                    }
+                }
+            })
+        };
+        let (local, origin) = (self.local.clone(), self.origin);
+        let deliver = move |payload: String| match serde_json::from_str::<Envelope>(&payload) {
+            Ok(envelope) if envelope.origin != origin => {
+                let _ = local.send(envelope.published);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "a publication from another process does not parse"),
+        };
+        while !shutdown.is_cancelled() {
+            if let Err(error) = fanout.receive(&deliver, &shutdown).await {
+                tracing::warn!(error = format!("{error:#}"), "publication listener lost; reconnecting");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = shutdown.cancelled() => {} }
+            }
+        }
+        sender.abort();
+    }
+}
