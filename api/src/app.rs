@@ -36,9 +36,6 @@ use crate::state::AppState;
 /// The migrations in `migrations/`, embedded in the binary.
 /// The longest a webhook delivery may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a job attempt may run before another worker may take the job: longer
-/// than any attempt (a delivery's timeout), short enough to retry soon after a crash.
-const JOB_LEASE: Duration = Duration::from_secs(60);
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -107,7 +104,7 @@ impl Services {
             config.projector_poll,
         );
         let delivery = WebhookDelivery::new(commands.clone(), outbound.clone(), clock.clone());
-        let jobs = Jobs::new(pool.clone(), clock, vec![Arc::new(delivery)], JOB_LEASE, config.projector_poll);
+        let jobs = Jobs::new(pool.clone(), clock, vec![Arc::new(delivery)], config.job_lease, config.projector_poll);
         let state = AppState {
             authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
             rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref(), keyring.clone()).await?),

@@ -60,6 +60,9 @@ pub struct Config {
     pub job_workers: usize,
     /// How long finished and dead jobs are kept.
     pub job_retention: Duration,
+    /// How long an attempt may run before another worker may take its job (a worker
+    /// that died is noticed after this).
+    pub job_lease: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +157,7 @@ impl Config {
             outbound_allow_private_targets: parse("OUTBOUND_ALLOW_PRIVATE_TARGETS", false)?,
             job_workers: parse("JOB_WORKERS", 4)?,
             job_retention: Duration::from_secs(24 * 3600 * parse::<u64>("JOB_RETENTION_DAYS", 14)?),
+            job_lease: Duration::from_secs(parse("JOB_LEASE_SECS", 60)?),
         })
     }
 }

@@ -5,28 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use tests::{gql_at, inboxd, read_models, receive_variables, wait_until_projected, TestApp, RECEIVE};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port()
-}
+use tests::{gql_at, inboxd, read_models, receive_variables, serve, wait_until_projected, TestApp, RECEIVE};
 
 async fn start_server(database_url: &str) -> (tokio::process::Child, String) {
-    let port = free_port();
-    let child = inboxd(database_url)
-        .arg("serve")
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .spawn()
-        .expect("serve starts");
-    let address = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client.get(format!("{address}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return (child, address);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("inboxd serve did not come up on {address}");
+    serve(database_url, &[]).await
 }
 
 #[tokio::test]

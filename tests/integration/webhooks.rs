@@ -296,3 +296,95 @@ async fn two_servers_deliver_each_event_once() {
     assert_eq!(jobs.iter().map(|(_, attempts)| attempts).sum::<i32>(), 21, "each job ran once, one retried");
     second.stop().await;
 }
+
+#[tokio::test]
+async fn stopping_the_process_that_runs_the_policy_hands_it_to_the_other() {
+    let app = TestApp::spawn().await;
+    let second = TestServer::start(&app.database_url).await;
+    let receiver = Receiver::start(&[]).await;
+    create_webhook(&app, &receiver.url, &["message_created"]).await;
+    let inbox = app.create_inbox("Support").await;
+    app.receive(&inbox, "c-1", "m-1", "before").await;
+    assert_eq!(receiver.wait_for_accepted(1, Duration::from_secs(20)).await.len(), 1);
+
+    // Whichever runs the policy stops; the other takes it over.
+    let runs_here = |state: &api::state::AppState| {
+        state.policies.status().get("webhooks").is_some_and(|s| s.state != projections::policy::PolicyState::Standby)
+    };
+    let (survivor, stopped_first) = if runs_here(&app.server.state) { (&second, true) } else { (&app.server, false) };
+    let survivor_address = survivor.address.clone();
+    let survivor_state = survivor.state.clone();
+    if stopped_first {
+        let TestApp { server, token, client, .. } = app;
+        server.stop().await;
+        let variables = tests::receive_variables(&inbox, "c-1", "m-2", "after");
+        let answer = tests::gql_at(&client, &survivor_address, Some(&token), tests::RECEIVE, variables).await;
+        assert!(answer["errors"].is_null(), "{answer}");
+    } else {
+        second.stop().await;
+        app.receive(&inbox, "c-1", "m-2", "after").await;
+    }
+    let accepted = receiver.wait_for_accepted(2, Duration::from_secs(20)).await;
+    assert_eq!(accepted.len(), 2, "delivered after the takeover");
+    assert_eq!(accepted[1].json()["data"]["content"], "after");
+    assert!(runs_here(&survivor_state), "the survivor runs the policy");
+}
+
+#[tokio::test]
+async fn a_server_killed_with_deliveries_pending_delivers_each_event_once_after_restart() {
+    let app = TestApp::spawn().await;
+    let TestApp { server, pool, database_url, token, client, .. } = app;
+    server.stop().await;
+    let receiver_port = tests::free_port();
+    let receiver_url = format!("http://127.0.0.1:{receiver_port}/hook");
+    let env = [("OUTBOUND_ALLOW_PRIVATE_TARGETS", "true"), ("JOB_LEASE_SECS", "2")];
+    let (mut child, address) = tests::serve(&database_url, &env).await;
+    let created = tests::gql_at(
+        &client,
+        &address,
+        Some(&token),
+        CREATE,
+        json!({ "url": receiver_url, "events": ["message_created"] }),
+    )
+    .await;
+    assert!(created["errors"].is_null(), "{created}");
+    let inbox = tests::gql_at(
+        &client,
+        &address,
+        Some(&token),
+        "mutation { createInbox(input: {name: \"S\", channel: API}) { id } }",
+        json!({}),
+    )
+    .await;
+    let inbox = inbox["data"]["createInbox"]["id"].as_str().unwrap().to_string();
+    let messages = 12;
+    for n in 0..messages {
+        let variables = tests::receive_variables(&inbox, &format!("c-{}", n % 3), &format!("m-{n}"), "hello");
+        let answer = tests::gql_at(&client, &address, Some(&token), tests::RECEIVE, variables).await;
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    // The receiver is down: every delivery fails its first attempt, then the server dies.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let tried: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE attempts >= 1").fetch_one(&pool).await.unwrap();
+        if tried == messages || tokio::time::Instant::now() > deadline {
+            assert_eq!(tried, messages, "every delivery was tried while the receiver was down");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.start_kill().expect("SIGKILL the server");
+    child.wait().await.unwrap();
+
+    let receiver = Receiver::start_on(receiver_port, &[]).await;
+    let (mut restarted, _) = tests::serve(&database_url, &env).await;
+    let accepted = receiver.wait_for_accepted(messages as usize, Duration::from_secs(45)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let accepted_now = receiver.accepted();
+    let ids: std::collections::BTreeSet<String> = accepted_now.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(accepted.len(), messages as usize, "every event delivered after the restart");
+    assert_eq!((accepted_now.len(), ids.len()), (messages as usize, messages as usize), "none accepted twice");
+    restarted.start_kill().unwrap();
+    restarted.wait().await.unwrap();
+}

@@ -107,6 +107,7 @@ pub fn test_config(database_url: &str) -> Config {
         outbound_allow_private_targets: true,
         job_workers: 2,
         job_retention: Duration::from_secs(24 * 3600),
+        job_lease: Duration::from_secs(60),
     }
 }
 
@@ -372,4 +373,29 @@ pub fn inboxd(database_url: &str) -> tokio::process::Command {
         .env("RUST_LOG", "warn")
         .kill_on_drop(true);
     command
+}
+
+/// A port nothing listens on (for the moment).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port()
+}
+
+/// `inboxd serve` as its own process (to be killed), with `env` set; its address.
+pub async fn serve(database_url: &str, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    let port = free_port();
+    let child = inboxd(database_url)
+        .arg("serve")
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("serve starts");
+    let address = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{address}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return (child, address);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("inboxd serve did not come up on {address}");
 }
