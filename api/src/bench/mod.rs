@@ -30,6 +30,7 @@ pub mod harness;
 mod history;
 mod lag;
 mod library;
+mod webhooks;
 
 /// Concurrent clients/tasks in the throughput cases.
 const CONCURRENCY: usize = 16;
@@ -39,7 +40,8 @@ const LAG_SAMPLE_EVERY: u64 = 10;
 pub struct Options {
     pub quick: bool,
     pub out: PathBuf,
-    /// Run only these cases (`raw`, `library`, `ingest`, `rebuild`, `query`); all if empty.
+    /// Run only these cases (`raw`, `library`, `ingest`, `webhooks`, `rebuild`, `query`);
+    /// all if empty.
     pub only: Vec<String>,
 }
 
@@ -67,6 +69,11 @@ pub async fn run(config: &Config, options: &Options) -> anyhow::Result<()> {
         let beside = if library.is_some() { " beside 2/6 cqrs-es + postgres-es" } else { "" };
         eprintln!("bench: 3/6 end to end over HTTP{beside}, and 4/6 long conversations");
         bench.ingest(plan, &mut report, library.as_ref()).await?;
+    }
+    if runs("webhooks") {
+        let beside = if library.is_some() { " beside cqrs-es + postgres-es" } else { "" };
+        eprintln!("bench: 7/7 ingest with a webhook{beside}, and webhook deliveries");
+        bench.webhooks(plan, &mut report, library.as_ref()).await?;
     }
     if let Some(library) = &library {
         eprintln!("bench: 2/6 cqrs-es + postgres-es");
@@ -244,40 +251,8 @@ impl Bench {
     /// Cases 3, 4 and 7 (ingest memory): the real server in its own process, 16 HTTP
     /// clients sending `receiveMessage`; then one more message on long conversations.
     async fn ingest(&self, plan: Plan, report: &mut Report, library: Option<&PlainLibrary>) -> anyhow::Result<()> {
-        let (url, pool) = self.database("inbox_bench_ingest").await?;
-        let output = self
-            .inboxd(&url)
-            .args([
-                "bootstrap",
-                "--account-name",
-                "Bench",
-                "--email",
-                "bench@example.com",
-                "--password",
-                "bench-password-1",
-            ])
-            .output()
-            .await?;
-        if !output.status.success() {
-            bail!("bootstrap failed: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        let created: Value = serde_json::from_slice(&output.stdout).context("bootstrap printed no JSON")?;
-        let token = created["token"].as_str().context("no token")?.to_string();
-        let account: Uuid = created["account_id"].as_str().context("no account")?.parse()?;
-        let server = Server::start(self.inboxd(&url)).await?;
-        let client = reqwest::Client::new();
-        let inbox = server
-            .graphql(
-                &client,
-                &token,
-                "mutation { createInbox(input: {name: \"Bench\", channel: API}) { id } }",
-                json!({}),
-            )
-            .await?["createInbox"]["id"]
-            .as_str()
-            .context("no inbox id")?
-            .to_string();
-
+        let served = self.served_account("inbox_bench_ingest", &[]).await?;
+        let Served { url, pool, token, account, server, client, inbox } = served;
         let (lag, watch) = LagProbe::start(pool.clone());
         let sender = Sender {
             client: client.clone(),
@@ -286,21 +261,7 @@ impl Bench {
             inbox: inbox.clone(),
             watch,
         };
-        let ingest: Operation = {
-            let sender = sender.clone();
-            Arc::new(move |worker, i| {
-                let Sender { client, endpoint, token, inbox, watch } = sender.clone();
-                Box::pin(async move {
-                    let contact = format!("w{worker}-c{}", i / 10);
-                    let answer = receive(&client, &endpoint, &token, &inbox, &contact, &format!("m{i}")).await?;
-                    if i % LAG_SAMPLE_EVERY == 0 {
-                        let id: Uuid = answer["receiveMessage"]["id"].as_str().context("no message id")?.parse()?;
-                        watch.message(id, Instant::now());
-                    }
-                    Ok(1)
-                })
-            })
-        };
+        let ingest = receiving(sender.clone());
         let mut cases = vec![(CONCURRENCY, ingest)];
         cases.extend(library.map(|library| (CONCURRENCY, library.operation("many"))));
         let mut results = harness::run_alternating(plan, cases).await?.into_iter();
@@ -359,6 +320,47 @@ impl Bench {
         report.insert("long_conversation_ms", json!(long));
         server.stop().await;
         Ok(())
+    }
+
+    /// A database of its own with an account, the real server on it (with `env`), and
+    /// an API inbox.
+    async fn served_account(&self, database: &str, env: &[(&str, &str)]) -> anyhow::Result<Served> {
+        let (url, pool) = self.database(database).await?;
+        let output = self
+            .inboxd(&url)
+            .args([
+                "bootstrap",
+                "--account-name",
+                "Bench",
+                "--email",
+                "bench@example.com",
+                "--password",
+                "bench-password-1",
+            ])
+            .output()
+            .await?;
+        if !output.status.success() {
+            bail!("bootstrap failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let created: Value = serde_json::from_slice(&output.stdout).context("bootstrap printed no JSON")?;
+        let token = created["token"].as_str().context("no token")?.to_string();
+        let account: Uuid = created["account_id"].as_str().context("no account")?.parse()?;
+        let mut command = self.inboxd(&url);
+        command.envs(env.iter().copied());
+        let server = Server::start(command).await?;
+        let client = reqwest::Client::new();
+        let inbox = server
+            .graphql(
+                &client,
+                &token,
+                "mutation { createInbox(input: {name: \"Bench\", channel: API}) { id } }",
+                json!({}),
+            )
+            .await?["createInbox"]["id"]
+            .as_str()
+            .context("no inbox id")?
+            .to_string();
+        Ok(Served { url, pool, token, account, server, client, inbox })
     }
 
     /// Cases 5 and 7 (rebuild memory): each projector rebuilt by `inboxd rebuild` over
@@ -527,6 +529,17 @@ impl PlainLibrary {
     }
 }
 
+/// An account on a served database.
+struct Served {
+    url: String,
+    pool: PgPool,
+    token: String,
+    account: Uuid,
+    server: Server,
+    client: reqwest::Client,
+    inbox: String,
+}
+
 /// What each ingest client works with.
 #[derive(Clone)]
 struct Sender {
@@ -535,6 +548,22 @@ struct Sender {
     token: String,
     inbox: String,
     watch: lag::Watch,
+}
+
+/// A client's operation: one message, ten per contact, its projection lag sampled.
+fn receiving(sender: Sender) -> Operation {
+    Arc::new(move |worker, i| {
+        let Sender { client, endpoint, token, inbox, watch } = sender.clone();
+        Box::pin(async move {
+            let contact = format!("w{worker}-c{}", i / 10);
+            let answer = receive(&client, &endpoint, &token, &inbox, &contact, &format!("m{i}")).await?;
+            if i % LAG_SAMPLE_EVERY == 0 {
+                let id: Uuid = answer["receiveMessage"]["id"].as_str().context("no message id")?.parse()?;
+                watch.message(id, Instant::now());
+            }
+            Ok(1)
+        })
+    })
 }
 
 const RECEIVE: &str = "mutation($input: ReceiveMessageInput!) { receiveMessage(input: $input) { id } }";
@@ -708,6 +737,14 @@ fn print_table(report: &Report) {
             None,
         ),
         ("verify_log_events_per_s", format!("{:.0}", number("verify_log_events_per_s")), "".into(), None),
+        (
+            "ingest_with_webhook_messages_per_s",
+            format!("{:.0}", number("ingest_with_webhook_messages_per_s")),
+            format!(">= {:.0}", number("postgres_es_commands_per_s_beside_webhook")),
+            Some(number("ingest_with_webhook_messages_per_s") >= number("postgres_es_commands_per_s_beside_webhook")),
+        ),
+        ("webhook_drain_after_ingest_s", format!("{:.2}", number("webhook_drain_after_ingest_s")), "".into(), None),
+        ("webhook_deliveries_per_s", format!("{:.0}", number("webhook_deliveries_per_s")), "".into(), None),
     ];
     println!("{:<34} {:>12}  {:<12} met", "measure", "value", "target");
     for (name, value, target, met) in rows {
