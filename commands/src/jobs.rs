@@ -195,10 +195,11 @@ impl Jobs {
         &self.clock
     }
 
-    /// Runs due jobs until `shutdown`, `workers` at a time.
+    /// Runs due jobs until `shutdown`, `workers` at a time (none: this process leaves
+    /// jobs to the others).
     pub async fn run(&self, workers: usize, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..workers.max(1) {
+        for _ in 0..workers {
             let jobs = self.clone();
             let stop = shutdown.clone();
             tasks.spawn(async move {

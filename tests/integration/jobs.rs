@@ -262,3 +262,43 @@ async fn a_policy_failing_between_its_effect_and_its_checkpoint_shows_in_readyz_
     assert!(policy.reacted.load(Ordering::SeqCst) as i64 > events, "the failing event was reacted to again");
     assert!(get(&app, "/metrics").await.contains("inbox_policy_failing{policy=\"test_effects\"} 0"));
 }
+
+#[tokio::test]
+async fn a_job_is_enqueued_in_the_transaction_of_its_cause_and_not_without_it() {
+    use commands::side_write::SideWrites;
+    use domain::ids::AccountId;
+    use domain::label::{Label, LabelCommand, LabelTitle};
+
+    let app = TestApp::spawn().await;
+    let commands = &app.server.state.commands;
+    let context = commands::context::CommandContext::now(app.account_id, domain::actor::Actor::User(app.user_id));
+    let label = uuid::Uuid::now_v7().to_string();
+    let create = |key: &'static str| {
+        let context = context.clone();
+        let label = label.clone();
+        async move {
+            let cause = SideWrites::of(job(key, Utc::now(), 3));
+            commands
+                .execute_with::<Label>(
+                    &context,
+                    &label,
+                    |_| {
+                        Ok(LabelCommand::Create {
+                            account_id: AccountId(context.account_id),
+                            title: LabelTitle::parse("vip").unwrap(),
+                            color: "#ff0000".into(),
+                            at: context.at,
+                        })
+                    },
+                    &cause,
+                )
+                .await
+        }
+    };
+    create("with-its-cause").await.unwrap();
+    let refused = create("without-a-cause").await;
+    assert!(refused.is_err(), "the label exists: the second command is refused");
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT job_key FROM jobs ORDER BY job_key").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(keys, ["with-its-cause"], "a refused command enqueues nothing");
+}

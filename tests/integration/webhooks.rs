@@ -388,3 +388,90 @@ async fn a_server_killed_with_deliveries_pending_delivers_each_event_once_after_
     restarted.start_kill().unwrap();
     restarted.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_contact_erased_before_the_delivery_succeeds_has_no_content_sent() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[500]).await;
+    create_webhook(&app, &receiver.url, &["message_created"]).await;
+    let inbox = app.create_inbox("Support").await;
+    app.receive(&inbox, "c-1", "m-1", "meu CPF é 123.456.789-09").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while receiver.received().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(receiver.received()[0].json()["data"]["content"].as_str().unwrap().contains("CPF"));
+    app.projected().await;
+    let contact: String =
+        sqlx::query_scalar("SELECT contact_id::text FROM rm_contacts").fetch_one(&app.pool).await.unwrap();
+    app.ok(
+        "mutation($k: ID!) { eraseContact(input: {contactId: $k, reason: \"LGPD request\"}) { erased } }",
+        json!({ "k": contact }),
+    )
+    .await;
+    let accepted = receiver.wait_for_accepted(1, Duration::from_secs(20)).await;
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].json()["data"]["content"], Value::Null, "the retry sends no erased content");
+    assert!(!String::from_utf8_lossy(&accepted[0].body).contains("CPF"));
+}
+
+/// A webhook whose deliveries keep failing: after the last attempt (a day of retries,
+/// on an injected clock), the delivery is dead and the webhook disabled with why.
+#[tokio::test]
+async fn a_webhook_whose_deliveries_die_is_disabled_with_the_reason() {
+    use commands::jobs::{Clock, Jobs};
+    use commands::webhook::delivery::WebhookDelivery;
+    use std::sync::{Arc, Mutex};
+
+    struct ManualClock(Mutex<chrono::DateTime<chrono::Utc>>);
+    impl Clock for ManualClock {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+    let database = tests::create_database().await;
+    // This server runs no jobs: the test's worker, on its own clock, runs them.
+    let server = TestServer::start_with(api::config::Config { job_workers: 0, ..test_config(&database) }).await;
+    let state = server.state.clone();
+    let created = state.commands.bootstrap("Acme", "admin@acme.test", "correct horse battery", None).await.unwrap();
+    let client = reqwest::Client::new();
+    let gql = |query: &'static str, variables: Value| {
+        let (client, address, token) = (client.clone(), server.address.clone(), created.token.clone());
+        async move { tests::gql_at(&client, &address, Some(&token), query, variables).await }
+    };
+    let receiver = Receiver::start(&[500; 20]).await;
+    let hook = gql(CREATE, json!({ "url": receiver.url, "events": ["message_created"] })).await;
+    let webhook = hook["data"]["createWebhook"]["id"].as_str().unwrap().to_string();
+    let inbox = gql("mutation { createInbox(input: {name: \"S\", channel: API}) { id } }", json!({})).await;
+    let inbox = inbox["data"]["createInbox"]["id"].as_str().unwrap().to_string();
+    gql(tests::RECEIVE, tests::receive_variables(&inbox, "c-1", "m-1", "hello")).await;
+
+    let clock = Arc::new(ManualClock(Mutex::new(chrono::Utc::now())));
+    let delivery = WebhookDelivery::new(state.commands.clone(), state.outbound.clone(), clock.clone());
+    let jobs =
+        Jobs::new(state.pool.clone(), clock.clone(), vec![Arc::new(delivery)], Duration::from_secs(60), Duration::ZERO);
+    let mut ran = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ran < 8 && tokio::time::Instant::now() < deadline {
+        ran += jobs.run_due().await.unwrap();
+        *clock.0.lock().unwrap() += chrono::Duration::hours(17);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ran, 8, "eight attempts");
+    assert_eq!(receiver.received().len(), 8);
+    let hooks = gql("{ webhooks { active disabledReason } }", json!({})).await;
+    assert_eq!(hooks["data"]["webhooks"][0]["active"], false);
+    let reason = hooks["data"]["webhooks"][0]["disabledReason"].as_str().unwrap().to_string();
+    assert!(reason.contains("failed 8 times") && reason.contains("500"), "{reason}");
+    let log = gql(
+        "query($w: ID!) { webhookDeliveries(webhookId: $w) { edges { node { status attempts lastStatusCode } } } }",
+        json!({ "w": webhook }),
+    )
+    .await;
+    let node = &log["data"]["webhookDeliveries"]["edges"][0]["node"];
+    assert_eq!(
+        (node["status"].as_str(), node["attempts"].as_i64(), node["lastStatusCode"].as_i64()),
+        (Some("DEAD"), Some(8), Some(500))
+    );
+    server.stop().await;
+}
