@@ -15,25 +15,7 @@ use projections::feed::FeedEvent;
 use projections::policy::{Policies, Policy, PolicyState};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tests::TestApp;
-
-/// Time that moves only when the test says.
-struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    fn new() -> Arc<Self> {
-        Arc::new(Self(Mutex::new(Utc::now())))
-    }
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += chrono::Duration::from_std(by).unwrap();
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
+use tests::{ManualClock, TestApp};
 
 /// Fails its first `failures` attempts of every job, then succeeds; counts runs by key.
 struct Flaky {

@@ -419,16 +419,10 @@ async fn a_contact_erased_before_the_delivery_succeeds_has_no_content_sent() {
 /// on an injected clock), the delivery is dead and the webhook disabled with why.
 #[tokio::test]
 async fn a_webhook_whose_deliveries_die_is_disabled_with_the_reason() {
-    use commands::jobs::{Clock, Jobs};
+    use commands::jobs::Jobs;
     use commands::webhook::delivery::WebhookDelivery;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    struct ManualClock(Mutex<chrono::DateTime<chrono::Utc>>);
-    impl Clock for ManualClock {
-        fn now(&self) -> chrono::DateTime<chrono::Utc> {
-            *self.0.lock().unwrap()
-        }
-    }
     let database = tests::create_database().await;
     // This server runs no jobs: the test's worker, on its own clock, runs them.
     let server = TestServer::start_with(api::config::Config { job_workers: 0, ..test_config(&database) }).await;
@@ -446,7 +440,7 @@ async fn a_webhook_whose_deliveries_die_is_disabled_with_the_reason() {
     let inbox = inbox["data"]["createInbox"]["id"].as_str().unwrap().to_string();
     gql(tests::RECEIVE, tests::receive_variables(&inbox, "c-1", "m-1", "hello")).await;
 
-    let clock = Arc::new(ManualClock(Mutex::new(chrono::Utc::now())));
+    let clock = tests::ManualClock::new();
     let delivery = WebhookDelivery::new(state.commands.clone(), state.outbound.clone(), clock.clone());
     let jobs =
         Jobs::new(state.pool.clone(), clock.clone(), vec![Arc::new(delivery)], Duration::from_secs(60), Duration::ZERO);
@@ -454,7 +448,7 @@ async fn a_webhook_whose_deliveries_die_is_disabled_with_the_reason() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while ran < 8 && tokio::time::Instant::now() < deadline {
         ran += jobs.run_due().await.unwrap();
-        *clock.0.lock().unwrap() += chrono::Duration::hours(17);
+        clock.advance(Duration::from_secs(17 * 3600));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(ran, 8, "eight attempts");

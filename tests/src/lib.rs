@@ -399,3 +399,21 @@ pub async fn serve(database_url: &str, env: &[(&str, &str)]) -> (tokio::process:
     }
     panic!("inboxd serve did not come up on {address}");
 }
+
+/// Time that moves only when the test says (jobs and timers without waiting).
+pub struct ManualClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl ManualClock {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::Mutex::new(chrono::Utc::now())))
+    }
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().expect("clock") += chrono::Duration::from_std(by).expect("a duration in range");
+    }
+}
+
+impl commands::jobs::Clock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().expect("clock")
+    }
+}
