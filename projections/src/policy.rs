@@ -10,7 +10,7 @@
 //! - The feed is read at least once: after a crash, the events since the checkpoint
 //!   are reacted to again. So a policy's effects are keyed by the causing event (a job
 //!   key, a command's causation), and reacting twice has the effect of reacting once.
-//! - An event a policy fails on is retried, with backoff, until it succeeds: the
+//! - A batch of events a policy fails on is retried, with backoff, until it succeeds: the
 //!   policy waits (its order matters), shows as failing in `/readyz` and `/metrics`,
 //!   and no other consumer waits with it.
 //! - `rebuild` runs projectors only: nothing a policy did is done again.
@@ -42,9 +42,11 @@ pub trait Policy: Send + Sync {
     fn name(&self) -> &'static str;
     /// The aggregate types whose events it reacts to.
     fn consumes(&self) -> &'static [&'static str];
-    /// Reacts to one event (personal fields opened, in its current shape). Every
-    /// effect is keyed by the event, so that reacting to it again has none.
-    async fn react(&self, event: &FeedEvent) -> anyhow::Result<()>;
+    /// Reacts to a batch of events, in feed order (personal fields opened, in their
+    /// current shape): one query for a batch, not one per event. Every effect is keyed
+    /// by its event, so that reacting to a batch again (after a failure or a crash
+    /// before the checkpoint moved) has none twice.
+    async fn react(&self, events: &[FeedEvent]) -> anyhow::Result<()>;
 }
 
 /// What a policy's runner in this process is doing.
@@ -189,12 +191,14 @@ impl Policies {
                 continue;
             };
             let scanned = events.len();
-            for event in events.iter().filter(|e| policy.consumes().contains(&e.aggregate_type.as_str())) {
-                self.react_until_done(&mut conn, policy, event, shutdown).await?;
+            let consumed: Vec<FeedEvent> =
+                events.into_iter().filter(|e| policy.consumes().contains(&e.aggregate_type.as_str())).collect();
+            if !consumed.is_empty() {
+                self.react_until_done(&mut conn, policy, &consumed, shutdown).await?;
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
-                self.set_status(name, |s| s.events_reacted += 1);
+                self.set_status(name, |s| s.events_reacted += consumed.len() as u64);
             }
             checkpoint(&mut conn, name, last).await?;
             at = last;
@@ -209,22 +213,21 @@ impl Policies {
         Ok(())
     }
 
-    /// Opens one event and reacts to it, trying again with growing pauses until it
+    /// Opens a batch and reacts to it, trying again with growing pauses until it
     /// succeeds (or shutdown). The failure is recorded where every process's `/readyz`
     /// sees it.
     async fn react_until_done(
         &self,
         conn: &mut PgConnection,
         policy: &dyn Policy,
-        event: &FeedEvent,
+        events: &[FeedEvent],
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let name = policy.name();
         let mut attempts = 0u32;
         loop {
-            let mut opened = event.clone();
-            let reacted = match open_sealed_fields(conn, &self.keyring, &mut opened).await {
-                Ok(()) => policy.react(&opened).await,
+            let reacted = match self.opened(conn, events).await {
+                Ok(opened) => policy.react(&opened).await,
                 Err(error) => Err(error),
             };
             match reacted {
@@ -245,10 +248,11 @@ impl Policies {
                     let message = format!("{error:#}");
                     tracing::warn!(
                         policy = name,
-                        event = format!("{}/{}/{}", event.aggregate_type, event.aggregate_id, event.sequence),
+                        first_event = events.first().map(FeedEvent::id),
+                        events = events.len(),
                         attempts,
                         error = %message,
-                        "policy failed on an event; retrying"
+                        "policy failed on a batch of events; retrying"
                     );
                     self.set_status(name, |s| s.state = PolicyState::Retrying { attempts });
                     sqlx::query(
@@ -264,6 +268,17 @@ impl Policies {
                 }
             }
         }
+    }
+}
+
+impl Policies {
+    /// The batch with its personal fields opened.
+    async fn opened(&self, conn: &mut PgConnection, events: &[FeedEvent]) -> anyhow::Result<Vec<FeedEvent>> {
+        let mut opened = events.to_vec();
+        for event in opened.iter_mut().filter(|e| e.is_sealed()) {
+            open_sealed_fields(conn, &self.keyring, event).await?;
+        }
+        Ok(opened)
     }
 }
 

@@ -163,11 +163,13 @@ impl Policy for FailsAfterItsEffect {
     fn consumes(&self) -> &'static [&'static str] {
         &["conversation"]
     }
-    async fn react(&self, event: &FeedEvent) -> anyhow::Result<()> {
-        self.reacted.fetch_add(1, Ordering::SeqCst);
-        enqueue(&self.pool, &job(&format!("effect:{}", event.id()), Utc::now(), 3)).await?;
+    async fn react(&self, events: &[FeedEvent]) -> anyhow::Result<()> {
+        for event in events {
+            self.reacted.fetch_add(1, Ordering::SeqCst);
+            enqueue(&self.pool, &job(&format!("effect:{}", event.id()), Utc::now(), 3)).await?;
+        }
         if self.broken.load(Ordering::SeqCst) {
-            anyhow::bail!("injected failure after the effect of {}", event.id());
+            anyhow::bail!("injected failure after the effects of {} events", events.len());
         }
         Ok(())
     }

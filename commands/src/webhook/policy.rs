@@ -120,6 +120,15 @@ pub async fn enqueue_delivery(
     Ok(())
 }
 
+/// A webhook as the policy matches events to it.
+#[derive(sqlx::FromRow)]
+struct Subscription {
+    webhook_id: Uuid,
+    account_id: Uuid,
+    events: Vec<String>,
+    created_at: DateTime<Utc>,
+}
+
 pub struct WebhooksPolicy {
     pool: PgPool,
     clock: Arc<dyn Clock>,
@@ -150,25 +159,45 @@ impl Policy for WebhooksPolicy {
         &["conversation", "contact"]
     }
 
-    async fn react(&self, event: &FeedEvent) -> anyhow::Result<()> {
-        let (Some(name), Some(account)) = (public_event(event)?, event.account_id) else { return Ok(()) };
-        // Webhooks that existed when the event was recorded.
-        let webhooks: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT webhook_id FROM webhooks WHERE account_id = $1 AND active AND deleted_at IS NULL \
-             AND $2 = ANY(events) AND created_at <= $3",
+    async fn react(&self, events: &[FeedEvent]) -> anyhow::Result<()> {
+        let mut named = Vec::new();
+        for event in events {
+            if let (Some(name), Some(account)) = (public_event(event)?, event.account_id) {
+                named.push((event, name, account));
+            }
+        }
+        if named.is_empty() {
+            return Ok(());
+        }
+        let mut accounts: Vec<Uuid> = named.iter().map(|(_, _, account)| *account).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        // The batch's accounts' webhooks, once for the batch.
+        let webhooks: Vec<Subscription> = sqlx::query_as(
+            "SELECT webhook_id, account_id, events, created_at FROM webhooks \
+             WHERE account_id = ANY($1) AND active AND deleted_at IS NULL",
         )
-        .bind(account)
-        .bind(name.as_str())
-        .bind(event.recorded_at)
+        .bind(&accounts)
         .fetch_all(&self.pool)
         .await
-        .context("failed to find the account's webhooks")?;
-        for webhook in webhooks {
-            let job = DeliveryJob::new(webhook, name.as_str(), event);
-            let mut tx = self.pool.begin().await.context("failed to begin")?;
-            enqueue_delivery(&mut tx, &job, account, self.clock.now()).await?;
-            tx.commit().await.context("failed to commit a delivery")?;
+        .context("failed to find the accounts' webhooks")?;
+        if webhooks.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.pool.begin().await.context("failed to begin")?;
+        for (event, name, account) in named {
+            // Webhooks that existed when the event was recorded.
+            let subscribed = webhooks.iter().filter(|w| {
+                w.account_id == account
+                    && w.created_at <= event.recorded_at
+                    && w.events.iter().any(|e| e == name.as_str())
+            });
+            for webhook in subscribed {
+                let job = DeliveryJob::new(webhook.webhook_id, name.as_str(), event);
+                enqueue_delivery(&mut tx, &job, account, self.clock.now()).await?;
+            }
+        }
+        tx.commit().await.context("failed to commit deliveries")?;
         Ok(())
     }
 }
