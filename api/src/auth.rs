@@ -136,7 +136,19 @@ impl Authenticator {
                     .ok_or_else(|| ApiError::bad_input("X-Account-Id must be an account id"))?,
             ),
         };
-        let key = (token_hash(token), account);
+        self.cached_or_resolved((token_hash(token), account)).await
+    }
+
+    /// The same credentials as `auth`, as they stand now (a long-lived subscription
+    /// asks before each push: a revoked token or a changed membership shows at once).
+    pub async fn refresh(&self, auth: &Auth) -> Result<Auth, ApiError> {
+        match auth.1.clone() {
+            Some(key) => self.cached_or_resolved(key).await,
+            None => Ok(Auth::default()),
+        }
+    }
+
+    async fn cached_or_resolved(&self, key: CacheKey) -> Result<Auth, ApiError> {
         let generation = *self.generation.borrow();
         if let Some((principal, at, seen)) = self.cache.lock().expect("principal cache").get(&key) {
             if at.elapsed() < CACHE_TTL && *seen == generation {

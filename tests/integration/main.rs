@@ -17,5 +17,6 @@ mod inbox_list;
 mod jobs;
 mod projections;
 mod publication;
+mod subscriptions;
 mod tamper_evidence;
 mod webhooks;

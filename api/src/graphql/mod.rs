@@ -1,6 +1,6 @@
 //! The GraphQL API: schema, and helpers every resolver uses.
 
-use async_graphql::{Context, EmptySubscription, Schema, ID};
+use async_graphql::{Context, Schema, ID};
 use uuid::Uuid;
 
 use crate::auth::{Auth, Principal};
@@ -12,6 +12,7 @@ use commands::StoreError;
 use projections::feed::FeedPosition;
 
 mod access;
+pub mod live;
 mod mutation;
 mod parse_cache;
 mod query;
@@ -20,6 +21,7 @@ pub mod types;
 mod webhooks;
 
 use access::{AccessMutation, AccessQuery};
+use live::SubscriptionRoot;
 use mutation::Mutation;
 use query::Query;
 use webhooks::{WebhookMutation, WebhookQuery};
@@ -33,7 +35,7 @@ pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation);
 /// The read models a conversation's view comes from.
 pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];
 
-pub type ApiSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// What a single request may ask for.
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +64,7 @@ impl From<&Config> for Limits {
 }
 
 pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot)
         .data(state)
         // Before the cache: every request's variables and document are checked.
         .extension(limits.checks)
@@ -79,7 +81,7 @@ pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
 /// The schema in SDL, as served (`api/schema.graphql` is this, committed: the contract
 /// frontends build against; `inboxd schema` prints it).
 pub fn sdl() -> String {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription).finish().sdl()
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot).finish().sdl()
 }
 
 /// The caller, or UNAUTHENTICATED.

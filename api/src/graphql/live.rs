@@ -1,0 +1,348 @@
+//! Subscriptions: what happens in the account, pushed to every screen allowed to see
+//! it, from whichever process wrote it.
+//!
+//! A subscriber follows the feed from a position: it is woken by the engine's
+//! publications (this process's projectors at once, the others' through the fan-out),
+//! reads the account's events after its position, and pushes each once every read
+//! model that shows it has committed it (a client that queries on receipt sees the new
+//! state). Events are pushed in feed order, each once; `after` resumes where a client
+//! left off. A backlog beyond [`MAX_BACKLOG_EVENTS`] or [`MAX_BACKLOG_AGE`] answers one
+//! `RESYNC_REQUIRED` instead (the client refetches), and the subscription goes on live.
+//! Each push is authorized for the subscriber as it stands then (a revoked token, a
+//! removed inbox membership, stops it at once).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use async_graphql::{Context, Enum, Object, Subscription, ID};
+use chrono::Utc;
+use domain::contact::ContactEvent;
+use domain::conversation::ConversationEvent as DomainEvent;
+use domain::public_event::PublicEvent;
+use futures_util::Stream;
+use projections::feed::{read_after, FeedEvent, FeedPosition};
+use projections::{inbox_list, timeline};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::types::{Conversation, Message};
+use super::{feed_cursor, parse_id, state};
+use crate::auth::{Auth, Principal};
+use crate::error::{ApiError, Result};
+use crate::state::AppState;
+
+/// The longest backlog a resuming subscriber is replayed; beyond, `RESYNC_REQUIRED`.
+pub const MAX_BACKLOG_EVENTS: i64 = 1_000;
+pub const MAX_BACKLOG_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Events read from the feed per look.
+const READ_BATCH: i64 = 500;
+/// How often a quiet subscriber looks anyway (a publication lost in a reconnect, a
+/// credential revoked while nothing happens).
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ConversationEventType {
+    ConversationCreated,
+    ConversationStatusChanged,
+    ConversationUpdated,
+    AssigneeChanged,
+    MessageCreated,
+    ContactCreated,
+    ContactUpdated,
+    /// The backlog since `after` is too long to replay: refetch, then carry on.
+    ResyncRequired,
+}
+
+impl From<PublicEvent> for ConversationEventType {
+    fn from(event: PublicEvent) -> Self {
+        match event {
+            PublicEvent::ConversationCreated => Self::ConversationCreated,
+            PublicEvent::ConversationStatusChanged => Self::ConversationStatusChanged,
+            PublicEvent::ConversationUpdated => Self::ConversationUpdated,
+            PublicEvent::ConversationAssigneeChanged => Self::AssigneeChanged,
+            PublicEvent::MessageCreated => Self::MessageCreated,
+            PublicEvent::ContactCreated => Self::ContactCreated,
+            PublicEvent::ContactUpdated => Self::ContactUpdated,
+        }
+    }
+}
+
+/// One thing that happened, as a subscriber receives it.
+pub struct ConversationEventPush {
+    position: FeedPosition,
+    kind: ConversationEventType,
+    account_id: Uuid,
+    conversation_id: Option<Uuid>,
+    message_id: Option<Uuid>,
+    contact_id: Option<Uuid>,
+}
+
+#[Object(name = "ConversationEvent")]
+impl ConversationEventPush {
+    /// The event's place in the feed (the `events` cursor): pass it as `after` to resume.
+    async fn position(&self) -> String {
+        self.position.to_string()
+    }
+    #[graphql(name = "type")]
+    async fn kind(&self) -> ConversationEventType {
+        self.kind
+    }
+    async fn conversation_id(&self) -> Option<ID> {
+        self.conversation_id.map(|id| ID(id.to_string()))
+    }
+    async fn contact_id(&self) -> Option<ID> {
+        self.contact_id.map(|id| ID(id.to_string()))
+    }
+    /// The conversation as it is now (already in the read models).
+    async fn conversation(&self) -> Option<Conversation> {
+        self.conversation_id.map(|id| Conversation::changed(id, self.account_id, commands::Written::default()))
+    }
+    /// The message, for `MESSAGE_CREATED`.
+    async fn message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
+        let Some(id) = self.message_id else { return Ok(None) };
+        let row = timeline::message(&state(ctx)?.pool, self.account_id, id).await?;
+        Ok(row.map(|row| Message::loaded(row, self.account_id)))
+    }
+}
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// What happens to the conversations (and contacts) the caller may see, narrowed to
+    /// an inbox or a conversation; `after` (a `position`, exclusive) replays what
+    /// happened since, in order, then goes on live.
+    async fn conversation_events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        inbox_id: Option<ID>,
+        conversation_id: Option<ID>,
+    ) -> Result<impl Stream<Item = ConversationEventPush>> {
+        let state = state(ctx)?.clone();
+        let auth = ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.clone();
+        let principal = auth.principal()?.clone();
+        let filter = Filter {
+            inbox: inbox_id.as_ref().map(|id| parse_id(id, "inbox")).transpose()?,
+            conversation: conversation_id.as_ref().map(|id| parse_id(id, "conversation")).transpose()?,
+        };
+        let publications = state.engine.publisher().subscribe();
+        let mut follower = Follower {
+            cursor: FeedPosition::START,
+            reached: HashMap::new(),
+            pending: VecDeque::new(),
+            publications,
+            auth,
+            principal,
+            filter,
+            state,
+            ended: false,
+        };
+        follower.reached = follower.checkpoints().await?;
+        match after {
+            None => follower.cursor = follower.state.engine.head().await?,
+            Some(after) => {
+                follower.cursor = feed_cursor(Some(after))?;
+                follower.resync_if_too_far().await?;
+            }
+        }
+        Ok(futures_util::stream::unfold(follower, |mut follower| async move {
+            follower.next().await.map(|push| (push, follower))
+        }))
+    }
+}
+
+/// What the subscriber asked to narrow to.
+struct Filter {
+    inbox: Option<Uuid>,
+    conversation: Option<Uuid>,
+}
+
+/// One subscriber's place in the feed.
+struct Follower {
+    /// The last event looked at (pushed, or skipped as not the subscriber's).
+    cursor: FeedPosition,
+    /// How far each projector has committed, as last heard.
+    reached: HashMap<String, FeedPosition>,
+    pending: VecDeque<ConversationEventPush>,
+    publications: tokio::sync::broadcast::Receiver<projections::publication::Published>,
+    auth: Auth,
+    principal: Principal,
+    filter: Filter,
+    state: AppState,
+    ended: bool,
+}
+
+impl Follower {
+    /// The next push, or `None` when the subscription ends (credentials gone).
+    async fn next(&mut self) -> Option<ConversationEventPush> {
+        loop {
+            if let Some(push) = self.pending.pop_front() {
+                return Some(push);
+            }
+            if self.ended {
+                return None;
+            }
+            match self.look().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "a subscription could not read the feed"),
+            }
+            if self.ended {
+                return None;
+            }
+            tokio::select! {
+                heard = self.publications.recv() => match heard {
+                    Ok(published) => {
+                        let reached = self.reached.entry(published.projector).or_default();
+                        *reached = (*reached).max(published.through);
+                    }
+                    // Missed publications: the checkpoints say how far everyone got.
+                    Err(RecvError::Lagged(_)) => {
+                        if let Ok(reached) = self.checkpoints().await {
+                            self.reached = reached;
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tokio::time::sleep(IDLE_LOOK) => {
+                    if let Ok(reached) = self.checkpoints().await {
+                        self.reached = reached;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the feed after the cursor and queues what is in every read model by now;
+    /// says whether anything was queued. Stops the subscription if its credentials no
+    /// longer hold.
+    async fn look(&mut self) -> anyhow::Result<bool> {
+        match self.state.authenticator.refresh(&self.auth).await.map(|auth| auth.principal().cloned()) {
+            Ok(Ok(principal)) => self.principal = principal,
+            Ok(Err(_)) => {
+                self.ended = true;
+                return Ok(false);
+            }
+            Err(error) => anyhow::bail!("could not check the subscriber's credentials: {}", error.message),
+        }
+        let mut conn = self.state.pool.acquire().await?;
+        let account = self.principal.account_id;
+        let events = read_after(&mut conn, &self.state.keyring, Some(account), self.cursor, READ_BATCH).await?;
+        drop(conn);
+        let mut queued = false;
+        for event in events {
+            if !self.projected(&event) {
+                break;
+            }
+            self.cursor = event.position;
+            if let Some(push) = self.push_for(&event).await? {
+                self.pending.push_back(push);
+                queued = true;
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Whether every projector that reads the event's stream has committed it.
+    fn projected(&self, event: &FeedEvent) -> bool {
+        self.state
+            .engine
+            .consumers_of(&event.aggregate_type)
+            .iter()
+            .all(|p| self.reached.get(*p).is_some_and(|reached| *reached >= event.position))
+    }
+
+    /// What the subscriber receives of `event`, if anything.
+    async fn push_for(&self, event: &FeedEvent) -> anyhow::Result<Option<ConversationEventPush>> {
+        let account_id = self.principal.account_id;
+        let mut push = ConversationEventPush {
+            position: event.position,
+            kind: ConversationEventType::ResyncRequired,
+            account_id,
+            conversation_id: None,
+            message_id: None,
+            contact_id: None,
+        };
+        match event.aggregate_type.as_str() {
+            "conversation" => {
+                let decoded = event.decode::<DomainEvent>()?;
+                let Some(public) = PublicEvent::of_conversation(&decoded) else { return Ok(None) };
+                let id: Uuid = event.aggregate_id.parse()?;
+                if self.filter.conversation.is_some_and(|c| c != id) {
+                    return Ok(None);
+                }
+                let Some(row) = inbox_list::get(&self.state.pool, account_id, id).await? else { return Ok(None) };
+                if self.filter.inbox.is_some_and(|i| i != row.inbox_id)
+                    || self.principal.require_conversation(row.inbox_id, row.assignee_id).is_err()
+                {
+                    return Ok(None);
+                }
+                push.kind = public.into();
+                push.conversation_id = Some(id);
+                push.message_id = match decoded {
+                    DomainEvent::MessageReceived { message_id, .. } | DomainEvent::MessageSent { message_id, .. } => {
+                        Some(message_id.as_uuid())
+                    }
+                    _ => None,
+                };
+            }
+            "contact" => {
+                let Some(public) = PublicEvent::of_contact(&event.decode::<ContactEvent>()?) else { return Ok(None) };
+                if self.filter.inbox.is_some() || self.filter.conversation.is_some() {
+                    return Ok(None);
+                }
+                let id: Uuid = event.aggregate_id.parse()?;
+                if super::visible_contact(&self.principal, &self.state.pool, id).await.is_err()
+                    || self.principal.require(crate::policy::Action::ReadContacts).is_err()
+                {
+                    return Ok(None);
+                }
+                push.kind = public.into();
+                push.contact_id = Some(id);
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(push))
+    }
+
+    /// Every projector's checkpoint.
+    async fn checkpoints(&self) -> anyhow::Result<HashMap<String, FeedPosition>> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT projector, last_txid::text::bigint, last_position FROM projector_checkpoints")
+                .fetch_all(&self.state.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(p, t, g)| (p, FeedPosition { transaction_id: t, global_position: g })).collect())
+    }
+
+    /// A resume from too far back is answered by one `RESYNC_REQUIRED`, and the
+    /// subscription carries on from the head.
+    async fn resync_if_too_far(&mut self) -> anyhow::Result<()> {
+        let (backlog, oldest): (i64, Option<chrono::DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*), min(recorded_at) FROM (SELECT recorded_at FROM events \
+             WHERE account_id = $1 AND (transaction_id, global_position) > ($2::text::xid8, $3) LIMIT $4) AS backlog",
+        )
+        .bind(self.principal.account_id)
+        .bind(self.cursor.transaction_id.to_string())
+        .bind(self.cursor.global_position)
+        .bind(MAX_BACKLOG_EVENTS + 1)
+        .fetch_one(&self.state.pool)
+        .await?;
+        let too_old =
+            oldest.is_some_and(|at| Utc::now() - at > chrono::Duration::from_std(MAX_BACKLOG_AGE).unwrap_or_default());
+        if backlog > MAX_BACKLOG_EVENTS || too_old {
+            let head = self.state.engine.head().await?;
+            self.pending.push_back(ConversationEventPush {
+                position: head,
+                kind: ConversationEventType::ResyncRequired,
+                account_id: self.principal.account_id,
+                conversation_id: None,
+                message_id: None,
+                contact_id: None,
+            });
+            self.cursor = head;
+        }
+        Ok(())
+    }
+}
