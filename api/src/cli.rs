@@ -70,8 +70,8 @@ enum Configured {
         /// Where the JSON report goes.
         #[arg(long, default_value = "target/bench/report.json")]
         out: std::path::PathBuf,
-        /// Run only this case (raw, library, ingest, webhooks, rebuild, query); repeatable.
-        #[arg(long, value_parser = ["raw", "library", "ingest", "webhooks", "rebuild", "query"])]
+        /// Run only this case (raw, library, ingest, webhooks, live, rebuild, query); repeatable.
+        #[arg(long, value_parser = ["raw", "library", "ingest", "webhooks", "live", "rebuild", "query"])]
         only: Vec<String>,
     },
     /// Record a digest of the log now if it moved since the last, and print the newest

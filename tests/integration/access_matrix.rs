@@ -166,6 +166,16 @@ async fn every_operation_refuses_outsiders_and_changes_nothing_of_the_account() 
     let table = operations(&ids);
     let listed: BTreeSet<String> = table.iter().map(|(name, _, _)| name.to_string()).collect();
     assert_eq!(schema_operations(&app).await, listed, "every operation of the schema has a row in the matrix");
+    // Subscriptions are checked over WebSocket (`subscriptions.rs`): outsiders, non-members
+    // and revoked tokens receive nothing. A new one must join that test.
+    let subscriptions = app.ok("{ __schema { subscriptionType { fields { name } } } }", json!({})).await;
+    let roots: Vec<&str> = subscriptions["__schema"]["subscriptionType"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(roots, crate::subscriptions::CHECKED, "every subscription is in the access checks of subscriptions.rs");
 
     // Nothing of A may show to the outsiders: its conversation, inbox or contact ids.
     let secrets = [conversation.as_str(), inbox.as_str(), contact.as_str(), "confidential", &webhook, "a-secret-path"];

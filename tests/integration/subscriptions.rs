@@ -10,6 +10,10 @@ use tests::{gql_at, receive_variables, TestApp, TestServer, RECEIVE};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The subscriptions the access checks below cover (the access matrix holds the
+/// schema to this list).
+pub const CHECKED: [&str; 1] = ["conversationEvents"];
+
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const EVENTS: &str = "subscription($after: String, $inbox: ID) { conversationEvents(after: $after, inboxId: $inbox) { \

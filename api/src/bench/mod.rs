@@ -30,6 +30,7 @@ pub mod harness;
 mod history;
 mod lag;
 mod library;
+mod live;
 mod webhooks;
 
 /// Concurrent clients/tasks in the throughput cases.
@@ -40,8 +41,8 @@ const LAG_SAMPLE_EVERY: u64 = 10;
 pub struct Options {
     pub quick: bool,
     pub out: PathBuf,
-    /// Run only these cases (`raw`, `library`, `ingest`, `webhooks`, `rebuild`, `query`);
-    /// all if empty.
+    /// Run only these cases (`raw`, `library`, `ingest`, `webhooks`, `live`, `rebuild`,
+    /// `query`); all if empty.
     pub only: Vec<String>,
 }
 
@@ -74,6 +75,10 @@ pub async fn run(config: &Config, options: &Options) -> anyhow::Result<()> {
         let beside = if library.is_some() { " beside cqrs-es + postgres-es" } else { "" };
         eprintln!("bench: 7/7 ingest with a webhook{beside}, and webhook deliveries");
         bench.webhooks(plan, &mut report, library.as_ref()).await?;
+    }
+    if runs("live") {
+        eprintln!("bench: 8/8 a subscriber on one server, ingest through another");
+        bench.live(plan, &mut report).await?;
     }
     if let Some(library) = &library {
         eprintln!("bench: 2/6 cqrs-es + postgres-es");
@@ -745,6 +750,13 @@ fn print_table(report: &Report) {
         ),
         ("webhook_drain_after_ingest_s", format!("{:.2}", number("webhook_drain_after_ingest_s")), "".into(), None),
         ("webhook_deliveries_per_s", format!("{:.0}", number("webhook_deliveries_per_s")), "".into(), None),
+        ("subscription_latency_p50_ms", format!("{:.2}", number("subscription_latency_p50_ms")), "".into(), None),
+        (
+            "subscription_latency_p99_ms",
+            format!("{:.2}", number("subscription_latency_p99_ms")),
+            "< 100".into(),
+            Some(number("subscription_latency_p99_ms") < 100.0),
+        ),
     ];
     println!("{:<34} {:>12}  {:<12} met", "measure", "value", "target");
     for (name, value, target, met) in rows {
