@@ -510,6 +510,14 @@ pub async fn counts(
     Ok(AssigneeCounts { mine, unassigned, assigned, all })
 }
 
+/// Several conversations of the account at once (those that exist), in no order.
+#[tracing::instrument(skip_all)]
+pub async fn get_many(pool: &PgPool, account: Uuid, conversations: &[Uuid]) -> sqlx::Result<Vec<ConversationRow>> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT);
+    query.push_bind(account).push(" AND c.conversation_id = ANY(").push_bind(conversations).push(")");
+    query.build_query_as().fetch_all(pool).await
+}
+
 #[tracing::instrument(skip_all)]
 pub async fn get(pool: &PgPool, account: Uuid, conversation: Uuid) -> sqlx::Result<Option<ConversationRow>> {
     let mut query = QueryBuilder::<Postgres>::new(SELECT);

@@ -212,13 +212,20 @@ pub async fn messages(
 /// The conversation a message belongs to, within the account.
 #[tracing::instrument(skip_all)]
 pub async fn message(pool: &PgPool, account: Uuid, message: Uuid) -> sqlx::Result<Option<MessageRow>> {
-    let stored: Option<StoredMessage> =
-        sqlx::query_as(&format!("SELECT {MESSAGE_COLUMNS} FROM rm_messages WHERE account_id = $1 AND message_id = $2"))
-            .bind(account)
-            .bind(message)
-            .fetch_optional(pool)
-            .await?;
-    Ok(render_activity(pool, account, stored.into_iter().collect()).await?.pop())
+    Ok(messages_by_id(pool, account, &[message]).await?.pop())
+}
+
+/// Several messages of the account at once (those that exist), in no order.
+#[tracing::instrument(skip_all)]
+pub async fn messages_by_id(pool: &PgPool, account: Uuid, messages: &[Uuid]) -> sqlx::Result<Vec<MessageRow>> {
+    let stored: Vec<StoredMessage> = sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM rm_messages WHERE account_id = $1 AND message_id = ANY($2)"
+    ))
+    .bind(account)
+    .bind(messages)
+    .fetch_all(pool)
+    .await?;
+    render_activity(pool, account, stored).await
 }
 
 /// Renders activity lines with the names the account knows now: one query for the

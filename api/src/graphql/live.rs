@@ -21,7 +21,8 @@ use domain::conversation::ConversationEvent as DomainEvent;
 use domain::public_event::PublicEvent;
 use futures_util::Stream;
 use projections::feed::{read_after, FeedEvent, FeedPosition};
-use projections::{inbox_list, timeline};
+use projections::inbox_list::{self, ConversationRow};
+use projections::timeline::{self, MessageRow};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
@@ -70,14 +71,16 @@ impl From<PublicEvent> for ConversationEventType {
     }
 }
 
-/// One thing that happened, as a subscriber receives it.
+/// One thing that happened, as a subscriber receives it, with the rows it shows
+/// (read for a whole batch of pushes at once).
 pub struct ConversationEventPush {
     position: FeedPosition,
     kind: ConversationEventType,
     account_id: Uuid,
     conversation_id: Option<Uuid>,
-    message_id: Option<Uuid>,
     contact_id: Option<Uuid>,
+    conversation: Option<ConversationRow>,
+    message: Option<MessageRow>,
 }
 
 #[Object(name = "ConversationEvent")]
@@ -98,13 +101,11 @@ impl ConversationEventPush {
     }
     /// The conversation as it is now (already in the read models).
     async fn conversation(&self) -> Option<Conversation> {
-        self.conversation_id.map(|id| Conversation::changed(id, self.account_id, commands::Written::default()))
+        self.conversation.clone().map(Conversation::loaded)
     }
     /// The message, for `MESSAGE_CREATED`.
-    async fn message(&self, ctx: &Context<'_>) -> Result<Option<Message>> {
-        let Some(id) = self.message_id else { return Ok(None) };
-        let row = timeline::message(&state(ctx)?.pool, self.account_id, id).await?;
-        Ok(row.map(|row| Message::loaded(row, self.account_id)))
+    async fn message(&self) -> Option<Message> {
+        self.message.clone().map(|row| Message::loaded(row, self.account_id))
     }
 }
 
@@ -151,6 +152,15 @@ impl SubscriptionRoot {
             follower.next().await.map(|push| (push, follower))
         }))
     }
+}
+
+/// An event the subscriber may receive, before authorization.
+struct Candidate {
+    position: FeedPosition,
+    kind: ConversationEventType,
+    conversation_id: Option<Uuid>,
+    message_id: Option<Uuid>,
+    contact_id: Option<Uuid>,
 }
 
 /// What the subscriber asked to narrow to.
@@ -229,20 +239,38 @@ impl Follower {
         }
         let mut conn = self.state.pool.acquire().await?;
         let account = self.principal.account_id;
-        let events = read_after(&mut conn, &self.state.keyring, Some(account), self.cursor, READ_BATCH).await?;
+        let mut events = read_after(&mut conn, &self.state.keyring, Some(account), self.cursor, READ_BATCH).await?;
         drop(conn);
-        let mut queued = false;
-        for event in events {
-            if !self.projected(&event) {
-                break;
-            }
-            self.cursor = event.position;
-            if let Some(push) = self.push_for(&event).await? {
+        // What every read model already shows, in order.
+        let shown = events.iter().position(|e| !self.projected(e)).unwrap_or(events.len());
+        events.truncate(shown);
+        let Some(last) = events.last().map(|e| e.position) else { return Ok(false) };
+        let candidates: Vec<Candidate> =
+            events.iter().filter_map(|e| self.candidate(e).transpose()).collect::<anyhow::Result<_>>()?;
+        let conversations: Vec<Uuid> = candidates.iter().filter_map(|c| c.conversation_id).collect();
+        let messages: Vec<Uuid> = candidates.iter().filter_map(|c| c.message_id).collect();
+        let rows: HashMap<Uuid, ConversationRow> = inbox_list::get_many(&self.state.pool, account, &conversations)
+            .await?
+            .into_iter()
+            .map(|row| (row.conversation_id, row))
+            .collect();
+        let mut message_rows: HashMap<Uuid, MessageRow> = if messages.is_empty() {
+            HashMap::new()
+        } else {
+            timeline::messages_by_id(&self.state.pool, account, &messages)
+                .await?
+                .into_iter()
+                .map(|row| (row.message_id, row))
+                .collect()
+        };
+        let before = self.pending.len();
+        for candidate in candidates {
+            if let Some(push) = self.authorized(candidate, &rows, &mut message_rows).await? {
                 self.pending.push_back(push);
-                queued = true;
             }
         }
-        Ok(queued)
+        self.cursor = last;
+        Ok(self.pending.len() > before)
     }
 
     /// Whether every projector that reads the event's stream has committed it.
@@ -254,13 +282,11 @@ impl Follower {
             .all(|p| self.reached.get(*p).is_some_and(|reached| *reached >= event.position))
     }
 
-    /// What the subscriber receives of `event`, if anything.
-    async fn push_for(&self, event: &FeedEvent) -> anyhow::Result<Option<ConversationEventPush>> {
-        let account_id = self.principal.account_id;
-        let mut push = ConversationEventPush {
+    /// What `event` would push, before authorization and the rows it shows.
+    fn candidate(&self, event: &FeedEvent) -> anyhow::Result<Option<Candidate>> {
+        let mut candidate = Candidate {
             position: event.position,
             kind: ConversationEventType::ResyncRequired,
-            account_id,
             conversation_id: None,
             message_id: None,
             contact_id: None,
@@ -273,15 +299,9 @@ impl Follower {
                 if self.filter.conversation.is_some_and(|c| c != id) {
                     return Ok(None);
                 }
-                let Some(row) = inbox_list::get(&self.state.pool, account_id, id).await? else { return Ok(None) };
-                if self.filter.inbox.is_some_and(|i| i != row.inbox_id)
-                    || self.principal.require_conversation(row.inbox_id, row.assignee_id).is_err()
-                {
-                    return Ok(None);
-                }
-                push.kind = public.into();
-                push.conversation_id = Some(id);
-                push.message_id = match decoded {
+                candidate.kind = public.into();
+                candidate.conversation_id = Some(id);
+                candidate.message_id = match decoded {
                     DomainEvent::MessageReceived { message_id, .. } | DomainEvent::MessageSent { message_id, .. } => {
                         Some(message_id.as_uuid())
                     }
@@ -293,16 +313,46 @@ impl Follower {
                 if self.filter.inbox.is_some() || self.filter.conversation.is_some() {
                     return Ok(None);
                 }
-                let id: Uuid = event.aggregate_id.parse()?;
-                if super::visible_contact(&self.principal, &self.state.pool, id).await.is_err()
-                    || self.principal.require(crate::policy::Action::ReadContacts).is_err()
-                {
-                    return Ok(None);
-                }
-                push.kind = public.into();
-                push.contact_id = Some(id);
+                candidate.kind = public.into();
+                candidate.contact_id = Some(event.aggregate_id.parse()?);
             }
             _ => return Ok(None),
+        }
+        Ok(Some(candidate))
+    }
+
+    /// The push, if the subscriber may see it as they stand now.
+    async fn authorized(
+        &self,
+        candidate: Candidate,
+        conversations: &HashMap<Uuid, ConversationRow>,
+        messages: &mut HashMap<Uuid, MessageRow>,
+    ) -> anyhow::Result<Option<ConversationEventPush>> {
+        let mut push = ConversationEventPush {
+            position: candidate.position,
+            kind: candidate.kind,
+            account_id: self.principal.account_id,
+            conversation_id: candidate.conversation_id,
+            contact_id: candidate.contact_id,
+            conversation: None,
+            message: None,
+        };
+        if let Some(id) = candidate.conversation_id {
+            let Some(row) = conversations.get(&id) else { return Ok(None) };
+            if self.filter.inbox.is_some_and(|i| i != row.inbox_id)
+                || self.principal.require_conversation(row.inbox_id, row.assignee_id).is_err()
+            {
+                return Ok(None);
+            }
+            push.conversation = Some(row.clone());
+            push.message = candidate.message_id.and_then(|m| messages.remove(&m));
+        }
+        if let Some(id) = candidate.contact_id {
+            if self.principal.require(crate::policy::Action::ReadContacts).is_err()
+                || super::visible_contact(&self.principal, &self.state.pool, id).await.is_err()
+            {
+                return Ok(None);
+            }
         }
         Ok(Some(push))
     }
@@ -338,8 +388,9 @@ impl Follower {
                 kind: ConversationEventType::ResyncRequired,
                 account_id: self.principal.account_id,
                 conversation_id: None,
-                message_id: None,
                 contact_id: None,
+                conversation: None,
+                message: None,
             });
             self.cursor = head;
         }
