@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::contact::ContactEvent;
-use crate::conversation::ConversationEvent;
 use crate::DomainError;
 
 /// The events as the public API names them: what webhooks subscribe to, one catalogue
@@ -64,28 +62,21 @@ impl PublicEvent {
 }
 
 impl PublicEvent {
-    /// The public name of a conversation's event, if it has one.
-    pub fn of_conversation(event: &ConversationEvent) -> Option<Self> {
-        use ConversationEvent as E;
-        Some(match event {
-            E::ConversationStarted { .. } => PublicEvent::ConversationCreated,
-            E::MessageReceived { .. } | E::MessageSent { .. } => PublicEvent::MessageCreated,
-            E::StatusChanged { .. } => PublicEvent::ConversationStatusChanged,
-            E::AssigneeChanged { .. } => PublicEvent::ConversationAssigneeChanged,
-            E::TeamChanged { .. }
-            | E::PriorityChanged { .. }
-            | E::LabelsChanged { .. }
-            | E::MuteChanged { .. }
-            | E::CustomAttributesChanged { .. } => PublicEvent::ConversationUpdated,
-        })
-    }
-
-    /// The public name of a contact's event, if it has one (an erasure has none).
-    pub fn of_contact(event: &ContactEvent) -> Option<Self> {
-        match event {
-            ContactEvent::ContactCreated { .. } => Some(PublicEvent::ContactCreated),
-            ContactEvent::ContactUpdated { .. } => Some(PublicEvent::ContactUpdated),
-            ContactEvent::ContactErased { .. } => None,
+    /// The public name of an event of the log, from its stream and type alone (no
+    /// payload to open or decode), if it has one.
+    pub fn of(aggregate_type: &str, event_type: &str) -> Option<Self> {
+        match (aggregate_type, event_type) {
+            ("conversation", "ConversationStarted") => Some(PublicEvent::ConversationCreated),
+            ("conversation", "MessageReceived" | "MessageSent") => Some(PublicEvent::MessageCreated),
+            ("conversation", "StatusChanged") => Some(PublicEvent::ConversationStatusChanged),
+            ("conversation", "AssigneeChanged") => Some(PublicEvent::ConversationAssigneeChanged),
+            (
+                "conversation",
+                "TeamChanged" | "PriorityChanged" | "LabelsChanged" | "MuteChanged" | "CustomAttributesChanged",
+            ) => Some(PublicEvent::ConversationUpdated),
+            ("contact", "ContactCreated") => Some(PublicEvent::ContactCreated),
+            ("contact", "ContactUpdated") => Some(PublicEvent::ContactUpdated),
+            _ => None,
         }
     }
 }
@@ -104,5 +95,56 @@ mod tests {
             PublicEvent::parse_set(&["message_created".into(), "contact_created".into(), "message_created".into()]);
         assert_eq!(set.unwrap(), vec![PublicEvent::MessageCreated, PublicEvent::ContactCreated]);
         assert!(PublicEvent::parse_set(&[]).is_err());
+    }
+
+    #[test]
+    fn every_conversation_and_contact_event_type_has_its_public_name_or_none_on_purpose() {
+        use crate::activity::Activity;
+        use crate::contact::ContactEvent;
+        use crate::conversation::ConversationEvent as E;
+        use crate::ids::{ContactId, MessageId};
+        use crate::values::{Priority, Status};
+        use cqrs_es::DomainEvent;
+        let at = chrono::Utc::now();
+        let activity = Activity::by(MessageId(uuid::Uuid::nil()), crate::activity::ActedBy::System);
+        let contact = ContactId(uuid::Uuid::nil());
+        let message = MessageId(uuid::Uuid::nil());
+        let conversation = [
+            (
+                E::MessageReceived { message_id: message, contact_id: contact, content: None, waiting_since: None, at },
+                Some(PublicEvent::MessageCreated),
+            ),
+            (
+                E::StatusChanged { from: Status::Open, to: Status::Resolved, snoozed_until: None, activity: None, at },
+                Some(PublicEvent::ConversationStatusChanged),
+            ),
+            (
+                E::AssigneeChanged { from: None, to: None, activity: activity.clone(), at },
+                Some(PublicEvent::ConversationAssigneeChanged),
+            ),
+            (
+                E::PriorityChanged { from: Priority::None, to: Priority::High, activity: activity.clone(), at },
+                Some(PublicEvent::ConversationUpdated),
+            ),
+            (E::MuteChanged { muted: true, activity, at }, Some(PublicEvent::ConversationUpdated)),
+            (
+                E::CustomAttributesChanged { contact_id: contact, attributes: None, at },
+                Some(PublicEvent::ConversationUpdated),
+            ),
+        ];
+        for (event, public) in conversation {
+            assert_eq!(PublicEvent::of("conversation", &event.event_type()), public, "{}", event.event_type());
+        }
+        let created = ContactEvent::ContactCreated {
+            contact_id: contact,
+            account_id: crate::ids::AccountId(uuid::Uuid::nil()),
+            name: None,
+            email: None,
+            phone: None,
+            at,
+        };
+        assert_eq!(PublicEvent::of("contact", &created.event_type()), Some(PublicEvent::ContactCreated));
+        let erased = ContactEvent::ContactErased { reason: "x".into(), conversations: Vec::new(), at };
+        assert_eq!(PublicEvent::of("contact", &erased.event_type()), None);
     }
 }

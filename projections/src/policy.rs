@@ -42,6 +42,10 @@ pub trait Policy: Send + Sync {
     fn name(&self) -> &'static str;
     /// The aggregate types whose events it reacts to.
     fn consumes(&self) -> &'static [&'static str];
+    /// Whether it reads personal fields (opening them costs a decryption each).
+    fn opens(&self) -> bool {
+        true
+    }
     /// Reacts to a batch of events, in feed order (personal fields opened, in their
     /// current shape): one query for a batch, not one per event. Every effect is keyed
     /// by its event, so that reacting to a batch again (after a failure or a crash
@@ -226,7 +230,8 @@ impl Policies {
         let name = policy.name();
         let mut attempts = 0u32;
         loop {
-            let reacted = match self.opened(conn, events).await {
+            let opened = if policy.opens() { self.opened(conn, events).await } else { Ok(events.to_vec()) };
+            let reacted = match opened {
                 Ok(opened) => policy.react(&opened).await,
                 Err(error) => Err(error),
             };

@@ -16,11 +16,9 @@ use std::time::Duration;
 
 use async_graphql::{Context, Enum, Object, Subscription, ID};
 use chrono::Utc;
-use domain::contact::ContactEvent;
-use domain::conversation::ConversationEvent as DomainEvent;
 use domain::public_event::PublicEvent;
 use futures_util::Stream;
-use projections::feed::{read_after, FeedEvent, FeedPosition};
+use projections::feed::{read_sealed_after, FeedEvent, FeedPosition};
 use projections::inbox_list::{self, ConversationRow};
 use projections::timeline::{self, MessageRow};
 use tokio::sync::broadcast::error::RecvError;
@@ -239,7 +237,9 @@ impl Follower {
         }
         let mut conn = self.state.pool.acquire().await?;
         let account = self.principal.account_id;
-        let mut events = read_after(&mut conn, &self.state.keyring, Some(account), self.cursor, READ_BATCH).await?;
+        // Sealed fields stay sealed: what a push shows comes from the read models.
+        let bodies = Some(&["conversation", "contact"][..]);
+        let mut events = read_sealed_after(&mut conn, Some(account), bodies, self.cursor, READ_BATCH).await?;
         drop(conn);
         // What every read model already shows, in order.
         let shown = events.iter().position(|e| !self.projected(e)).unwrap_or(events.len());
@@ -291,25 +291,21 @@ impl Follower {
             message_id: None,
             contact_id: None,
         };
+        let Some(public) = PublicEvent::of(&event.aggregate_type, &event.event_type) else { return Ok(None) };
         match event.aggregate_type.as_str() {
             "conversation" => {
-                let decoded = event.decode::<DomainEvent>()?;
-                let Some(public) = PublicEvent::of_conversation(&decoded) else { return Ok(None) };
                 let id: Uuid = event.aggregate_id.parse()?;
                 if self.filter.conversation.is_some_and(|c| c != id) {
                     return Ok(None);
                 }
                 candidate.kind = public.into();
                 candidate.conversation_id = Some(id);
-                candidate.message_id = match decoded {
-                    DomainEvent::MessageReceived { message_id, .. } | DomainEvent::MessageSent { message_id, .. } => {
-                        Some(message_id.as_uuid())
-                    }
-                    _ => None,
-                };
+                // The message's id is not sealed.
+                candidate.message_id = (public == PublicEvent::MessageCreated)
+                    .then(|| event.payload.get(&event.event_type)?.get("message_id")?.as_str()?.parse().ok())
+                    .flatten();
             }
             "contact" => {
-                let Some(public) = PublicEvent::of_contact(&event.decode::<ContactEvent>()?) else { return Ok(None) };
                 if self.filter.inbox.is_some() || self.filter.conversation.is_some() {
                     return Ok(None);
                 }

@@ -5,8 +5,6 @@
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::contact::ContactEvent;
-use domain::conversation::ConversationEvent;
 use domain::public_event::PublicEvent;
 use projections::feed::FeedEvent;
 use projections::policy::Policy;
@@ -140,15 +138,6 @@ impl WebhooksPolicy {
     }
 }
 
-/// The public event an event of the log is, if any.
-fn public_event(event: &FeedEvent) -> anyhow::Result<Option<PublicEvent>> {
-    Ok(match event.aggregate_type.as_str() {
-        "conversation" => PublicEvent::of_conversation(&event.decode::<ConversationEvent>()?),
-        "contact" => PublicEvent::of_contact(&event.decode::<ContactEvent>()?),
-        _ => None,
-    })
-}
-
 #[async_trait]
 impl Policy for WebhooksPolicy {
     fn name(&self) -> &'static str {
@@ -159,10 +148,16 @@ impl Policy for WebhooksPolicy {
         &["conversation", "contact"]
     }
 
+    /// Deliveries read (and open) their event when they send: nothing to open here.
+    fn opens(&self) -> bool {
+        false
+    }
+
     async fn react(&self, events: &[FeedEvent]) -> anyhow::Result<()> {
         let mut named = Vec::new();
         for event in events {
-            if let (Some(name), Some(account)) = (public_event(event)?, event.account_id) {
+            let name = PublicEvent::of(&event.aggregate_type, &event.event_type);
+            if let (Some(name), Some(account)) = (name, event.account_id) {
                 named.push((event, name, account));
             }
         }
