@@ -61,22 +61,35 @@ pub trait Fanout: Send + Sync {
     ) -> anyhow::Result<()>;
 }
 
-/// Fan-out through PostgreSQL: NOTIFY on the pool (never inside a write
-/// transaction), LISTEN on a connection of its own.
+/// Fan-out through PostgreSQL: NOTIFY on a connection of its own (never inside a
+/// write transaction, never waiting behind the requests for a pooled connection),
+/// LISTEN on another.
 pub struct PgFanout {
     pool: PgPool,
+    sender: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
 
 impl PgFanout {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, sender: tokio::sync::Mutex::new(None) }
     }
 }
 
 #[async_trait]
 impl Fanout for PgFanout {
     async fn send(&self, payload: String) -> anyhow::Result<()> {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(PUBLICATION_CHANNEL).bind(payload).execute(&self.pool).await?;
+        use sqlx::Connection;
+        let mut sender = self.sender.lock().await;
+        if sender.is_none() {
+            *sender = Some(sqlx::PgConnection::connect_with(&self.pool.connect_options()).await?);
+        }
+        let Some(conn) = sender.as_mut() else { return Ok(()) };
+        let sent = sqlx::query("SELECT pg_notify($1, $2)").bind(PUBLICATION_CHANNEL).bind(payload).execute(conn).await;
+        if sent.is_err() {
+            // Connect again next time.
+            *sender = None;
+        }
+        sent.map(|_| ())?;
         Ok(())
     }
 
@@ -139,13 +152,24 @@ impl Publisher {
             tokio::spawn(async move {
                 let mut queued = queued.lock().await;
                 loop {
-                    let published = tokio::select! {
+                    let first = tokio::select! {
                         next = queued.recv() => match next { Some(p) => p, None => return },
                         _ = stop.cancelled() => return,
                     };
-                    let payload = serde_json::to_string(&Envelope { origin, published }).unwrap_or_default();
-                    if let Err(error) = fanout.send(payload).await {
-                        tracing::warn!(error = format!("{error:#}"), "could not send a publication to other processes");
+                    // What queued up while the last send was on its way goes as one
+                    // range per projector: the others learn as much, with fewer sends.
+                    let mut batch = vec![first];
+                    while let Ok(more) = queued.try_recv() {
+                        batch.push(more);
+                    }
+                    for published in coalesced(batch) {
+                        let payload = serde_json::to_string(&Envelope { origin, published }).unwrap_or_default();
+                        if let Err(error) = fanout.send(payload).await {
+                            tracing::warn!(
+                                error = format!("{error:#}"),
+                                "could not send a publication to other processes"
+                            );
+                        }
                     }
                 }
             })
@@ -165,5 +189,45 @@ impl Publisher {
             }
         }
         sender.abort();
+    }
+}
+
+/// Consecutive publications of each projector merged into one range, in order.
+fn coalesced(batch: Vec<Published>) -> Vec<Published> {
+    let mut merged: Vec<Published> = Vec::new();
+    for published in batch {
+        match merged.iter_mut().find(|m| m.projector == published.projector) {
+            Some(range) => {
+                range.through = range.through.max(published.through);
+                range.events += published.events;
+            }
+            None => merged.push(published),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(n: i64) -> FeedPosition {
+        FeedPosition { transaction_id: n, global_position: n }
+    }
+
+    #[test]
+    fn queued_publications_go_as_one_range_per_projector() {
+        let published = |projector: &str, after, through, events| Published {
+            projector: projector.into(),
+            after: at(after),
+            through: at(through),
+            events,
+        };
+        let merged = coalesced(vec![
+            published("timeline", 0, 5, 2),
+            published("inbox_list", 0, 5, 2),
+            published("timeline", 5, 9, 3),
+        ]);
+        assert_eq!(merged, vec![published("timeline", 0, 9, 5), published("inbox_list", 0, 5, 2)]);
     }
 }
