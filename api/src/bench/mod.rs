@@ -750,6 +750,12 @@ fn print_table(report: &Report) {
         ),
         ("webhook_drain_after_ingest_s", format!("{:.2}", number("webhook_drain_after_ingest_s")), "".into(), None),
         ("webhook_deliveries_per_s", format!("{:.0}", number("webhook_deliveries_per_s")), "".into(), None),
+        (
+            "subscription_latency_2_clients_p99_ms",
+            format!("{:.2}", number("subscription_latency_2_clients_p99_ms")),
+            "".into(),
+            None,
+        ),
         ("subscription_latency_p50_ms", format!("{:.2}", number("subscription_latency_p50_ms")), "".into(), None),
         (
             "subscription_latency_p99_ms",
