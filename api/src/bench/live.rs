@@ -16,13 +16,21 @@ use super::{graphql_at, Bench, Report, Served, Server, CONCURRENCY};
 
 const EVENTS: &str = "subscription { conversationEvents { type message { content } } }";
 
+/// What the subscriber measured: each message's time from sent to received, and how
+/// often it was told to resync (it fell too far behind).
+#[derive(Default)]
+struct Heard {
+    latencies: Vec<f64>,
+    resyncs: u64,
+}
+
 impl Bench {
     pub(super) async fn live(&self, plan: Plan, report: &mut Report) -> anyhow::Result<()> {
         let Served { url, token, server, client, inbox, .. } = self.served_account("inbox_bench_live", &[]).await?;
         let other = Server::start(self.inboxd(&url)).await?;
         let origin = Instant::now();
-        let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
-        let subscriber = subscribe(&other.graphql, &token, origin, latencies.clone()).await?;
+        let heard: Arc<Mutex<Heard>> = Arc::default();
+        let subscriber = subscribe(&other.graphql, &token, origin, heard.clone()).await?;
 
         let (endpoint, sent_inbox) = (server.graphql.clone(), inbox.clone());
         let send: harness::Operation = Arc::new(move |worker, i| {
@@ -43,16 +51,24 @@ impl Bench {
         // Two clients (a busy team), then the full 16 (the ingest load, which keeps
         // both cores busy).
         let loads = [
-            (2, "subscription_latency_2_clients_p50_ms", "subscription_latency_2_clients_p99_ms"),
-            (CONCURRENCY, "subscription_latency_p50_ms", "subscription_latency_p99_ms"),
+            (
+                2,
+                [
+                    "subscription_latency_2_clients_p50_ms",
+                    "subscription_latency_2_clients_p99_ms",
+                    "subscription_resyncs_2_clients",
+                ],
+            ),
+            (CONCURRENCY, ["subscription_latency_p50_ms", "subscription_latency_p99_ms", "subscription_resyncs"]),
         ];
-        for (clients, p50, p99) in loads {
+        for (clients, [p50, p99, resyncs]) in loads {
             harness::run(plan, clients, send.clone()).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let measured = std::mem::take(&mut *latencies.lock().expect("latencies"));
-            anyhow::ensure!(!measured.is_empty(), "the subscriber received nothing");
-            report.insert(p50, json!(percentile(&measured, 50.0)));
-            report.insert(p99, json!(percentile(&measured, 99.0)));
+            let measured = std::mem::take(&mut *heard.lock().expect("heard"));
+            anyhow::ensure!(!measured.latencies.is_empty(), "the subscriber received nothing");
+            report.insert(p50, json!(percentile(&measured.latencies, 50.0)));
+            report.insert(p99, json!(percentile(&measured.latencies, 99.0)));
+            report.insert(resyncs, json!(measured.resyncs));
         }
         subscriber.abort();
         other.stop().await;
@@ -67,7 +83,7 @@ async fn subscribe(
     endpoint: &reqwest::Url,
     token: &str,
     origin: Instant,
-    latencies: Arc<Mutex<Vec<f64>>>,
+    heard: Arc<Mutex<Heard>>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let url = format!("{}/ws", endpoint.as_str().replacen("http://", "ws://", 1));
     let mut request = url.into_client_request()?;
@@ -81,10 +97,14 @@ async fn subscribe(
         while let Some(Ok(message)) = socket.next().await {
             let Message::Text(text) = message else { continue };
             let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
-            let content = message["payload"]["data"]["conversationEvents"]["message"]["content"].as_str();
+            let event = &message["payload"]["data"]["conversationEvents"];
+            if event["type"] == "RESYNC_REQUIRED" {
+                heard.lock().expect("heard").resyncs += 1;
+            }
+            let content = event["message"]["content"].as_str();
             if let Some(sent) = content.and_then(|c| c.strip_prefix("sent at ")).and_then(|s| s.parse::<u128>().ok()) {
                 let micros = origin.elapsed().as_micros().saturating_sub(sent);
-                latencies.lock().expect("latencies").push(micros as f64 / 1000.0);
+                heard.lock().expect("heard").latencies.push(micros as f64 / 1000.0);
             }
         }
     }))

@@ -7,7 +7,9 @@
 //! model that shows it has committed it (a client that queries on receipt sees the new
 //! state). Events are pushed in feed order, each once; `after` resumes where a client
 //! left off. A backlog beyond [`MAX_BACKLOG_EVENTS`] or [`MAX_BACKLOG_AGE`] answers one
-//! `RESYNC_REQUIRED` instead (the client refetches), and the subscription goes on live.
+//! `RESYNC_REQUIRED` instead (the client refetches), and the subscription goes on live;
+//! so does a subscriber that falls that far behind live (its memory is bounded anyway:
+//! it reads ahead at most [`READ_BATCH`] events).
 //! Each push is authorized for the subscriber as it stands then (a revoked token, a
 //! removed inbox membership, stops it at once).
 
@@ -241,6 +243,11 @@ impl Follower {
         let bodies = Some(&["conversation", "contact"][..]);
         let mut events = read_sealed_after(&mut conn, Some(account), bodies, self.cursor, READ_BATCH).await?;
         drop(conn);
+        // A subscriber that cannot keep up is not let fall further behind: past the
+        // bound, it is told to refetch and goes on from the head.
+        if events.len() as i64 == READ_BATCH && self.resync_if_too_far().await? {
+            return Ok(true);
+        }
         // What every read model already shows, in order.
         let shown = events.iter().position(|e| !self.projected(e)).unwrap_or(events.len());
         events.truncate(shown);
@@ -362,9 +369,10 @@ impl Follower {
         Ok(rows.into_iter().map(|(p, t, g)| (p, FeedPosition { transaction_id: t, global_position: g })).collect())
     }
 
-    /// A resume from too far back is answered by one `RESYNC_REQUIRED`, and the
-    /// subscription carries on from the head.
-    async fn resync_if_too_far(&mut self) -> anyhow::Result<()> {
+    /// A subscriber too far behind (resuming from long ago, or too slow to keep up) is
+    /// answered one `RESYNC_REQUIRED`, and the subscription carries on from the head;
+    /// says whether it was.
+    async fn resync_if_too_far(&mut self) -> anyhow::Result<bool> {
         let (backlog, oldest): (i64, Option<chrono::DateTime<Utc>>) = sqlx::query_as(
             "SELECT count(*), min(recorded_at) FROM (SELECT recorded_at FROM events \
              WHERE account_id = $1 AND (transaction_id, global_position) > ($2::text::xid8, $3) LIMIT $4) AS backlog",
@@ -389,7 +397,8 @@ impl Follower {
                 message: None,
             });
             self.cursor = head;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 }
