@@ -226,6 +226,7 @@ impl Jobs {
         let claimed = self.claim().await?;
         let count = claimed.len();
         for job in claimed {
+            // Claimed by kind, so a handler is there; were it not, the job waits.
             let outcome = match self.handlers.get(job.kind.as_str()) {
                 Some(handler) => handler.run(&job).await,
                 None => Outcome::NotYet { after: Duration::from_secs(60) },

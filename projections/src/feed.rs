@@ -92,7 +92,7 @@ impl FeedEvent {
     /// The event's identity: `<aggregate type>/<aggregate id>/<sequence>`, what the
     /// events a policy or job writes in reaction name as their cause.
     pub fn id(&self) -> String {
-        format!("{}/{}/{}", self.aggregate_type, self.aggregate_id, self.sequence)
+        envelope::event_id(&self.aggregate_type, &self.aggregate_id, self.sequence)
     }
 
     /// The correlation the event belongs to, if its metadata names one.

@@ -5,7 +5,7 @@ use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use commands::webhook::delivery::webhook_id_header;
 use commands::webhook::policy::{enqueue_delivery, DeliveryJob};
-use commands::webhook::WebhookInput;
+use commands::webhook::{url_binding, WebhookInput};
 use uuid::Uuid;
 
 use super::types::connection;
@@ -48,8 +48,7 @@ struct WebhookRow {
 
 impl WebhookRow {
     fn into_webhook(self, state: &AppState) -> Result<Webhook> {
-        let binding = format!("webhook/{}/url", self.webhook_id);
-        let url = String::from_utf8(state.keyring.open_setting(&binding, &self.url_sealed)?)
+        let url = String::from_utf8(state.keyring.open_setting(&url_binding(self.webhook_id), &self.url_sealed)?)
             .map_err(|e| ApiError::internal(anyhow::anyhow!("a webhook URL is not UTF-8: {e}")))?;
         Ok(Webhook {
             id: ID(self.webhook_id.to_string()),

@@ -47,7 +47,7 @@ fn new_secret() -> String {
 }
 
 /// Where a webhook's sealed settings are bound (see `Keyring::seal_setting`).
-pub(crate) fn url_binding(webhook: Uuid) -> String {
+pub fn url_binding(webhook: Uuid) -> String {
     format!("webhook/{webhook}/url")
 }
 pub(crate) fn secret_binding(webhook: Uuid) -> String {

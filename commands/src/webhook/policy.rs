@@ -77,7 +77,7 @@ impl DeliveryJob {
 
     /// The causing event (`<type>/<id>/<sequence>`).
     pub fn event_ref(&self) -> String {
-        format!("{}/{}/{}", self.aggregate_type, self.aggregate_id, self.sequence)
+        projections::envelope::event_id(&self.aggregate_type, &self.aggregate_id, self.sequence)
     }
 
     /// The job's key: this webhook and this event, enqueued once.

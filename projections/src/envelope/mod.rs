@@ -197,6 +197,12 @@ pub fn variant_body(payload: &mut Value) -> Option<&mut serde_json::Map<String, 
     payload.as_object_mut()?.values_mut().next()?.as_object_mut()
 }
 
+/// An event's identity, `<aggregate type>/<aggregate id>/<sequence>`: what the events
+/// a policy or job writes in reaction name as their cause, and what jobs are keyed by.
+pub fn event_id(aggregate_type: &str, aggregate_id: &str, sequence: i64) -> String {
+    format!("{aggregate_type}/{aggregate_id}/{sequence}")
+}
+
 /// The JSON text an event is stored and hashed as. `serde_json::to_string` writes
 /// the same text as `Value`'s `Display`, without its per-token `fmt` round trips.
 pub fn json_text(value: &Value) -> anyhow::Result<String> {
