@@ -226,6 +226,12 @@ impl Jobs {
         let claimed = self.claim().await?;
         let count = claimed.len();
         for job in claimed {
+            // The lease runs from when the attempt starts, not from the claim (the
+            // batch's earlier jobs may have taken long); a job taken over meanwhile is
+            // the other worker's now.
+            if !self.renew(&job).await? {
+                continue;
+            }
             // Claimed by kind, so a handler is there; were it not, the job waits.
             let outcome = match self.handlers.get(job.kind.as_str()) {
                 Some(handler) => handler.run(&job).await,
@@ -262,6 +268,20 @@ impl Jobs {
         .await
         .context("failed to claim jobs")?;
         Ok(jobs)
+    }
+
+    /// Renews this attempt's lease; false if the job is no longer this attempt's.
+    async fn renew(&self, job: &Job) -> anyhow::Result<bool> {
+        let until = self.clock.now() + chrono::Duration::from_std(self.lease).context("lease out of range")?;
+        let renewed =
+            sqlx::query("UPDATE jobs SET leased_until = $3 WHERE job_id = $1 AND attempts = $2 AND state = 'running'")
+                .bind(job.job_id)
+                .bind(job.attempts)
+                .bind(until)
+                .execute(&self.pool)
+                .await
+                .context("failed to renew a job's lease")?;
+        Ok(renewed.rows_affected() == 1)
     }
 
     /// Records how an attempt ended, unless the job was claimed again meanwhile.

@@ -286,3 +286,54 @@ async fn a_job_is_enqueued_in_the_transaction_of_its_cause_and_not_without_it() 
         sqlx::query_scalar("SELECT job_key FROM jobs ORDER BY job_key").fetch_all(&app.pool).await.unwrap();
     assert_eq!(keys, ["with-its-cause"], "a refused command enqueues nothing");
 }
+
+/// The first job's attempt takes long (the clock moves past the batch's lease) and,
+/// meanwhile, another worker takes over the rest of the batch.
+struct Slow {
+    clock: Arc<ManualClock>,
+    other: std::sync::OnceLock<Jobs>,
+    slowed: AtomicBool,
+    runs: Mutex<HashMap<String, u32>>,
+}
+
+#[async_trait]
+impl JobHandler for Slow {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+    async fn run(&self, job: &Job) -> Outcome {
+        *self.runs.lock().unwrap().entry(job.job_key.clone()).or_default() += 1;
+        if job.job_key == "first" && !self.slowed.swap(true, Ordering::SeqCst) {
+            self.clock.advance(Duration::from_secs(40));
+            let other = self.other.get().expect("the other worker");
+            // Both leases have passed: the long attempt's job, and the one waiting.
+            assert_eq!(other.run_due().await.unwrap(), 2, "the other worker takes both");
+        }
+        Outcome::Done
+    }
+}
+
+#[tokio::test]
+async fn a_job_left_waiting_in_a_batch_past_its_lease_runs_once() {
+    let app = TestApp::spawn().await;
+    let clock = ManualClock::new();
+    let lease = Duration::from_secs(30);
+    let handler = Arc::new(Slow {
+        clock: clock.clone(),
+        other: std::sync::OnceLock::new(),
+        slowed: AtomicBool::new(false),
+        runs: Mutex::default(),
+    });
+    let other = Jobs::new(app.pool.clone(), clock.clone(), vec![handler.clone()], lease, Duration::ZERO);
+    assert!(handler.other.set(other).is_ok());
+    let worker = Jobs::new(app.pool.clone(), clock.clone(), vec![handler.clone()], lease, Duration::ZERO);
+    enqueue(&app.pool, &job("first", clock.now(), 3)).await.unwrap();
+    enqueue(&app.pool, &job("second", clock.now() + chrono::Duration::milliseconds(1), 3)).await.unwrap();
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(worker.run_due().await.unwrap(), 2, "one batch of two");
+    let runs = handler.runs.lock().unwrap().clone();
+    // An attempt that outlives its lease is taken over (at least once); the job that
+    // only waited behind it in the batch is not run a second time.
+    assert_eq!((runs["first"], runs["second"]), (2, 1), "{runs:?}");
+    assert_eq!(state_of(&app.pool, "second").await.0, "done");
+}
