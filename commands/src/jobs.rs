@@ -253,12 +253,15 @@ impl Jobs {
         let now = self.clock.now();
         let until = now + chrono::Duration::from_std(self.lease).context("lease out of range")?;
         let jobs: Vec<Job> = sqlx::query_as(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, leased_until = $2 \
+            // Run in the order they came due (RETURNING alone keeps no order).
+            "WITH claimed AS (UPDATE jobs SET state = 'running', attempts = attempts + 1, leased_until = $2 \
              WHERE job_id IN (SELECT job_id FROM jobs \
                               WHERE ((state = 'pending' AND run_at <= $1) OR (state = 'running' AND leased_until <= $1)) \
                                 AND kind = ANY($4) \
                               ORDER BY run_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING job_id, kind, account_id, job_key, payload, attempts, max_attempts",
+             RETURNING job_id, kind, account_id, job_key, payload, attempts, max_attempts, run_at) \
+             SELECT job_id, kind, account_id, job_key, payload, attempts, max_attempts FROM claimed \
+             ORDER BY run_at, job_id",
         )
         .bind(now)
         .bind(until)
