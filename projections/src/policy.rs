@@ -274,9 +274,7 @@ impl Policies {
             }
         }
     }
-}
 
-impl Policies {
     /// The batch with its personal fields opened.
     async fn opened(&self, conn: &mut PgConnection, events: &[FeedEvent]) -> anyhow::Result<Vec<FeedEvent>> {
         let mut opened = events.to_vec();

@@ -301,7 +301,8 @@ impl Follower {
         let Some(public) = PublicEvent::of(&event.aggregate_type, &event.event_type) else { return Ok(None) };
         match event.aggregate_type.as_str() {
             "conversation" => {
-                let id: Uuid = event.aggregate_id.parse()?;
+                // A stream id that is no uuid is no conversation a client can ask about.
+                let Ok(id) = event.aggregate_id.parse::<Uuid>() else { return Ok(None) };
                 if self.filter.conversation.is_some_and(|c| c != id) {
                     return Ok(None);
                 }
@@ -317,7 +318,8 @@ impl Follower {
                     return Ok(None);
                 }
                 candidate.kind = public.into();
-                candidate.contact_id = Some(event.aggregate_id.parse()?);
+                let Ok(id) = event.aggregate_id.parse::<Uuid>() else { return Ok(None) };
+                candidate.contact_id = Some(id);
             }
             _ => return Ok(None),
         }
