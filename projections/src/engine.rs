@@ -311,11 +311,13 @@ impl Engine {
         // After a wake-up that found nothing (a transaction elsewhere in the cluster
         // holding the watermark back), look again soon rather than after the poll.
         let mut recheck_until: Option<std::time::Instant> = None;
+        let mut recheck_pause = RECHECK_AFTER_WAKE;
         while !shutdown.is_cancelled() {
             let read_at = tokio::time::Instant::now();
             let scanned = self.apply_batch(&mut conn, projector, &mut cursor, BATCH_SIZE, Some(woke_at)).await?;
             if scanned > 0 {
                 recheck_until = None;
+                recheck_pause = RECHECK_AFTER_WAKE;
             }
             if scanned < BATCH_SIZE as usize {
                 // Caught up: now and then record how far the feed was scanned (and
@@ -327,11 +329,18 @@ impl Engine {
                     self.set_status(name, |s| s.position = cursor.scanned);
                 }
                 let pause = match recheck_until {
-                    Some(until) if until > std::time::Instant::now() => self.poll.min(RECHECK_AFTER_WAKE),
+                    Some(until) if until > std::time::Instant::now() => {
+                        let pause = self.poll.min(recheck_pause);
+                        recheck_pause = (recheck_pause * 2).min(RECHECK_PAUSE_MAX);
+                        pause
+                    }
                     _ => self.poll,
                 };
                 tokio::select! {
-                    _ = woken.changed() => recheck_until = Some(std::time::Instant::now() + RECHECK_WINDOW),
+                    _ = woken.changed() => {
+                        recheck_until = Some(std::time::Instant::now() + RECHECK_WINDOW);
+                        recheck_pause = RECHECK_AFTER_WAKE;
+                    }
                     _ = tokio::time::sleep(pause) => {},
                     _ = shutdown.cancelled() => {},
                 }
@@ -622,9 +631,11 @@ impl Engine {
 const CHECKPOINT_EVERY: std::time::Duration = Duration::from_secs(1);
 /// The shortest time between two reads of a runner that is keeping up.
 const BATCH_INTERVAL: Duration = Duration::from_millis(5);
-/// How soon a runner woken to nothing looks again, and for how long it keeps doing so.
+/// How soon a runner woken to nothing looks again (then at doubling pauses, at most a
+/// second apart), and for how long it keeps doing so.
 const RECHECK_AFTER_WAKE: Duration = Duration::from_millis(50);
-const RECHECK_WINDOW: Duration = Duration::from_secs(10);
+const RECHECK_PAUSE_MAX: Duration = Duration::from_secs(1);
+const RECHECK_WINDOW: Duration = Duration::from_secs(30);
 /// How often an idle runner records its scanned position and checks for a reset.
 const IDLE_CHECKPOINT_EVERY: std::time::Duration = Duration::from_millis(100);
 
