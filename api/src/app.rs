@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::fanout::RedisFanout;
 use crate::graphql;
 use crate::http;
+use crate::live::feed::LiveFeed;
 use crate::rate_limit::RateLimiter;
 use crate::state::AppState;
 
@@ -105,6 +106,7 @@ impl Services {
         );
         let delivery = WebhookDelivery::new(commands.clone(), outbound.clone(), clock.clone());
         let jobs = Jobs::new(pool.clone(), clock, vec![Arc::new(delivery)], config.job_lease, config.projector_poll);
+        let live = LiveFeed::new(pool.clone(), engine.clone());
         let state = AppState {
             authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
             rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref(), keyring.clone()).await?),
@@ -118,6 +120,7 @@ impl Services {
             outbound,
             policies,
             jobs,
+            live,
             keyring,
             read_your_writes_timeout: config.read_your_writes_timeout,
         };
@@ -207,6 +210,8 @@ impl Application {
         let policies_stop = shutdown.clone();
         let policies_task = tokio::spawn(async move { policies.run(policies_stop).await });
         tokio::spawn(run_jobs(state.jobs.clone(), jobs, shutdown.clone()));
+        let (live, live_stop) = (state.live.clone(), shutdown.clone());
+        tokio::spawn(async move { live.run(live_stop).await });
         tokio::spawn(relay_commits(services.committed, state.engine.clone(), shutdown.clone()));
         tokio::spawn(relay_access_changes(state.clone(), shutdown.clone()));
         if !digests.interval.is_zero() {

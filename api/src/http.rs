@@ -113,63 +113,16 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// The close code of a socket whose `connection_init` carried no valid credentials.
-const CLOSE_FORBIDDEN: u16 = 4403;
-/// How a refused `connection_init` is told apart among the socket's close frames.
-const REFUSED_INIT: &str = "forbidden: ";
-
-/// Subscriptions over WebSocket (`graphql-transport-ws`, and the legacy `graphql-ws`),
-/// authenticated at `connection_init` with the same tokens as HTTP: the payload's
-/// `Authorization: Bearer <token>` (or a bare `token`, and `X-Account-Id` for a
-/// session). Bad credentials close the socket with 4403.
+/// Subscriptions over WebSocket (see [`crate::live::socket`]).
 async fn subscriptions(
     State(state): State<HttpState>,
     protocol: async_graphql_axum::GraphQLProtocol,
     upgrade: axum::extract::WebSocketUpgrade,
 ) -> Response {
     let (schema, authenticator) = (state.schema.clone(), state.app.authenticator.clone());
-    upgrade.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
-        use futures_util::{SinkExt, StreamExt};
-        let (sink, stream) = socket.split();
-        // A refused init closes with 4403 (the library closes with 1002).
-        let sink = sink.with(|message: axum::extract::ws::Message| async move {
-            Ok::<_, axum::Error>(match message {
-                axum::extract::ws::Message::Close(Some(frame)) if frame.reason.starts_with(REFUSED_INIT) => {
-                    axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
-                        code: CLOSE_FORBIDDEN,
-                        reason: frame.reason,
-                    }))
-                }
-                other => other,
-            })
-        });
-        async_graphql_axum::GraphQLWebSocket::new_with_pair(sink, stream, schema, protocol)
-            .on_connection_init(move |payload| async move {
-                let mut headers = HeaderMap::new();
-                let token = payload
-                    .get("Authorization")
-                    .or_else(|| payload.get("authorization"))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
-                    .or_else(|| payload.get("token").and_then(|v| v.as_str()).map(|t| format!("Bearer {t}")));
-                if let Some(value) = token.and_then(|t| t.parse().ok()) {
-                    headers.insert(header::AUTHORIZATION, value);
-                }
-                if let Some(value) = payload.get("X-Account-Id").and_then(|v| v.as_str()).and_then(|v| v.parse().ok()) {
-                    headers.insert("x-account-id", value);
-                }
-                let refused = |why: &str| async_graphql::Error::new(format!("{REFUSED_INIT}{why}"));
-                let auth = authenticator.authenticate(&headers).await.map_err(|e| refused(&e.message))?;
-                if let Err(error) = auth.principal() {
-                    return Err(refused(&error.message));
-                }
-                let mut data = async_graphql::Data::default();
-                data.insert(auth);
-                Ok(data)
-            })
-            .serve()
-            .await;
-    })
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| crate::live::socket::serve(socket, schema, protocol, authenticator))
 }
 
 /// One GraphQL request, counted and timed for `/metrics`.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fanout;
 pub mod graphql;
 pub mod http;
+pub mod live;
 pub mod policy;
 pub mod rate_limit;
 pub mod request_metrics;

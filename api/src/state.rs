@@ -16,6 +16,7 @@ use projections::policy::Policies;
 use sqlx::PgPool;
 
 use crate::auth::{Authenticator, Principal};
+use crate::live::feed::LiveFeed;
 use crate::rate_limit::RateLimiter;
 use crate::request_metrics::RequestMetrics;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub outbound: Outbound,
     pub policies: Policies,
     pub jobs: Jobs,
+    /// This process's reader of the feed for subscriptions.
+    pub live: LiveFeed,
 }
 
 impl AppState {

@@ -31,6 +31,7 @@ pub mod store;
 mod stream_lock;
 pub mod team;
 pub mod verify;
+pub mod web_push;
 pub mod webhook;
 
 use context::CommandContext;

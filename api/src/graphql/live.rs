@@ -1,28 +1,26 @@
 //! Subscriptions: what happens in the account, pushed to every screen allowed to see
 //! it, from whichever process wrote it.
 //!
-//! A subscriber follows the feed from a position: it is woken by the engine's
-//! publications (this process's projectors at once, the others' through the fan-out),
-//! reads the account's events after its position, and pushes each once every read
-//! model that shows it has committed it (a client that queries on receipt sees the new
-//! state). Events are pushed in feed order, each once; `after` resumes where a client
-//! left off. A backlog beyond [`MAX_BACKLOG_EVENTS`] or [`MAX_BACKLOG_AGE`] answers one
-//! `RESYNC_REQUIRED` instead (the client refetches), and the subscription goes on live;
-//! so does a subscriber that falls that far behind live (its memory is bounded anyway:
-//! it reads ahead at most [`READ_BATCH`] events).
-//! Each push is authorized for the subscriber as it stands then (a revoked token, a
-//! removed inbox membership, stops it at once).
+//! A subscriber takes the events of this process's [`LiveFeed`](crate::live::feed::LiveFeed) (read once for every
+//! subscriber, each event once every read model that shows it has committed it, so a
+//! client that queries on receipt sees the new state), in feed order, each once.
+//! `after` first replays the account's events since that position; a backlog beyond
+//! [`MAX_BACKLOG_EVENTS`] or [`MAX_BACKLOG_AGE`] answers one `RESYNC_REQUIRED` instead
+//! (the client refetches), and the subscription goes on live. A subscriber that falls
+//! more than the feed retains behind is closed with [`close::TOO_SLOW`]. Each push is
+//! authorized for the subscriber as it stands then (a revoked token, a removed inbox
+//! membership, stops it at once).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::{Context, Enum, Object, Subscription, ID};
 use chrono::Utc;
 use domain::public_event::PublicEvent;
 use futures_util::Stream;
-use projections::feed::{read_sealed_after, FeedEvent, FeedPosition};
-use projections::inbox_list::{self, ConversationRow};
-use projections::timeline::{self, MessageRow};
+use projections::feed::FeedPosition;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
@@ -30,15 +28,15 @@ use super::types::{Conversation, Message};
 use super::{feed_cursor, parse_id, state};
 use crate::auth::{Auth, Principal};
 use crate::error::{ApiError, Result};
+use crate::live::feed::LiveEvent;
+use crate::live::socket::{close, SocketControl};
+use crate::policy::Action;
 use crate::state::AppState;
 
 /// The longest backlog a resuming subscriber is replayed; beyond, `RESYNC_REQUIRED`.
 pub const MAX_BACKLOG_EVENTS: i64 = 1_000;
 pub const MAX_BACKLOG_AGE: Duration = Duration::from_secs(24 * 3600);
-/// Events read from the feed per look.
-const READ_BATCH: i64 = 500;
-/// How often a quiet subscriber looks anyway (a publication lost in a reconnect, a
-/// credential revoked while nothing happens).
+/// How often a quiet subscriber checks its credentials (revoked while nothing happens).
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -71,16 +69,11 @@ impl From<PublicEvent> for ConversationEventType {
     }
 }
 
-/// One thing that happened, as a subscriber receives it, with the rows it shows
-/// (read for a whole batch of pushes at once).
+/// One thing that happened, as a subscriber receives it.
 pub struct ConversationEventPush {
     position: FeedPosition,
     kind: ConversationEventType,
-    account_id: Uuid,
-    conversation_id: Option<Uuid>,
-    contact_id: Option<Uuid>,
-    conversation: Option<ConversationRow>,
-    message: Option<MessageRow>,
+    event: Option<Arc<LiveEvent>>,
 }
 
 #[Object(name = "ConversationEvent")]
@@ -94,18 +87,20 @@ impl ConversationEventPush {
         self.kind
     }
     async fn conversation_id(&self) -> Option<ID> {
-        self.conversation_id.map(|id| ID(id.to_string()))
+        let row = self.event.as_ref()?.conversation.as_ref()?;
+        Some(ID(row.conversation_id.to_string()))
     }
     async fn contact_id(&self) -> Option<ID> {
-        self.contact_id.map(|id| ID(id.to_string()))
+        self.event.as_ref()?.contact_id.map(|id| ID(id.to_string()))
     }
-    /// The conversation as it is now (already in the read models).
+    /// The conversation as it was when the event was pushed (already in the read models).
     async fn conversation(&self) -> Option<Conversation> {
-        self.conversation.clone().map(Conversation::loaded)
+        self.event.as_ref()?.conversation.clone().map(Conversation::loaded)
     }
     /// The message, for `MESSAGE_CREATED`.
     async fn message(&self) -> Option<Message> {
-        self.message.clone().map(|row| Message::loaded(row, self.account_id))
+        let event = self.event.as_ref()?;
+        event.message.clone().map(|row| Message::loaded(row, event.account_id))
     }
 }
 
@@ -128,39 +123,25 @@ impl SubscriptionRoot {
             inbox: inbox_id.as_ref().map(|id| parse_id(id, "inbox")).transpose()?,
             conversation: conversation_id.as_ref().map(|id| parse_id(id, "conversation")).transpose()?,
         };
-        let publications = state.engine.publisher().subscribe();
+        let after = after.map(|a| feed_cursor(Some(a))).transpose()?;
+        let (through, receiver) = state.live.subscribe();
         let mut follower = Follower {
-            cursor: FeedPosition::START,
-            reached: HashMap::new(),
+            cursor: through,
             pending: VecDeque::new(),
-            publications,
+            receiver,
             auth,
             principal,
             filter,
+            control: ctx.data::<SocketControl>().ok().cloned(),
             state,
-            ended: false,
         };
-        follower.reached = follower.checkpoints().await?;
-        match after {
-            None => follower.cursor = follower.state.engine.head().await?,
-            Some(after) => {
-                follower.cursor = feed_cursor(Some(after))?;
-                follower.resync_if_too_far().await?;
-            }
+        if let Some(after) = after {
+            follower.catch_up(after, through).await?;
         }
         Ok(futures_util::stream::unfold(follower, |mut follower| async move {
             follower.next().await.map(|push| (push, follower))
         }))
     }
-}
-
-/// An event the subscriber may receive, before authorization.
-struct Candidate {
-    position: FeedPosition,
-    kind: ConversationEventType,
-    conversation_id: Option<Uuid>,
-    message_id: Option<Uuid>,
-    contact_id: Option<Uuid>,
 }
 
 /// What the subscriber asked to narrow to.
@@ -173,234 +154,142 @@ struct Filter {
 struct Follower {
     /// The last event looked at (pushed, or skipped as not the subscriber's).
     cursor: FeedPosition,
-    /// How far each projector has committed, as last heard.
-    reached: HashMap<String, FeedPosition>,
+    /// The backlog being replayed.
     pending: VecDeque<ConversationEventPush>,
-    publications: tokio::sync::broadcast::Receiver<projections::publication::Published>,
+    receiver: broadcast::Receiver<Arc<LiveEvent>>,
     auth: Auth,
     principal: Principal,
     filter: Filter,
+    /// The socket, to close when the subscriber is too slow or its credentials go.
+    control: Option<SocketControl>,
     state: AppState,
-    ended: bool,
 }
 
 impl Follower {
-    /// The next push, or `None` when the subscription ends (credentials gone).
+    /// The next push, or `None` when the subscription ends.
     async fn next(&mut self) -> Option<ConversationEventPush> {
         loop {
             if let Some(push) = self.pending.pop_front() {
                 return Some(push);
             }
-            if self.ended {
-                return None;
-            }
-            match self.look().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(error) => tracing::warn!(error = format!("{error:#}"), "a subscription could not read the feed"),
-            }
-            if self.ended {
-                return None;
-            }
             tokio::select! {
-                heard = self.publications.recv() => match heard {
-                    Ok(published) => {
-                        let reached = self.reached.entry(published.projector).or_default();
-                        *reached = (*reached).max(published.through);
-                    }
-                    // Missed publications: the checkpoints say how far everyone got.
-                    Err(RecvError::Lagged(_)) => {
-                        if let Ok(reached) = self.checkpoints().await {
-                            self.reached = reached;
+                received = self.receiver.recv() => match received {
+                    Ok(event) => {
+                        if event.position <= self.cursor || event.account_id != self.principal.account_id {
+                            continue;
                         }
+                        self.cursor = event.position;
+                        if !self.still_allowed().await {
+                            return None;
+                        }
+                        if let Some(push) = self.admit(event) {
+                            return Some(push);
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "a subscriber fell too far behind; closing its socket");
+                        self.close(close::TOO_SLOW, "too slow: resume from your last position");
+                        return None;
                     }
                     Err(RecvError::Closed) => return None,
                 },
                 _ = tokio::time::sleep(IDLE_LOOK) => {
-                    if let Ok(reached) = self.checkpoints().await {
-                        self.reached = reached;
+                    if !self.still_allowed().await {
+                        return None;
                     }
                 }
             }
         }
     }
 
-    /// Reads the feed after the cursor and queues what is in every read model by now;
-    /// says whether anything was queued. Stops the subscription if its credentials no
-    /// longer hold.
-    async fn look(&mut self) -> anyhow::Result<bool> {
+    fn close(&self, code: u16, reason: &str) {
+        if let Some(control) = &self.control {
+            control.close(code, reason);
+        }
+    }
+
+    /// Whether the subscriber's credentials still hold (through the principal cache
+    /// every access change invalidates); the socket is closed when they do not.
+    async fn still_allowed(&mut self) -> bool {
         match self.state.authenticator.refresh(&self.auth).await.map(|auth| auth.principal().cloned()) {
-            Ok(Ok(principal)) => self.principal = principal,
+            Ok(Ok(principal)) => {
+                self.principal = principal;
+                true
+            }
             Ok(Err(_)) => {
-                self.ended = true;
-                return Ok(false);
+                self.close(close::FORBIDDEN, "forbidden: the credentials no longer hold");
+                false
             }
-            Err(error) => anyhow::bail!("could not check the subscriber's credentials: {}", error.message),
-        }
-        let mut conn = self.state.pool.acquire().await?;
-        let account = self.principal.account_id;
-        // Sealed fields stay sealed: what a push shows comes from the read models.
-        let bodies = Some(&["conversation", "contact"][..]);
-        let mut events = read_sealed_after(&mut conn, Some(account), bodies, self.cursor, READ_BATCH).await?;
-        drop(conn);
-        // A subscriber that cannot keep up is not let fall further behind: past the
-        // bound, it is told to refetch and goes on from the head.
-        if events.len() as i64 == READ_BATCH && self.resync_if_too_far().await? {
-            return Ok(true);
-        }
-        // What every read model already shows, in order.
-        let shown = events.iter().position(|e| !self.projected(e)).unwrap_or(events.len());
-        events.truncate(shown);
-        let Some(last) = events.last().map(|e| e.position) else { return Ok(false) };
-        let candidates: Vec<Candidate> =
-            events.iter().filter_map(|e| self.candidate(e).transpose()).collect::<anyhow::Result<_>>()?;
-        let conversations: Vec<Uuid> = candidates.iter().filter_map(|c| c.conversation_id).collect();
-        let messages: Vec<Uuid> = candidates.iter().filter_map(|c| c.message_id).collect();
-        let rows: HashMap<Uuid, ConversationRow> = inbox_list::get_many(&self.state.pool, account, &conversations)
-            .await?
-            .into_iter()
-            .map(|row| (row.conversation_id, row))
-            .collect();
-        let mut message_rows: HashMap<Uuid, MessageRow> = if messages.is_empty() {
-            HashMap::new()
-        } else {
-            timeline::messages_by_id(&self.state.pool, account, &messages)
-                .await?
-                .into_iter()
-                .map(|row| (row.message_id, row))
-                .collect()
-        };
-        let before = self.pending.len();
-        for candidate in candidates {
-            if let Some(push) = self.authorized(candidate, &rows, &mut message_rows).await? {
-                self.pending.push_back(push);
+            Err(error) => {
+                // The database is away: go on with what was known (checked again next time).
+                tracing::warn!(error = error.message, "could not check a subscriber's credentials");
+                true
             }
         }
-        self.cursor = last;
-        Ok(self.pending.len() > before)
     }
 
-    /// Whether every projector that reads the event's stream has committed it.
-    fn projected(&self, event: &FeedEvent) -> bool {
-        self.state
-            .engine
-            .consumers_of(&event.aggregate_type)
-            .iter()
-            .all(|p| self.reached.get(*p).is_some_and(|reached| *reached >= event.position))
-    }
-
-    /// What `event` would push, before authorization and the rows it shows.
-    fn candidate(&self, event: &FeedEvent) -> anyhow::Result<Option<Candidate>> {
-        let mut candidate = Candidate {
-            position: event.position,
-            kind: ConversationEventType::ResyncRequired,
-            conversation_id: None,
-            message_id: None,
-            contact_id: None,
-        };
-        let Some(public) = PublicEvent::of(&event.aggregate_type, &event.event_type) else { return Ok(None) };
-        match event.aggregate_type.as_str() {
-            "conversation" => {
-                // A stream id that is no uuid is no conversation a client can ask about.
-                let Ok(id) = event.aggregate_id.parse::<Uuid>() else { return Ok(None) };
-                if self.filter.conversation.is_some_and(|c| c != id) {
-                    return Ok(None);
-                }
-                candidate.kind = public.into();
-                candidate.conversation_id = Some(id);
-                // The message's id is not sealed.
-                candidate.message_id = (public == PublicEvent::MessageCreated)
-                    .then(|| event.payload.get(&event.event_type)?.get("message_id")?.as_str()?.parse().ok())
-                    .flatten();
-            }
-            "contact" => {
-                if self.filter.inbox.is_some() || self.filter.conversation.is_some() {
-                    return Ok(None);
-                }
-                candidate.kind = public.into();
-                let Ok(id) = event.aggregate_id.parse::<Uuid>() else { return Ok(None) };
-                candidate.contact_id = Some(id);
-            }
-            _ => return Ok(None),
-        }
-        Ok(Some(candidate))
-    }
-
-    /// The push, if the subscriber may see it as they stand now.
-    async fn authorized(
-        &self,
-        candidate: Candidate,
-        conversations: &HashMap<Uuid, ConversationRow>,
-        messages: &mut HashMap<Uuid, MessageRow>,
-    ) -> anyhow::Result<Option<ConversationEventPush>> {
-        let mut push = ConversationEventPush {
-            position: candidate.position,
-            kind: candidate.kind,
-            account_id: self.principal.account_id,
-            conversation_id: candidate.conversation_id,
-            contact_id: candidate.contact_id,
-            conversation: None,
-            message: None,
-        };
-        if let Some(id) = candidate.conversation_id {
-            let Some(row) = conversations.get(&id) else { return Ok(None) };
-            if self.filter.inbox.is_some_and(|i| i != row.inbox_id)
+    /// The push, if the subscriber asked for it and may see it as they stand now.
+    fn admit(&self, event: Arc<LiveEvent>) -> Option<ConversationEventPush> {
+        if let Some(row) = &event.conversation {
+            if self.filter.conversation.is_some_and(|c| c != row.conversation_id)
+                || self.filter.inbox.is_some_and(|i| i != row.inbox_id)
                 || self.principal.require_conversation(row.inbox_id, row.assignee_id).is_err()
             {
-                return Ok(None);
-            }
-            push.conversation = Some(row.clone());
-            push.message = candidate.message_id.and_then(|m| messages.remove(&m));
-        }
-        if let Some(id) = candidate.contact_id {
-            if self.principal.require(crate::policy::Action::ReadContacts).is_err()
-                || super::visible_contact(&self.principal, &self.state.pool, id).await.is_err()
-            {
-                return Ok(None);
+                return None;
             }
         }
-        Ok(Some(push))
+        if event.contact_id.is_some() {
+            let narrowed = self.filter.inbox.is_some() || self.filter.conversation.is_some();
+            let visible = match self.principal.visibility().inboxes {
+                None => true,
+                Some(inboxes) => inboxes.iter().any(|i| event.contact_inboxes.contains(i)),
+            };
+            if narrowed || !visible || self.principal.require(Action::ReadContacts).is_err() {
+                return None;
+            }
+        }
+        Some(ConversationEventPush { position: event.position, kind: event.public.into(), event: Some(event) })
     }
 
-    /// Every projector's checkpoint.
-    async fn checkpoints(&self) -> anyhow::Result<HashMap<String, FeedPosition>> {
-        let rows: Vec<(String, i64, i64)> =
-            sqlx::query_as("SELECT projector, last_txid::text::bigint, last_position FROM projector_checkpoints")
-                .fetch_all(&self.state.pool)
-                .await?;
-        Ok(rows.into_iter().map(|(p, t, g)| (p, FeedPosition { transaction_id: t, global_position: g })).collect())
-    }
-
-    /// A subscriber too far behind (resuming from long ago, or too slow to keep up) is
-    /// answered one `RESYNC_REQUIRED`, and the subscription carries on from the head;
-    /// says whether it was.
-    async fn resync_if_too_far(&mut self) -> anyhow::Result<bool> {
+    /// Replays the account's events after `after` through `through`, or, beyond the
+    /// bound, answers one `RESYNC_REQUIRED` (at `through`).
+    async fn catch_up(&mut self, after: FeedPosition, through: FeedPosition) -> anyhow::Result<()> {
+        if after >= through {
+            return Ok(());
+        }
+        let account = self.principal.account_id;
         let (backlog, oldest): (i64, Option<chrono::DateTime<Utc>>) = sqlx::query_as(
             "SELECT count(*), min(recorded_at) FROM (SELECT recorded_at FROM events \
-             WHERE account_id = $1 AND (transaction_id, global_position) > ($2::text::xid8, $3) LIMIT $4) AS backlog",
+             WHERE account_id = $1 AND (transaction_id, global_position) > ($2::text::xid8, $3) \
+               AND (transaction_id, global_position) <= ($4::text::xid8, $5) LIMIT $6) AS backlog",
         )
-        .bind(self.principal.account_id)
-        .bind(self.cursor.transaction_id.to_string())
-        .bind(self.cursor.global_position)
+        .bind(account)
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(through.transaction_id.to_string())
+        .bind(through.global_position)
         .bind(MAX_BACKLOG_EVENTS + 1)
         .fetch_one(&self.state.pool)
         .await?;
         let too_old =
             oldest.is_some_and(|at| Utc::now() - at > chrono::Duration::from_std(MAX_BACKLOG_AGE).unwrap_or_default());
         if backlog > MAX_BACKLOG_EVENTS || too_old {
-            let head = self.state.engine.head().await?;
             self.pending.push_back(ConversationEventPush {
-                position: head,
+                position: through,
                 kind: ConversationEventType::ResyncRequired,
-                account_id: self.principal.account_id,
-                conversation_id: None,
-                contact_id: None,
-                conversation: None,
-                message: None,
+                event: None,
             });
-            self.cursor = head;
-            return Ok(true);
+            return Ok(());
         }
-        Ok(false)
+        // Right after this process started, the feed's reader begins at the head, which
+        // the read models may not all show yet.
+        let projectors = self.state.engine.projector_names();
+        self.state.engine.wait_for(&projectors, through, self.state.read_your_writes_timeout).await;
+        for event in self.state.live.backlog(account, after, through, MAX_BACKLOG_EVENTS).await? {
+            if let Some(push) = self.admit(Arc::new(event)) {
+                self.pending.push_back(push);
+            }
+        }
+        Ok(())
     }
 }

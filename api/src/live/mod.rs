@@ -1,0 +1,8 @@
+//! Real time: what happens in an account, pushed to the screens allowed to see it,
+//! whichever process it happened in.
+//!
+//! - [`feed`]: one reader of the feed per process, broadcasting to its subscribers.
+//! - [`socket`]: the WebSocket the subscriptions are served on.
+
+pub mod feed;
+pub mod socket;
