@@ -11,12 +11,14 @@ source scripts/db.sh
 # Exports TEST_REDIS_URL (rate limits shared through Redis are tested against it).
 source scripts/redis.sh
 
-# The webhook tests verify signatures with the Standard Webhooks library (PyPI), in a
-# virtualenv of our own under target/ (made once).
+# The webhook tests verify signatures with the Standard Webhooks library, and the web
+# push tests decrypt with http_ece and cryptography (PyPI), in a virtualenv of our own
+# under target/ (made once).
 VERIFIER="$ROOT/target/pyenv"
-if ! "$VERIFIER/bin/python" -c "import standardwebhooks" 2>/dev/null; then
-  python3 -m venv "$VERIFIER" && "$VERIFIER/bin/pip" install --quiet --disable-pip-version-check standardwebhooks ||
-    echo "test: could not install the standardwebhooks library; the webhook signature tests will fail" >&2
+if ! "$VERIFIER/bin/python" -c "import standardwebhooks, http_ece, cryptography" 2>/dev/null; then
+  python3 -m venv "$VERIFIER" &&
+    "$VERIFIER/bin/pip" install --quiet --disable-pip-version-check standardwebhooks http_ece cryptography ||
+    echo "test: could not install the verifiers (standardwebhooks, http_ece, cryptography); their tests will fail" >&2
 fi
 export WEBHOOK_VERIFIER_PYTHON="$VERIFIER/bin/python"
 

@@ -170,6 +170,21 @@ impl Commands {
         self.change_by(context, conversation_id, |by| ConversationCommand::SetMuted { muted, by, at: context.at }).await
     }
 
+    /// Records that an agent has read the conversation as it stands (nothing when
+    /// they had read it all already).
+    pub async fn mark_read(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        reader: Uuid,
+    ) -> Result<Written, CommandError> {
+        self.change(context, conversation_id, || ConversationCommand::MarkRead {
+            reader: UserId(reader),
+            at: context.at,
+        })
+        .await
+    }
+
     /// Replaces the conversation's custom attributes (a flat JSON object).
     pub async fn set_custom_attributes(
         &self,

@@ -4,7 +4,7 @@
 //! The aggregate derives what readers need (response times, the previous assignee, the
 //! activity line the timeline shows) and puts it in the events, so projectors stay thin.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -33,6 +33,9 @@ pub struct Conversation {
     /// Replies whose id the client keyed (name-based, UUID v5; others are v7): a
     /// retried reply with the same key is the one already sent.
     keyed_replies: HashSet<MessageId>,
+    /// The contact's messages so far, and how many of them each agent has read.
+    received: u32,
+    read: HashMap<UserId, u32>,
 }
 
 /// Whether a message id was derived from a client's key (`MessageId::keyed`).
@@ -113,6 +116,11 @@ pub enum ConversationCommand {
         attributes: CustomAttributes,
         at: Instant,
     },
+    /// An agent has read the conversation as it stands.
+    MarkRead {
+        reader: UserId,
+        at: Instant,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +198,13 @@ pub enum ConversationEvent {
         attributes: Option<serde_json::Map<String, serde_json::Value>>,
         at: Instant,
     },
+    /// An agent read the conversation: the first `messages_read` of the contact's
+    /// messages (the rest are unread for them).
+    ConversationRead {
+        reader: UserId,
+        messages_read: u32,
+        at: Instant,
+    },
 }
 
 impl ConversationEvent {
@@ -236,6 +251,7 @@ domain_event!(
         LabelsChanged,
         MuteChanged,
         CustomAttributesChanged,
+        ConversationRead,
     ]
 );
 
@@ -397,6 +413,12 @@ impl Aggregate for Conversation {
                 let event = E::CustomAttributesChanged { contact_id, attributes: Some(attributes.into_inner()), at };
                 sink.write(event, self).await;
             }
+            ConversationCommand::MarkRead { reader, at } => {
+                // Reading again what was read already is no news.
+                if self.read.get(&reader).copied().unwrap_or(0) < self.received {
+                    sink.write(E::ConversationRead { reader, messages_read: self.received, at }, self).await;
+                }
+            }
         }
         Ok(())
     }
@@ -412,7 +434,10 @@ impl Aggregate for Conversation {
                 self.status = status;
                 self.waiting_since = Some(at);
             }
-            E::MessageReceived { waiting_since, .. } => self.waiting_since = waiting_since,
+            E::MessageReceived { waiting_since, .. } => {
+                self.waiting_since = waiting_since;
+                self.received += 1;
+            }
             E::MessageSent { message_id, private, at, first_reply, .. } => {
                 if is_keyed(message_id) {
                     self.keyed_replies.insert(message_id);
@@ -441,6 +466,9 @@ impl Aggregate for Conversation {
             }
             E::MuteChanged { muted, .. } => self.muted = muted,
             E::CustomAttributesChanged { .. } => {}
+            E::ConversationRead { reader, messages_read, .. } => {
+                self.read.insert(reader, messages_read);
+            }
         }
     }
 }
@@ -688,6 +716,32 @@ mod tests {
                 activity: activity(),
                 at: t(2),
             }]);
+    }
+
+    #[test]
+    fn an_agent_reads_what_the_contact_wrote_once_and_each_agent_for_themself() {
+        let read = |reader, messages_read, minute| E::ConversationRead { reader, messages_read, at: t(minute) };
+        let two = vec![started(), received(1, 1, t(1)), received(2, 2, t(1))];
+        conversation()
+            .given(two.clone())
+            .when(C::MarkRead { reader: ANA, at: t(3) })
+            .then_expect_events(vec![read(ANA, 2, 3)]);
+        let mut read_by_ana = two.clone();
+        read_by_ana.push(read(ANA, 2, 3));
+        conversation()
+            .given(read_by_ana.clone())
+            .when(C::MarkRead { reader: ANA, at: t(4) })
+            .then_expect_events(vec![]);
+        conversation()
+            .given(read_by_ana.clone())
+            .when(C::MarkRead { reader: BO, at: t(4) })
+            .then_expect_events(vec![read(BO, 2, 4)]);
+        read_by_ana.push(received(3, 5, t(1)));
+        conversation()
+            .given(read_by_ana)
+            .when(C::MarkRead { reader: ANA, at: t(6) })
+            .then_expect_events(vec![read(ANA, 3, 6)]);
+        conversation().given(vec![started()]).when(C::MarkRead { reader: ANA, at: t(1) }).then_expect_events(vec![]);
     }
 
     #[test]

@@ -14,17 +14,21 @@ pub enum PublicEvent {
     ConversationStatusChanged,
     ConversationUpdated,
     ConversationAssigneeChanged,
+    ConversationTeamChanged,
+    ConversationRead,
     MessageCreated,
     ContactCreated,
     ContactUpdated,
 }
 
 impl PublicEvent {
-    pub const ALL: [PublicEvent; 7] = [
+    pub const ALL: [PublicEvent; 9] = [
         PublicEvent::ConversationCreated,
         PublicEvent::ConversationStatusChanged,
         PublicEvent::ConversationUpdated,
         PublicEvent::ConversationAssigneeChanged,
+        PublicEvent::ConversationTeamChanged,
+        PublicEvent::ConversationRead,
         PublicEvent::MessageCreated,
         PublicEvent::ContactCreated,
         PublicEvent::ContactUpdated,
@@ -36,6 +40,8 @@ impl PublicEvent {
             PublicEvent::ConversationStatusChanged => "conversation_status_changed",
             PublicEvent::ConversationUpdated => "conversation_updated",
             PublicEvent::ConversationAssigneeChanged => "conversation_assignee_changed",
+            PublicEvent::ConversationTeamChanged => "conversation_team_changed",
+            PublicEvent::ConversationRead => "conversation_read",
             PublicEvent::MessageCreated => "message_created",
             PublicEvent::ContactCreated => "contact_created",
             PublicEvent::ContactUpdated => "contact_updated",
@@ -70,10 +76,11 @@ impl PublicEvent {
             ("conversation", "MessageReceived" | "MessageSent") => Some(PublicEvent::MessageCreated),
             ("conversation", "StatusChanged") => Some(PublicEvent::ConversationStatusChanged),
             ("conversation", "AssigneeChanged") => Some(PublicEvent::ConversationAssigneeChanged),
-            (
-                "conversation",
-                "TeamChanged" | "PriorityChanged" | "LabelsChanged" | "MuteChanged" | "CustomAttributesChanged",
-            ) => Some(PublicEvent::ConversationUpdated),
+            ("conversation", "TeamChanged") => Some(PublicEvent::ConversationTeamChanged),
+            ("conversation", "ConversationRead") => Some(PublicEvent::ConversationRead),
+            ("conversation", "PriorityChanged" | "LabelsChanged" | "MuteChanged" | "CustomAttributesChanged") => {
+                Some(PublicEvent::ConversationUpdated)
+            }
             ("contact", "ContactCreated") => Some(PublicEvent::ContactCreated),
             ("contact", "ContactUpdated") => Some(PublicEvent::ContactUpdated),
             _ => None,
@@ -121,6 +128,14 @@ mod tests {
             (
                 E::AssigneeChanged { from: None, to: None, activity: activity.clone(), at },
                 Some(PublicEvent::ConversationAssigneeChanged),
+            ),
+            (
+                E::TeamChanged { from: None, to: None, activity: activity.clone(), at },
+                Some(PublicEvent::ConversationTeamChanged),
+            ),
+            (
+                E::ConversationRead { reader: crate::ids::UserId(uuid::Uuid::nil()), messages_read: 1, at },
+                Some(PublicEvent::ConversationRead),
             ),
             (
                 E::PriorityChanged { from: Priority::None, to: Priority::High, activity: activity.clone(), at },

@@ -56,6 +56,8 @@ struct Entry {
     muted: bool,
     custom_attributes: Option<serde_json::Value>,
     messages_count: i32,
+    /// The contact's messages: what an agent has not read of them is unread for them.
+    messages_received: i32,
     created_at: DateTime<Utc>,
     last_activity_at: DateTime<Utc>,
 }
@@ -83,6 +85,7 @@ impl Entry {
             muted: false,
             custom_attributes: Some(serde_json::Value::Object(Default::default())),
             messages_count: 0,
+            messages_received: 0,
             created_at: at,
             last_activity_at: at,
         })
@@ -94,6 +97,7 @@ impl Entry {
             E::ConversationStarted { .. } => {}
             E::MessageReceived { waiting_since, at, .. } => {
                 self.messages_count += 1;
+                self.messages_received += 1;
                 self.waiting_since = waiting_since;
                 self.last_activity_at = at;
             }
@@ -131,6 +135,8 @@ impl Entry {
             E::CustomAttributesChanged { attributes, .. } => {
                 self.custom_attributes = attributes.map(serde_json::Value::Object);
             }
+            // Kept per reader, beside the row (`Reads`).
+            E::ConversationRead { .. } => {}
         }
     }
 }
@@ -146,7 +152,7 @@ impl Projector for InboxList {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["rm_conversations"]
+        &["rm_conversations", "rm_conversation_reads"]
     }
 
     fn forget(&self) {
@@ -214,7 +220,11 @@ impl InboxList {
                 .context("failed to read inbox list rows")?;
             rows.extend(stored.into_iter().map(|e| (e.conversation_id, e)));
         }
+        let mut reads = Reads::default();
         for (id, event) in decoded {
+            if let E::ConversationRead { reader, messages_read, at } = &event {
+                reads.push(id, reader.as_uuid(), *messages_read, *at);
+            }
             match rows.get_mut(&id) {
                 Some(row) => row.apply(event),
                 None => {
@@ -226,6 +236,7 @@ impl InboxList {
         }
         let rows: Vec<Entry> = rows.into_values().collect();
         upsert(tx, &rows).await?;
+        reads.upsert(tx).await?;
         // As written: the engine calls `forget` if the transaction does not commit.
         let mut remembered = self.remembered.lock().expect("inbox list rows lock");
         for row in rows {
@@ -233,6 +244,60 @@ impl InboxList {
         }
         Ok(())
     }
+}
+
+/// The batch's read markers, written in one statement.
+#[derive(Default)]
+struct Reads {
+    conversation: Vec<Uuid>,
+    reader: Vec<Uuid>,
+    messages_read: Vec<i32>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl Reads {
+    fn push(&mut self, conversation: Uuid, reader: Uuid, messages_read: u32, at: DateTime<Utc>) {
+        self.conversation.push(conversation);
+        self.reader.push(reader);
+        self.messages_read.push(i32::try_from(messages_read).unwrap_or(i32::MAX));
+        self.at.push(at);
+    }
+
+    async fn upsert(self, tx: &mut Transaction<'_, Postgres>) -> anyhow::Result<()> {
+        if self.conversation.is_empty() {
+            return Ok(());
+        }
+        // A reader may read twice in one batch: the later mark wins (it reads more).
+        sqlx::query(
+            "INSERT INTO rm_conversation_reads (conversation_id, user_id, messages_read, read_at) \
+             SELECT DISTINCT ON (c, u) c, u, n, at FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::timestamptz[]) \
+             AS t(c, u, n, at) ORDER BY c, u, n DESC \
+             ON CONFLICT (conversation_id, user_id) DO UPDATE SET \
+             messages_read = GREATEST(rm_conversation_reads.messages_read, EXCLUDED.messages_read), \
+             read_at = GREATEST(rm_conversation_reads.read_at, EXCLUDED.read_at)",
+        )
+        .bind(self.conversation)
+        .bind(self.reader)
+        .bind(self.messages_read)
+        .bind(self.at)
+        .execute(&mut **tx)
+        .await
+        .context("failed to write read markers")?;
+        Ok(())
+    }
+}
+
+/// Unread messages of a conversation for an agent: what the contact wrote since the
+/// agent last read it.
+pub async fn unread_count(pool: &PgPool, conversation: &ConversationRow, user: Uuid) -> sqlx::Result<i32> {
+    let read: Option<i32> = sqlx::query_scalar(
+        "SELECT messages_read FROM rm_conversation_reads WHERE conversation_id = $1 AND user_id = $2",
+    )
+    .bind(conversation.conversation_id)
+    .bind(user)
+    .fetch_optional(pool)
+    .await?;
+    Ok((conversation.messages_received - read.unwrap_or(0)).max(0))
 }
 
 /// Writes rows in one statement: each column as an array, unnested.
@@ -247,18 +312,19 @@ async fn upsert(tx: &mut Transaction<'_, Postgres>, rows: &[Entry]) -> anyhow::R
     sqlx::query(
         "INSERT INTO rm_conversations (conversation_id, account_id, display_id, inbox_id, contact_id, status, priority, \
          priority_rank, assignee_id, team_id, labels, snoozed_until, waiting_since, first_reply_at, muted, \
-         custom_attributes, messages_count, created_at, last_activity_at) \
+         custom_attributes, messages_count, created_at, last_activity_at, messages_received) \
          SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, ARRAY(SELECT jsonb_array_elements_text(c11)), c12, c13, c14, \
-         c15, c16, c17, c18, c19 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::uuid[], $6::text[], \
-         $7::text[], $8::smallint[], $9::uuid[], $10::uuid[], $11::jsonb[], $12::timestamptz[], $13::timestamptz[], \
-         $14::timestamptz[], $15::bool[], $16::jsonb[], $17::int[], $18::timestamptz[], $19::timestamptz[]) \
-         AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19) \
+         c15, c16, c17, c18, c19, c20 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::uuid[], \
+         $6::text[], $7::text[], $8::smallint[], $9::uuid[], $10::uuid[], $11::jsonb[], $12::timestamptz[], \
+         $13::timestamptz[], $14::timestamptz[], $15::bool[], $16::jsonb[], $17::int[], $18::timestamptz[], \
+         $19::timestamptz[], $20::int[]) \
+         AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20) \
          ON CONFLICT (conversation_id) DO UPDATE SET status = EXCLUDED.status, priority = EXCLUDED.priority, \
          priority_rank = EXCLUDED.priority_rank, assignee_id = EXCLUDED.assignee_id, team_id = EXCLUDED.team_id, \
          labels = EXCLUDED.labels, snoozed_until = EXCLUDED.snoozed_until, waiting_since = EXCLUDED.waiting_since, \
          first_reply_at = EXCLUDED.first_reply_at, muted = EXCLUDED.muted, \
          custom_attributes = EXCLUDED.custom_attributes, messages_count = EXCLUDED.messages_count, \
-         last_activity_at = EXCLUDED.last_activity_at",
+         last_activity_at = EXCLUDED.last_activity_at, messages_received = EXCLUDED.messages_received",
     )
     .bind(column!(conversation_id))
     .bind(column!(account_id))
@@ -279,6 +345,7 @@ async fn upsert(tx: &mut Transaction<'_, Postgres>, rows: &[Entry]) -> anyhow::R
     .bind(column!(messages_count))
     .bind(column!(created_at))
     .bind(column!(last_activity_at))
+    .bind(column!(messages_received))
     .execute(&mut **tx)
     .await
     .context("failed to write inbox list rows")?;
@@ -354,6 +421,7 @@ pub struct ConversationRow {
     pub muted: bool,
     pub custom_attributes: Option<serde_json::Value>,
     pub messages_count: i32,
+    pub messages_received: i32,
     pub created_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,
 }

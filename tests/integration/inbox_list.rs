@@ -89,3 +89,74 @@ async fn the_inbox_list_filters_sorts_and_pages_without_gaps_or_repeats() {
         }
     }
 }
+
+#[tokio::test]
+async fn each_agent_has_their_own_unread_count_driven_by_read_markers() {
+    let app = TestApp::spawn().await;
+    let support = app.create_inbox("Support").await;
+    let other = app.create_inbox("Other").await;
+    let (bo, bo_token) = app.agent("bo@acme.test", "AGENT").await;
+    let (_, outsider_token) = app.agent("cy@acme.test", "AGENT").await;
+    app.ok(
+        "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }",
+        json!({ "i": support, "u": bo }),
+    )
+    .await;
+    let first = app.receive(&support, "dana", "m1", "hello").await;
+    let conversation = first["conversation"]["id"].as_str().unwrap().to_string();
+    app.receive(&support, "dana", "m2", "anyone there?").await;
+    app.receive(&other, "erin", "m3", "elsewhere").await;
+    let unread = |token: String| {
+        let (app, conversation) = (&app, conversation.clone());
+        async move {
+            let answer = app
+                .gql_as(
+                    Some(&token),
+                    "query($c: ID!) { conversation(id: $c) { unreadCount } }",
+                    json!({ "c": conversation }),
+                )
+                .await;
+            answer["data"]["conversation"]["unreadCount"].as_i64().unwrap_or_else(|| panic!("{answer}"))
+        }
+    };
+    let read = "mutation($c: ID!) { markConversationRead(input: {conversationId: $c}) { unreadCount } }";
+    assert_eq!(unread(app.token.clone()).await, 2);
+    assert_eq!(unread(bo_token.clone()).await, 2);
+
+    let marked = app.ok(read, json!({ "c": conversation })).await;
+    assert_eq!(marked["markConversationRead"]["unreadCount"], 0);
+    assert_eq!(unread(bo_token.clone()).await, 2, "one agent's reading is not another's");
+    let events_before = app.event_count().await;
+    app.ok(read, json!({ "c": conversation })).await;
+    assert_eq!(app.event_count().await, events_before, "reading again what was read records nothing");
+
+    // Replies and notes are not unread; the contact's next message is.
+    app.ok(
+        "mutation($c: ID!) { sendMessage(input: {conversationId: $c, content: \"on it\"}) { id } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    app.receive(&support, "dana", "m4", "thanks").await;
+    assert_eq!(unread(app.token.clone()).await, 1);
+    assert_eq!(unread(bo_token.clone()).await, 3);
+    let answer = app.gql_as(Some(&bo_token), read, json!({ "c": conversation })).await;
+    assert_eq!(answer["data"]["markConversationRead"]["unreadCount"], 0, "{answer}");
+
+    // The list shows each caller their own count.
+    let list = "{ conversations(first: 10) { edges { node { displayId unreadCount } } } }";
+    let listed = app.ok(list, json!({})).await;
+    let counts: Vec<(i64, i64)> = listed["conversations"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["node"]["displayId"].as_i64().unwrap(), e["node"]["unreadCount"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(counts, vec![(1, 1), (2, 1)]);
+
+    // Someone who may not see the conversation cannot mark it.
+    let refused = app.gql_as(Some(&outsider_token), read, json!({ "c": conversation })).await;
+    assert!(refused["errors"].is_array(), "{refused}");
+    let markers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM rm_conversation_reads").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(markers, 2);
+}

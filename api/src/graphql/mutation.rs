@@ -14,7 +14,7 @@ use projections::{directory, timeline};
 use uuid::Uuid;
 
 use super::types::*;
-use super::{authorize_conversation, mutate, parse_id, Acting};
+use super::{authorize_conversation, mutate, parse_id, principal, Acting};
 use crate::error::{ApiError, Result};
 use crate::policy::Action;
 use crate::state::AppState;
@@ -135,6 +135,11 @@ pub struct SetConversationLabelsInput {
 pub struct SetConversationMutedInput {
     pub conversation_id: ID,
     pub muted: bool,
+}
+
+#[derive(InputObject)]
+pub struct MarkConversationReadInput {
+    pub conversation_id: ID,
 }
 
 #[derive(InputObject)]
@@ -378,6 +383,19 @@ impl Mutation {
         let muted = input.muted;
         change_conversation(ctx, &input.conversation_id, move |state, context, id| async move {
             Ok(state.commands.set_muted(&context, id, muted).await?)
+        })
+        .await
+    }
+
+    /// Marks what the contact wrote so far as read by the caller (their `unreadCount`).
+    async fn mark_conversation_read(
+        &self,
+        ctx: &Context<'_>,
+        input: MarkConversationReadInput,
+    ) -> Result<Conversation> {
+        let reader = principal(ctx)?.user_id;
+        change_conversation(ctx, &input.conversation_id, move |state, context, id| async move {
+            Ok(state.commands.mark_read(&context, id, reader).await?)
         })
         .await
     }

@@ -166,6 +166,11 @@ impl Conversation {
     async fn messages_count(&self, ctx: &Context<'_>) -> Result<i32> {
         Ok(self.row(ctx).await?.messages_count)
     }
+    /// The contact's messages the caller has not read (`markConversationRead`).
+    async fn unread_count(&self, ctx: &Context<'_>) -> Result<i32> {
+        let row = self.row(ctx).await?;
+        Ok(inbox_list::unread_count(&state(ctx)?.pool, row, principal(ctx)?.user_id).await?)
+    }
     async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.created_at)
     }
