@@ -31,6 +31,7 @@ use crate::fanout::RedisFanout;
 use crate::graphql;
 use crate::http;
 use crate::live::feed::LiveFeed;
+use crate::live::presence::{PgPresence, Presence, PresenceStore, RedisPresence};
 use crate::rate_limit::RateLimiter;
 use crate::state::AppState;
 
@@ -81,12 +82,18 @@ impl Services {
         let keyring = Arc::new(Keyring::from_base64(&config.master_key)?);
         let mut engine =
             Engine::new(pool.clone(), keyring.clone(), projections::all_projectors(&keyring), config.projector_poll);
-        if let Some(url) = &config.redis_url {
-            let database = pool.connect_options().get_database().unwrap_or("postgres").to_string();
-            let fanout =
-                RedisFanout::connect(url, &database).await.context("failed to connect to Redis (REDIS_URL)")?;
-            engine = engine.with_fanout(Arc::new(fanout));
-        }
+        let database = pool.connect_options().get_database().unwrap_or("postgres").to_string();
+        let presence_store: Arc<dyn PresenceStore> = match &config.redis_url {
+            Some(url) => {
+                let fanout =
+                    RedisFanout::connect(url, &database).await.context("failed to connect to Redis (REDIS_URL)")?;
+                engine = engine.with_fanout(Arc::new(fanout));
+                Arc::new(
+                    RedisPresence::connect(url, &database).await.context("failed to connect to Redis (REDIS_URL)")?,
+                )
+            }
+            None => Arc::new(PgPresence(pool.clone())),
+        };
         let committed = Wake::default();
         let chain = Chain::new(keyring.clone(), config.chain_key_id)?;
         let store = Arc::new(EventStore::new(pool.clone(), chain, committed.clone(), config.aggregate_cache_size));
@@ -107,6 +114,7 @@ impl Services {
         let delivery = WebhookDelivery::new(commands.clone(), outbound.clone(), clock.clone());
         let jobs = Jobs::new(pool.clone(), clock, vec![Arc::new(delivery)], config.job_lease, config.projector_poll);
         let live = LiveFeed::new(pool.clone(), engine.clone());
+        let presence = Presence::new(presence_store, commands.clone(), pool.clone());
         let state = AppState {
             authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
             rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref(), keyring.clone()).await?),
@@ -121,6 +129,7 @@ impl Services {
             policies,
             jobs,
             live,
+            presence,
             keyring,
             read_your_writes_timeout: config.read_your_writes_timeout,
         };
@@ -212,6 +221,8 @@ impl Application {
         tokio::spawn(run_jobs(state.jobs.clone(), jobs, shutdown.clone()));
         let (live, live_stop) = (state.live.clone(), shutdown.clone());
         tokio::spawn(async move { live.run(live_stop).await });
+        let (presence, presence_stop) = (state.presence.clone(), shutdown.clone());
+        tokio::spawn(async move { presence.run(presence_stop).await });
         tokio::spawn(relay_commits(services.committed, state.engine.clone(), shutdown.clone()));
         tokio::spawn(relay_access_changes(state.clone(), shutdown.clone()));
         if !digests.interval.is_zero() {

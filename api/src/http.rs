@@ -119,10 +119,11 @@ async fn subscriptions(
     protocol: async_graphql_axum::GraphQLProtocol,
     upgrade: axum::extract::WebSocketUpgrade,
 ) -> Response {
-    let (schema, authenticator) = (state.schema.clone(), state.app.authenticator.clone());
+    let (schema, authenticator, presence) =
+        (state.schema.clone(), state.app.authenticator.clone(), state.app.presence.clone());
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| crate::live::socket::serve(socket, schema, protocol, authenticator))
+        .on_upgrade(move |socket| crate::live::socket::serve(socket, schema, protocol, authenticator, presence))
 }
 
 /// One GraphQL request, counted and timed for `/metrics`.

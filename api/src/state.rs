@@ -17,6 +17,7 @@ use sqlx::PgPool;
 
 use crate::auth::{Authenticator, Principal};
 use crate::live::feed::LiveFeed;
+use crate::live::presence::Presence;
 use crate::rate_limit::RateLimiter;
 use crate::request_metrics::RequestMetrics;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub jobs: Jobs,
     /// This process's reader of the feed for subscriptions.
     pub live: LiveFeed,
+    /// Which agents are here (shared by every process).
+    pub presence: Presence,
 }
 
 impl AppState {

@@ -5,6 +5,7 @@
 pub mod account;
 pub mod activity;
 pub mod actor;
+pub mod availability;
 pub mod contact;
 pub mod conversation;
 pub mod error;

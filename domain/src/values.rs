@@ -99,6 +99,17 @@ impl Priority {
 }
 
 str_enum!(
+    /// An agent's availability, chosen or effective.
+    #[derive(Default)]
+    AvailabilityStatus {
+        Online = "online",
+        Busy = "busy",
+        #[default]
+        Offline = "offline",
+    }
+);
+
+str_enum!(
     /// Message direction, as agents see it in the timeline.
     MessageType { Incoming = "incoming", Outgoing = "outgoing", Activity = "activity", Template = "template" }
 );

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+pub mod availability;
 pub mod contact_search;
 pub mod directory;
 pub mod engine;
@@ -22,5 +23,6 @@ pub fn all_projectors(keyring: &Arc<keyring::Keyring>) -> Vec<Arc<dyn engine::Pr
         Arc::new(directory::Directory { keyring: keyring.clone() }),
         Arc::new(inbox_list::InboxList::default()),
         Arc::new(timeline::Timeline),
+        Arc::new(availability::AvailabilityProjector),
     ]
 }

@@ -85,6 +85,8 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("setConversationPriority", Kind::Targeted, format!("mutation {{ setConversationPriority(input: {{conversationId: \"{c}\", priority: HIGH}}) {{ id }} }}")),
         ("setConversationLabels", Kind::Targeted, format!("mutation {{ setConversationLabels(input: {{conversationId: \"{c}\", labels: [\"x\"]}}) {{ id }} }}")),
         ("setConversationMuted", Kind::Targeted, format!("mutation {{ setConversationMuted(input: {{conversationId: \"{c}\", muted: true}}) {{ id }} }}")),
+        ("setAvailability", Kind::Own, "mutation { setAvailability(input: {status: BUSY}) { status } }".into()),
+        ("heartbeat", Kind::Own, "mutation { heartbeat { status } }".into()),
         ("markConversationRead", Kind::Targeted, format!("mutation {{ markConversationRead(input: {{conversationId: \"{c}\"}}) {{ id }} }}")),
         ("setConversationCustomAttributes", Kind::Targeted, format!("mutation {{ setConversationCustomAttributes(input: {{conversationId: \"{c}\", attributes: {{plan: \"gold\"}}}}) {{ id }} }}")),
         ("eraseAgent", Kind::Admin, format!("mutation {{ eraseAgent(input: {{userId: \"{}\", reason: \"test\"}}) {{ erased }} }}", ids.agent)),

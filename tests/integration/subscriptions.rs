@@ -4,57 +4,24 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tests::socket::{connect, next_data, next_message, Socket};
 use tests::{gql_at, receive_variables, TestApp, TestServer, RECEIVE};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 /// The subscriptions the access checks below cover (the access matrix holds the
 /// schema to this list).
-pub const CHECKED: [&str; 1] = ["conversationEvents"];
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub const CHECKED: [&str; 2] = ["conversationEvents", "presenceChanged"];
 
 const EVENTS: &str = "subscription($after: String, $inbox: ID) { conversationEvents(after: $after, inboxId: $inbox) { \
     position type conversationId message { content } conversation { id status } } }";
 
-async fn connect(address: &str, init: Value) -> Socket {
-    let mut request = format!("{}/graphql/ws", address.replace("http://", "ws://")).into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the socket opens");
-    socket.send(Message::text(json!({ "type": "connection_init", "payload": init }).to_string())).await.unwrap();
-    socket
-}
-
 async fn subscribe(address: &str, token: &str, variables: Value) -> Socket {
-    let mut socket = connect(address, json!({ "Authorization": format!("Bearer {token}") })).await;
-    let ack = next_message(&mut socket, Duration::from_secs(5)).await.expect("an answer to connection_init");
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": EVENTS, "variables": variables } });
-    socket.send(Message::text(subscribe.to_string())).await.unwrap();
-    socket
-}
-
-async fn next_message(socket: &mut Socket, within: Duration) -> Option<Value> {
-    loop {
-        match tokio::time::timeout(within, socket.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return Some(serde_json::from_str(&text).unwrap()),
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                return Some(json!({ "type": "closed", "code": frame.map(|f| u16::from(f.code)) }));
-            }
-            Ok(Some(Ok(_))) => continue,
-            _ => return None,
-        }
-    }
+    tests::socket::subscribe(address, token, EVENTS, variables).await
 }
 
 /// The next pushed event, if one comes within `within`.
 async fn next_event(socket: &mut Socket, within: Duration) -> Option<Value> {
-    let message = next_message(socket, within).await?;
-    assert_eq!(message["type"], "next", "{message}");
-    assert!(message["payload"]["errors"].is_null(), "{message}");
-    Some(message["payload"]["data"]["conversationEvents"].clone())
+    next_data(socket, "conversationEvents", within).await
 }
 
 /// Pushed events until `n` messages were created (or the wait runs out).
@@ -135,10 +102,6 @@ async fn a_subscriber_that_reconnects_with_its_last_position_receives_exactly_wh
     assert_eq!(live.iter().find(|e| e["type"] == "MESSAGE_CREATED").unwrap()["message"]["content"], "live again");
 
     // Beyond the bound: one RESYNC_REQUIRED, then live.
-    sqlx::query("UPDATE events SET recorded_at = recorded_at - interval '2 days' WHERE false")
-        .execute(&app.pool)
-        .await
-        .unwrap();
     let beginning = projections::feed::FeedPosition::START.to_string();
     for n in 0..600 {
         let variables = receive_variables(&inbox, &format!("bulk-{}", n % 20), &format!("b-{n}"), "bulk");
@@ -183,4 +146,34 @@ async fn bad_credentials_close_the_socket_and_others_see_nothing_of_the_account(
         ),
         "a revoked token receives nothing more: {after:?}"
     );
+}
+
+#[tokio::test]
+async fn presence_of_one_account_is_not_pushed_to_another() {
+    let app = TestApp::spawn().await;
+    let other = app.other_account().await;
+    let presence = "subscription { presenceChanged { agent { id } status } }";
+    let mut outsider = tests::socket::subscribe(&app.server.address, &other.token, presence, json!({})).await;
+    let mut colleague = tests::socket::subscribe(&app.server.address, &app.token, presence, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (agent, agent_token) = app.agent("busy@acme.test", "AGENT").await;
+    let busy = app
+        .gql_as(Some(&agent_token), "mutation { setAvailability(input: {status: BUSY}) { status } }", json!({}))
+        .await;
+    assert_eq!(busy["data"]["setAvailability"]["status"], "BUSY", "{busy}");
+    let mut seen = Vec::new();
+    while let Some(change) = next_data(&mut colleague, "presenceChanged", Duration::from_secs(5)).await {
+        seen.push(change.clone());
+        if change["agent"]["id"] == agent.as_str() && change["status"] == "BUSY" {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|c| c["agent"]["id"] == agent.as_str() && c["status"] == "BUSY"), "{seen:?}");
+    // The outsider hears of their own account's agents only (their own socket's arrival).
+    let mut heard = Vec::new();
+    while let Some(change) = next_data(&mut outsider, "presenceChanged", Duration::from_millis(800)).await {
+        heard.push(change["agent"]["id"].as_str().unwrap().to_string());
+    }
+    let ours = [agent.clone(), app.user_id.to_string()];
+    assert!(heard.iter().all(|id| !ours.contains(id)), "another account hears nothing of this one's agents: {heard:?}");
 }

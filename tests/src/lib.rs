@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod receiver;
+pub mod socket;
 
 /// The test master key (base64 of 32 bytes).
 pub const MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzLWxvbmchISE=";
@@ -152,8 +153,15 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// An app whose server runs with the test configuration as `configure` changes it.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         let database_url = create_database().await;
-        let server = TestServer::start(&database_url).await;
+        let mut config = test_config(&database_url);
+        configure(&mut config);
+        let server = TestServer::start_with(config).await;
         let created = server
             .state
             .commands

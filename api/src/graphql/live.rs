@@ -24,14 +24,13 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
+use super::subscriber::Subscriber;
 use super::types::{Conversation, Message};
-use super::{feed_cursor, parse_id, state};
-use crate::auth::{Auth, Principal};
-use crate::error::{ApiError, Result};
+use super::{feed_cursor, parse_id};
+use crate::error::Result;
 use crate::live::feed::LiveEvent;
-use crate::live::socket::{close, SocketControl};
+use crate::live::socket::close;
 use crate::policy::Action;
-use crate::state::AppState;
 
 /// The longest backlog a resuming subscriber is replayed; beyond, `RESYNC_REQUIRED`.
 pub const MAX_BACKLOG_EVENTS: i64 = 1_000;
@@ -40,7 +39,7 @@ pub const MAX_BACKLOG_AGE: Duration = Duration::from_secs(24 * 3600);
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
-pub struct SubscriptionRoot;
+pub struct LiveSubscription;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ConversationEventType {
@@ -109,7 +108,7 @@ impl ConversationEventPush {
 }
 
 #[Subscription]
-impl SubscriptionRoot {
+impl LiveSubscription {
     /// What happens to the conversations (and contacts) the caller may see, narrowed to
     /// an inbox or a conversation; `after` (a `position`, exclusive) replays what
     /// happened since, in order, then goes on live.
@@ -120,25 +119,14 @@ impl SubscriptionRoot {
         inbox_id: Option<ID>,
         conversation_id: Option<ID>,
     ) -> Result<impl Stream<Item = ConversationEventPush>> {
-        let state = state(ctx)?.clone();
-        let auth = ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.clone();
-        let principal = auth.principal()?.clone();
+        let subscriber = Subscriber::of(ctx)?;
         let filter = Filter {
             inbox: inbox_id.as_ref().map(|id| parse_id(id, "inbox")).transpose()?,
             conversation: conversation_id.as_ref().map(|id| parse_id(id, "conversation")).transpose()?,
         };
         let after = after.map(|a| feed_cursor(Some(a))).transpose()?;
-        let (through, receiver) = state.live.subscribe();
-        let mut follower = Follower {
-            cursor: through,
-            pending: VecDeque::new(),
-            receiver,
-            auth,
-            principal,
-            filter,
-            control: ctx.data::<SocketControl>().ok().cloned(),
-            state,
-        };
+        let (through, receiver) = subscriber.state.live.subscribe();
+        let mut follower = Follower { cursor: through, pending: VecDeque::new(), receiver, filter, subscriber };
         if let Some(after) = after {
             follower.catch_up(after, through).await?;
         }
@@ -161,12 +149,8 @@ struct Follower {
     /// The backlog being replayed.
     pending: VecDeque<ConversationEventPush>,
     receiver: broadcast::Receiver<Arc<LiveEvent>>,
-    auth: Auth,
-    principal: Principal,
     filter: Filter,
-    /// The socket, to close when the subscriber is too slow or its credentials go.
-    control: Option<SocketControl>,
-    state: AppState,
+    subscriber: Subscriber,
 }
 
 impl Follower {
@@ -179,11 +163,11 @@ impl Follower {
             tokio::select! {
                 received = self.receiver.recv() => match received {
                     Ok(event) => {
-                        if event.position <= self.cursor || event.account_id != self.principal.account_id {
+                        if event.position <= self.cursor || event.account_id != self.subscriber.principal.account_id {
                             continue;
                         }
                         self.cursor = event.position;
-                        if !self.still_allowed().await {
+                        if !self.subscriber.still_allowed().await {
                             return None;
                         }
                         if let Some(push) = self.admit(event) {
@@ -192,13 +176,13 @@ impl Follower {
                     }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::info!(missed, "a subscriber fell too far behind; closing its socket");
-                        self.close(close::TOO_SLOW, "too slow: resume from your last position");
+                        self.subscriber.close(close::TOO_SLOW, "too slow: resume from your last position");
                         return None;
                     }
                     Err(RecvError::Closed) => return None,
                 },
                 _ = tokio::time::sleep(IDLE_LOOK) => {
-                    if !self.still_allowed().await {
+                    if !self.subscriber.still_allowed().await {
                         return None;
                     }
                 }
@@ -206,49 +190,24 @@ impl Follower {
         }
     }
 
-    fn close(&self, code: u16, reason: &str) {
-        if let Some(control) = &self.control {
-            control.close(code, reason);
-        }
-    }
-
-    /// Whether the subscriber's credentials still hold (through the principal cache
-    /// every access change invalidates); the socket is closed when they do not.
-    async fn still_allowed(&mut self) -> bool {
-        match self.state.authenticator.refresh(&self.auth).await.map(|auth| auth.principal().cloned()) {
-            Ok(Ok(principal)) => {
-                self.principal = principal;
-                true
-            }
-            Ok(Err(_)) => {
-                self.close(close::FORBIDDEN, "forbidden: the credentials no longer hold");
-                false
-            }
-            Err(error) => {
-                // The database is away: go on with what was known (checked again next time).
-                tracing::warn!(error = error.message, "could not check a subscriber's credentials");
-                true
-            }
-        }
-    }
-
     /// The push, if the subscriber asked for it and may see it as they stand now.
     fn admit(&self, event: Arc<LiveEvent>) -> Option<ConversationEventPush> {
+        let principal = &self.subscriber.principal;
         if let Some(row) = &event.conversation {
             if self.filter.conversation.is_some_and(|c| c != row.conversation_id)
                 || self.filter.inbox.is_some_and(|i| i != row.inbox_id)
-                || self.principal.require_conversation(row.inbox_id, row.assignee_id).is_err()
+                || principal.require_conversation(row.inbox_id, row.assignee_id).is_err()
             {
                 return None;
             }
         }
         if event.contact_id.is_some() {
             let narrowed = self.filter.inbox.is_some() || self.filter.conversation.is_some();
-            let visible = match self.principal.visibility().inboxes {
+            let visible = match principal.visibility().inboxes {
                 None => true,
                 Some(inboxes) => inboxes.iter().any(|i| event.contact_inboxes.contains(i)),
             };
-            if narrowed || !visible || self.principal.require(Action::ReadContacts).is_err() {
+            if narrowed || !visible || principal.require(Action::ReadContacts).is_err() {
                 return None;
             }
         }
@@ -261,7 +220,7 @@ impl Follower {
         if after >= through {
             return Ok(());
         }
-        let account = self.principal.account_id;
+        let account = self.subscriber.principal.account_id;
         let (backlog, oldest): (i64, Option<chrono::DateTime<Utc>>) = sqlx::query_as(
             "SELECT count(*), min(recorded_at) FROM (SELECT recorded_at FROM events \
              WHERE account_id = $1 AND (transaction_id, global_position) > ($2::text::xid8, $3) \
@@ -273,7 +232,7 @@ impl Follower {
         .bind(through.transaction_id.to_string())
         .bind(through.global_position)
         .bind(MAX_BACKLOG_EVENTS + 1)
-        .fetch_one(&self.state.pool)
+        .fetch_one(&self.subscriber.state.pool)
         .await?;
         let too_old =
             oldest.is_some_and(|at| Utc::now() - at > chrono::Duration::from_std(MAX_BACKLOG_AGE).unwrap_or_default());
@@ -287,9 +246,13 @@ impl Follower {
         }
         // Right after this process started, the feed's reader begins at the head, which
         // the read models may not all show yet.
-        let projectors = self.state.engine.projector_names();
-        self.state.engine.wait_for(&projectors, through, self.state.read_your_writes_timeout).await;
-        for event in self.state.live.backlog(account, after, through, MAX_BACKLOG_EVENTS).await? {
+        let projectors = self.subscriber.state.engine.projector_names();
+        self.subscriber
+            .state
+            .engine
+            .wait_for(&projectors, through, self.subscriber.state.read_your_writes_timeout)
+            .await;
+        for event in self.subscriber.state.live.backlog(account, after, through, MAX_BACKLOG_EVENTS).await? {
             if let Some(push) = self.admit(Arc::new(event)) {
                 self.pending.push_back(push);
             }

@@ -15,14 +15,17 @@ mod access;
 pub mod live;
 mod mutation;
 mod parse_cache;
+mod presence;
 mod query;
 pub mod request_checks;
+mod subscriber;
 pub mod types;
 mod webhooks;
 
 use access::{AccessMutation, AccessQuery};
-use live::SubscriptionRoot;
+use live::LiveSubscription;
 use mutation::Mutation;
+use presence::{PresenceMutation, PresenceSubscription};
 use query::Query;
 use webhooks::{WebhookMutation, WebhookQuery};
 
@@ -30,7 +33,10 @@ use webhooks::{WebhookMutation, WebhookQuery};
 pub struct QueryRoot(Query, AccessQuery, WebhookQuery);
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation);
+pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation, PresenceMutation);
+
+#[derive(async_graphql::MergedSubscription, Default)]
+pub struct SubscriptionRoot(LiveSubscription, PresenceSubscription);
 
 /// The read models a conversation's view comes from.
 pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];
@@ -64,7 +70,7 @@ impl From<&Config> for Limits {
 }
 
 pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot)
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
         .data(state)
         // Before the cache: every request's variables and document are checked.
         .extension(limits.checks)
@@ -81,7 +87,7 @@ pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
 /// The schema in SDL, as served (`api/schema.graphql` is this, committed: the contract
 /// frontends build against; `inboxd schema` prints it).
 pub fn sdl() -> String {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot).finish().sdl()
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default()).finish().sdl()
 }
 
 /// The caller, or UNAUTHENTICATED.

@@ -5,6 +5,7 @@ use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use commands::Written;
 use domain::values;
+use projections::availability::{self, AvailabilityRow};
 use projections::directory::{self, AgentRow, ContactRow, InboxRow, LabelRow, TeamRow};
 use projections::feed::FeedEvent;
 use projections::inbox_list::{self, ConversationRow};
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use super::{principal, state, CONVERSATION_VIEWS, LONG_PAGE};
 use crate::error::{ApiError, Result};
 use crate::policy::Action;
+use crate::state::AppState;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "values::Status")]
@@ -62,7 +64,7 @@ pub enum Role {
 }
 
 /// A value a projector stored from a domain enum; anything else is a bug.
-fn stored<T: std::str::FromStr<Err = domain::DomainError>>(text: &str) -> Result<T> {
+pub fn stored<T: std::str::FromStr<Err = domain::DomainError>>(text: &str) -> Result<T> {
     text.parse::<T>().map_err(|e| ApiError::internal(anyhow::anyhow!("read model holds {e}")))
 }
 
@@ -296,6 +298,12 @@ impl Agent {
     fn unknown(user: Uuid) -> Self {
         Self(AgentRow { user_id: user, name: String::new(), email: String::new(), role: "agent".into() })
     }
+
+    /// An agent of the caller's account, by id.
+    pub async fn load(ctx: &Context<'_>, user: Uuid) -> Result<Self> {
+        let row = directory::agent(&state(ctx)?.pool, principal(ctx)?.account_id, user).await?;
+        Ok(row.map_or(Agent::unknown(user), Agent))
+    }
 }
 
 #[Object]
@@ -311,6 +319,10 @@ impl Agent {
     }
     async fn role(&self) -> Result<Role> {
         Ok(stored::<values::Role>(&self.0.role)?.into())
+    }
+    /// Whether the agent takes conversations now (OFFLINE while not present).
+    async fn availability(&self, ctx: &Context<'_>) -> Result<Availability> {
+        Availability::of_agent(state(ctx)?, principal(ctx)?.account_id, self.0.user_id).await
     }
 }
 
@@ -457,4 +469,59 @@ pub struct ConversationCounts {
     pub unassigned: i64,
     pub assigned: i64,
     pub all: i64,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AvailabilityStatus {
+    Online,
+    Busy,
+    Offline,
+}
+
+impl From<values::AvailabilityStatus> for AvailabilityStatus {
+    fn from(status: values::AvailabilityStatus) -> Self {
+        match status {
+            values::AvailabilityStatus::Online => Self::Online,
+            values::AvailabilityStatus::Busy => Self::Busy,
+            values::AvailabilityStatus::Offline => Self::Offline,
+        }
+    }
+}
+
+impl From<AvailabilityStatus> for values::AvailabilityStatus {
+    fn from(status: AvailabilityStatus) -> Self {
+        match status {
+            AvailabilityStatus::Online => Self::Online,
+            AvailabilityStatus::Busy => Self::Busy,
+            AvailabilityStatus::Offline => Self::Offline,
+        }
+    }
+}
+
+/// An agent's availability: `status` is what others see (OFFLINE while the agent is
+/// not present, whatever they chose), `chosen` what they chose.
+#[derive(SimpleObject, Clone, PartialEq, Eq, Debug)]
+pub struct Availability {
+    pub status: AvailabilityStatus,
+    pub chosen: AvailabilityStatus,
+    /// Since when `status` holds; null for an agent never seen.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl Availability {
+    fn of(row: Option<AvailabilityRow>) -> Result<Self> {
+        Ok(match row {
+            Some(row) => Self {
+                status: stored::<values::AvailabilityStatus>(&row.status)?.into(),
+                chosen: stored::<values::AvailabilityStatus>(&row.chosen)?.into(),
+                since: Some(row.since),
+            },
+            None => Self { status: AvailabilityStatus::Offline, chosen: AvailabilityStatus::Online, since: None },
+        })
+    }
+
+    /// One agent's, as the read model shows it.
+    pub async fn of_agent(state: &AppState, account: Uuid, user: Uuid) -> Result<Self> {
+        Self::of(availability::of_agent(&state.pool, account, user).await?)
+    }
 }

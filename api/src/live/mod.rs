@@ -3,6 +3,8 @@
 //!
 //! - [`feed`]: one reader of the feed per process, broadcasting to its subscribers.
 //! - [`socket`]: the WebSocket the subscriptions are served on.
+//! - [`presence`]: which agents are here, shared by every process.
 
 pub mod feed;
+pub mod presence;
 pub mod socket;

@@ -1,6 +1,6 @@
 //! The WebSocket at `/graphql/ws`: GraphQL subscriptions over `graphql-transport-ws`
 //! (and the legacy `graphql-ws`), authenticated at `connection_init` with the same
-//! tokens as HTTP.
+//! tokens as HTTP. An agent with a socket open counts as present.
 //!
 //! The socket's frames go out through a bounded queue that this module drains, so a
 //! subscription can close its socket with a code (a subscriber too slow to keep up,
@@ -18,6 +18,7 @@ use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::auth::Authenticator;
 use crate::graphql::ApiSchema;
+use crate::live::presence::Presence;
 
 /// Close codes this server sends (besides the protocol's own).
 pub mod close {
@@ -62,6 +63,7 @@ pub async fn serve(
     schema: ApiSchema,
     protocol: async_graphql_axum::GraphQLProtocol,
     authenticator: Arc<Authenticator>,
+    presence: Presence,
 ) {
     let (sink, stream) = socket.split();
     let (frames, queued) = tokio::sync::mpsc::channel::<Message>(OUTGOING_FRAMES);
@@ -78,12 +80,15 @@ pub async fn serve(
         let headers = credentials(&payload);
         let refused = |why: &str| async_graphql::Error::new(format!("{REFUSED_INIT}{why}"));
         let auth = authenticator.authenticate(&headers).await.map_err(|e| refused(&e.message))?;
-        if let Err(error) = auth.principal() {
-            return Err(refused(&error.message));
-        }
+        let agent = match auth.principal() {
+            Ok(principal) => (principal.account_id, principal.user_id),
+            Err(error) => return Err(refused(&error.message)),
+        };
         let mut data = Data::default();
         data.insert(auth);
         data.insert(init_control);
+        // The agent counts as present while the socket is open.
+        data.insert(presence.connect(agent).await);
         Ok(data)
     })
     .serve();
