@@ -205,7 +205,7 @@ impl Presence {
             if let Err(error) = self.sweep().await {
                 tracing::warn!(error = format!("{error:#}"), "could not sweep lapsed agents");
             }
-            if rounds % REPAIR_EVERY == 0 {
+            if rounds.is_multiple_of(REPAIR_EVERY) {
                 if let Err(error) = self.repair().await {
                     tracing::warn!(error = format!("{error:#}"), "could not look for lingering presence");
                 }
