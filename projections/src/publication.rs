@@ -40,12 +40,29 @@ pub struct Published {
     pub events: u32,
 }
 
-/// A message between processes: a publication and the process it comes from.
+/// Something ephemeral for an account's screens (an agent typing): carried to every
+/// process like a publication, never stored, and lost by a process that is not
+/// listening when it passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub account_id: Uuid,
+    pub kind: String,
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Message {
+    Published(Published),
+    Signal(Signal),
+}
+
+/// A message between processes, and the process it comes from.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     origin: Uuid,
     #[serde(flatten)]
-    published: Published,
+    message: Message,
 }
 
 /// Carries messages to every process, this one included.
@@ -114,8 +131,9 @@ impl Fanout for PgFanout {
 pub struct Publisher {
     origin: Uuid,
     local: broadcast::Sender<Published>,
-    outgoing: mpsc::Sender<Published>,
-    queued: Arc<tokio::sync::Mutex<mpsc::Receiver<Published>>>,
+    signals: broadcast::Sender<Signal>,
+    outgoing: mpsc::Sender<Message>,
+    queued: Arc<tokio::sync::Mutex<mpsc::Receiver<Message>>>,
 }
 
 impl Default for Publisher {
@@ -124,6 +142,7 @@ impl Default for Publisher {
         Self {
             origin: Uuid::now_v7(),
             local: broadcast::channel(LOCAL_BUFFER).0,
+            signals: broadcast::channel(LOCAL_BUFFER).0,
             outgoing,
             queued: Arc::new(tokio::sync::Mutex::new(queued)),
         }
@@ -136,11 +155,24 @@ impl Publisher {
         self.local.subscribe()
     }
 
+    /// Every signal from now on, whichever process sent it.
+    pub fn subscribe_signals(&self) -> broadcast::Receiver<Signal> {
+        self.signals.subscribe()
+    }
+
     /// Publishes a committed batch here at once, and queues it for the others.
     pub(crate) fn publish(&self, published: Published) {
         let _ = self.local.send(published.clone());
-        if self.outgoing.try_send(published).is_err() {
+        if self.outgoing.try_send(Message::Published(published)).is_err() {
             tracing::warn!("the publication fan-out is behind; other processes miss a publication");
+        }
+    }
+
+    /// Sends a signal here at once, and queues it for the others.
+    pub fn signal(&self, signal: Signal) {
+        let _ = self.signals.send(signal.clone());
+        if self.outgoing.try_send(Message::Signal(signal)).is_err() {
+            tracing::warn!("the publication fan-out is behind; other processes miss a signal");
         }
     }
 
@@ -162,8 +194,8 @@ impl Publisher {
                     while let Ok(more) = queued.try_recv() {
                         batch.push(more);
                     }
-                    for published in coalesced(batch) {
-                        let payload = serde_json::to_string(&Envelope { origin, published }).unwrap_or_default();
+                    for message in coalesced(batch) {
+                        let payload = serde_json::to_string(&Envelope { origin, message }).unwrap_or_default();
                         if let Err(error) = fanout.send(payload).await {
                             tracing::warn!(
                                 error = format!("{error:#}"),
@@ -174,11 +206,16 @@ impl Publisher {
                 }
             })
         };
-        let (local, origin) = (self.local.clone(), self.origin);
+        let (local, signals, origin) = (self.local.clone(), self.signals.clone(), self.origin);
         let deliver = move |payload: String| match serde_json::from_str::<Envelope>(&payload) {
-            Ok(envelope) if envelope.origin != origin => {
-                let _ = local.send(envelope.published);
-            }
+            Ok(envelope) if envelope.origin != origin => match envelope.message {
+                Message::Published(published) => {
+                    let _ = local.send(published);
+                }
+                Message::Signal(signal) => {
+                    let _ = signals.send(signal);
+                }
+            },
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "a publication from another process does not parse"),
         };
@@ -192,16 +229,25 @@ impl Publisher {
     }
 }
 
-/// Consecutive publications of each projector merged into one range, in order.
-fn coalesced(batch: Vec<Published>) -> Vec<Published> {
-    let mut merged: Vec<Published> = Vec::new();
-    for published in batch {
-        match merged.iter_mut().find(|m| m.projector == published.projector) {
+/// Consecutive publications of each projector merged into one range, in order;
+/// signals as they are.
+fn coalesced(batch: Vec<Message>) -> Vec<Message> {
+    let mut merged: Vec<Message> = Vec::new();
+    for message in batch {
+        let Message::Published(published) = message else {
+            merged.push(message);
+            continue;
+        };
+        let range = merged.iter_mut().find_map(|m| match m {
+            Message::Published(range) if range.projector == published.projector => Some(range),
+            _ => None,
+        });
+        match range {
             Some(range) => {
                 range.through = range.through.max(published.through);
                 range.events += published.events;
             }
-            None => merged.push(published),
+            None => merged.push(Message::Published(published)),
         }
     }
     merged
@@ -223,11 +269,36 @@ mod tests {
             through: at(through),
             events,
         };
+        let signal = Signal { account_id: Uuid::nil(), kind: "typing".into(), body: serde_json::json!({}) };
         let merged = coalesced(vec![
-            published("timeline", 0, 5, 2),
-            published("inbox_list", 0, 5, 2),
-            published("timeline", 5, 9, 3),
+            Message::Published(published("timeline", 0, 5, 2)),
+            Message::Published(published("inbox_list", 0, 5, 2)),
+            Message::Signal(signal.clone()),
+            Message::Published(published("timeline", 5, 9, 3)),
         ]);
-        assert_eq!(merged, vec![published("timeline", 0, 9, 5), published("inbox_list", 0, 5, 2)]);
+        let merged: Vec<String> = merged.iter().map(|m| serde_json::to_string(m).unwrap()).collect();
+        let expected: Vec<String> = [
+            Message::Published(published("timeline", 0, 9, 5)),
+            Message::Published(published("inbox_list", 0, 5, 2)),
+            Message::Signal(signal),
+        ]
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap())
+        .collect();
+        assert_eq!(merged, expected);
+    }
+
+    #[test]
+    fn publications_and_signals_are_told_apart_between_processes() {
+        let signal = Signal { account_id: Uuid::nil(), kind: "typing".into(), body: serde_json::json!({ "on": true }) };
+        let published = Published { projector: "timeline".into(), after: at(1), through: at(2), events: 1 };
+        for message in [Message::Signal(signal.clone()), Message::Published(published.clone())] {
+            let text = serde_json::to_string(&Envelope { origin: Uuid::nil(), message }).unwrap();
+            match (serde_json::from_str::<Envelope>(&text).unwrap().message, text.contains("projector")) {
+                (Message::Published(back), true) => assert_eq!(back, published),
+                (Message::Signal(back), false) => assert_eq!(back, signal),
+                (other, _) => panic!("{text} read back as {other:?}"),
+            }
+        }
     }
 }

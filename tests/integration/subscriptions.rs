@@ -10,7 +10,7 @@ use tests::{gql_at, receive_variables, TestApp, TestServer, RECEIVE};
 
 /// The subscriptions the access checks below cover (the access matrix holds the
 /// schema to this list).
-pub const CHECKED: [&str; 2] = ["conversationEvents", "presenceChanged"];
+pub const CHECKED: [&str; 3] = ["conversationEvents", "typingChanged", "presenceChanged"];
 
 const EVENTS: &str = "subscription($after: String, $inbox: ID) { conversationEvents(after: $after, inboxId: $inbox) { \
     position type conversationId message { content } conversation { id status } } }";
@@ -176,4 +176,50 @@ async fn presence_of_one_account_is_not_pushed_to_another() {
     }
     let ours = [agent.clone(), app.user_id.to_string()];
     assert!(heard.iter().all(|id| !ours.contains(id)), "another account hears nothing of this one's agents: {heard:?}");
+}
+
+#[tokio::test]
+async fn typing_reaches_the_colleagues_who_may_see_the_conversation_on_every_process_and_nobody_else() {
+    let app = TestApp::spawn().await;
+    let second = TestServer::start(&app.database_url).await;
+    let inbox = app.create_inbox("Support").await;
+    let (member, member_token) = app.agent("member@acme.test", "AGENT").await;
+    let (_, non_member_token) = app.agent("elsewhere@acme.test", "AGENT").await;
+    app.ok(
+        "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }",
+        json!({ "i": inbox, "u": member }),
+    )
+    .await;
+    let other = app.other_account().await;
+    let conversation =
+        app.receive(&inbox, "c-1", "m-1", "hello").await["conversation"]["id"].as_str().unwrap().to_string();
+    let typing = "subscription { typingChanged { conversationId on agent { id } } }";
+    let mut member_screen = tests::socket::subscribe(&second.address, &member_token, typing, json!({})).await;
+    let mut non_member = tests::socket::subscribe(&second.address, &non_member_token, typing, json!({})).await;
+    let mut outsider = tests::socket::subscribe(&app.server.address, &other.token, typing, json!({})).await;
+    let mut own_screen = tests::socket::subscribe(&app.server.address, &app.token, typing, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let set = "mutation($c: ID!, $on: Boolean!) { setTyping(input: {conversationId: $c, on: $on}) { on } }";
+    app.ok(set, json!({ "c": conversation, "on": true })).await;
+    let pushed = next_data(&mut member_screen, "typingChanged", Duration::from_secs(5)).await.expect("typing pushed");
+    assert_eq!(
+        pushed,
+        json!({ "conversationId": conversation, "on": true, "agent": { "id": app.user_id.to_string() } })
+    );
+    app.ok(set, json!({ "c": conversation, "on": false })).await;
+    let stopped = next_data(&mut member_screen, "typingChanged", Duration::from_secs(5)).await.expect("stop pushed");
+    assert_eq!(stopped["on"], false);
+    for (who, screen) in
+        [("a non-member", &mut non_member), ("another account", &mut outsider), ("the typist", &mut own_screen)]
+    {
+        let heard = next_message(screen, Duration::from_millis(500)).await;
+        assert!(heard.is_none(), "{who} hears nothing: {heard:?}");
+    }
+    // Typing in a conversation one may not see is refused, and never stored.
+    let events = app.event_count().await;
+    let refused = app.gql_as(Some(&non_member_token), set, json!({ "c": conversation, "on": true })).await;
+    assert!(refused["errors"].is_array(), "{refused}");
+    assert_eq!(app.event_count().await, events);
+    second.stop().await;
 }
