@@ -37,10 +37,10 @@ use crate::state::AppState;
 pub const MAX_BACKLOG_EVENTS: i64 = 1_000;
 pub const MAX_BACKLOG_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How often a quiet subscriber checks its credentials (revoked while nothing happens).
-const IDLE_LOOK: Duration = Duration::from_secs(1);
+pub const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
-pub struct SubscriptionRoot;
+pub struct ConversationSubscription;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ConversationEventType {
@@ -105,7 +105,7 @@ impl ConversationEventPush {
 }
 
 #[Subscription]
-impl SubscriptionRoot {
+impl ConversationSubscription {
     /// What happens to the conversations (and contacts) the caller may see, narrowed to
     /// an inbox or a conversation; `after` (a `position`, exclusive) replays what
     /// happened since, in order, then goes on live.
@@ -208,24 +208,8 @@ impl Follower {
         }
     }
 
-    /// Whether the subscriber's credentials still hold (through the principal cache
-    /// every access change invalidates); the socket is closed when they do not.
     async fn still_allowed(&mut self) -> bool {
-        match self.state.authenticator.refresh(&self.auth).await.map(|auth| auth.principal().cloned()) {
-            Ok(Ok(principal)) => {
-                self.principal = principal;
-                true
-            }
-            Ok(Err(_)) => {
-                self.close(close::FORBIDDEN, "forbidden: the credentials no longer hold");
-                false
-            }
-            Err(error) => {
-                // The database is away: go on with what was known (checked again next time).
-                tracing::warn!(error = error.message, "could not check a subscriber's credentials");
-                true
-            }
-        }
+        still_allowed(&self.state, &self.auth, self.control.as_ref(), &mut self.principal).await
     }
 
     /// The push, if the subscriber asked for it and may see it as they stand now.
@@ -291,5 +275,33 @@ impl Follower {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a subscriber's credentials still hold (through the principal cache every
+/// access change invalidates), taking the principal as it stands now; the socket is
+/// closed when they do not.
+pub async fn still_allowed(
+    state: &AppState,
+    auth: &Auth,
+    control: Option<&SocketControl>,
+    principal: &mut Principal,
+) -> bool {
+    match state.authenticator.refresh(auth).await.map(|auth| auth.principal().cloned()) {
+        Ok(Ok(now)) => {
+            *principal = now;
+            true
+        }
+        Ok(Err(_)) => {
+            if let Some(control) = control {
+                control.close(close::FORBIDDEN, "forbidden: the credentials no longer hold");
+            }
+            false
+        }
+        Err(error) => {
+            // The database is away: go on with what was known (checked again next time).
+            tracing::warn!(error = error.message, "could not check a subscriber's credentials");
+            true
+        }
     }
 }
