@@ -128,6 +128,11 @@ impl Tracked {
     }
 }
 
+/// Conversation events that move no counter, left undecoded (the custom attributes
+/// are sealed, and not opened here). An event type not known at all is decoded, and
+/// stops the projector rather than be miscounted.
+const UNCOUNTED: &[&str] = &["PriorityChanged", "LabelsChanged", "MuteChanged", "CustomAttributesChanged"];
+
 #[async_trait]
 impl Projector for LiveMetrics {
     fn name(&self) -> &'static str {
@@ -151,7 +156,9 @@ impl Projector for LiveMetrics {
     /// them and the counters' net changes: four statements per batch.
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[Cow<'_, FeedEvent>]) -> anyhow::Result<()> {
         let mut decoded = Vec::with_capacity(events.len());
-        for event in events.iter().filter(|e| e.aggregate_type == "conversation") {
+        let counted =
+            |e: &&Cow<'_, FeedEvent>| e.aggregate_type == "conversation" && !UNCOUNTED.contains(&e.event_type.as_str());
+        for event in events.iter().filter(counted) {
             let id: Uuid = event.aggregate_id.parse().context("conversation id is not a uuid")?;
             decoded.push((id, event.decode::<E>()?));
         }
