@@ -27,6 +27,9 @@ pub enum Action {
     ErasePersonalData,
     ReadContacts,
     ReadReports,
+    /// The live dashboard's figures, of the inboxes the principal sees: counts of every
+    /// conversation there, so for those who see them all (or may read reports).
+    ReadLiveMetrics,
     /// The account's directory: agents, teams, labels, inboxes one works in.
     ReadDirectory,
     /// One's own password, sessions and API tokens.
@@ -57,6 +60,7 @@ impl Principal {
             }
             Action::ReadContacts => self.has(Permission::ContactManage),
             Action::ReadReports => self.has(Permission::ReportManage),
+            Action::ReadLiveMetrics => self.assignees() == VisibleAssignees::Any || self.has(Permission::ReportManage),
             Action::ReadDirectory | Action::ManageOwnCredentials => true,
         };
         if allowed {
@@ -171,5 +175,16 @@ mod tests {
         let reports_only = principal(Role::Agent, Some(vec![Permission::ReportManage]));
         assert!(!reports_only.sees(inbox, Some(me)));
         assert!(reports_only.require(Action::ReadReports).is_ok());
+    }
+
+    #[test]
+    fn live_metrics_are_for_those_who_see_every_conversation_of_their_inboxes_or_read_reports() {
+        let allowed = |role, custom| principal(role, custom).require(Action::ReadLiveMetrics).is_ok();
+        assert!(allowed(Role::Administrator, None));
+        assert!(allowed(Role::Agent, None));
+        assert!(allowed(Role::Agent, Some(vec![Permission::ConversationManage])));
+        assert!(allowed(Role::Agent, Some(vec![Permission::ReportManage])));
+        assert!(!allowed(Role::Agent, Some(vec![Permission::ConversationUnassignedManage])));
+        assert!(!allowed(Role::Agent, Some(vec![Permission::ConversationParticipatingManage])));
     }
 }

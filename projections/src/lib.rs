@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod feed;
 pub mod inbox_list;
 pub mod keyring;
+pub mod live_metrics;
 pub mod policy;
 pub mod publication;
 pub mod timeline;
@@ -24,5 +25,6 @@ pub fn all_projectors(keyring: &Arc<keyring::Keyring>) -> Vec<Arc<dyn engine::Pr
         Arc::new(inbox_list::InboxList::default()),
         Arc::new(timeline::Timeline),
         Arc::new(availability::AvailabilityProjector),
+        Arc::new(live_metrics::LiveMetrics),
     ]
 }

@@ -49,6 +49,7 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("labels", Kind::Listing, "{ labels { id } }".into()),
         ("customRoles", Kind::Listing, "{ customRoles { id } }".into()),
         ("contacts", Kind::Listing, "{ contacts { edges { node { id } } } }".into()),
+        ("liveMetrics", Kind::Listing, "{ liveMetrics { open byInbox { inbox { id } open } byAgent { agent { id } } } }".into()),
         ("conversation", Kind::Targeted, format!("{{ conversation(id: \"{c}\") {{ id }} }}")),
         ("conversationHistory", Kind::Targeted, format!("{{ conversationHistory(id: \"{c}\") {{ eventType }} }}")),
         ("verifyConversationHistory", Kind::Targeted, format!("{{ verifyConversationHistory(id: \"{c}\") {{ intact }} }}")),

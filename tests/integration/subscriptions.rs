@@ -10,7 +10,7 @@ use tests::{gql_at, receive_variables, TestApp, TestServer, RECEIVE};
 
 /// The subscriptions the access checks below cover (the access matrix holds the
 /// schema to this list).
-pub const CHECKED: [&str; 3] = ["conversationEvents", "typingChanged", "presenceChanged"];
+pub const CHECKED: [&str; 4] = ["conversationEvents", "typingChanged", "presenceChanged", "liveMetricsUpdated"];
 
 const EVENTS: &str = "subscription($after: String, $inbox: ID) { conversationEvents(after: $after, inboxId: $inbox) { \
     position type conversationId message { content } conversation { id status } } }";

@@ -36,10 +36,10 @@ use crate::policy::Action;
 pub const MAX_BACKLOG_EVENTS: i64 = 1_000;
 pub const MAX_BACKLOG_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How often a quiet subscriber checks its credentials (revoked while nothing happens).
-const IDLE_LOOK: Duration = Duration::from_secs(1);
+pub const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
-pub struct LiveSubscription;
+pub struct ConversationSubscription;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ConversationEventType {
@@ -108,7 +108,7 @@ impl ConversationEventPush {
 }
 
 #[Subscription]
-impl LiveSubscription {
+impl ConversationSubscription {
     /// What happens to the conversations (and contacts) the caller may see, narrowed to
     /// an inbox or a conversation; `after` (a `position`, exclusive) replays what
     /// happened since, in order, then goes on live.

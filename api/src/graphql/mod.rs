@@ -13,6 +13,7 @@ use projections::feed::FeedPosition;
 
 mod access;
 pub mod live;
+mod live_metrics;
 mod mutation;
 mod parse_cache;
 mod presence;
@@ -23,20 +24,21 @@ pub mod types;
 mod webhooks;
 
 use access::{AccessMutation, AccessQuery};
-use live::LiveSubscription;
+use live::ConversationSubscription;
+use live_metrics::{LiveMetricsQuery, LiveMetricsSubscription};
 use mutation::Mutation;
 use presence::{PresenceMutation, PresenceSubscription};
 use query::Query;
 use webhooks::{WebhookMutation, WebhookQuery};
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct QueryRoot(Query, AccessQuery, WebhookQuery);
+pub struct QueryRoot(Query, AccessQuery, WebhookQuery, LiveMetricsQuery);
 
 #[derive(async_graphql::MergedObject, Default)]
 pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation, PresenceMutation);
 
 #[derive(async_graphql::MergedSubscription, Default)]
-pub struct SubscriptionRoot(LiveSubscription, PresenceSubscription);
+pub struct SubscriptionRoot(ConversationSubscription, PresenceSubscription, LiveMetricsSubscription);
 
 /// The read models a conversation's view comes from.
 pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];

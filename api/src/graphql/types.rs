@@ -295,7 +295,8 @@ impl Message {
 pub struct Agent(pub AgentRow);
 
 impl Agent {
-    fn unknown(user: Uuid) -> Self {
+    /// An agent the directory no longer has (removed from the account).
+    pub fn unknown(user: Uuid) -> Self {
         Self(AgentRow { user_id: user, name: String::new(), email: String::new(), role: "agent".into() })
     }
 

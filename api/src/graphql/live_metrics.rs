@@ -1,0 +1,370 @@
+//! The live dashboard: a supervisor's figures (`liveMetrics`), and the same pushed
+//! when they change (`liveMetricsUpdated`), read from the `live_metrics` counters.
+//!
+//! Who reads them: administrators, the whole account; an agent, the inboxes they are
+//! a member of, provided they see every conversation there (the figures count them
+//! all) or may read reports (`Action::ReadLiveMetrics`).
+//!
+//! A subscriber is woken by the projector's publications (from every process), looks
+//! whether the caller's account had events in what was published, and reads the
+//! figures again at most every [`COALESCE`]; it pushes only figures that differ from
+//! the last pushed (`longestWaitSeconds` aside: it follows from `oldestWaitingSince`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use projections::directory;
+use projections::feed::FeedPosition;
+use projections::live_metrics::{self, Dashboard, Figures, Scope};
+use projections::publication::Published;
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::live::IDLE_LOOK;
+use super::subscriber::Subscriber;
+use super::types::{Agent, Inbox, Team};
+use super::{parse_id, principal, state};
+use crate::auth::Principal;
+use crate::error::{ApiError, Result};
+use crate::policy::Action;
+
+/// The shortest time between two pushes to one subscriber.
+pub const COALESCE: Duration = Duration::from_millis(250);
+
+#[derive(Default)]
+pub struct LiveMetricsQuery;
+
+#[Object]
+impl LiveMetricsQuery {
+    /// The live dashboard of the caller's inboxes (every inbox, for an administrator),
+    /// narrowed to an inbox or a team.
+    async fn live_metrics(&self, ctx: &Context<'_>, inbox_id: Option<ID>, team_id: Option<ID>) -> Result<LiveMetrics> {
+        let (principal, state) = (principal(ctx)?, state(ctx)?);
+        let narrowed = Narrowed::parse(inbox_id, team_id)?;
+        narrowed.exists(&state.pool, principal.account_id).await?;
+        let dashboard = live_metrics::dashboard(&state.pool, principal.account_id, &narrowed.scope(principal)?).await?;
+        Ok(LiveMetrics { account_id: principal.account_id, dashboard })
+    }
+}
+
+/// What the caller asked to narrow to.
+#[derive(Clone, Copy)]
+struct Narrowed {
+    inbox: Option<Uuid>,
+    team: Option<Uuid>,
+}
+
+impl Narrowed {
+    fn parse(inbox_id: Option<ID>, team_id: Option<ID>) -> Result<Self> {
+        Ok(Self {
+            inbox: inbox_id.as_ref().map(|id| parse_id(id, "inbox")).transpose()?,
+            team: team_id.as_ref().map(|id| parse_id(id, "team")).transpose()?,
+        })
+    }
+
+    /// An inbox or team of another account, or none, is NOT_FOUND.
+    async fn exists(&self, pool: &PgPool, account: Uuid) -> Result<()> {
+        if let Some(inbox) = self.inbox {
+            directory::inbox(pool, account, inbox).await?.ok_or_else(|| ApiError::not_found("inbox"))?;
+        }
+        if let Some(team) = self.team {
+            if directory::team_names(pool, account, &[team]).await?.is_empty() {
+                return Err(ApiError::not_found("team"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The part of the account the principal's figures cover, as they stand now.
+    fn scope(&self, principal: &Principal) -> Result<Scope> {
+        principal.require(Action::ReadLiveMetrics)?;
+        let inboxes = match self.inbox {
+            Some(inbox) => {
+                principal.require_inbox(inbox)?;
+                Some(vec![inbox])
+            }
+            None => principal.visibility().inboxes,
+        };
+        Ok(Scope { inboxes, team: self.team })
+    }
+}
+
+pub struct LiveMetrics {
+    account_id: Uuid,
+    dashboard: Dashboard,
+}
+
+/// The live figures of a dashboard, kept as counters as events happen.
+#[Object]
+impl LiveMetrics {
+    /// Conversations with status OPEN.
+    async fn open(&self) -> i64 {
+        self.dashboard.totals.open
+    }
+    /// Open conversations not yet answered, or waiting for an answer since the
+    /// contact's last message.
+    async fn unattended(&self) -> i64 {
+        self.dashboard.totals.unattended
+    }
+    /// Open conversations assigned to nobody.
+    async fn unassigned(&self) -> i64 {
+        self.dashboard.totals.unassigned
+    }
+    async fn pending(&self) -> i64 {
+        self.dashboard.totals.pending
+    }
+    async fn snoozed(&self) -> i64 {
+        self.dashboard.totals.snoozed
+    }
+    /// When the wait of the longest-waiting open conversation began; null when none
+    /// waits for an answer.
+    async fn oldest_waiting_since(&self) -> Option<DateTime<Utc>> {
+        self.dashboard.oldest_waiting_since
+    }
+    /// Seconds from `oldestWaitingSince` to when this answer was made.
+    async fn longest_wait_seconds(&self) -> Option<i64> {
+        self.dashboard.oldest_waiting_since.map(|since| (Utc::now() - since).num_seconds().max(0))
+    }
+    /// Inboxes with open conversations.
+    async fn by_inbox(&self, ctx: &Context<'_>) -> Result<Vec<InboxLiveMetrics>> {
+        let rows = directory::inboxes(&state(ctx)?.pool, self.account_id).await?;
+        let mut rows: HashMap<Uuid, _> = rows.into_iter().map(|row| (row.inbox_id, row)).collect();
+        Ok(self
+            .dashboard
+            .by_inbox
+            .iter()
+            .filter_map(|(id, figures)| Some(InboxLiveMetrics::of(Inbox(rows.remove(id)?), figures)))
+            .collect())
+    }
+    /// Teams with open conversations.
+    async fn by_team(&self, ctx: &Context<'_>) -> Result<Vec<TeamLiveMetrics>> {
+        let rows = directory::teams(&state(ctx)?.pool, self.account_id).await?;
+        let mut rows: HashMap<Uuid, _> = rows.into_iter().map(|row| (row.team_id, row)).collect();
+        Ok(self
+            .dashboard
+            .by_team
+            .iter()
+            .filter_map(|(id, figures)| Some(TeamLiveMetrics::of(Team(rows.remove(id)?), figures)))
+            .collect())
+    }
+    /// Agents with open conversations assigned to them.
+    async fn by_agent(&self, ctx: &Context<'_>) -> Result<Vec<AgentLiveMetrics>> {
+        let rows = directory::agents(&state(ctx)?.pool, self.account_id).await?;
+        let mut rows: HashMap<Uuid, _> = rows.into_iter().map(|row| (row.user_id, row)).collect();
+        Ok(self
+            .dashboard
+            .by_agent
+            .iter()
+            .map(|(id, open)| AgentLiveMetrics {
+                agent: rows.remove(id).map_or_else(|| Agent::unknown(*id), Agent),
+                open: *open,
+            })
+            .collect())
+    }
+}
+
+/// An inbox's figures (as the totals').
+#[derive(SimpleObject)]
+pub struct InboxLiveMetrics {
+    inbox: Inbox,
+    open: i64,
+    unattended: i64,
+    unassigned: i64,
+}
+
+impl InboxLiveMetrics {
+    fn of(inbox: Inbox, figures: &Figures) -> Self {
+        Self { inbox, open: figures.open, unattended: figures.unattended, unassigned: figures.unassigned }
+    }
+}
+
+/// A team's figures (as the totals').
+#[derive(SimpleObject)]
+pub struct TeamLiveMetrics {
+    team: Team,
+    open: i64,
+    unattended: i64,
+    unassigned: i64,
+}
+
+impl TeamLiveMetrics {
+    fn of(team: Team, figures: &Figures) -> Self {
+        Self { team, open: figures.open, unattended: figures.unattended, unassigned: figures.unassigned }
+    }
+}
+
+/// An agent's open conversations.
+#[derive(SimpleObject)]
+pub struct AgentLiveMetrics {
+    agent: Agent,
+    open: i64,
+}
+
+#[derive(Default)]
+pub struct LiveMetricsSubscription;
+
+#[Subscription]
+impl LiveMetricsSubscription {
+    /// `liveMetrics` with the same arguments, now and then whenever it changes (at
+    /// most every 250 ms), whichever process wrote the change. It ends when the
+    /// caller may no longer read it.
+    async fn live_metrics_updated(
+        &self,
+        ctx: &Context<'_>,
+        inbox_id: Option<ID>,
+        team_id: Option<ID>,
+    ) -> Result<impl Stream<Item = LiveMetrics>> {
+        let subscriber = Subscriber::of(ctx)?;
+        let narrowed = Narrowed::parse(inbox_id, team_id)?;
+        narrowed.exists(&subscriber.state.pool, subscriber.principal.account_id).await?;
+        // Refused now, in the answer to the subscribe.
+        narrowed.scope(&subscriber.principal)?;
+        let publications = subscriber.state.engine.publisher().subscribe();
+        let seen = checkpoint(&subscriber.state.pool).await?;
+        let watcher = Watcher {
+            published: seen,
+            seen,
+            publications,
+            looked_at: Instant::now() - COALESCE,
+            stale: true,
+            scope: None,
+            pushed: None,
+            narrowed,
+            subscriber,
+        };
+        Ok(futures_util::stream::unfold(watcher, |mut watcher| async move {
+            watcher.next().await.map(|pushed| (pushed, watcher))
+        }))
+    }
+}
+
+/// One subscriber's dashboard.
+struct Watcher {
+    /// How far the projector has published (or its checkpoint says it got).
+    published: FeedPosition,
+    /// How far the account's events were looked at.
+    seen: FeedPosition,
+    publications: broadcast::Receiver<Published>,
+    looked_at: Instant,
+    /// The figures may differ from those pushed: read them at the next look.
+    stale: bool,
+    /// The scope of the last read, and the figures last pushed.
+    scope: Option<Scope>,
+    pushed: Option<Dashboard>,
+    narrowed: Narrowed,
+    subscriber: Subscriber,
+}
+
+impl Watcher {
+    /// The next figures that differ from the last pushed, or `None` when the
+    /// subscription ends.
+    async fn next(&mut self) -> Option<LiveMetrics> {
+        loop {
+            if !self.stale {
+                self.wait().await?;
+            }
+            // Coalesced: what is published meanwhile is looked at together.
+            tokio::time::sleep_until(self.looked_at + COALESCE).await;
+            self.looked_at = Instant::now();
+            while let Ok(more) = self.publications.try_recv() {
+                self.heard(&more);
+            }
+            if !self.subscriber.still_allowed().await {
+                return None;
+            }
+            // The caller may no longer read it (a role or membership changed).
+            let scope = self.narrowed.scope(&self.subscriber.principal).ok()?;
+            match self.account_changed().await {
+                Ok(changed) => self.stale |= changed || self.scope.as_ref() != Some(&scope),
+                Err(error) => {
+                    tracing::warn!(%error, "could not look at the live metrics' changes");
+                    continue;
+                }
+            }
+            if !self.stale {
+                continue;
+            }
+            let account = self.subscriber.principal.account_id;
+            let dashboard = match live_metrics::dashboard(&self.subscriber.state.pool, account, &scope).await {
+                Ok(dashboard) => dashboard,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the live metrics for a subscriber");
+                    continue;
+                }
+            };
+            self.stale = false;
+            self.scope = Some(scope);
+            if self.pushed.as_ref() == Some(&dashboard) {
+                continue;
+            }
+            self.pushed = Some(dashboard.clone());
+            return Some(LiveMetrics { account_id: account, dashboard });
+        }
+    }
+
+    /// Waits for a publication of the projector, or for the idle look (credentials,
+    /// and the checkpoint: a publication lost between processes).
+    async fn wait(&mut self) -> Option<()> {
+        let look_at_checkpoint = tokio::select! {
+            heard = self.publications.recv() => match heard {
+                Ok(published) => {
+                    self.heard(&published);
+                    false
+                }
+                // Missed some: whatever they said, the checkpoint says too.
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return None,
+            },
+            _ = tokio::time::sleep(IDLE_LOOK) => true,
+        };
+        if look_at_checkpoint {
+            if let Ok(at) = checkpoint(&self.subscriber.state.pool).await {
+                self.published = self.published.max(at);
+            }
+        }
+        Some(())
+    }
+
+    fn heard(&mut self, published: &Published) {
+        if published.projector == live_metrics::NAME {
+            self.published = self.published.max(published.through);
+        }
+    }
+
+    /// Whether the caller's account had conversation events since the last look.
+    async fn account_changed(&mut self) -> sqlx::Result<bool> {
+        if self.published <= self.seen {
+            return Ok(false);
+        }
+        let changed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE account_id = $1 AND aggregate_type = 'conversation' \
+             AND (transaction_id, global_position) > ($2::text::xid8, $3) \
+             AND (transaction_id, global_position) <= ($4::text::xid8, $5))",
+        )
+        .bind(self.subscriber.principal.account_id)
+        .bind(self.seen.transaction_id.to_string())
+        .bind(self.seen.global_position)
+        .bind(self.published.transaction_id.to_string())
+        .bind(self.published.global_position)
+        .fetch_one(&self.subscriber.state.pool)
+        .await?;
+        self.seen = self.published;
+        Ok(changed)
+    }
+}
+
+/// How far the projector has applied the feed (the start, before it registered).
+async fn checkpoint(pool: &PgPool) -> sqlx::Result<FeedPosition> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT last_txid::text::bigint, last_position FROM projector_checkpoints WHERE projector = $1")
+            .bind(live_metrics::NAME)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(txid, position)| FeedPosition { transaction_id: txid, global_position: position }).unwrap_or_default())
+}
