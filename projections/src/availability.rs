@@ -13,12 +13,15 @@ use uuid::Uuid;
 use crate::engine::Projector;
 use crate::feed::FeedEvent;
 
+/// The projector's name (its checkpoint, and its publications).
+pub const NAME: &str = "availability";
+
 pub struct AvailabilityProjector;
 
 #[async_trait]
 impl Projector for AvailabilityProjector {
     fn name(&self) -> &'static str {
-        "availability"
+        NAME
     }
     fn tables(&self) -> &'static [&'static str] {
         &["rm_agent_availability"]

@@ -300,6 +300,17 @@ pub struct Dashboard {
     pub by_team: BTreeMap<Uuid, Figures>,
     /// Open conversations assigned to each agent.
     pub by_agent: BTreeMap<Uuid, i64>,
+    /// The effective availability of the agents in scope (members of its inboxes and
+    /// team; every agent for the whole account) and of those with open conversations.
+    pub availability: BTreeMap<Uuid, AgentAvailability>,
+}
+
+/// An agent's availability on the dashboard (from the availability read model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAvailability {
+    pub status: String,
+    /// Counted in `agentsOnline` and the like (an agent of the inboxes in view).
+    pub in_scope: bool,
 }
 
 impl Figures {
@@ -362,7 +373,51 @@ pub async fn dashboard(pool: &PgPool, account: Uuid, scope: &Scope) -> sqlx::Res
             }
         }
     }
+    dashboard.availability = availability(pool, account, scope, &dashboard.by_agent).await?;
     Ok(dashboard)
+}
+
+/// The availability of the agents in scope, and of the agents with open
+/// conversations (never recorded: offline).
+async fn availability(
+    pool: &PgPool,
+    account: Uuid,
+    scope: &Scope,
+    assigned: &BTreeMap<Uuid, i64>,
+) -> sqlx::Result<BTreeMap<Uuid, AgentAvailability>> {
+    let assigned: Vec<Uuid> = assigned.keys().copied().collect();
+    // Every agent of the account is read (a few hundred at most), whether in scope a column.
+    let mut query = QueryBuilder::<Postgres>::new("SELECT a.user_id, coalesce(v.status, 'offline') AS status, (true");
+    if let Some(inboxes) = &scope.inboxes {
+        query
+            .push(
+                " AND EXISTS (SELECT 1 FROM rm_inbox_members m WHERE m.account_id = a.account_id \
+                   AND m.user_id = a.user_id AND m.inbox_id = ANY(",
+            )
+            .push_bind(inboxes.clone())
+            .push("))");
+    }
+    if let Some(team) = scope.team {
+        query
+            .push(
+                " AND EXISTS (SELECT 1 FROM rm_team_members t WHERE t.account_id = a.account_id \
+                   AND t.user_id = a.user_id AND t.team_id = ",
+            )
+            .push_bind(team)
+            .push(")");
+    }
+    query
+        .push(
+            ") AS in_scope FROM rm_agents a LEFT JOIN rm_agent_availability v ON v.user_id = a.user_id \
+               WHERE a.account_id = ",
+        )
+        .push_bind(account);
+    let rows: Vec<(Uuid, String, bool)> = query.build_query_as().fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(user, _, in_scope)| *in_scope || assigned.contains(user))
+        .map(|(user, status, in_scope)| (user, AgentAvailability { status, in_scope }))
+        .collect())
 }
 
 async fn oldest_waiting(pool: &PgPool, account: Uuid, scope: &Scope) -> sqlx::Result<Option<DateTime<Utc>>> {

@@ -409,9 +409,13 @@ async fn changes_are_pushed_coalesced_and_only_to_those_who_may_see_them() {
     let pushed = until_open(&mut admin, 1).await;
     assert_eq!(pushed.len(), 1, "{pushed:?}");
     assert_eq!(pushed[0].1["byInbox"], json!([{ "inbox": { "id": sales }, "open": 1 }]));
-    // Nothing changed of what the others may see.
-    assert_eq!(next_push(&mut member, Duration::from_millis(1500)).await, None);
-    assert_eq!(next_push(&mut outsider, Duration::from_millis(100)).await, None);
+    // Nothing changed of what the others may see (their screens' agents arriving
+    // online may be pushed: availability is on the dashboard too).
+    for (socket, within) in [(&mut member, 1500), (&mut outsider, 100)] {
+        while let Some(pushed) = next_push(socket, Duration::from_millis(within)).await {
+            assert_eq!((&pushed["open"], &pushed["byInbox"]), (&json!(0), &json!([])), "{pushed}");
+        }
+    }
 
     // A burst, watched as it happens: pushes at most every 250 ms, the last one as the
     // query answers.
@@ -443,4 +447,56 @@ async fn changes_are_pushed_coalesced_and_only_to_those_who_may_see_them() {
     assert_eq!(next_push(&mut outsider, Duration::from_millis(1000)).await, None);
     // Nothing more comes when nothing changes.
     assert_eq!(next_push(&mut admin, Duration::from_millis(100)).await, None);
+}
+
+#[tokio::test]
+async fn the_dashboard_counts_the_agents_in_view_by_availability_and_pushes_their_changes() {
+    let app = TestApp::spawn().await;
+    let support = app.create_inbox("Support").await;
+    let member = "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }";
+    let mut agents = Vec::new();
+    for name in ["online", "busy", "away"] {
+        let (id, token) = app.agent(&format!("{name}@acme.test"), "AGENT").await;
+        app.ok(member, json!({ "i": support, "u": id })).await;
+        agents.push((id, token));
+    }
+    // An agent of no inbox in view is not counted for it.
+    let (_, elsewhere) = app.agent("elsewhere@acme.test", "AGENT").await;
+    let choose = "mutation($s: AvailabilityStatus!) { setAvailability(input: {status: $s}) { status } }";
+    app.gql_as(Some(&elsewhere), choose, json!({ "s": "ONLINE" })).await;
+    let figures = "query($i: ID) { liveMetrics(inboxId: $i) { agentsOnline agentsBusy agentsOffline \
+        byAgent { agent { id } open availability } } }";
+    let mut socket = tests::socket::subscribe(
+        &app.server.address,
+        &app.token,
+        "subscription($i: ID) { liveMetricsUpdated(inboxId: $i) { agentsOnline agentsBusy agentsOffline } }",
+        json!({ "i": support }),
+    )
+    .await;
+    let first = next_data(&mut socket, "liveMetricsUpdated", Duration::from_secs(5)).await.expect("the figures now");
+    assert_eq!(first, json!({ "agentsOnline": 0, "agentsBusy": 0, "agentsOffline": 3 }));
+
+    let answer = app.gql_as(Some(&agents[0].1), choose, json!({ "s": "ONLINE" })).await;
+    assert_eq!(answer["data"]["setAvailability"]["status"], "ONLINE", "{answer}");
+    app.gql_as(Some(&agents[1].1), choose, json!({ "s": "BUSY" })).await;
+    let shown = app.ok(figures, json!({ "i": support })).await["liveMetrics"].clone();
+    assert_eq!(
+        (&shown["agentsOnline"], &shown["agentsBusy"], &shown["agentsOffline"]),
+        (&json!(1), &json!(1), &json!(1))
+    );
+    let by_agent: BTreeMap<String, String> = shown["byAgent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["agent"]["id"].as_str().unwrap().to_string(), a["availability"].as_str().unwrap().to_string()))
+        .collect();
+    let expected: BTreeMap<String, String> =
+        agents.iter().map(|(id, _)| id.clone()).zip(["ONLINE", "BUSY", "OFFLINE"].map(String::from)).collect();
+    assert_eq!(by_agent, expected);
+
+    // The subscription hears of it (coalesced: the last push is the state now).
+    let mut last = first;
+    while last != json!({ "agentsOnline": 1, "agentsBusy": 1, "agentsOffline": 1 }) {
+        last = next_data(&mut socket, "liveMetricsUpdated", Duration::from_secs(5)).await.expect("pushed on change");
+    }
 }

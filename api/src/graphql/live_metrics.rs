@@ -10,16 +10,17 @@
 //! figures again at most every [`COALESCE`]; it pushes only figures that differ from
 //! the last pushed (`longestWaitSeconds` aside: it follows from `oldestWaitingSince`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
+use domain::values;
 use futures_util::Stream;
-use projections::directory;
 use projections::feed::FeedPosition;
 use projections::live_metrics::{self, Dashboard, Figures, Scope};
 use projections::publication::Published;
+use projections::{availability, directory};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -28,7 +29,7 @@ use uuid::Uuid;
 
 use super::live::IDLE_LOOK;
 use super::subscriber::Subscriber;
-use super::types::{Agent, Inbox, Team};
+use super::types::{stored, Agent, AvailabilityStatus, Inbox, Team};
 use super::{parse_id, principal, state};
 use crate::auth::Principal;
 use crate::error::{ApiError, Result};
@@ -100,6 +101,12 @@ pub struct LiveMetrics {
     dashboard: Dashboard,
 }
 
+impl LiveMetrics {
+    fn agents_with(&self, status: &str) -> i64 {
+        self.dashboard.availability.values().filter(|a| a.in_scope && a.status == status).count() as i64
+    }
+}
+
 /// The live figures of a dashboard, kept as counters as events happen.
 #[Object]
 impl LiveMetrics {
@@ -153,19 +160,35 @@ impl LiveMetrics {
             .filter_map(|(id, figures)| Some(TeamLiveMetrics::of(Team(rows.remove(id)?), figures)))
             .collect())
     }
-    /// Agents with open conversations assigned to them.
+    /// Agents of the inboxes (and team) in view that are ONLINE now.
+    async fn agents_online(&self) -> i64 {
+        self.agents_with("online")
+    }
+    /// … BUSY now.
+    async fn agents_busy(&self) -> i64 {
+        self.agents_with("busy")
+    }
+    /// … OFFLINE now (chosen, or not present).
+    async fn agents_offline(&self) -> i64 {
+        self.agents_with("offline")
+    }
+    /// The agents in view, and those with open conversations assigned to them.
     async fn by_agent(&self, ctx: &Context<'_>) -> Result<Vec<AgentLiveMetrics>> {
         let rows = directory::agents(&state(ctx)?.pool, self.account_id).await?;
         let mut rows: HashMap<Uuid, _> = rows.into_iter().map(|row| (row.user_id, row)).collect();
-        Ok(self
-            .dashboard
-            .by_agent
-            .iter()
-            .map(|(id, open)| AgentLiveMetrics {
-                agent: rows.remove(id).map_or_else(|| Agent::unknown(*id), Agent),
-                open: *open,
+        let agents: BTreeSet<Uuid> =
+            self.dashboard.by_agent.keys().chain(self.dashboard.availability.keys()).copied().collect();
+        agents
+            .into_iter()
+            .map(|id| {
+                let status = self.dashboard.availability.get(&id).map_or("offline", |a| a.status.as_str());
+                Ok(AgentLiveMetrics {
+                    agent: rows.remove(&id).map_or_else(|| Agent::unknown(id), Agent),
+                    open: self.dashboard.by_agent.get(&id).copied().unwrap_or(0),
+                    availability: stored::<values::AvailabilityStatus>(status)?.into(),
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -199,11 +222,12 @@ impl TeamLiveMetrics {
     }
 }
 
-/// An agent's open conversations.
+/// An agent's open conversations, and availability.
 #[derive(SimpleObject)]
 pub struct AgentLiveMetrics {
     agent: Agent,
     open: i64,
+    availability: AvailabilityStatus,
 }
 
 #[derive(Default)]
@@ -334,6 +358,10 @@ impl Watcher {
     fn heard(&mut self, published: &Published) {
         if published.projector == live_metrics::NAME {
             self.published = self.published.max(published.through);
+        }
+        // An agent's availability changed (in some account): read the figures again.
+        if published.projector == availability::NAME {
+            self.stale = true;
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use async_graphql::{Context, InputObject, Object, Subscription, ID};
+use commands::Written;
 use domain::values;
 use futures_util::Stream;
 use projections::availability;
@@ -20,7 +21,7 @@ use crate::error::{ApiError, Result};
 use crate::state::AppState;
 
 /// The read model availability is shown from.
-const AVAILABILITY_VIEW: &[&str] = &["availability"];
+const AVAILABILITY_VIEW: &[&str] = &[availability::NAME];
 /// How often a quiet `presenceChanged` looks anyway (a publication lost between
 /// processes, a revoked credential).
 const IDLE_LOOK: Duration = Duration::from_secs(2);
@@ -73,10 +74,11 @@ impl PresenceMutation {
     async fn set_availability(&self, ctx: &Context<'_>, input: SetAvailabilityInput) -> Result<Availability> {
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let agent = (principal.account_id, principal.user_id);
-            state.presence.heartbeat(agent).await.map_err(ApiError::unavailable)?;
-            let written =
+            let arrived = state.presence.heartbeat(agent).await.map_err(ApiError::unavailable)?;
+            let chosen =
                 state.commands.choose_availability(&context, principal.user_id, input.status.into(), true).await?;
-            state.settle(written, AVAILABILITY_VIEW).await;
+            // The choice may record nothing (the arrival did, or nothing changed).
+            state.settle(Written { position: chosen.position.max(arrived.position) }, AVAILABILITY_VIEW).await;
             Availability::of_agent(&state, principal.account_id, principal.user_id).await
         })
         .await
