@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod feed;
 pub mod inbox_list;
 pub mod keyring;
+pub mod notifications;
 pub mod policy;
 pub mod publication;
 pub mod timeline;
@@ -22,5 +23,6 @@ pub fn all_projectors(keyring: &Arc<keyring::Keyring>) -> Vec<Arc<dyn engine::Pr
         Arc::new(directory::Directory { keyring: keyring.clone() }),
         Arc::new(inbox_list::InboxList::default()),
         Arc::new(timeline::Timeline),
+        Arc::new(notifications::Notifications),
     ]
 }
