@@ -12,14 +12,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// The subscriptions the access checks below cover (the access matrix holds the
 /// schema to this list).
-pub const CHECKED: [&str; 1] = ["conversationEvents"];
+pub const CHECKED: [&str; 2] = ["conversationEvents", "notificationCreated"];
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const EVENTS: &str = "subscription($after: String, $inbox: ID) { conversationEvents(after: $after, inboxId: $inbox) { \
     position type conversationId message { content } conversation { id status } } }";
 
-async fn connect(address: &str, init: Value) -> Socket {
+pub(crate) async fn connect(address: &str, init: Value) -> Socket {
     let mut request = format!("{}/graphql/ws", address.replace("http://", "ws://")).into_client_request().unwrap();
     request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("the socket opens");
@@ -36,7 +36,7 @@ async fn subscribe(address: &str, token: &str, variables: Value) -> Socket {
     socket
 }
 
-async fn next_message(socket: &mut Socket, within: Duration) -> Option<Value> {
+pub(crate) async fn next_message(socket: &mut Socket, within: Duration) -> Option<Value> {
     loop {
         match tokio::time::timeout(within, socket.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => return Some(serde_json::from_str(&text).unwrap()),

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod receiver;
+pub mod smtp_sink;
 
 /// The test master key (base64 of 32 bytes).
 pub const MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzLWxvbmchISE=";
@@ -108,6 +109,9 @@ pub fn test_config(database_url: &str) -> Config {
         job_workers: 2,
         job_retention: Duration::from_secs(24 * 3600),
         job_lease: Duration::from_secs(60),
+        smtp_url: None,
+        smtp_from: "inboxd <notifications@acme.test>".into(),
+        vapid_subject: "mailto:ops@acme.test".into(),
     }
 }
 
@@ -152,8 +156,15 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// [`TestApp::spawn`] with the server's configuration changed by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         let database_url = create_database().await;
-        let server = TestServer::start(&database_url).await;
+        let mut config = test_config(&database_url);
+        configure(&mut config);
+        let server = TestServer::start_with(config).await;
         let created = server
             .state
             .commands

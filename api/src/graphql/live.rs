@@ -40,7 +40,7 @@ pub const MAX_BACKLOG_AGE: Duration = Duration::from_secs(24 * 3600);
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
-pub struct SubscriptionRoot;
+pub struct ConversationSubscription;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ConversationEventType {
@@ -105,7 +105,7 @@ impl ConversationEventPush {
 }
 
 #[Subscription]
-impl SubscriptionRoot {
+impl ConversationSubscription {
     /// What happens to the conversations (and contacts) the caller may see, narrowed to
     /// an inbox or a conversation; `after` (a `position`, exclusive) replays what
     /// happened since, in order, then goes on live.

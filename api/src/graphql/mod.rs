@@ -14,6 +14,7 @@ use projections::feed::FeedPosition;
 mod access;
 pub mod live;
 mod mutation;
+mod notifications;
 mod parse_cache;
 mod query;
 pub mod request_checks;
@@ -21,16 +22,20 @@ pub mod types;
 mod webhooks;
 
 use access::{AccessMutation, AccessQuery};
-use live::SubscriptionRoot;
+use live::ConversationSubscription;
 use mutation::Mutation;
+use notifications::{NotificationMutation, NotificationQuery, NotificationSubscription};
 use query::Query;
 use webhooks::{WebhookMutation, WebhookQuery};
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct QueryRoot(Query, AccessQuery, WebhookQuery);
+pub struct QueryRoot(Query, AccessQuery, WebhookQuery, NotificationQuery);
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation);
+pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation, NotificationMutation);
+
+#[derive(async_graphql::MergedSubscription, Default)]
+pub struct SubscriptionRoot(ConversationSubscription, NotificationSubscription);
 
 /// The read models a conversation's view comes from.
 pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];
@@ -64,7 +69,7 @@ impl From<&Config> for Limits {
 }
 
 pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot)
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
         .data(state)
         // Before the cache: every request's variables and document are checked.
         .extension(limits.checks)
@@ -81,7 +86,7 @@ pub fn schema(state: AppState, limits: Limits) -> ApiSchema {
 /// The schema in SDL, as served (`api/schema.graphql` is this, committed: the contract
 /// frontends build against; `inboxd schema` prints it).
 pub fn sdl() -> String {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot).finish().sdl()
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default()).finish().sdl()
 }
 
 /// The caller, or UNAUTHENTICATED.
