@@ -11,12 +11,14 @@ source scripts/db.sh
 # Exports TEST_REDIS_URL (rate limits shared through Redis are tested against it).
 source scripts/redis.sh
 
-# The webhook tests verify signatures with the Standard Webhooks library (PyPI), in a
-# virtualenv of our own under target/ (made once).
+# The webhook tests verify signatures with the Standard Webhooks library (PyPI), and
+# the web push test checks requests with http_ece and cryptography
+# (tests/fakes/web_push_check.py), in a virtualenv of our own under target/ (made once).
 VERIFIER="$ROOT/target/pyenv"
-if ! "$VERIFIER/bin/python" -c "import standardwebhooks" 2>/dev/null; then
-  python3 -m venv "$VERIFIER" && "$VERIFIER/bin/pip" install --quiet --disable-pip-version-check standardwebhooks ||
-    echo "test: could not install the standardwebhooks library; the webhook signature tests will fail" >&2
+if ! "$VERIFIER/bin/python" -c "import standardwebhooks, http_ece, cryptography" 2>/dev/null; then
+  python3 -m venv "$VERIFIER" &&
+    "$VERIFIER/bin/pip" install --quiet --disable-pip-version-check standardwebhooks http_ece cryptography ||
+    echo "test: could not install the Python checkers; the webhook signature and web push tests will fail" >&2
 fi
 export WEBHOOK_VERIFIER_PYTHON="$VERIFIER/bin/python"
 

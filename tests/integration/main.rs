@@ -15,6 +15,7 @@ mod hostile_input;
 mod house;
 mod inbox_list;
 mod jobs;
+mod notifications;
 mod projections;
 mod publication;
 mod subscriptions;

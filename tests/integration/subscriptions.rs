@@ -10,8 +10,8 @@ use tests::{gql_at, receive_variables, TestApp, TestServer, RECEIVE};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-/// The subscriptions the access checks below cover (the access matrix holds the
-/// schema to this list).
+/// The subscriptions the access checks below cover (`notificationCreated`'s are in
+/// `notifications.rs`; the access matrix holds the schema to this list).
 pub const CHECKED: [&str; 2] = ["conversationEvents", "notificationCreated"];
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
