@@ -33,6 +33,22 @@ const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_7469_6669_4e53_8000_
 
 pub struct Notifications;
 
+/// The conversation events that may notify someone (the notifications policy reacts
+/// to the same).
+pub const NOTIFYING_EVENTS: [&str; 4] = ["ConversationStarted", "AssigneeChanged", "MessageReceived", "MessageSent"];
+
+/// Whether the projector reads an event: the others are not decoded (their sealed
+/// fields are not opened for it).
+fn reads(event: &FeedEvent) -> bool {
+    match event.aggregate_type.as_str() {
+        "account" => matches!(event.event_type.as_str(), "MemberAdded" | "MemberRemoved"),
+        "inbox" => matches!(event.event_type.as_str(), "InboxMemberAdded" | "InboxMemberRemoved"),
+        "conversation" => NOTIFYING_EVENTS.contains(&event.event_type.as_str()),
+        "contact" => event.event_type == "ContactErased",
+        _ => true,
+    }
+}
+
 /// A notification to make, before its recipients' settings are applied.
 struct Notice<'a> {
     event: &'a FeedEvent,
@@ -71,7 +87,7 @@ impl Projector for Notifications {
 
     /// One event at a time: each may change whom the next one notifies.
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[Cow<'_, FeedEvent>]) -> anyhow::Result<()> {
-        for event in events {
+        for event in events.iter().filter(|e| reads(e)) {
             let id = || event.aggregate_id.parse::<Uuid>().with_context(|| format!("{} id is not a uuid", event.id()));
             match event.aggregate_type.as_str() {
                 "account" => account(tx, event, id()?).await?,
@@ -188,9 +204,6 @@ async fn conversation(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent, id:
 
 /// An erased contact's notes read as nothing now: a replay finds no mentions in them.
 async fn contact(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> anyhow::Result<()> {
-    if event.event_type != "ContactErased" {
-        return Ok(());
-    }
     if let ContactEvent::ContactErased { conversations, .. } = event.decode()? {
         let ids: Vec<Uuid> = conversations.iter().map(|c| c.as_uuid()).collect();
         sqlx::query("DELETE FROM rm_notifications WHERE conversation_id = ANY($1) AND type = $2")

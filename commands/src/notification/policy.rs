@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use projections::feed::FeedEvent;
-use projections::notifications::{projected_through, to_deliver};
+use projections::notifications::{projected_through, to_deliver, NOTIFYING_EVENTS};
 use projections::policy::Policy;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -22,8 +22,6 @@ use crate::jobs::{enqueue, Clock};
 
 /// The policy's name (its checkpoint, and its actor `system:notifications`).
 pub const POLICY: &str = "notifications";
-/// The conversation events that may notify someone.
-const CAUSES: [&str; 4] = ["ConversationStarted", "AssigneeChanged", "MessageReceived", "MessageSent"];
 /// How long a batch waits for the projector before it fails (and is retried).
 const PROJECTOR_WAIT: Duration = Duration::from_secs(5);
 
@@ -69,7 +67,7 @@ impl Policy for NotificationsPolicy {
 
     async fn react(&self, events: &[FeedEvent]) -> anyhow::Result<()> {
         let sources: Vec<String> =
-            events.iter().filter(|e| CAUSES.contains(&e.event_type.as_str())).map(FeedEvent::id).collect();
+            events.iter().filter(|e| NOTIFYING_EVENTS.contains(&e.event_type.as_str())).map(FeedEvent::id).collect();
         let Some(last) = events.last() else { return Ok(()) };
         if sources.is_empty() {
             return Ok(());
