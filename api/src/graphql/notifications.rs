@@ -13,7 +13,7 @@ use commands::Written;
 use domain::notification::{self as model, Channels};
 use futures_util::Stream;
 use projections::feed::FeedPosition;
-use projections::notifications::{self as notifications, NotificationRow, PROJECTOR};
+use projections::notifications::{self, NotificationRow, PROJECTOR};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -244,8 +244,14 @@ impl NotificationMutation {
     ) -> Result<NotificationSetting> {
         let kind = model::NotificationType::from(input.kind);
         let channels = Channels { in_app: input.in_app, email: input.email, push: input.push };
-        mutate(ctx, move |Acting { state, context, .. }| async move {
-            state.commands.set_notification_channels(&context, kind, channels).await?;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let written = state.commands.set_notification_channels(&context, kind, channels).await?;
+            state.settle(written, &[PROJECTOR]).await;
+            let settings = notifications::settings(&state.pool, principal.account_id, principal.user_id).await?;
+            let (kind, channels) = settings
+                .into_iter()
+                .find(|(listed, _)| *listed == kind)
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no setting for {kind}")))?;
             Ok(NotificationSetting::of(kind, channels))
         })
         .await
@@ -285,6 +291,7 @@ impl NotificationSubscription {
             cursor,
             pending: VecDeque::new(),
             publications,
+            beat: tokio::time::interval(IDLE_LOOK),
             auth,
             control: ctx.data::<SocketControl>().ok().cloned(),
             state,
@@ -303,6 +310,8 @@ struct Watcher {
     cursor: FeedPosition,
     pending: VecDeque<Notification>,
     publications: broadcast::Receiver<projections::publication::Published>,
+    /// A look every second, however busy the other projectors' publications keep it.
+    beat: tokio::time::Interval,
     auth: Auth,
     control: Option<SocketControl>,
     state: AppState,
@@ -323,7 +332,7 @@ impl Watcher {
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return None,
                 },
-                _ = tokio::time::sleep(IDLE_LOOK) => {}
+                _ = self.beat.tick() => {}
             }
             match self.state.authenticator.refresh(&self.auth).await.map(|auth| auth.principal().is_ok()) {
                 Ok(true) => {}
