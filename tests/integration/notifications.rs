@@ -424,6 +424,19 @@ async fn a_web_push_reaches_the_push_service_once_signed_and_encrypted_to_the_br
 }
 
 #[tokio::test]
+async fn a_push_endpoint_aimed_inside_is_refused_as_a_webhook_url_is() {
+    let app = TestApp::spawn_with(|config| config.outbound_allow_private_targets = false).await;
+    let register = "mutation($e: String!, $k: String!, $a: String!) { \
+                    registerPushSubscription(input: {endpoint: $e, p256dh: $k, auth: $a}) { id } }";
+    for endpoint in ["http://127.0.0.1:9/push", "http://169.254.169.254/latest", "http://localhost/push"] {
+        let refused = app.gql(register, json!({ "e": endpoint, "k": UA_PUBLIC, "a": UA_AUTH })).await;
+        assert_eq!(refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{endpoint}: {refused}");
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM push_subscriptions").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
 async fn notification_created_pushes_the_caller_s_new_notifications_and_never_another_s() {
     let app = TestApp::spawn().await;
     let inbox = app.create_inbox("Support").await;
