@@ -188,6 +188,26 @@ async fn settings_decide_what_is_listed_and_the_unread_count_follows_read_unread
     let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let refused = app.gql_as(Some(&token), snooze, json!({ "id": ids[1], "until": past })).await;
     assert_eq!(refused["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{refused}");
+    // Snoozed for a moment: unread again once it passes.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(5)).to_rfc3339();
+    ok_as(&app, &token, snooze, json!({ "id": ids[1], "until": soon })).await;
+    assert_eq!(notifications_of(&app, &token).await.1, 0);
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    assert_eq!(notifications_of(&app, &token).await.1, 1, "the snooze is over");
+
+    // Pages, newest first, follow the cursor.
+    let page = "query($after: String) { notifications(first: 2, after: $after) { \
+                edges { cursor node { id } } pageInfo { hasNextPage } } }";
+    let first = ok_as(&app, &token, page, json!({})).await["notifications"].clone();
+    assert_eq!(first["pageInfo"]["hasNextPage"], true);
+    let cursor = first["edges"][1]["cursor"].clone();
+    let second = ok_as(&app, &token, page, json!({ "after": cursor })).await["notifications"].clone();
+    assert_eq!(second["pageInfo"]["hasNextPage"], false);
+    let paged: Vec<&str> = [&first, &second]
+        .iter()
+        .flat_map(|p| p["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(paged, ids.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 #[tokio::test]
