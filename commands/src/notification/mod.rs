@@ -63,7 +63,8 @@ pub(crate) fn subscription_binding(subscription: Uuid) -> String {
 
 impl Commands {
     /// Reads, unreads or snoozes one of the caller's notifications: anyone else's,
-    /// in this account or another, is not found.
+    /// in this account or another, is not found. Whose a notification is, the read
+    /// model knows (notifications are derived there, never decided), and never changes.
     pub async fn change_notification(
         &self,
         context: &CommandContext,
