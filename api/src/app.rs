@@ -11,6 +11,10 @@ use commands::connection::CHECK_IDLE_AFTER;
 use commands::digest::{DigestKey, Digests};
 use commands::erasure::ERASURE_CHANNEL;
 use commands::jobs::{Clock, Jobs, SystemClock};
+use commands::mail::Mailer;
+use commands::notification::delivery::NotificationDelivery;
+use commands::notification::policy::NotificationsPolicy;
+use commands::notification::vapid_key;
 use commands::outbound::Outbound;
 use commands::store::EventStore;
 use commands::webhook::delivery::WebhookDelivery;
@@ -104,15 +108,28 @@ impl Services {
         let commands = Commands::new(store.clone());
         let outbound = Outbound::new(config.outbound_allow_private_targets, DELIVERY_TIMEOUT)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mailer = config.smtp_url.as_deref().map(|url| Mailer::new(url, &config.smtp_from)).transpose()?;
         let policies = Policies::new(
             pool.clone(),
             keyring.clone(),
-            vec![Arc::new(WebhooksPolicy::new(pool.clone(), clock.clone()))],
+            vec![
+                Arc::new(WebhooksPolicy::new(pool.clone(), clock.clone())),
+                Arc::new(NotificationsPolicy::new(pool.clone(), clock.clone(), mailer.is_some())),
+            ],
             engine.wake().clone(),
             config.projector_poll,
         );
         let delivery = WebhookDelivery::new(commands.clone(), outbound.clone(), clock.clone());
-        let jobs = Jobs::new(pool.clone(), clock, vec![Arc::new(delivery)], config.job_lease, config.projector_poll);
+        let notifying = NotificationDelivery::new(
+            commands.clone(),
+            outbound.clone(),
+            mailer.map(Arc::new),
+            vapid_key(&keyring)?,
+            config.vapid_subject.clone(),
+            clock.clone(),
+        );
+        let handlers: Vec<Arc<dyn commands::jobs::JobHandler>> = vec![Arc::new(delivery), Arc::new(notifying)];
+        let jobs = Jobs::new(pool.clone(), clock, handlers, config.job_lease, config.projector_poll);
         let live = LiveFeed::new(pool.clone(), engine.clone());
         let presence = Presence::new(presence_store, commands.clone(), pool.clone());
         let state = AppState {

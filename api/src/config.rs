@@ -63,6 +63,12 @@ pub struct Config {
     /// How long an attempt may run before another worker may take its job (a worker
     /// that died is noticed after this).
     pub job_lease: Duration,
+    /// The relay notification e-mails go through (`smtp://host:port`); none: no e-mail.
+    pub smtp_url: Option<String>,
+    /// The sender of notification e-mails.
+    pub smtp_from: String,
+    /// The operator's contact push services are given (`mailto:` or `https:`).
+    pub vapid_subject: String,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +103,7 @@ impl std::fmt::Debug for Config {
             .field("digest_interval", &self.digest_interval)
             .field("digest_push_url", &self.digest_push_url)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("smtp", &self.smtp_url.as_ref().map(|_| "<set>"))
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +165,9 @@ impl Config {
             job_workers: parse("JOB_WORKERS", 4)?,
             job_retention: Duration::from_secs(24 * 3600 * parse::<u64>("JOB_RETENTION_DAYS", 14)?),
             job_lease: Duration::from_secs(parse("JOB_LEASE_SECS", 60)?),
+            smtp_url: var("SMTP_URL"),
+            smtp_from: var("SMTP_FROM").unwrap_or_else(|| "inboxd <notifications@localhost>".into()),
+            vapid_subject: var("VAPID_SUBJECT").unwrap_or_else(|| "mailto:notifications@localhost".into()),
         })
     }
 }

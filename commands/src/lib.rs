@@ -25,6 +25,8 @@ pub mod inbound;
 pub mod inbox;
 pub mod jobs;
 pub mod label;
+pub mod mail;
+pub mod notification;
 mod numbering;
 pub mod outbound;
 pub mod side_write;

@@ -13,6 +13,7 @@ pub mod event;
 pub mod ids;
 pub mod inbox;
 pub mod label;
+pub mod notification;
 pub mod public_event;
 pub mod route;
 pub mod team;

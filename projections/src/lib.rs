@@ -12,6 +12,7 @@ pub mod feed;
 pub mod inbox_list;
 pub mod keyring;
 pub mod live_metrics;
+pub mod notifications;
 pub mod policy;
 pub mod publication;
 pub mod timeline;
@@ -26,5 +27,6 @@ pub fn all_projectors(keyring: &Arc<keyring::Keyring>) -> Vec<Arc<dyn engine::Pr
         Arc::new(timeline::Timeline),
         Arc::new(availability::AvailabilityProjector),
         Arc::new(live_metrics::LiveMetrics),
+        Arc::new(notifications::Notifications),
     ]
 }

@@ -100,6 +100,17 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("deleteWebhook", Kind::Admin, format!("mutation {{ deleteWebhook(input: {{webhookId: \"{w}\"}}) {{ webhookId }} }}")),
         ("sendTestWebhook", Kind::Admin, format!("mutation {{ sendTestWebhook(input: {{webhookId: \"{w}\"}}) {{ deliveryId }} }}")),
         ("eraseContact", Kind::Admin, format!("mutation {{ eraseContact(input: {{contactId: \"{}\", reason: \"test\"}}) {{ erased }} }}", ids.contact)),
+        // The caller's own notifications: anyone else's are NOT_FOUND (notifications.rs).
+        ("notifications", Kind::Listing, "{ notifications { edges { node { id } } } }".into()),
+        ("unreadNotificationsCount", Kind::Listing, "{ unreadNotificationsCount }".into()),
+        ("notificationSettings", Kind::Own, "{ notificationSettings { type inApp } }".into()),
+        ("vapidPublicKey", Kind::Own, "{ vapidPublicKey }".into()),
+        ("markNotificationRead", Kind::Own, format!("mutation {{ markNotificationRead(input: {{id: \"{c}\"}}) {{ id }} }}")),
+        ("markNotificationUnread", Kind::Own, format!("mutation {{ markNotificationUnread(input: {{id: \"{c}\"}}) {{ id }} }}")),
+        ("snoozeNotification", Kind::Own, format!("mutation {{ snoozeNotification(input: {{id: \"{c}\", until: \"2100-01-01T00:00:00Z\"}}) {{ id }} }}")),
+        ("markAllNotificationsRead", Kind::Own, "mutation { markAllNotificationsRead { unreadCount } }".into()),
+        ("setNotificationSettings", Kind::Own, "mutation { setNotificationSettings(input: {type: MENTIONED, inApp: true, email: false, push: false}) { type } }".into()),
+        ("registerPushSubscription", Kind::Own, "mutation { registerPushSubscription(input: {endpoint: \"http://127.0.0.1:9/push\", p256dh: \"x\", auth: \"y\"}) { id } }".into()),
     ]
 }
 

@@ -16,6 +16,7 @@ mod house;
 mod inbox_list;
 mod jobs;
 mod live_metrics;
+mod notifications;
 mod presence;
 mod projections;
 mod publication;

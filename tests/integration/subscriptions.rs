@@ -8,9 +8,11 @@ use serde_json::{json, Value};
 use tests::socket::{connect, next_data, next_message, Socket};
 use tests::{gql_at, receive_variables, TestApp, TestServer, RECEIVE};
 
-/// The subscriptions the access checks below cover (the access matrix holds the
-/// schema to this list).
-pub const CHECKED: [&str; 4] = ["conversationEvents", "typingChanged", "presenceChanged", "liveMetricsUpdated"];
+/// The subscriptions the access checks below cover (`notificationCreated`'s are in
+/// `notifications.rs`, `liveMetricsUpdated`'s in `live_metrics.rs`; the access matrix
+/// holds the schema to this list).
+pub const CHECKED: [&str; 5] =
+    ["conversationEvents", "typingChanged", "presenceChanged", "liveMetricsUpdated", "notificationCreated"];
 
 const EVENTS: &str = "subscription($after: String, $inbox: ID) { conversationEvents(after: $after, inboxId: $inbox) { \
     position type conversationId message { content } conversation { id status } } }";

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod receiver;
+pub mod smtp_sink;
 pub mod socket;
 
 /// The test master key (base64 of 32 bytes).
@@ -109,6 +110,9 @@ pub fn test_config(database_url: &str) -> Config {
         job_workers: 2,
         job_retention: Duration::from_secs(24 * 3600),
         job_lease: Duration::from_secs(60),
+        smtp_url: None,
+        smtp_from: "inboxd <notifications@acme.test>".into(),
+        vapid_subject: "mailto:ops@acme.test".into(),
     }
 }
 

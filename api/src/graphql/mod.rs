@@ -15,6 +15,7 @@ mod access;
 pub mod live;
 mod live_metrics;
 mod mutation;
+mod notifications;
 mod parse_cache;
 mod presence;
 mod query;
@@ -27,18 +28,24 @@ use access::{AccessMutation, AccessQuery};
 use live::ConversationSubscription;
 use live_metrics::{LiveMetricsQuery, LiveMetricsSubscription};
 use mutation::Mutation;
+use notifications::{NotificationMutation, NotificationQuery, NotificationSubscription};
 use presence::{PresenceMutation, PresenceSubscription};
 use query::Query;
 use webhooks::{WebhookMutation, WebhookQuery};
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct QueryRoot(Query, AccessQuery, WebhookQuery, LiveMetricsQuery);
+pub struct QueryRoot(Query, AccessQuery, WebhookQuery, LiveMetricsQuery, NotificationQuery);
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation, PresenceMutation);
+pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation, PresenceMutation, NotificationMutation);
 
 #[derive(async_graphql::MergedSubscription, Default)]
-pub struct SubscriptionRoot(ConversationSubscription, PresenceSubscription, LiveMetricsSubscription);
+pub struct SubscriptionRoot(
+    ConversationSubscription,
+    PresenceSubscription,
+    LiveMetricsSubscription,
+    NotificationSubscription,
+);
 
 /// The read models a conversation's view comes from.
 pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];
