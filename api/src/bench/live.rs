@@ -1,6 +1,8 @@
-//! Case 8: real time across processes. A subscriber on one server, ingest through
-//! another (16 clients): how long after a message was sent the subscriber receives
-//! its `MESSAGE_CREATED`, at p50 and p99.
+//! Case 8: real time. Across processes: a subscriber on one server, ingest through
+//! another (2, then 16 clients): how long after a message was sent the subscriber
+//! receives its `MESSAGE_CREATED`, at p50 and p99. Fan-out: 1,000 subscribers on one
+//! server each receive every message of a broadcast (none lost), how long each
+//! delivery took, and the server's memory meanwhile.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,12 +18,17 @@ use super::{graphql_at, Bench, Report, Served, Server, CONCURRENCY};
 
 const EVENTS: &str = "subscription { conversationEvents { type message { content } } }";
 
-/// What the subscriber measured: each message's time from sent to received, and how
-/// often it was told to resync (it fell too far behind).
+/// Subscribers of the fan-out case.
+const BROADCAST_SOCKETS: usize = 1_000;
+/// Messages sent to them, one at a time.
+const BROADCAST_MESSAGES: usize = 20;
+
+/// What subscribers measured: each message's time from sent to received, and how
+/// many sockets were closed for falling too far behind.
 #[derive(Default)]
 struct Heard {
     latencies: Vec<f64>,
-    resyncs: u64,
+    dropped: u64,
 }
 
 impl Bench {
@@ -32,10 +39,10 @@ impl Bench {
         let heard: Arc<Mutex<Heard>> = Arc::default();
         let subscriber = subscribe(&other.graphql, &token, origin, heard.clone()).await?;
 
-        let (endpoint, sent_inbox) = (server.graphql.clone(), inbox.clone());
+        let (endpoint, sent_inbox, sender_token) = (server.graphql.clone(), inbox.clone(), token.clone());
         let send: harness::Operation = Arc::new(move |worker, i| {
             let (client, endpoint, token, inbox) =
-                (client.clone(), endpoint.clone(), token.clone(), sent_inbox.clone());
+                (client.clone(), endpoint.clone(), sender_token.clone(), sent_inbox.clone());
             Box::pin(async move {
                 let sent = origin.elapsed().as_micros();
                 let variables = json!({ "input": {
@@ -56,23 +63,68 @@ impl Bench {
                 [
                     "subscription_latency_2_clients_p50_ms",
                     "subscription_latency_2_clients_p99_ms",
-                    "subscription_resyncs_2_clients",
+                    "subscription_dropped_2_clients",
                 ],
             ),
-            (CONCURRENCY, ["subscription_latency_p50_ms", "subscription_latency_p99_ms", "subscription_resyncs"]),
+            (CONCURRENCY, ["subscription_latency_p50_ms", "subscription_latency_p99_ms", "subscription_dropped"]),
         ];
-        for (clients, [p50, p99, resyncs]) in loads {
+        for (clients, [p50, p99, dropped]) in loads {
             harness::run(plan, clients, send.clone()).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             let measured = std::mem::take(&mut *heard.lock().expect("heard"));
             anyhow::ensure!(!measured.latencies.is_empty(), "the subscriber received nothing");
             report.insert(p50, json!(percentile(&measured.latencies, 50.0)));
             report.insert(p99, json!(percentile(&measured.latencies, 99.0)));
-            report.insert(resyncs, json!(measured.resyncs));
+            report.insert(dropped, json!(measured.dropped));
         }
         subscriber.abort();
         other.stop().await;
+
+        self.broadcast(&server, &token, &inbox, report).await?;
         server.stop().await;
+        Ok(())
+    }
+
+    /// 1,000 subscribers on one server; messages sent one at a time: every socket
+    /// must receive every one.
+    async fn broadcast(&self, server: &Server, token: &str, inbox: &str, report: &mut Report) -> anyhow::Result<()> {
+        let origin = Instant::now();
+        let heard: Arc<Mutex<Heard>> = Arc::default();
+        report.insert("broadcast_server_rss_before_mb", json!(server.rss_mb()));
+        let mut sockets = Vec::with_capacity(BROADCAST_SOCKETS);
+        for _ in 0..BROADCAST_SOCKETS {
+            sockets.push(subscribe(&server.graphql, token, origin, heard.clone()).await?);
+        }
+        // Every subscription started (they start at the feed's position when subscribed).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let client = reqwest::Client::new();
+        for n in 0..BROADCAST_MESSAGES {
+            let sent = origin.elapsed().as_micros();
+            let variables = json!({ "input": {
+                "inboxId": inbox,
+                "contact": { "sourceId": "broadcast" },
+                "sourceId": format!("broadcast-{n}"),
+                "content": format!("sent at {sent}"),
+            }});
+            graphql_at(&client, &server.graphql, token, super::RECEIVE, variables).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let expected = BROADCAST_SOCKETS * BROADCAST_MESSAGES;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while heard.lock().expect("heard").latencies.len() < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let measured = std::mem::take(&mut *heard.lock().expect("heard"));
+        report.insert("broadcast_sockets", json!(BROADCAST_SOCKETS));
+        report.insert("broadcast_lost_deliveries", json!(expected.saturating_sub(measured.latencies.len())));
+        report.insert("broadcast_dropped_sockets", json!(measured.dropped));
+        report.insert("broadcast_delivery_p50_ms", json!(percentile(&measured.latencies, 50.0)));
+        report.insert("broadcast_delivery_p99_ms", json!(percentile(&measured.latencies, 99.0)));
+        // With the 1,000 sockets still open.
+        report.insert("broadcast_server_rss_mb", json!(server.rss_mb()));
+        for socket in sockets {
+            socket.abort();
+        }
         Ok(())
     }
 }
@@ -95,12 +147,16 @@ async fn subscribe(
     socket.send(Message::text(subscribe.to_string())).await?;
     Ok(tokio::spawn(async move {
         while let Some(Ok(message)) = socket.next().await {
-            let Message::Text(text) = message else { continue };
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Close(_) => {
+                    heard.lock().expect("heard").dropped += 1;
+                    return;
+                }
+                _ => continue,
+            };
             let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
             let event = &message["payload"]["data"]["conversationEvents"];
-            if event["type"] == "RESYNC_REQUIRED" {
-                heard.lock().expect("heard").resyncs += 1;
-            }
             let content = event["message"]["content"].as_str();
             if let Some(sent) = content.and_then(|c| c.strip_prefix("sent at ")).and_then(|s| s.parse::<u128>().ok()) {
                 let micros = origin.elapsed().as_micros().saturating_sub(sent);

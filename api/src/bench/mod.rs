@@ -648,6 +648,10 @@ impl Server {
         self.child.id().and_then(peak_rss_mb).unwrap_or(0.0)
     }
 
+    fn rss_mb(&self) -> f64 {
+        self.child.id().and_then(harness::rss_mb).unwrap_or(0.0)
+    }
+
     async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
@@ -762,6 +766,24 @@ fn print_table(report: &Report) {
             format!("{:.2}", number("subscription_latency_p99_ms")),
             "< 100".into(),
             Some(number("subscription_latency_p99_ms") < 100.0),
+        ),
+        (
+            "broadcast_lost_deliveries",
+            format!("{:.0}", number("broadcast_lost_deliveries")),
+            "0".into(),
+            Some(number("broadcast_lost_deliveries") == 0.0),
+        ),
+        ("broadcast_delivery_p50_ms", format!("{:.2}", number("broadcast_delivery_p50_ms")), "".into(), None),
+        ("broadcast_delivery_p99_ms", format!("{:.2}", number("broadcast_delivery_p99_ms")), "".into(), None),
+        (
+            "broadcast_server_rss_mb",
+            format!(
+                "{:.1} (+{:.1})",
+                number("broadcast_server_rss_mb"),
+                number("broadcast_server_rss_mb") - number("broadcast_server_rss_before_mb")
+            ),
+            "".into(),
+            None,
         ),
     ];
     println!("{:<34} {:>12}  {:<12} met", "measure", "value", "target");
