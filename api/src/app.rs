@@ -36,6 +36,7 @@ use crate::graphql;
 use crate::http;
 use crate::live::feed::LiveFeed;
 use crate::live::presence::{PgPresence, Presence, PresenceStore, RedisPresence};
+use crate::live::viewers::Viewers;
 use crate::rate_limit::RateLimiter;
 use crate::state::AppState;
 
@@ -132,6 +133,7 @@ impl Services {
         let jobs = Jobs::new(pool.clone(), clock, handlers, config.job_lease, config.projector_poll);
         let live = LiveFeed::new(pool.clone(), engine.clone());
         let presence = Presence::new(presence_store, commands.clone(), pool.clone());
+        let viewers = Viewers::new(pool.clone(), engine.publisher().clone());
         let state = AppState {
             authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
             rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref(), keyring.clone()).await?),
@@ -147,6 +149,7 @@ impl Services {
             jobs,
             live,
             presence,
+            viewers,
             keyring,
             read_your_writes_timeout: config.read_your_writes_timeout,
         };
@@ -240,6 +243,8 @@ impl Application {
         tokio::spawn(async move { live.run(live_stop).await });
         let (presence, presence_stop) = (state.presence.clone(), shutdown.clone());
         tokio::spawn(async move { presence.run(presence_stop).await });
+        let (viewers, viewers_stop) = (state.viewers.clone(), shutdown.clone());
+        tokio::spawn(async move { viewers.run(viewers_stop).await });
         tokio::spawn(relay_commits(services.committed, state.engine.clone(), shutdown.clone()));
         tokio::spawn(relay_access_changes(state.clone(), shutdown.clone()));
         if !digests.interval.is_zero() {

@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use crate::auth::{Authenticator, Principal};
 use crate::live::feed::LiveFeed;
 use crate::live::presence::Presence;
+use crate::live::viewers::Viewers;
 use crate::rate_limit::RateLimiter;
 use crate::request_metrics::RequestMetrics;
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub live: LiveFeed,
     /// Which agents are here (shared by every process).
     pub presence: Presence,
+    /// Which agents have a conversation open (shared by every process).
+    pub viewers: Viewers,
 }
 
 impl AppState {

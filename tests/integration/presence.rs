@@ -94,3 +94,69 @@ async fn presence_is_shared_through_redis_and_a_dropped_socket_shows_offline_wit
     let redis = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL (scripts/test.sh finds or starts a Redis)");
     two_processes_see_presence_alike(Some(redis)).await;
 }
+
+/// A conversation's viewers as `server` shows them to the administrator.
+async fn viewers_at(app: &TestApp, server: &TestServer, conversation: &str) -> Vec<String> {
+    let answer = gql_at(
+        &app.client,
+        &server.address,
+        Some(&app.token),
+        "query($c: ID!) { conversation(id: $c) { viewers { id name } } }",
+        json!({ "c": conversation }),
+    )
+    .await;
+    let viewers = answer["data"]["conversation"]["viewers"].as_array().unwrap_or_else(|| panic!("{answer}")).clone();
+    let mut ids: Vec<String> = viewers.iter().map(|v| v["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+/// Pushes until a `VIEWERS_CHANGED` for the conversation (or the wait runs out).
+async fn until_viewers_changed(socket: &mut tests::socket::Socket, conversation: &str) -> bool {
+    while let Some(event) = tests::socket::next_data(socket, "conversationEvents", Duration::from_secs(5)).await {
+        if event["type"] == "VIEWERS_CHANGED" {
+            assert_eq!(event["conversationId"], conversation, "{event}");
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn two_agents_with_the_same_conversation_open_on_two_processes_see_each_other() {
+    let app = TestApp::spawn().await;
+    let second = TestServer::start(&app.database_url).await;
+    let inbox = app.create_inbox("Support").await;
+    let member = "mutation($i: ID!, $u: ID!) { addInboxMember(input: {inboxId: $i, userId: $u}) { id } }";
+    let (ana, ana_token) = app.agent("ana@acme.test", "AGENT").await;
+    let (bo, bo_token) = app.agent("bo@acme.test", "AGENT").await;
+    let (_, outsider_token) = app.agent("cy@acme.test", "AGENT").await;
+    for agent in [&ana, &bo] {
+        app.ok(member, json!({ "i": inbox, "u": agent })).await;
+    }
+    let conversation =
+        app.receive(&inbox, "c-1", "m-1", "hello").await["conversation"]["id"].as_str().unwrap().to_string();
+    let events = "subscription($c: ID) { conversationEvents(conversationId: $c) { type conversationId } }";
+    let variables = json!({ "c": conversation });
+
+    let mut ana_screen = tests::socket::subscribe(&app.server.address, &ana_token, events, variables.clone()).await;
+    assert!(until_viewers_changed(&mut ana_screen, &conversation).await, "Ana hears of her own arrival");
+    let bo_screen = tests::socket::subscribe(&second.address, &bo_token, events, variables.clone()).await;
+    assert!(until_viewers_changed(&mut ana_screen, &conversation).await, "Ana hears Bo arrive on the other process");
+    let mut both = vec![ana.clone(), bo.clone()];
+    both.sort();
+    assert_eq!(viewers_at(&app, &app.server, &conversation).await, both);
+    assert_eq!(viewers_at(&app, &second, &conversation).await, both);
+
+    // Bo closes the conversation: Ana is told, and he is no longer listed.
+    drop(bo_screen);
+    assert!(until_viewers_changed(&mut ana_screen, &conversation).await, "Ana hears Bo leave");
+    assert_eq!(viewers_at(&app, &second, &conversation).await, vec![ana.clone()]);
+
+    // Someone who may not see the conversation cannot open it, nor show as viewing it.
+    let mut refused = tests::socket::subscribe(&app.server.address, &outsider_token, events, variables).await;
+    let answer = tests::socket::next_message(&mut refused, Duration::from_secs(5)).await.expect("an answer");
+    assert_eq!(answer["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN", "{answer}");
+    assert_eq!(viewers_at(&app, &app.server, &conversation).await, vec![ana]);
+    second.stop().await;
+}

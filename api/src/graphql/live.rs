@@ -17,9 +17,12 @@ use std::time::Duration;
 
 use async_graphql::{Context, Enum, Object, Subscription, ID};
 use chrono::Utc;
+use commands::Written;
 use domain::public_event::PublicEvent;
 use futures_util::Stream;
 use projections::feed::FeedPosition;
+use projections::inbox_list;
+use projections::publication::Signal;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -27,9 +30,10 @@ use uuid::Uuid;
 use super::subscriber::Subscriber;
 use super::types::{Conversation, Message};
 use super::{feed_cursor, parse_id};
-use crate::error::Result;
+use crate::error::{ApiError, Result};
 use crate::live::feed::LiveEvent;
 use crate::live::socket::close;
+use crate::live::viewers::{Viewing, VIEWERS_CHANGED};
 use crate::policy::Action;
 
 /// The longest backlog a resuming subscriber is replayed; beyond, `RESYNC_REQUIRED`.
@@ -52,6 +56,9 @@ pub enum ConversationEventType {
     MessageCreated,
     ContactCreated,
     ContactUpdated,
+    /// Who has the conversation open changed (`Conversation.viewers`); pushed to
+    /// subscriptions narrowed to a conversation, never stored, not resumed.
+    ViewersChanged,
     /// The backlog since `after` is too long to replay: refetch, then carry on.
     ResyncRequired,
 }
@@ -77,6 +84,8 @@ pub struct ConversationEventPush {
     position: FeedPosition,
     kind: ConversationEventType,
     event: Option<Arc<LiveEvent>>,
+    /// The conversation (and its account) whose viewers changed.
+    viewed: Option<(Uuid, Uuid)>,
 }
 
 #[Object(name = "ConversationEvent")]
@@ -90,6 +99,9 @@ impl ConversationEventPush {
         self.kind
     }
     async fn conversation_id(&self) -> Option<ID> {
+        if let Some((conversation, _)) = self.viewed {
+            return Some(ID(conversation.to_string()));
+        }
         let row = self.event.as_ref()?.conversation.as_ref()?;
         Some(ID(row.conversation_id.to_string()))
     }
@@ -98,6 +110,9 @@ impl ConversationEventPush {
     }
     /// The conversation as it was when the event was pushed (already in the read models).
     async fn conversation(&self) -> Option<Conversation> {
+        if let Some((conversation, account)) = self.viewed {
+            return Some(Conversation::changed(conversation, account, Written::default()));
+        }
         self.event.as_ref()?.conversation.clone().map(Conversation::loaded)
     }
     /// The message, for `MESSAGE_CREATED`.
@@ -125,14 +140,61 @@ impl ConversationSubscription {
             conversation: conversation_id.as_ref().map(|id| parse_id(id, "conversation")).transpose()?,
         };
         let after = after.map(|a| feed_cursor(Some(a))).transpose()?;
+        let watching = match filter.conversation {
+            Some(conversation) => Some(Watching::start(&subscriber, conversation).await?),
+            None => None,
+        };
         let (through, receiver) = subscriber.state.live.subscribe();
-        let mut follower = Follower { cursor: through, pending: VecDeque::new(), receiver, filter, subscriber };
+        let mut follower =
+            Follower { cursor: through, pending: VecDeque::new(), receiver, filter, subscriber, watching };
         if let Some(after) = after {
             follower.catch_up(after, through).await?;
         }
         Ok(futures_util::stream::unfold(follower, |mut follower| async move {
             follower.next().await.map(|push| (push, follower))
         }))
+    }
+}
+
+/// A subscription to one conversation: its agent views it while it lives.
+struct Watching {
+    conversation: Uuid,
+    inbox: Uuid,
+    assignee: Option<Uuid>,
+    signals: broadcast::Receiver<Signal>,
+    _viewing: Viewing,
+}
+
+impl Watching {
+    /// Registers the subscriber as viewing the conversation, if they may see it.
+    async fn start(subscriber: &Subscriber, conversation: Uuid) -> Result<Self> {
+        let (state, principal) = (&subscriber.state, &subscriber.principal);
+        let row = inbox_list::get(&state.pool, principal.account_id, conversation)
+            .await?
+            .ok_or_else(|| ApiError::not_found("conversation"))?;
+        principal.require_conversation(row.inbox_id, row.assignee_id)?;
+        // Listening first: the subscriber hears of its own arrival too.
+        let signals = state.engine.publisher().subscribe_signals();
+        let viewing = state.viewers.view((principal.account_id, conversation, principal.user_id)).await?;
+        Ok(Self { conversation, inbox: row.inbox_id, assignee: row.assignee_id, signals, _viewing: viewing })
+    }
+
+    /// Resolves when the conversation's viewers change (or may have: signals were
+    /// missed); never when not watching.
+    async fn changed(watching: &mut Option<Self>) -> Option<()> {
+        let Some(watching) = watching else { return std::future::pending().await };
+        loop {
+            match watching.signals.recv().await {
+                Ok(signal) => {
+                    let about = signal.body.get("conversation_id").and_then(|c| c.as_str());
+                    if signal.kind == VIEWERS_CHANGED && about == Some(watching.conversation.to_string().as_str()) {
+                        return Some(());
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return Some(()),
+                Err(RecvError::Closed) => return None,
+            }
+        }
     }
 }
 
@@ -151,6 +213,7 @@ struct Follower {
     receiver: broadcast::Receiver<Arc<LiveEvent>>,
     filter: Filter,
     subscriber: Subscriber,
+    watching: Option<Watching>,
 }
 
 impl Follower {
@@ -181,6 +244,15 @@ impl Follower {
                     }
                     Err(RecvError::Closed) => return None,
                 },
+                changed = Watching::changed(&mut self.watching) => {
+                    changed?;
+                    if !self.subscriber.still_allowed().await {
+                        return None;
+                    }
+                    if let Some(push) = self.viewers_changed() {
+                        return Some(push);
+                    }
+                }
                 _ = tokio::time::sleep(IDLE_LOOK) => {
                     if !self.subscriber.still_allowed().await {
                         return None;
@@ -190,8 +262,26 @@ impl Follower {
         }
     }
 
+    /// `VIEWERS_CHANGED`, if the subscriber may still see the conversation.
+    fn viewers_changed(&self) -> Option<ConversationEventPush> {
+        let watching = self.watching.as_ref()?;
+        let principal = &self.subscriber.principal;
+        principal.require_conversation(watching.inbox, watching.assignee).ok()?;
+        Some(ConversationEventPush {
+            position: self.cursor,
+            kind: ConversationEventType::ViewersChanged,
+            event: None,
+            viewed: Some((watching.conversation, principal.account_id)),
+        })
+    }
+
     /// The push, if the subscriber asked for it and may see it as they stand now.
-    fn admit(&self, event: Arc<LiveEvent>) -> Option<ConversationEventPush> {
+    fn admit(&mut self, event: Arc<LiveEvent>) -> Option<ConversationEventPush> {
+        if let (Some(watching), Some(row)) = (self.watching.as_mut(), &event.conversation) {
+            if row.conversation_id == watching.conversation {
+                watching.assignee = row.assignee_id;
+            }
+        }
         let principal = &self.subscriber.principal;
         if let Some(row) = &event.conversation {
             if self.filter.conversation.is_some_and(|c| c != row.conversation_id)
@@ -211,7 +301,12 @@ impl Follower {
                 return None;
             }
         }
-        Some(ConversationEventPush { position: event.position, kind: event.public.into(), event: Some(event) })
+        Some(ConversationEventPush {
+            position: event.position,
+            kind: event.public.into(),
+            event: Some(event),
+            viewed: None,
+        })
     }
 
     /// Replays the account's events after `after` through `through`, or, beyond the
@@ -241,6 +336,7 @@ impl Follower {
                 position: through,
                 kind: ConversationEventType::ResyncRequired,
                 event: None,
+                viewed: None,
             });
             return Ok(());
         }

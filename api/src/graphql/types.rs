@@ -168,6 +168,16 @@ impl Conversation {
     async fn messages_count(&self, ctx: &Context<'_>) -> Result<i32> {
         Ok(self.row(ctx).await?.messages_count)
     }
+    /// The agents who have the conversation open now (a subscription to its events):
+    /// two about to answer the same customer see each other.
+    async fn viewers(&self, ctx: &Context<'_>) -> Result<Vec<Agent>> {
+        self.row(ctx).await?;
+        let mut viewers = Vec::new();
+        for user in state(ctx)?.viewers.of(self.id).await? {
+            viewers.push(Agent::load(ctx, user).await?);
+        }
+        Ok(viewers)
+    }
     /// The contact's messages the caller has not read (`markConversationRead`).
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i32> {
         let row = self.row(ctx).await?;

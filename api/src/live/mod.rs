@@ -4,7 +4,9 @@
 //! - [`feed`]: one reader of the feed per process, broadcasting to its subscribers.
 //! - [`socket`]: the WebSocket the subscriptions are served on.
 //! - [`presence`]: which agents are here, shared by every process.
+//! - [`viewers`]: which agents have a conversation open.
 
 pub mod feed;
 pub mod presence;
 pub mod socket;
+pub mod viewers;
