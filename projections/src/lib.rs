@@ -27,6 +27,6 @@ pub fn all_projectors(keyring: &Arc<keyring::Keyring>) -> Vec<Arc<dyn engine::Pr
         Arc::new(timeline::Timeline),
         Arc::new(availability::AvailabilityProjector),
         Arc::new(live_metrics::LiveMetrics),
-        Arc::new(notifications::Notifications),
+        Arc::new(notifications::Notifications::default()),
     ]
 }

@@ -7,6 +7,8 @@
 //! exactly as the live run did. The actor is never told about what they did.
 
 use std::borrow::Cow;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -18,6 +20,7 @@ use domain::conversation::ConversationEvent;
 use domain::ids::UserId;
 use domain::inbox::InboxEvent;
 use domain::notification::{mentions, Channels, NotificationInboxEvent as N, NotificationType};
+use lru::LruCache;
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -31,7 +34,37 @@ pub const PROJECTOR: &str = "notifications";
 /// so a replay gives every notification the id it had.
 const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x6e6f_7469_6669_4e53_8000_0000_0000_0001);
 
-pub struct Notifications;
+/// Conversations remembered between batches, at most: those active lately.
+const REMEMBERED_CONVERSATIONS: usize = 20_000;
+
+/// The projector. It remembers whom each conversation's events concern (it alone
+/// writes those tables while it holds the projector), so a contact's message in a
+/// conversation it has seen costs no query.
+pub struct Notifications {
+    followed: Mutex<LruCache<Uuid, Followers>>,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        let capacity = NonZeroUsize::new(REMEMBERED_CONVERSATIONS).expect("a positive capacity");
+        Self { followed: Mutex::new(LruCache::new(capacity)) }
+    }
+}
+
+/// Whom a conversation's new messages concern: its assignee and participants.
+#[derive(Clone, Default)]
+struct Followers {
+    assignee: Option<Uuid>,
+    participants: Vec<Uuid>,
+}
+
+impl Followers {
+    fn all(&self) -> Vec<Uuid> {
+        let mut all = self.participants.clone();
+        all.extend(self.assignee.filter(|a| !self.participants.contains(a)));
+        all
+    }
+}
 
 /// The conversation events that may notify someone (the notifications policy reacts
 /// to the same).
@@ -85,14 +118,19 @@ impl Projector for Notifications {
         event_type == "MessageSent"
     }
 
-    /// One event at a time: each may change whom the next one notifies.
+    fn forget(&self) {
+        self.followed.lock().expect("followers lock").clear();
+    }
+
+    /// One event at a time: each may change whom the next one notifies. (The engine
+    /// calls `forget` when the batch does not commit.)
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[Cow<'_, FeedEvent>]) -> anyhow::Result<()> {
         for event in events.iter().filter(|e| reads(e)) {
             let id = || event.aggregate_id.parse::<Uuid>().with_context(|| format!("{} id is not a uuid", event.id()));
             match event.aggregate_type.as_str() {
                 "account" => account(tx, event, id()?).await?,
                 "inbox" => inbox(tx, event, id()?).await?,
-                "conversation" => conversation(tx, event, id()?).await?,
+                "conversation" => self.conversation(tx, event, id()?).await?,
                 "contact" => contact(tx, event).await?,
                 "notification_inbox" => user_state(tx, event).await?,
                 _ => {}
@@ -137,13 +175,19 @@ async fn inbox(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent, inbox: Uui
     Ok(())
 }
 
-async fn conversation(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent, id: Uuid) -> anyhow::Result<()> {
-    use ConversationEvent as E;
-    let account = event.account_id.context("a conversation event without an account")?;
-    let notice = |kind, message: Option<Uuid>, at| Notice { event, account, kind, conversation: id, message, at };
-    match event.decode::<E>()? {
-        E::ConversationStarted { inbox_id, at, .. } => {
-            sqlx::query(
+impl Notifications {
+    async fn conversation(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &FeedEvent,
+        id: Uuid,
+    ) -> anyhow::Result<()> {
+        use ConversationEvent as E;
+        let account = event.account_id.context("a conversation event without an account")?;
+        let notice = |kind, message: Option<Uuid>, at| Notice { event, account, kind, conversation: id, message, at };
+        match event.decode::<E>()? {
+            E::ConversationStarted { inbox_id, at, .. } => {
+                sqlx::query(
                 "INSERT INTO rm_notification_conversations (conversation_id, account_id, inbox_id) VALUES ($1, $2, $3)",
             )
             .bind(id)
@@ -152,54 +196,77 @@ async fn conversation(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent, id:
             .execute(&mut **tx)
             .await
             .context("failed to keep a conversation")?;
-            let members: Vec<Uuid> =
-                sqlx::query_scalar("SELECT user_id FROM rm_notification_inbox_members WHERE inbox_id = $1")
-                    .bind(inbox_id.as_uuid())
-                    .fetch_all(&mut **tx)
-                    .await?;
-            notify(tx, notice(NotificationType::ConversationCreated, None, at), members).await?;
-        }
-        E::AssigneeChanged { to, at, .. } => {
-            sqlx::query("UPDATE rm_notification_conversations SET assignee_id = $2 WHERE conversation_id = $1")
-                .bind(id)
-                .bind(to.map(|u| u.as_uuid()))
-                .execute(&mut **tx)
-                .await
-                .context("failed to keep an assignee")?;
-            if let Some(to) = to {
-                notify(tx, notice(NotificationType::ConversationAssigned, None, at), vec![to.as_uuid()]).await?;
+                self.followed.lock().expect("followers lock").put(id, Followers::default());
+                let members: Vec<Uuid> =
+                    sqlx::query_scalar("SELECT user_id FROM rm_notification_inbox_members WHERE inbox_id = $1")
+                        .bind(inbox_id.as_uuid())
+                        .fetch_all(&mut **tx)
+                        .await?;
+                notify(tx, notice(NotificationType::ConversationCreated, None, at), members).await?;
             }
-        }
-        E::MessageReceived { message_id, at, .. } => {
-            let followers: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT assignee_id FROM rm_notification_conversations WHERE conversation_id = $1 \
-                   AND assignee_id IS NOT NULL \
-                 UNION SELECT user_id FROM rm_notification_participants WHERE conversation_id = $1",
-            )
-            .bind(id)
-            .fetch_all(&mut **tx)
-            .await?;
-            notify(tx, notice(NotificationType::NewMessage, Some(message_id.as_uuid()), at), followers).await?;
-        }
-        E::MessageSent { message_id, author, content, private, at, .. } => {
-            sqlx::query(
-                "INSERT INTO rm_notification_participants (conversation_id, user_id) VALUES ($1, $2) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(author.as_uuid())
-            .execute(&mut **tx)
-            .await
-            .context("failed to keep a participant")?;
-            // A note's text is gone once its contact is erased: so are its mentions.
-            if let (true, Some(text)) = (private, content) {
-                let mentioned = mentions(&text).into_iter().map(|u| u.as_uuid()).collect();
-                notify(tx, notice(NotificationType::Mentioned, Some(message_id.as_uuid()), at), mentioned).await?;
+            E::AssigneeChanged { to, at, .. } => {
+                sqlx::query("UPDATE rm_notification_conversations SET assignee_id = $2 WHERE conversation_id = $1")
+                    .bind(id)
+                    .bind(to.map(|u| u.as_uuid()))
+                    .execute(&mut **tx)
+                    .await
+                    .context("failed to keep an assignee")?;
+                if let Some(followers) = self.followed.lock().expect("followers lock").get_mut(&id) {
+                    followers.assignee = to.map(|u| u.as_uuid());
+                }
+                if let Some(to) = to {
+                    notify(tx, notice(NotificationType::ConversationAssigned, None, at), vec![to.as_uuid()]).await?;
+                }
             }
+            E::MessageReceived { message_id, at, .. } => {
+                let followers = self.followers(tx, id).await?.all();
+                notify(tx, notice(NotificationType::NewMessage, Some(message_id.as_uuid()), at), followers).await?;
+            }
+            E::MessageSent { message_id, author, content, private, at, .. } => {
+                let mut followers = self.followers(tx, id).await?;
+                if !followers.participants.contains(&author.as_uuid()) {
+                    sqlx::query(
+                        "INSERT INTO rm_notification_participants (conversation_id, user_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(author.as_uuid())
+                    .execute(&mut **tx)
+                    .await
+                    .context("failed to keep a participant")?;
+                    followers.participants.push(author.as_uuid());
+                    self.followed.lock().expect("followers lock").put(id, followers);
+                }
+                // A note's text is gone once its contact is erased: so are its mentions.
+                if let (true, Some(text)) = (private, content) {
+                    let mentioned = mentions(&text).into_iter().map(|u| u.as_uuid()).collect();
+                    notify(tx, notice(NotificationType::Mentioned, Some(message_id.as_uuid()), at), mentioned).await?;
+                }
+            }
+            _ => {}
         }
-        _ => {}
+        Ok(())
     }
-    Ok(())
+
+    /// Whom the conversation's messages concern, remembered or read.
+    async fn followers(&self, tx: &mut Transaction<'_, Postgres>, id: Uuid) -> anyhow::Result<Followers> {
+        if let Some(followers) = self.followed.lock().expect("followers lock").get(&id) {
+            return Ok(followers.clone());
+        }
+        let assignee: Option<Option<Uuid>> =
+            sqlx::query_scalar("SELECT assignee_id FROM rm_notification_conversations WHERE conversation_id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let participants: Vec<Uuid> =
+            sqlx::query_scalar("SELECT user_id FROM rm_notification_participants WHERE conversation_id = $1")
+                .bind(id)
+                .fetch_all(&mut **tx)
+                .await?;
+        let followers = Followers { assignee: assignee.flatten(), participants };
+        self.followed.lock().expect("followers lock").put(id, followers.clone());
+        Ok(followers)
+    }
 }
 
 /// An erased contact's notes read as nothing now: a replay finds no mentions in them.
