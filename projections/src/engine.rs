@@ -158,12 +158,6 @@ impl Engine {
         &self.wake
     }
 
-    /// The projectors that read events of `aggregate_type`: an event of it is in every
-    /// read model once they have all passed it.
-    pub fn consumers_of(&self, aggregate_type: &str) -> Vec<&'static str> {
-        self.projectors.iter().filter(|p| p.consumes().contains(&aggregate_type)).map(|p| p.name()).collect()
-    }
-
     pub fn projector_names(&self) -> Vec<&'static str> {
         self.projectors.iter().map(|p| p.name()).collect()
     }

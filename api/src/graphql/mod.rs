@@ -47,8 +47,7 @@ pub struct SubscriptionRoot(
     NotificationSubscription,
 );
 
-/// The read models a conversation's view comes from.
-pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];
+pub use crate::live::feed::CONVERSATION_VIEWS;
 
 pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 

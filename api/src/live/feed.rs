@@ -3,7 +3,7 @@
 //!
 //! The reader follows the feed behind the read models: woken by the engine's
 //! publications (this process's projectors at once, the others' through the fan-out),
-//! it reads the events after its position that every projector consuming them has
+//! it reads the events after its position that the read models a push shows have
 //! committed, loads the rows they show (the conversation, the message, which inboxes a
 //! contact wrote to) once for everyone, and broadcasts each event. Subscribers filter
 //! and authorize in memory. The broadcast keeps the last [`RETAINED_EVENTS`] events
@@ -183,12 +183,10 @@ impl LiveFeed {
         Ok(full && complete)
     }
 
-    /// Whether every projector that reads the event's stream has committed it.
+    /// Whether the read models a push of the event shows have committed it (the others,
+    /// a dashboard's counters or notifications, are not waited for).
     fn projected(&self, event: &FeedEvent, reached: &HashMap<String, FeedPosition>) -> bool {
-        self.engine
-            .consumers_of(&event.aggregate_type)
-            .iter()
-            .all(|p| reached.get(*p).is_some_and(|at| *at >= event.position))
+        backing(&event.aggregate_type).iter().all(|p| reached.get(*p).is_some_and(|at| *at >= event.position))
     }
 
     /// The events subscribers may receive, with their rows (read for the whole batch
@@ -261,6 +259,19 @@ impl LiveFeed {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows.into_iter().map(|(p, t, g)| (p, FeedPosition { transaction_id: t, global_position: g })).collect())
+    }
+}
+
+/// The read models a conversation's view comes from.
+pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];
+
+/// The read models a push of a stream's event shows: the conversation and its
+/// messages; a contact, and the inboxes it wrote to.
+fn backing(aggregate_type: &str) -> &'static [&'static str] {
+    match aggregate_type {
+        "conversation" => CONVERSATION_VIEWS,
+        "contact" => &["directory", "inbox_list"],
+        _ => &[],
     }
 }
 
