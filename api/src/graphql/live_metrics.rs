@@ -10,7 +10,7 @@
 //! figures again at most every [`COALESCE`]; it pushes only figures that differ from
 //! the last pushed (`longestWaitSeconds` aside: it follows from `oldestWaitingSince`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
@@ -172,19 +172,18 @@ impl LiveMetrics {
     async fn agents_offline(&self) -> i64 {
         self.agents_with("offline")
     }
-    /// The agents in view, and those with open conversations assigned to them.
+    /// Agents with open conversations assigned to them, with their availability.
     async fn by_agent(&self, ctx: &Context<'_>) -> Result<Vec<AgentLiveMetrics>> {
         let rows = directory::agents(&state(ctx)?.pool, self.account_id).await?;
         let mut rows: HashMap<Uuid, _> = rows.into_iter().map(|row| (row.user_id, row)).collect();
-        let agents: BTreeSet<Uuid> =
-            self.dashboard.by_agent.keys().chain(self.dashboard.availability.keys()).copied().collect();
-        agents
-            .into_iter()
-            .map(|id| {
-                let status = self.dashboard.availability.get(&id).map_or("offline", |a| a.status.as_str());
+        self.dashboard
+            .by_agent
+            .iter()
+            .map(|(id, open)| {
+                let status = self.dashboard.availability.get(id).map_or("offline", |a| a.status.as_str());
                 Ok(AgentLiveMetrics {
-                    agent: rows.remove(&id).map_or_else(|| Agent::unknown(id), Agent),
-                    open: self.dashboard.by_agent.get(&id).copied().unwrap_or(0),
+                    agent: rows.remove(id).map_or_else(|| Agent::unknown(*id), Agent),
+                    open: *open,
                     availability: stored::<values::AvailabilityStatus>(status)?.into(),
                 })
             })

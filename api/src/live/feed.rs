@@ -101,7 +101,7 @@ impl LiveFeed {
     /// Reads and broadcasts until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut publications = self.engine.publisher().subscribe();
-        let mut reached = HashMap::new();
+        let mut reached: HashMap<String, FeedPosition> = HashMap::new();
         loop {
             match self.start().await {
                 Ok(()) => break,
@@ -111,9 +111,17 @@ impl LiveFeed {
                 }
             }
         }
+        // The checkpoints are read at the start, and when a publication may have been
+        // missed (the idle look, a lag); publications say the rest.
+        let mut refresh = true;
         loop {
-            if let Ok(checkpoints) = self.checkpoints().await {
-                reached = checkpoints;
+            if refresh {
+                if let Ok(checkpoints) = self.checkpoints().await {
+                    for (projector, at) in checkpoints {
+                        let known = reached.entry(projector).or_default();
+                        *known = (*known).max(at);
+                    }
+                }
             }
             loop {
                 match self.look(&reached).await {
@@ -126,7 +134,7 @@ impl LiveFeed {
                 }
             }
             // Woken by a publication, or by the idle look.
-            tokio::select! {
+            refresh = tokio::select! {
                 heard = publications.recv() => match heard {
                     Ok(published) => {
                         let at = reached.entry(published.projector).or_default();
@@ -135,14 +143,14 @@ impl LiveFeed {
                             let at = reached.entry(more.projector).or_default();
                             *at = (*at).max(more.through);
                         }
-                        continue;
+                        false
                     }
-                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Lagged(_)) => true,
                     Err(RecvError::Closed) => return,
                 },
-                _ = tokio::time::sleep(IDLE_LOOK) => {}
+                _ = tokio::time::sleep(IDLE_LOOK) => true,
                 _ = shutdown.cancelled() => return,
-            }
+            };
         }
     }
 
