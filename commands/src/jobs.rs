@@ -112,6 +112,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// The job's payload as its handler reads it; one that does not parse is given up
+    /// (trying again would not change it).
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, Outcome> {
+        serde_json::from_value(self.payload.clone())
+            .map_err(|error| Outcome::Give { error: format!("a {} job that does not parse: {error}", self.kind) })
+    }
+}
+
+impl Job {
     pub fn is_last_attempt(&self) -> bool {
         self.attempts >= self.max_attempts
     }

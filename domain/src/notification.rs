@@ -88,22 +88,35 @@ pub struct Channels {
 /// `@[Display Name](user:<uuid>)`. The name is what the note shows, free text without
 /// `]`; anything else (a bare `@name`, a malformed id) is plain text.
 pub fn mentions(text: &str) -> Vec<UserId> {
+    const LINK: &str = "](user:";
+    // Longest id text a uuid parses from (`urn:uuid:` and 36 characters), with its `)`.
+    const LONGEST_ID: usize = 46;
     let mut found = Vec::new();
     let mut rest = text;
+    // Each character is looked at a bounded number of times: a note of any size costs
+    // time in proportion to it (the projector reads every note).
     while let Some(start) = rest.find("@[") {
         rest = &rest[start + 2..];
-        let Some(close) = rest.find("](user:") else { break };
-        if rest[..close].contains('[') {
+        // A name holds no bracket: it ends at the first one.
+        let Some(bracket) = rest.find(['[', ']']) else { break };
+        let tail = &rest[bracket..];
+        if !tail.starts_with(LINK) {
+            // A '[' may open the next mention (`@[@[Ana](user:…)`): look again from its '@'.
+            rest = if tail.starts_with('[') && rest[..bracket].ends_with('@') { &rest[bracket - 1..] } else { tail };
             continue;
         }
-        let after = &rest[close + "](user:".len()..];
-        let Some(end) = after.find(')') else { continue };
+        let after = &tail[LINK.len()..];
+        let window = &after[..after.floor_char_boundary(LONGEST_ID)];
+        let Some(end) = window.find(')') else {
+            rest = after;
+            continue;
+        };
         if let Ok(id) = after[..end].parse::<Uuid>() {
             if !found.contains(&UserId(id)) {
                 found.push(UserId(id));
             }
-            rest = &after[end + 1..];
         }
+        rest = &after[end + 1..];
     }
     found
 }
@@ -253,6 +266,12 @@ mod tests {
         assert_eq!(mentions(&format!("@[a [b]](user:{ana})")), vec![], "a name holds no '['");
         assert_eq!(mentions(&format!("@[@[Ana](user:{ana})")), vec![UserId(ana)], "a stray @[ before one");
         assert!(mentions("").is_empty());
+        assert_eq!(mentions(&format!("@[Ana](user:{ana}")), vec![], "no closing parenthesis");
+        // Hostile notes cost time in proportion to their size.
+        let many_openings = format!("{}](user:{ana})", "@[".repeat(70_000));
+        assert_eq!(mentions(&many_openings), vec![UserId(ana)], "only the last opening is a mention");
+        let many_links = "@[a](user:".repeat(15_000);
+        assert!(mentions(&many_links).is_empty());
     }
 
     #[test]

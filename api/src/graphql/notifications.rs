@@ -18,16 +18,17 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
+use super::subscriber::Subscriber;
 use super::types::{connection, Conversation};
 use super::{mutate, parse_id, principal, state, time_cursor, Acting, SHORT_PAGE};
-use crate::auth::Auth;
 use crate::error::{ApiError, Result};
-use crate::live::socket::{close, SocketControl};
 use crate::state::AppState;
 
 /// How often a quiet subscriber looks anyway (a publication from another process may
 /// be lost), and checks its credentials.
 const IDLE_LOOK: Duration = Duration::from_secs(1);
+/// Every so many looks, the projector's checkpoint is read (a publication lost).
+const CHECKPOINT_EVERY: u32 = 5;
 /// Notifications read per look.
 const PUSH_BATCH: i64 = 100;
 
@@ -280,21 +281,17 @@ impl NotificationSubscription {
     /// Each new notification of the caller's, once `notifications` lists it, in the
     /// order of the events that caused them; from when the subscription starts.
     async fn notification_created(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Notification>> {
-        let state = state(ctx)?.clone();
-        let auth = ctx.data::<Auth>().map_err(|_| ApiError::unauthenticated())?.clone();
-        let principal = auth.principal()?.clone();
-        let publications = state.engine.publisher().subscribe();
-        let cursor = notifications::projected_through(&state.pool).await?;
+        let subscriber = Subscriber::of(ctx)?;
+        let publications = subscriber.state.engine.publisher().subscribe();
+        let cursor = notifications::projected_through(&subscriber.state.pool).await?;
         let watcher = Watcher {
-            account: principal.account_id,
-            user: principal.user_id,
             cursor,
+            published: cursor,
             pending: VecDeque::new(),
             publications,
             beat: tokio::time::interval(IDLE_LOOK),
-            auth,
-            control: ctx.data::<SocketControl>().ok().cloned(),
-            state,
+            beats: 0,
+            subscriber,
         };
         Ok(futures_util::stream::unfold(watcher, |mut watcher| async move {
             watcher.next().await.map(|push| (push, watcher))
@@ -304,17 +301,17 @@ impl NotificationSubscription {
 
 /// One subscriber's place among their notifications.
 struct Watcher {
-    account: Uuid,
-    user: Uuid,
     /// Notifications caused at or before it were pushed, or existed before.
     cursor: FeedPosition,
+    /// How far the projector has committed, as its publications (or, now and then,
+    /// its checkpoint) say.
+    published: FeedPosition,
     pending: VecDeque<Notification>,
     publications: broadcast::Receiver<projections::publication::Published>,
-    /// A look every second, however busy the other projectors' publications keep it.
+    /// A credentials check every second, however busy the publications keep it.
     beat: tokio::time::Interval,
-    auth: Auth,
-    control: Option<SocketControl>,
-    state: AppState,
+    beats: u32,
+    subscriber: Subscriber,
 }
 
 impl Watcher {
@@ -324,42 +321,53 @@ impl Watcher {
             if let Some(push) = self.pending.pop_front() {
                 return Some(push);
             }
-            // Woken by the projector's commits, here or in another process; a lost
-            // publication delays a push by at most a second.
-            tokio::select! {
+            // Woken by the projector's commits, here or in another process. A lost
+            // publication (a fan-out reconnecting) is caught by the checkpoint, read
+            // every [`CHECKPOINT_EVERY`] beats.
+            let read_checkpoint = tokio::select! {
                 received = self.publications.recv() => match received {
                     Ok(published) if published.projector != PROJECTOR => continue,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Ok(published) => {
+                        self.published = self.published.max(published.through);
+                        false
+                    }
+                    Err(RecvError::Lagged(_)) => true,
                     Err(RecvError::Closed) => return None,
                 },
-                _ = self.beat.tick() => {}
-            }
-            match self.state.authenticator.refresh(&self.auth).await.map(|auth| auth.principal().is_ok()) {
-                Ok(true) => {}
-                Ok(false) => {
-                    if let Some(control) = &self.control {
-                        control.close(close::FORBIDDEN, "forbidden: the credentials no longer hold");
-                    }
-                    return None;
+                _ = self.beat.tick() => {
+                    self.beats = self.beats.wrapping_add(1);
+                    self.beats.is_multiple_of(CHECKPOINT_EVERY)
                 }
-                // The database is away: look again later.
-                Err(_) => continue,
+            };
+            if !self.subscriber.still_allowed().await {
+                return None;
             }
-            if let Err(error) = self.look().await {
+            if let Err(error) = self.look(read_checkpoint).await {
                 tracing::warn!(error = format!("{error:#}"), "could not read a subscriber's notifications");
             }
         }
     }
 
     /// Reads the caller's notifications committed since the cursor.
-    async fn look(&mut self) -> anyhow::Result<()> {
-        let pool = &self.state.pool;
-        let through = notifications::projected_through(pool).await?;
+    async fn look(&mut self, read_checkpoint: bool) -> anyhow::Result<()> {
+        let pool = &self.subscriber.state.pool;
+        if read_checkpoint {
+            self.published = self.published.max(notifications::projected_through(pool).await?);
+        }
+        let through = self.published;
         if through <= self.cursor {
             return Ok(());
         }
-        let rows =
-            notifications::created_between(pool, self.account, self.user, self.cursor, through, PUSH_BATCH).await?;
+        let principal = &self.subscriber.principal;
+        let rows = notifications::created_between(
+            pool,
+            principal.account_id,
+            principal.user_id,
+            self.cursor,
+            through,
+            PUSH_BATCH,
+        )
+        .await?;
         // A full batch may leave more: go on from its last one.
         self.cursor = match rows.last() {
             Some(last) if rows.len() as i64 == PUSH_BATCH => last.position(),

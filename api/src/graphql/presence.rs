@@ -22,9 +22,11 @@ use crate::state::AppState;
 
 /// The read model availability is shown from.
 const AVAILABILITY_VIEW: &[&str] = &[availability::NAME];
-/// How often a quiet `presenceChanged` looks anyway (a publication lost between
-/// processes, a revoked credential).
+/// How often a quiet `presenceChanged` checks its credentials.
 const IDLE_LOOK: Duration = Duration::from_secs(2);
+/// Every so many quiet checks it reads the agents anyway (a publication lost between
+/// processes): a read per subscriber every 30 s, not every 2.
+const LOOKS_WHEN_IDLE: u32 = 15;
 
 #[derive(InputObject)]
 pub struct SetAvailabilityInput {
@@ -184,7 +186,7 @@ impl PresenceSubscription {
         let publications = subscriber.state.engine.publisher().subscribe();
         let account = subscriber.principal.account_id;
         let known = statuses(&subscriber.state, account).await?;
-        let watch = Watch { subscriber, publications, known, pending: VecDeque::new() };
+        let watch = Watch { subscriber, publications, known, pending: VecDeque::new(), idle: 0 };
         Ok(futures_util::stream::unfold(
             watch,
             |mut watch| async move { watch.next().await.map(|change| (change, watch)) },
@@ -198,6 +200,8 @@ struct Watch {
     publications: tokio::sync::broadcast::Receiver<projections::publication::Published>,
     known: HashMap<Uuid, AvailabilityStatus>,
     pending: VecDeque<PresenceChange>,
+    /// Quiet credential checks so far.
+    idle: u32,
 }
 
 impl Watch {
@@ -216,7 +220,8 @@ impl Watch {
                     if !self.subscriber.still_allowed().await {
                         return None;
                     }
-                    true
+                    self.idle = self.idle.wrapping_add(1);
+                    self.idle.is_multiple_of(LOOKS_WHEN_IDLE)
                 }
             };
             if look {

@@ -118,9 +118,9 @@ impl JobHandler for NotificationDelivery {
     }
 
     async fn run(&self, job: &Job) -> Outcome {
-        let delivery: DeliveryJob = match serde_json::from_value(job.payload.clone()) {
+        let delivery: DeliveryJob = match job.payload() {
             Ok(delivery) => delivery,
-            Err(error) => return Outcome::Give { error: format!("a delivery job that does not parse: {error}") },
+            Err(given_up) => return given_up,
         };
         match self.attempt(&delivery).await {
             Ok(outcome) => outcome,
