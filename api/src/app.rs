@@ -38,7 +38,7 @@ use crate::live::feed::LiveFeed;
 use crate::live::presence::{PgPresence, Presence, PresenceStore, RedisPresence};
 use crate::live::viewers::Viewers;
 use crate::rate_limit::RateLimiter;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 
 /// The migrations in `migrations/`, embedded in the binary.
 /// The longest a webhook delivery may take.
@@ -134,7 +134,7 @@ impl Services {
         let live = LiveFeed::new(pool.clone(), engine.clone());
         let presence = Presence::new(presence_store, commands.clone(), pool.clone());
         let viewers = Viewers::new(pool.clone(), engine.publisher().clone());
-        let state = AppState {
+        let state = AppState::new(Shared {
             authenticator: Arc::new(Authenticator::new(pool.clone(), store.access_changed())),
             rate_limiter: Arc::new(RateLimiter::connect(config.redis_url.as_deref(), keyring.clone()).await?),
             session_ttl: config.session_ttl,
@@ -152,7 +152,7 @@ impl Services {
             viewers,
             keyring,
             read_your_writes_timeout: config.read_your_writes_timeout,
-        };
+        });
         Ok(Self { state, committed })
     }
 }

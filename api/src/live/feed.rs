@@ -133,23 +133,30 @@ impl LiveFeed {
                     }
                 }
             }
-            // Woken by a publication, or by the idle look.
-            refresh = tokio::select! {
-                heard = publications.recv() => match heard {
-                    Ok(published) => {
-                        let at = reached.entry(published.projector).or_default();
-                        *at = (*at).max(published.through);
-                        while let Ok(more) = publications.try_recv() {
-                            let at = reached.entry(more.projector).or_default();
-                            *at = (*at).max(more.through);
+            // Woken by a publication of a read model a push shows, or by the idle look
+            // (the other projectors' publications change nothing here).
+            refresh = loop {
+                tokio::select! {
+                    heard = publications.recv() => match heard {
+                        Ok(published) => {
+                            let mut shows = shown_by(&published.projector);
+                            let at = reached.entry(published.projector).or_default();
+                            *at = (*at).max(published.through);
+                            while let Ok(more) = publications.try_recv() {
+                                shows |= shown_by(&more.projector);
+                                let at = reached.entry(more.projector).or_default();
+                                *at = (*at).max(more.through);
+                            }
+                            if shows {
+                                break false;
+                            }
                         }
-                        false
-                    }
-                    Err(RecvError::Lagged(_)) => true,
-                    Err(RecvError::Closed) => return,
-                },
-                _ = tokio::time::sleep(IDLE_LOOK) => true,
-                _ = shutdown.cancelled() => return,
+                        Err(RecvError::Lagged(_)) => break true,
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = tokio::time::sleep(IDLE_LOOK) => break true,
+                    _ = shutdown.cancelled() => return,
+                }
             };
         }
     }
@@ -166,6 +173,10 @@ impl LiveFeed {
     /// full batch was read (there may be more).
     async fn look(&self, reached: &HashMap<String, FeedPosition>) -> anyhow::Result<bool> {
         let from = *self.sent_through.lock().expect("live feed position");
+        if !PUSHED_STREAMS.iter().any(|stream| shown_through(stream, reached) > from) {
+            // No event a push shows can be ready: nothing to read yet.
+            return Ok(false);
+        }
         if self.sender.receiver_count() == 0 {
             // Nobody listens: move past what is in every read model without reading it.
             if let Some(floor) = reached.values().min() {
@@ -273,6 +284,9 @@ impl LiveFeed {
 /// The read models a conversation's view comes from.
 pub const CONVERSATION_VIEWS: &[&str] = &["inbox_list", "timeline"];
 
+/// The streams whose events are pushed.
+const PUSHED_STREAMS: [&str; 2] = ["conversation", "contact"];
+
 /// The read models a push of a stream's event shows: the conversation and its
 /// messages; a contact, and the inboxes it wrote to.
 fn backing(aggregate_type: &str) -> &'static [&'static str] {
@@ -281,6 +295,16 @@ fn backing(aggregate_type: &str) -> &'static [&'static str] {
         "contact" => &["directory", "inbox_list"],
         _ => &[],
     }
+}
+
+/// Whether a push shows the projector's read model.
+fn shown_by(projector: &str) -> bool {
+    PUSHED_STREAMS.iter().any(|stream| backing(stream).contains(&projector))
+}
+
+/// Through where every read model a push of the stream's events shows has committed.
+fn shown_through(aggregate_type: &str, reached: &HashMap<String, FeedPosition>) -> FeedPosition {
+    backing(aggregate_type).iter().map(|p| reached.get(*p).copied().unwrap_or_default()).min().unwrap_or_default()
 }
 
 /// What an event of the feed would push, before its rows are read.
