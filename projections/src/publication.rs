@@ -57,13 +57,16 @@ enum Message {
     Signal(Signal),
 }
 
-/// A message between processes, and the process it comes from.
+/// Messages between processes, in order, and the process they come from.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     origin: Uuid,
-    #[serde(flatten)]
-    message: Message,
+    messages: Vec<Message>,
 }
+
+/// The largest payload sent at once: PostgreSQL refuses a NOTIFY payload of 8,000
+/// bytes or more.
+const MAX_PAYLOAD: usize = 7_900;
 
 /// Carries messages to every process, this one included.
 #[async_trait]
@@ -194,8 +197,9 @@ impl Publisher {
                     while let Ok(more) = queued.try_recv() {
                         batch.push(more);
                     }
-                    for message in coalesced(batch) {
-                        let payload = serde_json::to_string(&Envelope { origin, message }).unwrap_or_default();
+                    // One send for all of it (a round trip each was the relay's pace
+                    // under load), split only where a payload would be too large.
+                    for payload in payloads(origin, coalesced(batch)) {
                         if let Err(error) = fanout.send(payload).await {
                             tracing::warn!(
                                 error = format!("{error:#}"),
@@ -208,14 +212,18 @@ impl Publisher {
         };
         let (local, signals, origin) = (self.local.clone(), self.signals.clone(), self.origin);
         let deliver = move |payload: String| match serde_json::from_str::<Envelope>(&payload) {
-            Ok(envelope) if envelope.origin != origin => match envelope.message {
-                Message::Published(published) => {
-                    let _ = local.send(published);
+            Ok(envelope) if envelope.origin != origin => {
+                for message in envelope.messages {
+                    match message {
+                        Message::Published(published) => {
+                            let _ = local.send(published);
+                        }
+                        Message::Signal(signal) => {
+                            let _ = signals.send(signal);
+                        }
+                    }
                 }
-                Message::Signal(signal) => {
-                    let _ = signals.send(signal);
-                }
-            },
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "a publication from another process does not parse"),
         };
@@ -227,6 +235,28 @@ impl Publisher {
         }
         sender.abort();
     }
+}
+
+/// The messages as envelopes of at most [`MAX_PAYLOAD`] bytes each (a single larger
+/// message goes alone), in order.
+fn payloads(origin: Uuid, messages: Vec<Message>) -> Vec<String> {
+    let envelope = |messages| serde_json::to_string(&Envelope { origin, messages }).unwrap_or_default();
+    let mut payloads = Vec::new();
+    let mut pending: Vec<Message> = Vec::new();
+    let mut size = envelope(Vec::new()).len();
+    for message in messages {
+        let length = serde_json::to_string(&message).map_or(0, |m| m.len()) + 1;
+        if !pending.is_empty() && size + length > MAX_PAYLOAD {
+            payloads.push(envelope(std::mem::take(&mut pending)));
+            size = envelope(Vec::new()).len();
+        }
+        size += length;
+        pending.push(message);
+    }
+    if !pending.is_empty() {
+        payloads.push(envelope(pending));
+    }
+    payloads
 }
 
 /// Consecutive publications of each projector merged into one range, in order;
@@ -292,13 +322,35 @@ mod tests {
     fn publications_and_signals_are_told_apart_between_processes() {
         let signal = Signal { account_id: Uuid::nil(), kind: "typing".into(), body: serde_json::json!({ "on": true }) };
         let published = Published { projector: "timeline".into(), after: at(1), through: at(2), events: 1 };
-        for message in [Message::Signal(signal.clone()), Message::Published(published.clone())] {
-            let text = serde_json::to_string(&Envelope { origin: Uuid::nil(), message }).unwrap();
-            match (serde_json::from_str::<Envelope>(&text).unwrap().message, text.contains("projector")) {
-                (Message::Published(back), true) => assert_eq!(back, published),
-                (Message::Signal(back), false) => assert_eq!(back, signal),
-                (other, _) => panic!("{text} read back as {other:?}"),
+        let sent = vec![Message::Signal(signal.clone()), Message::Published(published.clone())];
+        let [text] = payloads(Uuid::nil(), sent).try_into().expect("one payload");
+        match serde_json::from_str::<Envelope>(&text).unwrap().messages.as_slice() {
+            [Message::Signal(first), Message::Published(second)] => {
+                assert_eq!((first, second), (&signal, &published));
             }
+            other => panic!("{text} read back as {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_backlog_goes_in_as_few_payloads_as_notify_takes_in_order() {
+        let sent: Vec<Message> = (0..200)
+            .map(|n| {
+                let projector = format!("projector_{n}");
+                Message::Published(Published { projector, after: at(n), through: at(n + 1), events: 1 })
+            })
+            .collect();
+        let expected: Vec<String> = sent.iter().map(|m| serde_json::to_string(m).unwrap()).collect();
+        let payloads = payloads(Uuid::nil(), sent);
+        assert!(payloads.len() > 1, "200 publications do not fit one NOTIFY");
+        assert!(payloads.iter().all(|p| p.len() < 8000), "every payload fits NOTIFY");
+        let total: usize = payloads.iter().map(String::len).sum();
+        assert!(total / payloads.len() > MAX_PAYLOAD / 2, "payloads are filled, not one message each");
+        let received: Vec<String> = payloads
+            .iter()
+            .flat_map(|p| serde_json::from_str::<Envelope>(p).unwrap().messages)
+            .map(|m| serde_json::to_string(&m).unwrap())
+            .collect();
+        assert_eq!(received, expected);
     }
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use domain::public_event::PublicEvent;
+use futures_util::future::try_join_all;
 use projections::engine::Engine;
 use projections::feed::{read_sealed_after, FeedEvent, FeedPosition};
 use projections::inbox_list::{self, ConversationRow};
@@ -222,30 +223,31 @@ impl LiveFeed {
                 messages.entry(candidate.account_id).or_default().push(id);
             }
         }
-        let mut rows: HashMap<Uuid, ConversationRow> = HashMap::new();
-        for (account, ids) in conversations {
-            let found = inbox_list::get_many(&self.pool, account, &ids).await?;
-            rows.extend(found.into_iter().map(|r| (r.conversation_id, r)));
-        }
-        let mut message_rows: HashMap<Uuid, MessageRow> = HashMap::new();
-        for (account, ids) in messages {
-            let found = timeline::messages_by_id(&self.pool, account, &ids).await?;
-            message_rows.extend(found.into_iter().map(|r| (r.message_id, r)));
-        }
+        // The three reads go at once: each waits on the database, not on the others.
+        let conversation_rows =
+            try_join_all(conversations.iter().map(|(account, ids)| inbox_list::get_many(&self.pool, *account, ids)));
+        let message_rows =
+            try_join_all(messages.iter().map(|(account, ids)| timeline::messages_by_id(&self.pool, *account, ids)));
         let contacts: Vec<Uuid> = candidates.iter().filter_map(|c| c.contact_id).collect();
-        let contact_inboxes: HashMap<Uuid, Vec<Uuid>> = if contacts.is_empty() {
-            HashMap::new()
-        } else {
+        let contact_inboxes = async {
+            if contacts.is_empty() {
+                return Ok(Vec::new());
+            }
             sqlx::query_as::<_, (Uuid, Vec<Uuid>)>(
                 "SELECT contact_id, array_agg(DISTINCT inbox_id) FROM rm_conversations \
                  WHERE contact_id = ANY($1) GROUP BY contact_id",
             )
             .bind(&contacts)
             .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .collect()
+            .await
         };
+        let (conversation_rows, message_rows, contact_inboxes) =
+            tokio::try_join!(conversation_rows, message_rows, contact_inboxes)?;
+        let rows: HashMap<Uuid, ConversationRow> =
+            conversation_rows.into_iter().flatten().map(|r| (r.conversation_id, r)).collect();
+        let message_rows: HashMap<Uuid, MessageRow> =
+            message_rows.into_iter().flatten().map(|r| (r.message_id, r)).collect();
+        let contact_inboxes: HashMap<Uuid, Vec<Uuid>> = contact_inboxes.into_iter().collect();
         let mut loaded = Vec::with_capacity(candidates.len());
         for candidate in candidates {
             let conversation = match candidate.conversation_id {
