@@ -35,6 +35,7 @@ use crate::fanout::RedisFanout;
 use crate::graphql;
 use crate::http;
 use crate::live::feed::LiveFeed;
+use crate::live::notices::NotificationFeed;
 use crate::live::presence::{PgPresence, Presence, PresenceStore, RedisPresence};
 use crate::live::viewers::Viewers;
 use crate::rate_limit::RateLimiter;
@@ -115,7 +116,12 @@ impl Services {
             keyring.clone(),
             vec![
                 Arc::new(WebhooksPolicy::new(pool.clone(), clock.clone())),
-                Arc::new(NotificationsPolicy::new(pool.clone(), clock.clone(), mailer.is_some())),
+                Arc::new(NotificationsPolicy::new(
+                    pool.clone(),
+                    clock.clone(),
+                    mailer.is_some(),
+                    engine.publisher().clone(),
+                )),
             ],
             engine.wake().clone(),
             config.projector_poll,
@@ -132,6 +138,7 @@ impl Services {
         let handlers: Vec<Arc<dyn commands::jobs::JobHandler>> = vec![Arc::new(delivery), Arc::new(notifying)];
         let jobs = Jobs::new(pool.clone(), clock, handlers, config.job_lease, config.projector_poll);
         let live = LiveFeed::new(pool.clone(), engine.clone());
+        let notices = NotificationFeed::new(pool.clone(), engine.clone());
         let presence = Presence::new(presence_store, commands.clone(), pool.clone());
         let viewers = Viewers::new(pool.clone(), engine.publisher().clone());
         let state = AppState::new(Shared {
@@ -148,6 +155,7 @@ impl Services {
             policies,
             jobs,
             live,
+            notices,
             presence,
             viewers,
             keyring,
@@ -241,6 +249,8 @@ impl Application {
         tokio::spawn(run_jobs(state.jobs.clone(), jobs, shutdown.clone()));
         let (live, live_stop) = (state.live.clone(), shutdown.clone());
         tokio::spawn(async move { live.run(live_stop).await });
+        let (notices, notices_stop) = (state.notices.clone(), shutdown.clone());
+        tokio::spawn(async move { notices.run(notices_stop).await });
         let (presence, presence_stop) = (state.presence.clone(), shutdown.clone());
         tokio::spawn(async move { presence.run(presence_stop).await });
         let (viewers, viewers_stop) = (state.viewers.clone(), shutdown.clone());

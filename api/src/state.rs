@@ -17,6 +17,7 @@ use sqlx::PgPool;
 
 use crate::auth::{Authenticator, Principal};
 use crate::live::feed::LiveFeed;
+use crate::live::notices::NotificationFeed;
 use crate::live::presence::Presence;
 use crate::live::viewers::Viewers;
 use crate::rate_limit::RateLimiter;
@@ -71,6 +72,8 @@ pub struct Shared {
     pub jobs: Jobs,
     /// This process's reader of the feed for subscriptions.
     pub live: LiveFeed,
+    /// This process's reader of new notifications for `notificationCreated`.
+    pub notices: NotificationFeed,
     /// Which agents are here (shared by every process).
     pub presence: Presence,
     /// Which agents have a conversation open (shared by every process).

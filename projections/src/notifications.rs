@@ -471,26 +471,45 @@ pub async fn unread_count(pool: &PgPool, account: Uuid, user: Uuid) -> sqlx::Res
     .await
 }
 
-/// The user's in-app notifications caused by events after `after` through `through`,
-/// in feed order; `limit` rows.
+/// A place among notifications in the order of their causing events (then of their
+/// ids): after `notification` among those of the event at `position`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reached {
+    pub position: FeedPosition,
+    pub notification: Uuid,
+}
+
+impl Reached {
+    pub const START: Self = Self::through(FeedPosition::START);
+
+    /// After every notification of the events through `position`.
+    pub const fn through(position: FeedPosition) -> Self {
+        Self { position, notification: Uuid::max() }
+    }
+
+    /// Just after the row.
+    pub fn at(row: &NotificationRow) -> Self {
+        Self { position: row.position(), notification: row.notification_id }
+    }
+}
+
+/// Every user's in-app notifications after `after`, caused by events through
+/// `through`, in that order; `limit` rows.
 #[tracing::instrument(skip_all)]
-pub async fn created_between(
+pub async fn created_after(
     pool: &PgPool,
-    account: Uuid,
-    user: Uuid,
-    after: FeedPosition,
+    after: Reached,
     through: FeedPosition,
     limit: i64,
 ) -> sqlx::Result<Vec<NotificationRow>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM rm_notifications WHERE account_id = $1 AND user_id = $2 AND in_app \
-           AND (txid, position) > ($3, $4) AND (txid, position) <= ($5, $6) \
-         ORDER BY txid, position, notification_id LIMIT $7"
+        "SELECT {COLUMNS} FROM rm_notifications WHERE in_app \
+           AND (txid, position, notification_id) > ($1, $2, $3) AND (txid, position) <= ($4, $5) \
+         ORDER BY txid, position, notification_id LIMIT $6"
     ))
-    .bind(account)
-    .bind(user)
-    .bind(after.transaction_id)
-    .bind(after.global_position)
+    .bind(after.position.transaction_id)
+    .bind(after.position.global_position)
+    .bind(after.notification)
     .bind(through.transaction_id)
     .bind(through.global_position)
     .bind(limit)

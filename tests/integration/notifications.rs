@@ -480,3 +480,40 @@ async fn notification_created_pushes_the_caller_s_new_notifications_and_never_an
     assert!(next_message(&mut sockets[0], Duration::from_secs(2)).await.is_none(), "once");
     assert!(next_message(&mut sockets[1], Duration::from_secs(1)).await.is_none(), "nothing of Ana's for Bo");
 }
+
+#[tokio::test]
+async fn a_subscriber_on_another_server_is_told_once_and_the_dashboard_there_follows() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Support").await;
+    let (ana, ana_token) = member(&app, "ana@acme.test", &inbox).await;
+    let second = tests::TestServer::start(&app.database_url).await;
+    let notices = "subscription { notificationCreated { id type conversation { id } } }";
+    let mut told = tests::socket::subscribe(&second.address, &ana_token, notices, json!({})).await;
+    let dashboard = "subscription { liveMetricsUpdated { open unassigned } }";
+    let mut figures = tests::socket::subscribe(&second.address, &app.token, dashboard, json!({})).await;
+    let first = tests::socket::next_data(&mut figures, "liveMetricsUpdated", Duration::from_secs(5)).await;
+    assert_eq!(first, Some(json!({ "open": 0, "unassigned": 0 })), "the figures as they are");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Written through the first server (its projectors), pushed by the second.
+    let received = app.receive(&inbox, "c-1", "m-1", "hello").await;
+    let conversation = received["conversation"]["id"].as_str().unwrap().to_string();
+    let mut pushed = tests::socket::next_data(&mut figures, "liveMetricsUpdated", Duration::from_secs(10)).await;
+    if pushed == Some(json!({ "open": 0, "unassigned": 0 })) {
+        pushed = tests::socket::next_data(&mut figures, "liveMetricsUpdated", Duration::from_secs(10)).await;
+    }
+    assert_eq!(pushed, Some(json!({ "open": 1, "unassigned": 1 })), "the new conversation counted there");
+    app.ok(ASSIGN, json!({ "c": conversation, "u": ana })).await;
+    let notification = tests::socket::next_data(&mut told, "notificationCreated", Duration::from_secs(10))
+        .await
+        .expect("Ana is told on the other server");
+    assert_eq!(notification["type"], "CONVERSATION_ASSIGNED");
+    assert_eq!(notification["conversation"]["id"], conversation.as_str());
+    let listed = tests::gql_at(&app.client, &second.address, Some(&ana_token), LIST, json!({})).await;
+    let first_listed = &listed["data"]["notifications"]["edges"][0]["node"];
+    assert_eq!(first_listed["id"], notification["id"], "listed on that server when pushed: {listed}");
+    let assigned = tests::socket::next_data(&mut figures, "liveMetricsUpdated", Duration::from_secs(10)).await;
+    assert_eq!(assigned, Some(json!({ "open": 1, "unassigned": 0 })));
+    assert!(next_message(&mut told, Duration::from_secs(2)).await.is_none(), "told once");
+    second.stop().await;
+}

@@ -2,7 +2,7 @@
 //! what they do about them, browsers for web push, and `notificationCreated` (ADR 0009).
 //! A user reaches only their own notifications: another's id is NOT_FOUND.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::connection::Connection;
@@ -12,7 +12,6 @@ use commands::notification::{vapid_key, NotificationChange};
 use commands::Written;
 use domain::notification::{self as model, Channels};
 use futures_util::Stream;
-use projections::feed::FeedPosition;
 use projections::notifications::{self, NotificationRow, PROJECTOR};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -22,15 +21,11 @@ use super::subscriber::Subscriber;
 use super::types::{connection, Conversation};
 use super::{mutate, parse_id, principal, state, time_cursor, Acting, SHORT_PAGE};
 use crate::error::{ApiError, Result};
+use crate::live::socket::close;
 use crate::state::AppState;
 
-/// How often a quiet subscriber looks anyway (a publication from another process may
-/// be lost), and checks its credentials.
-const IDLE_LOOK: Duration = Duration::from_secs(1);
-/// Every so many looks, the projector's checkpoint is read (a publication lost).
-const CHECKPOINT_EVERY: u32 = 5;
-/// Notifications read per look.
-const PUSH_BATCH: i64 = 100;
+/// How often a quiet subscriber's credentials are checked.
+const CREDENTIALS_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct NotificationQuery;
@@ -282,35 +277,19 @@ impl NotificationSubscription {
     /// order of the events that caused them; from when the subscription starts.
     async fn notification_created(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Notification>> {
         let subscriber = Subscriber::of(ctx)?;
-        let publications = subscriber.state.engine.publisher().subscribe();
-        let cursor = notifications::projected_through(&subscriber.state.pool).await?;
-        let watcher = Watcher {
-            cursor,
-            published: cursor,
-            pending: VecDeque::new(),
-            publications,
-            beat: tokio::time::interval(IDLE_LOOK),
-            beats: 0,
-            subscriber,
-        };
+        let notices = subscriber.state.notices.subscribe();
+        let watcher = Watcher { notices, beat: tokio::time::interval(CREDENTIALS_CHECK), subscriber };
         Ok(futures_util::stream::unfold(watcher, |mut watcher| async move {
             watcher.next().await.map(|push| (push, watcher))
         }))
     }
 }
 
-/// One subscriber's place among their notifications.
+/// One subscriber, taking its own from the process's notification feed.
 struct Watcher {
-    /// Notifications caused at or before it were pushed, or existed before.
-    cursor: FeedPosition,
-    /// How far the projector has committed, as its publications (or, now and then,
-    /// its checkpoint) say.
-    published: FeedPosition,
-    pending: VecDeque<Notification>,
-    publications: broadcast::Receiver<projections::publication::Published>,
-    /// A credentials check every second, however busy the publications keep it.
+    notices: broadcast::Receiver<Arc<NotificationRow>>,
+    /// A credentials check every so often, however quiet the feed.
     beat: tokio::time::Interval,
-    beats: u32,
     subscriber: Subscriber,
 }
 
@@ -318,62 +297,31 @@ impl Watcher {
     /// The next push, or `None` when the subscription ends.
     async fn next(&mut self) -> Option<Notification> {
         loop {
-            if let Some(push) = self.pending.pop_front() {
-                return Some(push);
-            }
-            // Woken by the projector's commits, here or in another process. A lost
-            // publication (a fan-out reconnecting) is caught by the checkpoint, read
-            // every [`CHECKPOINT_EVERY`] beats.
-            let read_checkpoint = tokio::select! {
-                received = self.publications.recv() => match received {
-                    Ok(published) if published.projector != PROJECTOR => continue,
-                    Ok(published) => {
-                        self.published = self.published.max(published.through);
-                        false
+            tokio::select! {
+                received = self.notices.recv() => match received {
+                    Ok(row) => {
+                        let principal = &self.subscriber.principal;
+                        if row.account_id != principal.account_id || row.user_id != principal.user_id {
+                            continue;
+                        }
+                        if !self.subscriber.still_allowed().await {
+                            return None;
+                        }
+                        return Some(Notification(NotificationRow::clone(&row)));
                     }
-                    Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "a notifications subscriber fell too far behind; closing its socket");
+                        self.subscriber.close(close::TOO_SLOW, "too slow: read `notifications` again");
+                        return None;
+                    }
                     Err(RecvError::Closed) => return None,
                 },
                 _ = self.beat.tick() => {
-                    self.beats = self.beats.wrapping_add(1);
-                    self.beats.is_multiple_of(CHECKPOINT_EVERY)
+                    if !self.subscriber.still_allowed().await {
+                        return None;
+                    }
                 }
-            };
-            if !self.subscriber.still_allowed().await {
-                return None;
-            }
-            if let Err(error) = self.look(read_checkpoint).await {
-                tracing::warn!(error = format!("{error:#}"), "could not read a subscriber's notifications");
             }
         }
-    }
-
-    /// Reads the caller's notifications committed since the cursor.
-    async fn look(&mut self, read_checkpoint: bool) -> anyhow::Result<()> {
-        let pool = &self.subscriber.state.pool;
-        if read_checkpoint {
-            self.published = self.published.max(notifications::projected_through(pool).await?);
-        }
-        let through = self.published;
-        if through <= self.cursor {
-            return Ok(());
-        }
-        let principal = &self.subscriber.principal;
-        let rows = notifications::created_between(
-            pool,
-            principal.account_id,
-            principal.user_id,
-            self.cursor,
-            through,
-            PUSH_BATCH,
-        )
-        .await?;
-        // A full batch may leave more: go on from its last one.
-        self.cursor = match rows.last() {
-            Some(last) if rows.len() as i64 == PUSH_BATCH => last.position(),
-            _ => through,
-        };
-        self.pending.extend(rows.into_iter().map(Notification));
-        Ok(())
     }
 }

@@ -2,11 +2,13 @@
 //! whichever process it happened in.
 //!
 //! - [`feed`]: one reader of the feed per process, broadcasting to its subscribers.
+//! - [`notices`]: one reader of new notifications per process, for `notificationCreated`.
 //! - [`socket`]: the WebSocket the subscriptions are served on.
 //! - [`presence`]: which agents are here, shared by every process.
 //! - [`viewers`]: which agents have a conversation open.
 
 pub mod feed;
+pub mod notices;
 pub mod presence;
 pub mod socket;
 pub mod viewers;

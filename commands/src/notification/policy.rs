@@ -12,9 +12,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use async_trait::async_trait;
 use projections::feed::FeedEvent;
-use projections::notifications::{projected_through, to_deliver, NOTIFYING_EVENTS};
+use projections::feed::FeedPosition;
+use projections::notifications::{projected_through, to_deliver, NOTIFYING_EVENTS, PROJECTOR};
 use projections::policy::Policy;
+use projections::publication::Publisher;
 use sqlx::PgPool;
+use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::delivery::{Channel, DeliveryJob};
@@ -24,29 +27,51 @@ use crate::jobs::{enqueue, Clock};
 pub const POLICY: &str = "notifications";
 /// How long a batch waits for the projector before it fails (and is retried).
 const PROJECTOR_WAIT: Duration = Duration::from_secs(5);
+/// How often a wait reads the projector's checkpoint anyway (a publication lost
+/// while the fan-out reconnected).
+const CHECKPOINT_LOOK: Duration = Duration::from_secs(1);
 
 pub struct NotificationsPolicy {
     pool: PgPool,
     clock: Arc<dyn Clock>,
     /// Whether this deployment sends e-mail (`SMTP_URL` set).
     email: bool,
+    /// Where the projector's commits are heard, whichever process makes them.
+    publisher: Publisher,
 }
 
 impl NotificationsPolicy {
-    pub fn new(pool: PgPool, clock: Arc<dyn Clock>, email: bool) -> Self {
-        Self { pool, clock, email }
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>, email: bool, publisher: Publisher) -> Self {
+        Self { pool, clock, email, publisher }
     }
 
-    /// Waits, briefly, until the projector has committed through `position`.
-    async fn projected(&self, position: projections::feed::FeedPosition) -> anyhow::Result<()> {
+    /// Waits, briefly, until the projector has committed through `position`: told by
+    /// its publications, with a look at its checkpoint now and then.
+    async fn projected(&self, position: FeedPosition) -> anyhow::Result<()> {
+        let mut publications = self.publisher.subscribe();
         let deadline = tokio::time::Instant::now() + PROJECTOR_WAIT;
-        while projected_through(&self.pool).await? < position {
-            if tokio::time::Instant::now() > deadline {
+        loop {
+            if projected_through(&self.pool).await? >= position {
+                return Ok(());
+            }
+            let look = tokio::time::Instant::now() + CHECKPOINT_LOOK;
+            loop {
+                tokio::select! {
+                    heard = publications.recv() => match heard {
+                        Ok(published) if published.projector == PROJECTOR && published.through >= position => {
+                            return Ok(());
+                        }
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => bail!("the publications ended"),
+                    },
+                    _ = tokio::time::sleep_until(look.min(deadline)) => break,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline && projected_through(&self.pool).await? < position {
                 bail!("the notifications projector has not reached {position:?} yet");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
     }
 }
 
