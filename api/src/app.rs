@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::fanout::RedisFanout;
 use crate::graphql;
 use crate::http;
+use crate::live::dashboard::DashboardChanges;
 use crate::live::feed::LiveFeed;
 use crate::live::notices::NotificationFeed;
 use crate::live::presence::{PgPresence, Presence, PresenceStore, RedisPresence};
@@ -139,6 +140,7 @@ impl Services {
         let jobs = Jobs::new(pool.clone(), clock, handlers, config.job_lease, config.projector_poll);
         let live = LiveFeed::new(pool.clone(), engine.clone());
         let notices = NotificationFeed::new(pool.clone(), engine.clone());
+        let dashboard_changes = DashboardChanges::new(pool.clone(), engine.clone());
         let presence = Presence::new(presence_store, commands.clone(), pool.clone());
         let viewers = Viewers::new(pool.clone(), engine.publisher().clone());
         let state = AppState::new(Shared {
@@ -156,6 +158,7 @@ impl Services {
             jobs,
             live,
             notices,
+            dashboard_changes,
             presence,
             viewers,
             keyring,
@@ -251,6 +254,8 @@ impl Application {
         tokio::spawn(async move { live.run(live_stop).await });
         let (notices, notices_stop) = (state.notices.clone(), shutdown.clone());
         tokio::spawn(async move { notices.run(notices_stop).await });
+        let (dashboard, dashboard_stop) = (state.dashboard_changes.clone(), shutdown.clone());
+        tokio::spawn(async move { dashboard.run(dashboard_stop).await });
         let (presence, presence_stop) = (state.presence.clone(), shutdown.clone());
         tokio::spawn(async move { presence.run(presence_stop).await });
         let (viewers, viewers_stop) = (state.viewers.clone(), shutdown.clone());

@@ -16,6 +16,7 @@ use projections::policy::Policies;
 use sqlx::PgPool;
 
 use crate::auth::{Authenticator, Principal};
+use crate::live::dashboard::DashboardChanges;
 use crate::live::feed::LiveFeed;
 use crate::live::notices::NotificationFeed;
 use crate::live::presence::Presence;
@@ -74,6 +75,8 @@ pub struct Shared {
     pub live: LiveFeed,
     /// This process's reader of new notifications for `notificationCreated`.
     pub notices: NotificationFeed,
+    /// This process's reader of what may have moved the live dashboards.
+    pub dashboard_changes: DashboardChanges,
     /// Which agents are here (shared by every process).
     pub presence: Presence,
     /// Which agents have a conversation open (shared by every process).

@@ -704,6 +704,20 @@ fn same_index(a: &str, b: &str) -> bool {
     shape(a) == shape(b)
 }
 
+/// How far the projector has committed, in whichever process runs it (the start,
+/// before it registered).
+pub async fn committed_through(pool: &PgPool, projector: &str) -> sqlx::Result<FeedPosition> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT last_txid::text::bigint, last_position FROM projector_checkpoints WHERE projector = $1")
+            .bind(projector)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map_or(FeedPosition::START, |(transaction_id, global_position)| FeedPosition {
+        transaction_id,
+        global_position,
+    }))
+}
+
 struct Cursor {
     scanned: FeedPosition,
     persisted: FeedPosition,

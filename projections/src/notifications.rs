@@ -552,13 +552,6 @@ pub async fn settings(pool: &PgPool, account: Uuid, user: Uuid) -> sqlx::Result<
 }
 
 /// How far the projector has committed, in whichever process runs it.
-#[tracing::instrument(skip_all)]
 pub async fn projected_through(pool: &PgPool) -> sqlx::Result<FeedPosition> {
-    let (transaction_id, global_position): (i64, i64) =
-        sqlx::query_as("SELECT last_txid::text::bigint, last_position FROM projector_checkpoints WHERE projector = $1")
-            .bind(PROJECTOR)
-            .fetch_optional(pool)
-            .await?
-            .unwrap_or((0, 0));
-    Ok(FeedPosition { transaction_id, global_position })
+    crate::engine::committed_through(pool, PROJECTOR).await
 }

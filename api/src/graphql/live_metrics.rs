@@ -5,9 +5,10 @@
 //! a member of, provided they see every conversation there (the figures count them
 //! all) or may read reports (`Action::ReadLiveMetrics`).
 //!
-//! A subscriber is woken by the projector's publications (from every process), looks
-//! whether the caller's account had events in what was published, and reads the
-//! figures again at most every [`COALESCE`]; it pushes only figures that differ from
+//! A subscriber is woken by the process's reader of dashboard changes
+//! (`crate::live::dashboard`) when the caller's account had conversation events in
+//! what the projector committed (in any process), or an availability changed, and reads
+//! the figures again at most every [`COALESCE`]; it pushes only figures that differ from
 //! the last pushed (`longestWaitSeconds` aside: it follows from `oldestWaitingSince`).
 
 use std::collections::HashMap;
@@ -17,13 +18,11 @@ use async_graphql::{Context, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use domain::values;
 use futures_util::Stream;
-use projections::feed::FeedPosition;
+use projections::directory;
 use projections::live_metrics::{self, Dashboard, Figures, Scope};
-use projections::publication::Published;
-use projections::{availability, directory};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -33,6 +32,7 @@ use super::types::{stored, Agent, AvailabilityStatus, Inbox, Team};
 use super::{parse_id, principal, state};
 use crate::auth::Principal;
 use crate::error::{ApiError, Result};
+use crate::live::dashboard::DashboardChange;
 use crate::policy::Action;
 
 /// The shortest time between two pushes to one subscriber.
@@ -248,12 +248,9 @@ impl LiveMetricsSubscription {
         narrowed.exists(&subscriber.state.pool, subscriber.principal.account_id).await?;
         // Refused now, in the answer to the subscribe.
         narrowed.scope(&subscriber.principal)?;
-        let publications = subscriber.state.engine.publisher().subscribe();
-        let seen = checkpoint(&subscriber.state.pool).await?;
+        let changes = subscriber.state.dashboard_changes.subscribe();
         let watcher = Watcher {
-            published: seen,
-            seen,
-            publications,
+            changes,
             looked_at: Instant::now() - COALESCE,
             stale: true,
             scope: None,
@@ -269,11 +266,8 @@ impl LiveMetricsSubscription {
 
 /// One subscriber's dashboard.
 struct Watcher {
-    /// How far the projector has published (or its checkpoint says it got).
-    published: FeedPosition,
-    /// How far the account's events were looked at.
-    seen: FeedPosition,
-    publications: broadcast::Receiver<Published>,
+    /// What may have moved some dashboards, from the process's reader.
+    changes: broadcast::Receiver<DashboardChange>,
     looked_at: Instant,
     /// The figures may differ from those pushed: read them at the next look.
     stale: bool,
@@ -295,21 +289,19 @@ impl Watcher {
             // Coalesced: what is published meanwhile is looked at together.
             tokio::time::sleep_until(self.looked_at + COALESCE).await;
             self.looked_at = Instant::now();
-            while let Ok(more) = self.publications.try_recv() {
-                self.heard(&more);
+            loop {
+                match self.changes.try_recv() {
+                    Ok(more) => self.heard(&more),
+                    Err(TryRecvError::Lagged(_)) => self.stale = true,
+                    Err(_) => break,
+                }
             }
             if !self.subscriber.still_allowed().await {
                 return None;
             }
             // The caller may no longer read it (a role or membership changed).
             let scope = self.narrowed.scope(&self.subscriber.principal).ok()?;
-            match self.account_changed().await {
-                Ok(changed) => self.stale |= changed || self.scope.as_ref() != Some(&scope),
-                Err(error) => {
-                    tracing::warn!(%error, "could not look at the live metrics' changes");
-                    continue;
-                }
-            }
+            self.stale |= self.scope.as_ref() != Some(&scope);
             if !self.stale {
                 continue;
             }
@@ -331,67 +323,22 @@ impl Watcher {
         }
     }
 
-    /// Waits for a publication of the projector, or for the idle look (credentials,
-    /// and the checkpoint: a publication lost between processes).
+    /// Waits for a change that may concern the caller's figures, or for the idle look
+    /// (credentials).
     async fn wait(&mut self) -> Option<()> {
-        let look_at_checkpoint = tokio::select! {
-            heard = self.publications.recv() => match heard {
-                Ok(published) => {
-                    self.heard(&published);
-                    false
-                }
-                // Missed some: whatever they said, the checkpoint says too.
-                Err(RecvError::Lagged(_)) => true,
+        tokio::select! {
+            heard = self.changes.recv() => match heard {
+                Ok(change) => self.heard(&change),
+                // Missed some: read the figures again.
+                Err(RecvError::Lagged(_)) => self.stale = true,
                 Err(RecvError::Closed) => return None,
             },
-            _ = tokio::time::sleep(IDLE_LOOK) => true,
-        };
-        if look_at_checkpoint {
-            if let Ok(at) = checkpoint(&self.subscriber.state.pool).await {
-                self.published = self.published.max(at);
-            }
+            _ = tokio::time::sleep(IDLE_LOOK) => {}
         }
         Some(())
     }
 
-    fn heard(&mut self, published: &Published) {
-        if published.projector == live_metrics::NAME {
-            self.published = self.published.max(published.through);
-        }
-        // An agent's availability changed (in some account): read the figures again.
-        if published.projector == availability::NAME {
-            self.stale = true;
-        }
+    fn heard(&mut self, change: &DashboardChange) {
+        self.stale |= change.concerns(self.subscriber.principal.account_id);
     }
-
-    /// Whether the caller's account had conversation events since the last look.
-    async fn account_changed(&mut self) -> sqlx::Result<bool> {
-        if self.published <= self.seen {
-            return Ok(false);
-        }
-        let changed: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE account_id = $1 AND aggregate_type = 'conversation' \
-             AND (transaction_id, global_position) > ($2::text::xid8, $3) \
-             AND (transaction_id, global_position) <= ($4::text::xid8, $5))",
-        )
-        .bind(self.subscriber.principal.account_id)
-        .bind(self.seen.transaction_id.to_string())
-        .bind(self.seen.global_position)
-        .bind(self.published.transaction_id.to_string())
-        .bind(self.published.global_position)
-        .fetch_one(&self.subscriber.state.pool)
-        .await?;
-        self.seen = self.published;
-        Ok(changed)
-    }
-}
-
-/// How far the projector has applied the feed (the start, before it registered).
-async fn checkpoint(pool: &PgPool) -> sqlx::Result<FeedPosition> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT last_txid::text::bigint, last_position FROM projector_checkpoints WHERE projector = $1")
-            .bind(live_metrics::NAME)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(txid, position)| FeedPosition { transaction_id: txid, global_position: position }).unwrap_or_default())
 }
