@@ -253,7 +253,7 @@ async fn seed_demo(commands: &commands::Commands, account: &commands::account::B
     use domain::values::{Channel, MessageContent};
 
     let admin = CommandContext::now(account.account_id, Actor::User(account.user_id));
-    let (inbox, _) = commands.create_inbox(&admin, "Website", Channel::Api).await?;
+    let (inbox, _) = commands.create_inbox(&admin, "Website", Channel::Api, None).await?;
     let customers = [
         ("ana", "Ana Souza", "ana@example.com", "Hi! My order #1042 has not arrived yet."),
         ("li", "Li Wei", "li@example.com", "Can I change the delivery address of my order?"),
@@ -268,6 +268,7 @@ async fn seed_demo(commands: &commands::Commands, account: &commands::account::B
             contact,
             source_id: format!("{source}-1"),
             content: MessageContent::parse(text)?,
+            sent_at: None,
         };
         let received =
             commands.receive_message(&CommandContext::now(account.account_id, Actor::System), message).await?;

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod live;
 pub mod policy;
+pub mod provider_webhooks;
 pub mod rate_limit;
 pub mod request_metrics;
 pub mod state;

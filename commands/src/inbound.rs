@@ -32,6 +32,8 @@ pub struct InboundMessage {
     /// The message's id on the channel: unique per sender.
     pub source_id: String,
     pub content: MessageContent,
+    /// When the contact sent it, by the provider's clock (channels that say).
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +92,8 @@ impl Commands {
             } else {
                 (self.store().load_for_update::<Conversation>(&conversation_key).await?, None)
             };
-            let events = staging.conversation(&mut conversation, &routed, display_id, message.content.clone()).await?;
+            let received = (message.content.clone(), message.sent_at);
+            let events = staging.conversation(&mut conversation, &routed, display_id, received).await?;
             work.append(conversation, events)?;
             let position = self.store().commit(work).await?;
             Ok(outcome(false, Written { position }))
@@ -176,14 +179,15 @@ impl InboundStaging<'_> {
         Ok((contact, events))
     }
 
-    /// The conversation's events for the message: started first (with `display_id`)
-    /// when the route opened it.
+    /// The conversation's events for the message (its content, and when the contact
+    /// sent it if the channel says): started first (with `display_id`) when the route
+    /// opened it.
     pub async fn conversation(
         &self,
         conversation: &mut Loaded<Conversation>,
         routed: &Routed,
         display_id: Option<i64>,
-        content: MessageContent,
+        (content, sent_at): (MessageContent, Option<chrono::DateTime<chrono::Utc>>),
     ) -> Result<Vec<ConversationEvent>, CommandError> {
         let mut events = Vec::new();
         if routed.new_conversation {
@@ -200,6 +204,7 @@ impl InboundStaging<'_> {
         let receive = ConversationCommand::ReceiveMessage {
             message_id: routed.delivery.message_id,
             content,
+            sent_at,
             at: self.context.at,
         };
         events.extend(decide(conversation, receive).await?);

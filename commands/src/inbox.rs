@@ -1,15 +1,35 @@
 //! Inboxes and who works in them.
 
+use domain::channel::{ChannelAddress, ChannelSecret};
 use domain::ids::{AccountId, UserId};
-use domain::inbox::{Inbox, InboxCommand};
+use domain::inbox::{ChannelSettings, Inbox, InboxCommand};
 use domain::values::{Channel, Name};
 use domain::DomainError;
 use uuid::Uuid;
 
 use crate::access::tables::InboxMembership;
+use crate::channel::settings::ChannelSettingsWrite;
 use crate::context::CommandContext;
 use crate::side_write::SideWrites;
 use crate::{CommandError, Commands, Written};
+
+/// A provider channel's settings as an administrator gives them: the secrets in
+/// clear, sealed before they are written.
+#[derive(Clone, Default)]
+pub struct ChannelInput {
+    pub address: Option<ChannelAddress>,
+    pub secrets: Vec<(ChannelSecret, String)>,
+}
+
+impl ChannelInput {
+    fn settings(&self) -> Result<ChannelSettings, DomainError> {
+        for (name, value) in &self.secrets {
+            name.check(value)?;
+        }
+        let address = self.address.clone().map(ChannelAddress::parse).transpose()?;
+        Ok(ChannelSettings { address, secrets: self.secrets.iter().map(|(name, _)| *name).collect() })
+    }
+}
 
 impl Commands {
     pub async fn create_inbox(
@@ -17,16 +37,83 @@ impl Commands {
         context: &CommandContext,
         name: &str,
         channel: Channel,
+        settings: Option<ChannelInput>,
     ) -> Result<(Uuid, Written), CommandError> {
         let name = Name::parse("inbox name", name)?;
         let id = Uuid::now_v7();
         let account_id = AccountId(context.account_id);
+        let parsed = settings.as_ref().map(ChannelInput::settings).transpose()?;
+        let writes = match (&settings, &parsed) {
+            (Some(input), Some(ChannelSettings { address: Some(address), .. })) => {
+                self.settings_write(context, id, address, &input.secrets)?
+            }
+            _ => SideWrites::default(),
+        };
         let written = self
-            .execute::<Inbox>(context, &id.to_string(), |_| {
-                Ok(InboxCommand::Create { account_id, name: name.clone(), channel, at: context.at })
-            })
+            .execute_with::<Inbox>(
+                context,
+                &id.to_string(),
+                |_| {
+                    let settings = parsed.clone();
+                    Ok(InboxCommand::Create { account_id, name: name.clone(), channel, settings, at: context.at })
+                },
+                &writes,
+            )
             .await?;
         Ok((id, written))
+    }
+
+    /// Changes a provider inbox's settings: the address if given, and the secrets
+    /// given (the others stay as they are).
+    pub async fn configure_inbox(
+        &self,
+        context: &CommandContext,
+        inbox_id: Uuid,
+        input: ChannelInput,
+    ) -> Result<Written, CommandError> {
+        let settings = input.settings()?;
+        // Read through the context: if the inbox moves on before the commit, the
+        // decision (and the address written beside) is taken again.
+        let inbox = self.inbox(context, inbox_id).await?;
+        // The address written beside is the one the event will record.
+        let address = match (&settings.address, inbox.address()) {
+            (Some(address), _) | (None, Some(address)) => address.clone(),
+            (None, None) => {
+                let channel = inbox.channel().unwrap_or(Channel::Api);
+                return Err(
+                    DomainError::invalid(format!("{} inboxes have no channel settings", channel.as_str())).into()
+                );
+            }
+        };
+        let writes = self.settings_write(context, inbox_id, &address, &input.secrets)?;
+        self.execute_with::<Inbox>(
+            context,
+            &inbox_id.to_string(),
+            |inbox| {
+                in_account(context, inbox.account_id())?;
+                Ok(InboxCommand::Configure { settings: settings.clone(), at: context.at })
+            },
+            &writes,
+        )
+        .await
+    }
+
+    fn settings_write(
+        &self,
+        context: &CommandContext,
+        inbox_id: Uuid,
+        address: &ChannelAddress,
+        secrets: &[(ChannelSecret, String)],
+    ) -> Result<SideWrites, CommandError> {
+        let write = ChannelSettingsWrite::new(
+            self.store().keyring(),
+            context.account_id,
+            inbox_id,
+            address.channel(),
+            address.routing_id(),
+            secrets,
+        )?;
+        Ok(SideWrites::of(write))
     }
 
     /// The inbox's state, if it exists in the context's account.

@@ -13,6 +13,7 @@ pub mod account;
 mod append;
 pub mod availability;
 pub mod cache;
+pub mod channel;
 pub mod connection;
 pub mod contact;
 pub mod context;

@@ -75,6 +75,8 @@ pub enum ConversationCommand {
     ReceiveMessage {
         message_id: MessageId,
         content: MessageContent,
+        /// When the contact sent it, by the provider's clock (channels that say).
+        sent_at: Option<Instant>,
         at: Instant,
     },
     SendMessage {
@@ -141,6 +143,10 @@ pub enum ConversationEvent {
         content: Option<String>,
         /// Set when this message starts a wait for a reply.
         waiting_since: Option<Instant>,
+        /// When the contact sent it, by the provider's clock: a provider's reply
+        /// window runs from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_at: Option<Instant>,
         at: Instant,
     },
     MessageSent {
@@ -318,10 +324,11 @@ impl Aggregate for Conversation {
         let contact_id = self.started()?;
         match command {
             ConversationCommand::Start { .. } => unreachable!("handled above"),
-            ConversationCommand::ReceiveMessage { message_id, content, at } => {
+            ConversationCommand::ReceiveMessage { message_id, content, sent_at, at } => {
                 let waiting_since = self.waiting_since.or(Some(at));
                 let content = Some(content.into_inner());
-                sink.write(E::MessageReceived { message_id, contact_id, content, waiting_since, at }, self).await;
+                let received = E::MessageReceived { message_id, contact_id, content, waiting_since, sent_at, at };
+                sink.write(received, self).await;
                 if matches!(self.status, Status::Snoozed | Status::Resolved) && !self.muted {
                     let from = self.status;
                     let reopened = E::StatusChanged { from, to: Status::Open, snoozed_until: None, activity: None, at };
@@ -517,6 +524,7 @@ mod tests {
             contact_id: CONTACT,
             content: Some("hi".into()),
             waiting_since: Some(waiting_since),
+            sent_at: None,
             at: t(minute),
         }
     }
@@ -533,7 +541,7 @@ mod tests {
     fn an_incoming_message_reopens_a_resolved_conversation() {
         conversation()
             .given(vec![started(), status(Status::Open, Status::Resolved, 5, true)])
-            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(10) })
+            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), sent_at: None, at: t(10) })
             .then_expect_events(vec![received(1, 10, t(10)), status(Status::Resolved, Status::Open, 10, false)]);
     }
 
@@ -542,12 +550,12 @@ mod tests {
         let snoozed = status(Status::Open, Status::Snoozed, 5, true);
         conversation()
             .given(vec![started(), snoozed.clone()])
-            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(10) })
+            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), sent_at: None, at: t(10) })
             .then_expect_events(vec![received(1, 10, t(0)), status(Status::Snoozed, Status::Open, 10, false)]);
         let muted = E::MuteChanged { muted: true, activity: activity(), at: t(6) };
         conversation()
             .given(vec![started(), snoozed, muted])
-            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(10) })
+            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), sent_at: None, at: t(10) })
             .then_expect_events(vec![received(1, 10, t(0))]);
     }
 
@@ -624,12 +632,13 @@ mod tests {
         };
         conversation()
             .given(vec![started(), received(1, 1, t(0)), reply])
-            .when(C::ReceiveMessage { message_id: msg(3), content: text("thanks"), at: t(20) })
+            .when(C::ReceiveMessage { message_id: msg(3), content: text("thanks"), sent_at: None, at: t(20) })
             .then_expect_events(vec![E::MessageReceived {
                 message_id: msg(3),
                 contact_id: CONTACT,
                 content: Some("thanks".into()),
                 waiting_since: Some(t(20)),
+                sent_at: None,
                 at: t(20),
             }]);
     }
@@ -690,7 +699,7 @@ mod tests {
     fn a_conversation_that_was_never_started_is_not_found() {
         conversation()
             .given_no_previous_events()
-            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), at: t(1) })
+            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), sent_at: None, at: t(1) })
             .then_expect_error(DomainError::NotFound("conversation"));
     }
 

@@ -6,6 +6,7 @@ pub mod account;
 pub mod activity;
 pub mod actor;
 pub mod availability;
+pub mod channel;
 pub mod contact;
 pub mod conversation;
 pub mod error;

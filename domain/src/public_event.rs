@@ -118,7 +118,14 @@ mod tests {
         let message = MessageId(uuid::Uuid::nil());
         let conversation = [
             (
-                E::MessageReceived { message_id: message, contact_id: contact, content: None, waiting_since: None, at },
+                E::MessageReceived {
+                    message_id: message,
+                    contact_id: contact,
+                    content: None,
+                    waiting_since: None,
+                    sent_at: None,
+                    at,
+                },
                 Some(PublicEvent::MessageCreated),
             ),
             (

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::account::AccountEvent;
+use domain::channel::ChannelAddress;
 use domain::contact::ContactEvent;
 use domain::inbox::InboxEvent;
 use domain::label::LabelEvent;
@@ -247,6 +248,19 @@ async fn apply_one(tx: &mut Transaction<'_, Postgres>, event: &FeedEvent) -> any
                     .execute(&mut **tx)
                     .await?;
             }
+            InboxEvent::InboxChannelConfigured { address, secrets_changed, .. } => {
+                let changed: Vec<&str> = secrets_changed.iter().map(|s| s.as_str()).collect();
+                sqlx::query(
+                    "UPDATE rm_inboxes SET address = $2, secrets_set = \
+                     ARRAY(SELECT DISTINCT s FROM unnest(secrets_set || $3::text[]) s ORDER BY s) \
+                     WHERE inbox_id = $1",
+                )
+                .bind(id()?)
+                .bind(sqlx::types::Json(address))
+                .bind(changed)
+                .execute(&mut **tx)
+                .await?;
+            }
             InboxEvent::InboxMemberRemoved { user_id, .. } => {
                 sqlx::query("DELETE FROM rm_inbox_members WHERE inbox_id = $1 AND user_id = $2")
                     .bind(id()?)
@@ -313,6 +327,10 @@ pub struct InboxRow {
     pub name: String,
     pub channel: String,
     pub created_at: DateTime<Utc>,
+    /// A provider channel's address.
+    pub address: Option<sqlx::types::Json<ChannelAddress>>,
+    /// The names of the channel's secrets that are set (never their values).
+    pub secrets_set: Vec<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]

@@ -249,7 +249,7 @@ async fn an_event_stored_at_an_old_version_reads_in_its_current_shape_everywhere
     app.server
         .state
         .commands
-        .create_inbox(&context, "Old inbox", domain::values::Channel::Api)
+        .create_inbox(&context, "Old inbox", domain::values::Channel::Api, None)
         .await
         .expect("the replayed account exists");
     let export = inboxd(&app.database_url).args(["export", "--account", &account.to_string()]).output().await.unwrap();

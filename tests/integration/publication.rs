@@ -24,7 +24,7 @@ async fn publications_reach_both_processes_in_order(redis_url: Option<String>) {
     let commands = &one.state.commands;
     let created = commands.bootstrap("Acme", "admin@acme.test", "correct horse battery", None).await.unwrap();
     let context = CommandContext::now(created.account_id, Actor::User(created.user_id));
-    let (inbox, _) = commands.create_inbox(&context, "Support", Channel::Api).await.unwrap();
+    let (inbox, _) = commands.create_inbox(&context, "Support", Channel::Api, None).await.unwrap();
     for n in 0..30 {
         let server = if n % 2 == 0 { &one } else { &two };
         let message = InboundMessage {
@@ -33,6 +33,7 @@ async fn publications_reach_both_processes_in_order(redis_url: Option<String>) {
             contact: ContactDetails { name: Some(format!("Customer {}", n % 4)), email: None, phone: None },
             source_id: format!("m-{n}"),
             content: MessageContent::parse(format!("message {n}")).unwrap(),
+            sent_at: None,
         };
         server.state.commands.receive_message(&context, message).await.unwrap();
     }

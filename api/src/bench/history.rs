@@ -81,8 +81,9 @@ async fn conversation(
             .get_or_insert_with(|| Loaded::<Conversation>::new_stream(routed.delivery.conversation_id.to_string()));
         let text = format!("Hello, this is message {n} about my order; could someone from support look at it please?");
         let display_id = routed.new_conversation.then_some(display_id);
-        thread_events
-            .extend(staging.conversation(conversation, &routed, display_id, MessageContent::parse(text)?).await?);
+        thread_events.extend(
+            staging.conversation(conversation, &routed, display_id, (MessageContent::parse(text)?, None)).await?,
+        );
         route_events.extend(routed.events);
     }
     let (contact, contact_events) = contact.context("the route opened no contact")?;

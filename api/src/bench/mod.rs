@@ -376,7 +376,7 @@ impl Bench {
         let commands = &services.state.commands;
         let created = commands.bootstrap("Rebuild", "rebuild@example.com", "bench-password-1", None).await?;
         let context = CommandContext::now(created.account_id, Actor::User(created.user_id));
-        let (inbox, _) = commands.create_inbox(&context, "Rebuild", domain::values::Channel::Api).await?;
+        let (inbox, _) = commands.create_inbox(&context, "Rebuild", domain::values::Channel::Api, None).await?;
         let conversations = if self.quick { 5_000 } else { 42_000 };
         let started = Instant::now();
         history::generate(commands, created.account_id, inbox, "r", conversations, 10).await?;

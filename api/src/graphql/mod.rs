@@ -12,6 +12,7 @@ use commands::StoreError;
 use projections::feed::FeedPosition;
 
 mod access;
+mod inboxes;
 pub mod live;
 mod live_metrics;
 mod mutation;
@@ -25,6 +26,7 @@ pub mod types;
 mod webhooks;
 
 use access::{AccessMutation, AccessQuery};
+use inboxes::InboxMutation;
 use live::ConversationSubscription;
 use live_metrics::{LiveMetricsQuery, LiveMetricsSubscription};
 use mutation::Mutation;
@@ -37,7 +39,14 @@ use webhooks::{WebhookMutation, WebhookQuery};
 pub struct QueryRoot(Query, AccessQuery, WebhookQuery, LiveMetricsQuery, NotificationQuery);
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct MutationRoot(Mutation, AccessMutation, WebhookMutation, PresenceMutation, NotificationMutation);
+pub struct MutationRoot(
+    Mutation,
+    InboxMutation,
+    AccessMutation,
+    WebhookMutation,
+    PresenceMutation,
+    NotificationMutation,
+);
 
 #[derive(async_graphql::MergedSubscription, Default)]
 pub struct SubscriptionRoot(

@@ -23,18 +23,6 @@ use crate::state::AppState;
 pub struct Mutation;
 
 #[derive(InputObject)]
-pub struct CreateInboxInput {
-    pub name: String,
-    pub channel: ChannelType,
-}
-
-#[derive(InputObject)]
-pub struct UpdateInboxInput {
-    pub inbox_id: ID,
-    pub name: String,
-}
-
-#[derive(InputObject)]
 pub struct InboxMemberInput {
     pub inbox_id: ID,
     pub user_id: ID,
@@ -214,34 +202,6 @@ fn contact_details(name: Option<&str>, email: Option<&str>, phone: Option<&str>)
 
 #[Object]
 impl Mutation {
-    async fn create_inbox(&self, ctx: &Context<'_>, input: CreateInboxInput) -> Result<Inbox> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            principal.require(Action::ManageAccount)?;
-            let (id, written) = state.commands.create_inbox(&context, &input.name, input.channel.into()).await?;
-            state.settle(written, &["directory"]).await;
-            let row = directory::inbox(&state.pool, principal.account_id, id).await?;
-            Ok(Inbox(row.ok_or_else(|| ApiError::internal(anyhow::anyhow!("inbox {id} not projected")))?))
-        })
-        .await
-    }
-
-    /// Changes an inbox's settings (its name); an audited administrative change.
-    async fn update_inbox(&self, ctx: &Context<'_>, input: UpdateInboxInput) -> Result<Inbox> {
-        let input = &input;
-        mutate(ctx, move |Acting { principal, state, context }| async move {
-            let (principal, state) = (&principal, &state);
-            principal.require(Action::ManageAccount)?;
-            let inbox = parse_id(&input.inbox_id, "inbox")?;
-            let written = state.commands.rename_inbox(&context, inbox, &input.name).await?;
-            state.settle(written, &["directory"]).await;
-            let row = directory::inbox(&state.pool, principal.account_id, inbox).await?;
-            Ok(Inbox(row.ok_or_else(|| ApiError::not_found("inbox"))?))
-        })
-        .await
-    }
-
     async fn add_inbox_member(&self, ctx: &Context<'_>, input: InboxMemberInput) -> Result<Inbox> {
         self.change_inbox(ctx, input, true).await
     }
@@ -276,6 +236,7 @@ impl Mutation {
                 contact: contact.clone(),
                 source_id: input.source_id.clone(),
                 content: content.clone(),
+                sent_at: None,
             };
             let received = state.commands.receive_message(&context, message).await?;
             let account = principal.account_id;

@@ -4,6 +4,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use commands::Written;
+use domain::channel::{ChannelAddress, ChannelSecret};
 use domain::values;
 use projections::availability::{self, AvailabilityRow};
 use projections::directory::{self, AgentRow, ContactRow, InboxRow, LabelRow, TeamRow};
@@ -350,11 +351,69 @@ impl Inbox {
     async fn channel(&self) -> Result<ChannelType> {
         Ok(stored::<values::Channel>(&self.0.channel)?.into())
     }
+    /// A WhatsApp inbox's settings (secrets only as whether they are set).
+    async fn whatsapp(&self) -> Option<WhatsappSettings> {
+        whatsapp_settings(&self.0)
+    }
+    /// A Messenger inbox's settings (secrets only as whether they are set).
+    async fn messenger(&self) -> Option<MessengerSettings> {
+        messenger_settings(&self.0)
+    }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
     async fn members(&self, ctx: &Context<'_>) -> Result<Vec<Agent>> {
         members(ctx, self.0.account_id, directory::Group::Inbox(self.0.inbox_id)).await
+    }
+}
+
+/// A WhatsApp inbox's settings as shown: ids, and which secrets are set.
+#[derive(SimpleObject)]
+pub struct WhatsappSettings {
+    pub phone_number_id: String,
+    pub business_account_id: String,
+    pub access_token_set: bool,
+    pub app_secret_set: bool,
+    pub verify_token_set: bool,
+}
+
+/// A Messenger inbox's settings as shown: ids, and which secrets are set.
+#[derive(SimpleObject)]
+pub struct MessengerSettings {
+    pub page_id: String,
+    pub human_agent_tag: bool,
+    pub page_access_token_set: bool,
+    pub app_secret_set: bool,
+    pub verify_token_set: bool,
+}
+
+fn is_set(row: &InboxRow, secret: ChannelSecret) -> bool {
+    row.secrets_set.iter().any(|s| s == secret.as_str())
+}
+
+fn whatsapp_settings(row: &InboxRow) -> Option<WhatsappSettings> {
+    match row.address.as_deref()? {
+        ChannelAddress::Whatsapp { phone_number_id, business_account_id } => Some(WhatsappSettings {
+            phone_number_id: phone_number_id.clone(),
+            business_account_id: business_account_id.clone(),
+            access_token_set: is_set(row, ChannelSecret::AccessToken),
+            app_secret_set: is_set(row, ChannelSecret::AppSecret),
+            verify_token_set: is_set(row, ChannelSecret::VerifyToken),
+        }),
+        ChannelAddress::Messenger { .. } => None,
+    }
+}
+
+fn messenger_settings(row: &InboxRow) -> Option<MessengerSettings> {
+    match row.address.as_deref()? {
+        ChannelAddress::Messenger { page_id, human_agent_tag } => Some(MessengerSettings {
+            page_id: page_id.clone(),
+            human_agent_tag: *human_agent_tag,
+            page_access_token_set: is_set(row, ChannelSecret::PageAccessToken),
+            app_secret_set: is_set(row, ChannelSecret::AppSecret),
+            verify_token_set: is_set(row, ChannelSecret::VerifyToken),
+        }),
+        ChannelAddress::Whatsapp { .. } => None,
     }
 }
 

@@ -1,0 +1,234 @@
+//! A provider's webhook, from raw body to what it tells: checked against the inbox's
+//! app secret, read into notices, each notice routed to the inbox it names, and
+//! stored before the provider is answered (a provider retries what it was not
+//! answered 200 for; the route's dedupe on the provider's message id makes a
+//! redelivery, concurrent or days later, store nothing more).
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use domain::actor::Actor;
+use domain::channel::ChannelSecret;
+use domain::contact::ContactDetails;
+use domain::values::{Channel, MessageContent, Name, PhoneNumber};
+use uuid::Uuid;
+
+use super::settings::{self, ChannelInbox};
+use super::signature::verifies;
+use super::{messenger, whatsapp, DeliveryStatus, Malformed, Notice, ProviderMessage};
+use crate::context::CommandContext;
+use crate::inbound::InboundMessage;
+use crate::{CommandError, Commands};
+
+/// Why a webhook was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// 404: the path names no inbox of this provider.
+    #[error("no {0} inbox has this id")]
+    UnknownInbox(&'static str),
+    /// 401: the signature is missing or does not verify.
+    #[error("the X-Hub-Signature-256 header does not verify with the inbox's app secret")]
+    BadSignature,
+    /// 400: not the provider's envelope.
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    /// 500/503: nothing is lost, the provider retries.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// What a webhook's processing did, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Intake {
+    pub messages: usize,
+    pub duplicates: usize,
+    pub statuses: usize,
+    /// Notices for ids no inbox has, or signed by another app.
+    pub unrouted: usize,
+    pub ignored: usize,
+}
+
+fn read(channel: Channel, body: &[u8]) -> Result<Vec<Notice>, Malformed> {
+    match channel {
+        Channel::Whatsapp => whatsapp::parse(body),
+        _ => messenger::parse(body),
+    }
+}
+
+impl Commands {
+    /// Handles one webhook of `channel` (WhatsApp or Messenger), sent to the inbox's
+    /// own path (`inbox`) or to the app-level one.
+    ///
+    /// On an inbox's path the signature is checked before the body is read. On the
+    /// app-level path the body is read first, to find which inboxes (so which app
+    /// secrets) it concerns; notices for inboxes whose secret does not verify it are
+    /// dropped, and if none does the webhook is refused.
+    pub async fn receive_webhook(
+        &self,
+        channel: Channel,
+        inbox: Option<Uuid>,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<Intake, IntakeError> {
+        let pool = self.store().pool();
+        let keyring = self.store().keyring();
+        if let Some(inbox) = inbox {
+            let found = settings::of_inbox(pool, keyring, channel, inbox).await?;
+            let found = found.ok_or(IntakeError::UnknownInbox(channel.as_str()))?;
+            if !signed_by(&found, signature, body) {
+                return Err(IntakeError::BadSignature);
+            }
+        }
+        let notices = read(channel, body)?;
+        let mut ids: Vec<String> = notices.iter().map(|n| n.routing_id().to_string()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let inboxes = settings::by_routing_ids(pool, keyring, channel, &ids).await?;
+        let verified: HashMap<&str, &ChannelInbox> =
+            inboxes.iter().filter(|i| signed_by(i, signature, body)).map(|i| (i.routing_id.as_str(), i)).collect();
+        if inbox.is_none() && !inboxes.is_empty() && verified.is_empty() {
+            return Err(IntakeError::BadSignature);
+        }
+        let mut intake = Intake::default();
+        for notice in notices {
+            let Some(target) = verified.get(notice.routing_id()) else {
+                if !matches!(notice, Notice::Ignored { .. }) {
+                    intake.unrouted += 1;
+                    tracing::info!(
+                        channel = channel.as_str(),
+                        routing_id = notice.routing_id(),
+                        "a webhook notice for an id no inbox has (or signed by another app); acknowledged, not stored"
+                    );
+                } else {
+                    intake.ignored += 1;
+                }
+                continue;
+            };
+            match notice {
+                Notice::Message(message) => {
+                    if self.receive_provider_message(target, message).await? {
+                        intake.messages += 1;
+                    } else {
+                        intake.duplicates += 1;
+                    }
+                }
+                Notice::Status(status) => {
+                    let (rank, error) = match &status.status {
+                        Ok(status) => (rank(*status), None),
+                        Err(error) => (FAILED, Some(error.clone())),
+                    };
+                    keep_status(pool, target.inbox_id, &status.provider_message_id, rank, error, status.at).await?;
+                    intake.statuses += 1;
+                }
+                Notice::Watermark { recipient, status, up_to, .. } => {
+                    sqlx::query(
+                        "INSERT INTO channel_watermarks (inbox_id, recipient, status, up_to) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (inbox_id, recipient, status) \
+                         DO UPDATE SET up_to = greatest(channel_watermarks.up_to, EXCLUDED.up_to)",
+                    )
+                    .bind(target.inbox_id)
+                    .bind(&recipient)
+                    .bind(rank(status))
+                    .bind(up_to)
+                    .execute(pool)
+                    .await
+                    .context("failed to keep a watermark")?;
+                    intake.statuses += 1;
+                }
+                Notice::Echo { provider_message_id, .. } => {
+                    tracing::debug!(provider_message_id, "an echo of our own send; not stored again");
+                    intake.ignored += 1;
+                }
+                Notice::Ignored { kind, .. } => {
+                    tracing::debug!(channel = channel.as_str(), kind, "a webhook notice of a kind not handled");
+                    intake.ignored += 1;
+                }
+            }
+        }
+        Ok(intake)
+    }
+
+    /// Stores a contact's message; `false` if it had been stored before.
+    async fn receive_provider_message(&self, inbox: &ChannelInbox, message: ProviderMessage) -> anyhow::Result<bool> {
+        let context = CommandContext {
+            channel: Some(inbox.channel.as_str().to_string()),
+            ..CommandContext::now(inbox.account_id, Actor::Channel(inbox.channel.as_str().to_string()))
+        };
+        // What the provider says of the sender is kept only if it reads as such.
+        let contact = ContactDetails {
+            name: message
+                .sender_name
+                .as_deref()
+                .and_then(|n| Name::parse("contact name", n).ok())
+                .map(Name::into_inner),
+            email: None,
+            phone: message
+                .sender_phone
+                .as_deref()
+                .and_then(|p| PhoneNumber::parse(p).ok())
+                .map(PhoneNumber::into_inner),
+        };
+        let content = match MessageContent::parse(message.text) {
+            Ok(content) => content,
+            Err(refused) => {
+                tracing::warn!(error = %refused, "a provider's message that cannot be stored; acknowledged");
+                return Ok(false);
+            }
+        };
+        let inbound = InboundMessage {
+            inbox_id: inbox.inbox_id,
+            contact_source_id: message.sender,
+            contact,
+            source_id: message.provider_message_id,
+            content,
+            sent_at: Some(message.sent_at),
+        };
+        match self.receive_message(&context, inbound).await {
+            Ok(received) => Ok(!received.duplicate),
+            Err(CommandError::Domain(refused)) => {
+                tracing::warn!(error = %refused, "a provider's message that cannot be stored; acknowledged");
+                Ok(false)
+            }
+            Err(other) => Err(anyhow::Error::new(other).context("failed to store a provider's message")),
+        }
+    }
+}
+
+fn signed_by(inbox: &ChannelInbox, signature: Option<&str>, body: &[u8]) -> bool {
+    inbox.secret(ChannelSecret::AppSecret).is_some_and(|secret| verifies(secret, signature, body))
+}
+
+const FAILED: i16 = 9;
+
+fn rank(status: DeliveryStatus) -> i16 {
+    match status {
+        DeliveryStatus::Sent => 1,
+        DeliveryStatus::Delivered => 2,
+        DeliveryStatus::Read => 3,
+    }
+}
+
+async fn keep_status(
+    pool: &sqlx::PgPool,
+    inbox: Uuid,
+    provider_message_id: &str,
+    rank: i16,
+    error: Option<(String, String)>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let (code, title) = error.unzip();
+    sqlx::query(
+        "INSERT INTO channel_statuses (inbox_id, provider_message_id, status, error_code, error_title, at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(inbox)
+    .bind(provider_message_id)
+    .bind(rank)
+    .bind(code)
+    .bind(title)
+    .bind(at)
+    .execute(pool)
+    .await
+    .context("failed to keep a delivery status")?;
+    Ok(())
+}
