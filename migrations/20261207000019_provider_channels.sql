@@ -53,3 +53,27 @@ CREATE TABLE channel_watermarks (
     up_to     timestamptz NOT NULL,
     PRIMARY KEY (inbox_id, recipient, status)
 );
+
+-- A message's delivery by its provider (null: incoming, private, or not delivered by
+-- a provider), and the provider's error when it failed.
+ALTER TABLE rm_messages
+    ADD COLUMN status text,
+    ADD COLUMN status_error text;
+
+-- Our messages a provider accepted, by the provider's id: callbacks find their
+-- message here. Written with `MessageAcceptedByProvider`. `recipient` is a keyed
+-- hash of the contact's id on the channel (Messenger's watermarks name the contact).
+CREATE TABLE channel_messages (
+    inbox_id            uuid NOT NULL,
+    provider_message_id text NOT NULL,
+    conversation_id     uuid NOT NULL,
+    message_id          uuid NOT NULL,
+    recipient           text NOT NULL,
+    accepted_at         timestamptz NOT NULL,
+    PRIMARY KEY (inbox_id, provider_message_id)
+);
+CREATE INDEX channel_messages_recipient ON channel_messages (inbox_id, recipient, accepted_at);
+
+-- When the contact last wrote, by the provider's clock: `Conversation.canReply` and
+-- `replyWindowClosesAt` are read from it with the inbox's channel.
+ALTER TABLE rm_conversations ADD COLUMN last_received_at timestamptz;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
+use commands::channel::delivery::{ChannelDelivery, DeliveryPolicy, GraphApi};
 use commands::connection::CHECK_IDLE_AFTER;
 use commands::digest::{DigestKey, Digests};
 use commands::erasure::ERASURE_CHANNEL;
@@ -117,6 +118,7 @@ impl Services {
             keyring.clone(),
             vec![
                 Arc::new(WebhooksPolicy::new(pool.clone(), clock.clone())),
+                Arc::new(DeliveryPolicy::new(pool.clone(), clock.clone())),
                 Arc::new(NotificationsPolicy::new(
                     pool.clone(),
                     clock.clone(),
@@ -136,7 +138,11 @@ impl Services {
             config.vapid_subject.clone(),
             clock.clone(),
         );
-        let handlers: Vec<Arc<dyn commands::jobs::JobHandler>> = vec![Arc::new(delivery), Arc::new(notifying)];
+        let graph =
+            GraphApi { base_url: config.meta_graph_api_url.clone(), version: config.meta_graph_api_version.clone() };
+        let replies = ChannelDelivery::new(commands.clone(), outbound.clone(), graph);
+        let handlers: Vec<Arc<dyn commands::jobs::JobHandler>> =
+            vec![Arc::new(delivery), Arc::new(notifying), Arc::new(replies)];
         let jobs = Jobs::new(pool.clone(), clock, handlers, config.job_lease, config.projector_poll);
         let live = LiveFeed::new(pool.clone(), engine.clone());
         let notices = NotificationFeed::new(pool.clone(), engine.clone());

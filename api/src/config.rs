@@ -69,6 +69,11 @@ pub struct Config {
     pub smtp_from: String,
     /// The operator's contact push services are given (`mailto:` or `https:`).
     pub vapid_subject: String,
+    /// `META_GRAPH_API_URL`: where WhatsApp and Messenger sends go (the Graph API;
+    /// a loopback fake in tests). Operator configuration, never a tenant's.
+    pub meta_graph_api_url: String,
+    /// `META_GRAPH_API_VERSION`: the Graph API version the paths name.
+    pub meta_graph_api_version: String,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +109,7 @@ impl std::fmt::Debug for Config {
             .field("digest_push_url", &self.digest_push_url)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("smtp", &self.smtp_url.as_ref().map(|_| "<set>"))
+            .field("meta_graph_api_url", &self.meta_graph_api_url)
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +174,8 @@ impl Config {
             smtp_url: var("SMTP_URL"),
             smtp_from: var("SMTP_FROM").unwrap_or_else(|| "inboxd <notifications@localhost>".into()),
             vapid_subject: var("VAPID_SUBJECT").unwrap_or_else(|| "mailto:notifications@localhost".into()),
+            meta_graph_api_url: var("META_GRAPH_API_URL").unwrap_or_else(|| "https://graph.facebook.com".into()),
+            meta_graph_api_version: var("META_GRAPH_API_VERSION").unwrap_or_else(|| "v21.0".into()),
         })
     }
 }

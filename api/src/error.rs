@@ -20,6 +20,9 @@ pub enum ErrorCode {
     Conflict,
     /// Too many attempts; try again after the window.
     RateLimited,
+    /// A free-form reply outside the provider's customer-service window (24 hours
+    /// after the contact's last message on WhatsApp): only a template may be sent.
+    MessagingWindowClosed,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
     /// The database (or Redis) cannot be reached right now; nothing was changed, or
@@ -30,13 +33,14 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::BadUserInput,
         ErrorCode::Conflict,
         ErrorCode::RateLimited,
+        ErrorCode::MessagingWindowClosed,
         ErrorCode::PayloadTooLarge,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
@@ -50,6 +54,7 @@ impl ErrorCode {
             ErrorCode::BadUserInput => "BAD_USER_INPUT",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::MessagingWindowClosed => "MESSAGING_WINDOW_CLOSED",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
@@ -114,6 +119,9 @@ impl From<CommandError> for ApiError {
             CommandError::Domain(DomainError::Invalid(message)) => Self::bad_input(message),
             CommandError::Domain(e @ DomainError::NotFound(_)) => Self::new(ErrorCode::NotFound, e.to_string()),
             CommandError::Domain(e @ DomainError::AlreadyExists(_)) => Self::new(ErrorCode::Conflict, e.to_string()),
+            CommandError::Domain(DomainError::WindowClosed(message)) => {
+                Self::new(ErrorCode::MessagingWindowClosed, message)
+            }
             CommandError::Conflict => Self::new(ErrorCode::Conflict, CommandError::Conflict.to_string()),
             // Only after every attempt the mutation makes found its state moved on.
             CommandError::Stale => Self::new(ErrorCode::Conflict, CommandError::Stale.to_string()),

@@ -448,6 +448,7 @@ impl IntoResponse for ApiError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
             ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::MessagingWindowClosed => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -5,8 +5,10 @@ use std::collections::BTreeSet;
 
 use domain::activity::ActedBy;
 use domain::actor::Actor;
+use domain::channel::{ChannelAddress, ProviderDelivery};
 use domain::conversation::{ChangedBy, Conversation, ConversationCommand};
 use domain::ids::{ConversationId, MessageId, TeamId, UserId};
+use domain::inbox::Inbox;
 use domain::label::LabelTitle;
 use domain::values::{CustomAttributes, Instant, MessageContent, Priority, Role, Status};
 use domain::DomainError;
@@ -49,8 +51,24 @@ impl Commands {
         Ok(conversation)
     }
 
-    /// An agent's reply (or private note); returns the message id. With the client's
-    /// key for it, a retry is answered with the reply already sent (nothing written).
+    /// How the conversation's inbox delivers replies (`None`: it does not, e.g. the
+    /// API channel). The inbox is read through the context: a change of its settings
+    /// before the reply commits makes the reply decided again.
+    pub async fn provider_delivery(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+    ) -> Result<Option<ProviderDelivery>, CommandError> {
+        let conversation = self.conversation_placement(context, conversation_id).await?;
+        let Some(inbox) = conversation.inbox_id() else { return Ok(None) };
+        let inbox = self.store().load::<Inbox>(context, &inbox.to_string()).await?.state;
+        Ok(inbox.address().map(ChannelAddress::delivery))
+    }
+
+    /// An agent's reply (or private note); returns the message id, and whether a
+    /// provider delivers it (it is pending until the provider accepts it). With the
+    /// client's key for it, a retry is answered with the reply already sent (nothing
+    /// written).
     pub async fn send_message(
         &self,
         context: &CommandContext,
@@ -58,7 +76,7 @@ impl Commands {
         content: MessageContent,
         private: bool,
         client_key: Option<&str>,
-    ) -> Result<(Uuid, Written), CommandError> {
+    ) -> Result<(Uuid, Written, bool), CommandError> {
         let Actor::User(author) = context.actor else {
             return Err(DomainError::invalid("only an agent can send a message").into());
         };
@@ -66,10 +84,12 @@ impl Commands {
             Some(key) => MessageId::keyed(ConversationId(conversation_id), UserId(author), key)?.as_uuid(),
             None => Uuid::now_v7(),
         };
+        let delivery = if private { None } else { self.provider_delivery(context, conversation_id).await? };
         let written = self
             .execute::<Conversation>(context, &conversation_id.to_string(), |conversation| {
                 in_account(context, conversation)?;
                 Ok(ConversationCommand::SendMessage {
+                    delivery,
                     message_id: MessageId(message_id),
                     author: UserId(author),
                     content: content.clone(),
@@ -78,7 +98,7 @@ impl Commands {
                 })
             })
             .await?;
-        Ok((message_id, written))
+        Ok((message_id, written, delivery.is_some()))
     }
 
     /// Assigns an agent and/or a team. An agent must be an administrator of the

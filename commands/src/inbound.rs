@@ -81,7 +81,9 @@ impl Commands {
             let mut work = UnitOfWork::new(&context);
             work.append(route, routed.events.clone())?;
             if routed.new_contact {
-                let (contact, events) = staging.contact(work.side_writes(), &routed, message.contact.clone()).await?;
+                let contact =
+                    staging.contact(work.side_writes(), &routed, message.contact.clone(), &message.contact_source_id);
+                let (contact, events) = contact.await?;
                 work.append(contact, events)?;
             }
             let conversation_key = routed.delivery.conversation_id.to_string();
@@ -151,13 +153,15 @@ impl InboundStaging<'_> {
         })
     }
 
-    /// The new contact the route opened: its stream and events, its data key and its
-    /// channel identity (into `side_writes`).
+    /// The new contact the route opened: its stream and events (with its id on the
+    /// channel, sealed: replies go to it), its data key and its channel identity (into
+    /// `side_writes`).
     pub async fn contact(
         &self,
         side_writes: &mut SideWrites,
         routed: &Routed,
         details: ContactDetails,
+        source_id: &str,
     ) -> Result<(Loaded<Contact>, Vec<ContactEvent>), CommandError> {
         let contact_id = routed.contact_id;
         side_writes.data_key(self.keyring, contact_id.as_uuid())?;
@@ -173,6 +177,7 @@ impl InboundStaging<'_> {
             contact_id,
             account_id: AccountId(self.context.account_id),
             details,
+            source_id: Some(source_id.to_string()),
             at: self.context.at,
         };
         let events = decide(&mut contact, create).await?;

@@ -46,6 +46,17 @@ impl ChannelAddress {
         }
     }
 
+    /// How replies in the inbox are delivered, and for how long after the contact's
+    /// last message they may be free-form: 24 hours, or 7 days on Messenger with the
+    /// `HUMAN_AGENT` tag.
+    pub fn delivery(&self) -> ProviderDelivery {
+        let hours = match self {
+            Self::Messenger { human_agent_tag: true, .. } => 7 * 24,
+            _ => 24,
+        };
+        ProviderDelivery { channel: self.channel(), window: chrono::Duration::hours(hours) }
+    }
+
     /// Checks the ids: digits, as Meta issues them.
     pub fn parse(self) -> Result<Self, DomainError> {
         let ids: Vec<(&str, &str)> = match &self {
@@ -63,6 +74,14 @@ impl ChannelAddress {
         }
         Ok(self)
     }
+}
+
+/// A provider that delivers a conversation's replies, and how long after the
+/// contact's last message it lets us answer with anything but a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderDelivery {
+    pub channel: Channel,
+    pub window: chrono::Duration,
 }
 
 /// A provider channel's secrets, by name. Their values never enter the log.

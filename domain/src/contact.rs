@@ -10,16 +10,22 @@ use crate::ids::{AccountId, ContactId, ConversationId};
 use crate::values::{Instant, Name};
 use crate::{domain_event, DomainError, PersonalData};
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Contact {
     id: Option<ContactId>,
     account_id: Option<AccountId>,
+    /// The contact's id on its channel (opened from the log; gone once erased).
+    source_id: Option<String>,
     erased: bool,
 }
 
 impl Contact {
     pub fn account_id(&self) -> Option<AccountId> {
         self.account_id
+    }
+    /// The id replies are addressed to on the contact's channel (`wa_id`, PSID).
+    pub fn source_id(&self) -> Option<&str> {
+        self.source_id.as_deref()
     }
 }
 
@@ -37,19 +43,14 @@ pub enum ContactCommand {
         contact_id: ContactId,
         account_id: AccountId,
         details: ContactDetails,
+        /// The contact's id on a provider channel, which replies are sent to.
+        source_id: Option<String>,
         at: Instant,
     },
     /// Replaces name, e-mail and phone (`None` clears one).
-    Update {
-        details: ContactDetails,
-        at: Instant,
-    },
+    Update { details: ContactDetails, at: Instant },
     /// The right to be forgotten: the contact's key is shredded with this event.
-    Erase {
-        reason: Name,
-        conversations: Vec<ConversationId>,
-        at: Instant,
-    },
+    Erase { reason: Name, conversations: Vec<ConversationId>, at: Instant },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +62,10 @@ pub enum ContactEvent {
         name: Option<String>,
         email: Option<String>,
         phone: Option<String>,
+        /// The contact's id on a provider channel (`wa_id`, PSID): sealed, since it
+        /// identifies them; replies are sent to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_id: Option<String>,
         at: Instant,
     },
     /// The details as they are now (sealed like the first ones).
@@ -80,7 +85,8 @@ domain_event!(ContactEvent, version = "1", [ContactCreated, ContactUpdated, Cont
 impl PersonalData for ContactEvent {
     fn personal_fields(&self) -> &'static [&'static str] {
         match self {
-            ContactEvent::ContactCreated { .. } | ContactEvent::ContactUpdated { .. } => &["name", "email", "phone"],
+            ContactEvent::ContactCreated { .. } => &["name", "email", "phone", "source_id"],
+            ContactEvent::ContactUpdated { .. } => &["name", "email", "phone"],
             ContactEvent::ContactErased { .. } => &[],
         }
     }
@@ -103,12 +109,12 @@ impl Aggregate for Contact {
 
     async fn handle(&mut self, command: ContactCommand, _: &(), sink: &EventSink<Self>) -> Result<(), DomainError> {
         let event = match command {
-            ContactCommand::Create { contact_id, account_id, details, at } => {
+            ContactCommand::Create { contact_id, account_id, details, source_id, at } => {
                 if self.id.is_some() {
                     return Err(DomainError::AlreadyExists("contact"));
                 }
                 let ContactDetails { name, email, phone } = details;
-                ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at }
+                ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, source_id, at }
             }
             ContactCommand::Update { details, at } => {
                 let contact_id = self.id.ok_or(DomainError::NotFound("contact"))?;
@@ -134,12 +140,16 @@ impl Aggregate for Contact {
 
     fn apply(&mut self, event: ContactEvent) {
         match event {
-            ContactEvent::ContactCreated { contact_id, account_id, .. } => {
+            ContactEvent::ContactCreated { contact_id, account_id, source_id, .. } => {
                 self.id = Some(contact_id);
                 self.account_id = Some(account_id);
+                self.source_id = source_id;
             }
             ContactEvent::ContactUpdated { .. } => {}
-            ContactEvent::ContactErased { .. } => self.erased = true,
+            ContactEvent::ContactErased { .. } => {
+                self.erased = true;
+                self.source_id = None;
+            }
         }
     }
 }
@@ -162,6 +172,7 @@ mod tests {
             name: None,
             email: None,
             phone: None,
+            source_id: None,
             at: at(),
         };
         let erase = || ContactCommand::Erase {

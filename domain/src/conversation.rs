@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::activity::{ActedBy, Activity, ActivityLine, Line};
+use crate::channel::ProviderDelivery;
 use crate::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId, TeamId, UserId};
-use crate::values::{CustomAttributes, Instant, MessageContent, Priority, Status};
+use crate::values::{Channel, CustomAttributes, Instant, MessageContent, MessageStatus, Priority, Status};
 use crate::{domain_event, DomainError, PersonalData};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -36,6 +37,10 @@ pub struct Conversation {
     /// The contact's messages so far, and how many of them each agent has read.
     received: u32,
     read: HashMap<UserId, u32>,
+    /// When the contact last wrote, by the provider's clock where it says.
+    last_received_at: Option<Instant>,
+    /// Our messages a provider delivers, and where each stands.
+    outgoing: HashMap<MessageId, MessageStatus>,
 }
 
 /// Whether a message id was derived from a client's key (`MessageId::keyed`).
@@ -53,6 +58,31 @@ impl Conversation {
     pub fn assignee(&self) -> Option<UserId> {
         self.assignee
     }
+    pub fn contact_id(&self) -> Option<ContactId> {
+        self.contact_id
+    }
+    /// Where one of our messages stands at its provider (`None`: not delivered by one).
+    pub fn delivery_status(&self, message: MessageId) -> Option<MessageStatus> {
+        self.outgoing.get(&message).copied()
+    }
+    /// Until when a free-form reply may go out through a provider whose window is
+    /// `window` (`None`: the contact never wrote, only a template may).
+    pub fn reply_window_closes_at(&self, window: chrono::Duration) -> Option<Instant> {
+        self.last_received_at.map(|last| last + window)
+    }
+}
+
+/// What happened to one of our messages at its provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    /// An attempt is about to be made (1 for the first).
+    Attempted { attempt: i32 },
+    /// The provider accepted it under this id: sent.
+    Accepted { provider_message_id: String },
+    /// A provider's callback: delivered, read (or sent).
+    Status(MessageStatus),
+    /// The provider refused it, or a callback says it failed: terminal.
+    Failed { code: Option<String>, reason: String },
 }
 
 /// Who issues a command to the conversation, and the id its activity line gets.
@@ -84,6 +114,14 @@ pub enum ConversationCommand {
         author: UserId,
         content: MessageContent,
         private: bool,
+        /// The provider that delivers public replies in this conversation's inbox.
+        delivery: Option<ProviderDelivery>,
+        at: Instant,
+    },
+    /// Records an attempt or outcome of a provider's delivery of our message.
+    RecordDelivery {
+        message_id: MessageId,
+        outcome: DeliveryOutcome,
         at: Instant,
     },
     /// `None` leaves that side unchanged; `Some(None)` clears it.
@@ -159,6 +197,36 @@ pub enum ConversationEvent {
         first_reply: bool,
         /// Seconds the contact waited for this reply (public replies while waiting).
         reply_time_seconds: Option<i64>,
+        /// The provider channel that delivers it (a public reply in a WhatsApp or
+        /// Messenger inbox): pending until the provider accepts it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivered_by: Option<Channel>,
+        at: Instant,
+    },
+    /// We are about to hand the message to its provider (attempt 1, 2, …).
+    MessageDeliveryAttempted {
+        message_id: MessageId,
+        attempt: i32,
+        at: Instant,
+    },
+    /// The provider accepted the message under its own id: sent.
+    MessageAcceptedByProvider {
+        message_id: MessageId,
+        provider_message_id: String,
+        at: Instant,
+    },
+    /// A provider's callback moved the message on (delivered, read).
+    MessageStatusUpdated {
+        message_id: MessageId,
+        status: MessageStatus,
+        at: Instant,
+    },
+    /// The provider refused the message, or said it failed: terminal.
+    MessageDeliveryFailed {
+        message_id: MessageId,
+        /// The provider's error code, when it gave one.
+        code: Option<String>,
+        reason: String,
         at: Instant,
     },
     AssigneeChanged {
@@ -258,6 +326,10 @@ domain_event!(
         MuteChanged,
         CustomAttributesChanged,
         ConversationRead,
+        MessageDeliveryAttempted,
+        MessageAcceptedByProvider,
+        MessageStatusUpdated,
+        MessageDeliveryFailed,
     ]
 );
 
@@ -335,11 +407,26 @@ impl Aggregate for Conversation {
                     sink.write(reopened, self).await;
                 }
             }
-            ConversationCommand::SendMessage { message_id, author, content, private, at } => {
+            ConversationCommand::SendMessage { message_id, author, content, private, delivery, at } => {
                 if self.keyed_replies.contains(&message_id) {
                     return Ok(());
                 }
                 let public = !private;
+                let delivery = delivery.filter(|_| public);
+                if let Some(delivery) = delivery {
+                    match self.reply_window_closes_at(delivery.window) {
+                        Some(closes) if at <= closes => {}
+                        closed => {
+                            let since = closed.map_or("the contact has not written yet".to_string(), |c| {
+                                format!("it closed at {}", c.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                            });
+                            return Err(DomainError::WindowClosed(format!(
+                                "outside the {} reply window ({since}): only a template can be sent",
+                                delivery.channel.as_str()
+                            )));
+                        }
+                    }
+                }
                 let first_reply = public && self.first_reply_at.is_none();
                 let reply_time_seconds = match (public, self.waiting_since) {
                     (true, Some(since)) => Some((at - since).num_seconds().max(0)),
@@ -353,7 +440,35 @@ impl Aggregate for Conversation {
                     private,
                     first_reply,
                     reply_time_seconds,
+                    delivered_by: delivery.map(|d| d.channel),
                     at,
+                };
+                sink.write(event, self).await;
+            }
+            ConversationCommand::RecordDelivery { message_id, outcome, at } => {
+                let Some(status) = self.outgoing.get(&message_id).copied() else {
+                    return Err(DomainError::NotFound("message"));
+                };
+                let event = match outcome {
+                    DeliveryOutcome::Attempted { attempt } if status == MessageStatus::Pending => {
+                        E::MessageDeliveryAttempted { message_id, attempt, at }
+                    }
+                    // Recorded once: a retry never sends what the provider accepted.
+                    DeliveryOutcome::Accepted { provider_message_id } if status == MessageStatus::Pending => {
+                        E::MessageAcceptedByProvider { message_id, provider_message_id, at }
+                    }
+                    DeliveryOutcome::Status(next)
+                        if status != MessageStatus::Pending
+                            && next != MessageStatus::Failed
+                            && status.moves_to(next) =>
+                    {
+                        E::MessageStatusUpdated { message_id, status: next, at }
+                    }
+                    DeliveryOutcome::Failed { code, reason } if status.moves_to(MessageStatus::Failed) => {
+                        E::MessageDeliveryFailed { message_id, code, reason, at }
+                    }
+                    // Late, repeated or out of order: nothing changes.
+                    _ => return Ok(()),
                 };
                 sink.write(event, self).await;
             }
@@ -441,11 +556,25 @@ impl Aggregate for Conversation {
                 self.status = status;
                 self.waiting_since = Some(at);
             }
-            E::MessageReceived { waiting_since, .. } => {
+            E::MessageReceived { waiting_since, sent_at, at, .. } => {
                 self.waiting_since = waiting_since;
                 self.received += 1;
+                self.last_received_at = Some(sent_at.unwrap_or(at));
             }
-            E::MessageSent { message_id, private, at, first_reply, .. } => {
+            E::MessageDeliveryAttempted { .. } => {}
+            E::MessageAcceptedByProvider { message_id, .. } => {
+                self.outgoing.insert(message_id, MessageStatus::Sent);
+            }
+            E::MessageStatusUpdated { message_id, status, .. } => {
+                self.outgoing.insert(message_id, status);
+            }
+            E::MessageDeliveryFailed { message_id, .. } => {
+                self.outgoing.insert(message_id, MessageStatus::Failed);
+            }
+            E::MessageSent { message_id, private, at, first_reply, delivered_by, .. } => {
+                if delivered_by.is_some() {
+                    self.outgoing.insert(message_id, MessageStatus::Pending);
+                }
                 if is_keyed(message_id) {
                     self.keyed_replies.insert(message_id);
                 }
@@ -570,6 +699,7 @@ mod tests {
             private: true,
             first_reply: false,
             reply_time_seconds: None,
+            delivered_by: None,
             at: t(3),
         };
         let send = |id: MessageId| C::SendMessage {
@@ -577,6 +707,7 @@ mod tests {
             author: ANA,
             content: text("hello"),
             private: true,
+            delivery: None,
             at: t(3),
         };
         conversation().given(vec![started(), sent(keyed)]).when(send(keyed)).then_expect_events(vec![]);
@@ -592,7 +723,14 @@ mod tests {
     fn the_first_public_reply_records_the_response_time_and_private_notes_do_not() {
         conversation()
             .given(vec![started(), received(1, 1, t(0))])
-            .when(C::SendMessage { message_id: msg(2), author: ANA, content: text("note"), private: true, at: t(3) })
+            .when(C::SendMessage {
+                message_id: msg(2),
+                author: ANA,
+                content: text("note"),
+                private: true,
+                delivery: None,
+                at: t(3),
+            })
             .then_expect_events(vec![E::MessageSent {
                 message_id: msg(2),
                 contact_id: CONTACT,
@@ -601,11 +739,19 @@ mod tests {
                 private: true,
                 first_reply: false,
                 reply_time_seconds: None,
+                delivered_by: None,
                 at: t(3),
             }]);
         conversation()
             .given(vec![started(), received(1, 1, t(0))])
-            .when(C::SendMessage { message_id: msg(2), author: ANA, content: text("hello"), private: false, at: t(4) })
+            .when(C::SendMessage {
+                message_id: msg(2),
+                author: ANA,
+                content: text("hello"),
+                private: false,
+                delivery: None,
+                at: t(4),
+            })
             .then_expect_events(vec![E::MessageSent {
                 message_id: msg(2),
                 contact_id: CONTACT,
@@ -614,6 +760,7 @@ mod tests {
                 private: false,
                 first_reply: true,
                 reply_time_seconds: Some(240),
+                delivered_by: None,
                 at: t(4),
             }]);
     }
@@ -628,6 +775,7 @@ mod tests {
             private: false,
             first_reply: true,
             reply_time_seconds: Some(240),
+            delivered_by: None,
             at: t(4),
         };
         conversation()
@@ -758,5 +906,119 @@ mod tests {
         assert!(MessageContent::parse("  ").is_err());
         assert!(MessageContent::parse("x".repeat(crate::values::MAX_MESSAGE_CHARS + 1)).is_err());
         assert!(MessageContent::parse("x".repeat(crate::values::MAX_MESSAGE_CHARS)).is_ok());
+    }
+
+    fn whatsapp() -> Option<ProviderDelivery> {
+        Some(ProviderDelivery { channel: Channel::Whatsapp, window: chrono::Duration::hours(24) })
+    }
+
+    fn reply(n: u128, minute: i64, delivery: Option<ProviderDelivery>) -> C {
+        C::SendMessage {
+            message_id: msg(n),
+            author: ANA,
+            content: text("hello"),
+            private: false,
+            delivery,
+            at: t(minute),
+        }
+    }
+
+    #[test]
+    fn a_free_form_reply_goes_out_only_inside_the_window_from_the_contacts_own_timestamp() {
+        // The contact wrote at minute 0 by the provider's clock (received at minute 5).
+        let received = E::MessageReceived {
+            message_id: msg(1),
+            contact_id: CONTACT,
+            content: Some("hi".into()),
+            waiting_since: Some(t(5)),
+            sent_at: Some(t(0)),
+            at: t(5),
+        };
+        let hours = |h: i64| h * 60;
+        conversation()
+            .given(vec![started(), received.clone()])
+            .when(reply(2, hours(25), whatsapp()))
+            .then_expect_error(DomainError::WindowClosed(format!(
+                "outside the whatsapp reply window (it closed at {}): only a template can be sent",
+                t(hours(24)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )));
+        conversation().given(vec![started()]).when(reply(2, 1, whatsapp())).then_expect_error_message(
+            "outside the whatsapp reply window (the contact has not written yet): only a template can be sent",
+        );
+        // A private note is never sent, so no window applies; inside it, a reply is pending delivery.
+        let note = C::SendMessage {
+            message_id: msg(2),
+            author: ANA,
+            content: text("note"),
+            private: true,
+            delivery: whatsapp(),
+            at: t(hours(30)),
+        };
+        let events = conversation().given(vec![started(), received.clone()]).when(note).inspect_result().unwrap();
+        assert!(matches!(&events[0], E::MessageSent { delivered_by: None, .. }), "{events:?}");
+        let events = conversation().given(vec![started(), received]).when(reply(2, hours(23), whatsapp()));
+        let events = events.inspect_result().unwrap();
+        assert!(matches!(&events[0], E::MessageSent { delivered_by: Some(Channel::Whatsapp), .. }), "{events:?}");
+    }
+
+    #[test]
+    fn a_delivery_is_accepted_once_and_statuses_only_move_forward_until_a_failure() {
+        let sent = E::MessageSent {
+            message_id: msg(2),
+            contact_id: CONTACT,
+            author: ANA,
+            content: Some("hello".into()),
+            private: false,
+            first_reply: true,
+            reply_time_seconds: Some(60),
+            delivered_by: Some(Channel::Whatsapp),
+            at: t(1),
+        };
+        let record = |outcome| C::RecordDelivery { message_id: msg(2), outcome, at: t(2) };
+        let accepted =
+            E::MessageAcceptedByProvider { message_id: msg(2), provider_message_id: "wamid.1".into(), at: t(2) };
+        let read = E::MessageStatusUpdated { message_id: msg(2), status: MessageStatus::Read, at: t(2) };
+        conversation()
+            .given(vec![started(), sent.clone()])
+            .when(record(DeliveryOutcome::Accepted { provider_message_id: "wamid.1".into() }))
+            .then_expect_events(vec![accepted.clone()]);
+        conversation()
+            .given(vec![started(), sent.clone(), accepted.clone()])
+            .when(record(DeliveryOutcome::Accepted { provider_message_id: "wamid.2".into() }))
+            .then_expect_events(vec![]);
+        conversation()
+            .given(vec![started(), sent.clone(), accepted.clone()])
+            .when(record(DeliveryOutcome::Status(MessageStatus::Read)))
+            .then_expect_events(vec![read.clone()]);
+        // A late DELIVERED does not undo READ; a status before acceptance waits.
+        conversation()
+            .given(vec![started(), sent.clone(), accepted.clone(), read.clone()])
+            .when(record(DeliveryOutcome::Status(MessageStatus::Delivered)))
+            .then_expect_events(vec![]);
+        conversation()
+            .given(vec![started(), sent.clone()])
+            .when(record(DeliveryOutcome::Status(MessageStatus::Delivered)))
+            .then_expect_events(vec![]);
+        let failed = E::MessageDeliveryFailed {
+            message_id: msg(2),
+            code: Some("131047".into()),
+            reason: "Re-engagement message".into(),
+            at: t(2),
+        };
+        let fail =
+            || record(DeliveryOutcome::Failed { code: Some("131047".into()), reason: "Re-engagement message".into() });
+        conversation()
+            .given(vec![started(), sent.clone(), accepted.clone()])
+            .when(fail())
+            .then_expect_events(vec![failed.clone()]);
+        conversation()
+            .given(vec![started(), sent.clone(), failed])
+            .when(record(DeliveryOutcome::Accepted { provider_message_id: "wamid.1".into() }))
+            .then_expect_events(vec![]);
+        conversation().given(vec![started(), sent, accepted, read]).when(fail()).then_expect_events(vec![]);
+        conversation()
+            .given(vec![started()])
+            .when(record(DeliveryOutcome::Attempted { attempt: 1 }))
+            .then_expect_error(DomainError::NotFound("message"));
     }
 }

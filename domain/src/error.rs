@@ -12,6 +12,10 @@ pub enum DomainError {
     /// The thing to create exists already (`CONFLICT`).
     #[error("{0} already exists")]
     AlreadyExists(&'static str),
+    /// A free-form reply outside the provider's customer-service window
+    /// (`MESSAGING_WINDOW_CLOSED`): only a template may be sent.
+    #[error("{0}")]
+    WindowClosed(String),
 }
 
 impl DomainError {

@@ -17,12 +17,14 @@ pub enum PublicEvent {
     ConversationTeamChanged,
     ConversationRead,
     MessageCreated,
+    /// A message's delivery status moved (sent, delivered, read, failed).
+    MessageUpdated,
     ContactCreated,
     ContactUpdated,
 }
 
 impl PublicEvent {
-    pub const ALL: [PublicEvent; 9] = [
+    pub const ALL: [PublicEvent; 10] = [
         PublicEvent::ConversationCreated,
         PublicEvent::ConversationStatusChanged,
         PublicEvent::ConversationUpdated,
@@ -30,6 +32,7 @@ impl PublicEvent {
         PublicEvent::ConversationTeamChanged,
         PublicEvent::ConversationRead,
         PublicEvent::MessageCreated,
+        PublicEvent::MessageUpdated,
         PublicEvent::ContactCreated,
         PublicEvent::ContactUpdated,
     ];
@@ -43,6 +46,7 @@ impl PublicEvent {
             PublicEvent::ConversationTeamChanged => "conversation_team_changed",
             PublicEvent::ConversationRead => "conversation_read",
             PublicEvent::MessageCreated => "message_created",
+            PublicEvent::MessageUpdated => "message_updated",
             PublicEvent::ContactCreated => "contact_created",
             PublicEvent::ContactUpdated => "contact_updated",
         }
@@ -74,6 +78,10 @@ impl PublicEvent {
         match (aggregate_type, event_type) {
             ("conversation", "ConversationStarted") => Some(PublicEvent::ConversationCreated),
             ("conversation", "MessageReceived" | "MessageSent") => Some(PublicEvent::MessageCreated),
+            // The attempt itself changes nothing a client shows.
+            ("conversation", "MessageAcceptedByProvider" | "MessageStatusUpdated" | "MessageDeliveryFailed") => {
+                Some(PublicEvent::MessageUpdated)
+            }
             ("conversation", "StatusChanged") => Some(PublicEvent::ConversationStatusChanged),
             ("conversation", "AssigneeChanged") => Some(PublicEvent::ConversationAssigneeChanged),
             ("conversation", "TeamChanged") => Some(PublicEvent::ConversationTeamChanged),
@@ -149,6 +157,19 @@ mod tests {
                 Some(PublicEvent::ConversationUpdated),
             ),
             (E::MuteChanged { muted: true, activity, at }, Some(PublicEvent::ConversationUpdated)),
+            (E::MessageDeliveryAttempted { message_id: message, attempt: 1, at }, None),
+            (
+                E::MessageAcceptedByProvider { message_id: message, provider_message_id: "wamid.1".into(), at },
+                Some(PublicEvent::MessageUpdated),
+            ),
+            (
+                E::MessageStatusUpdated { message_id: message, status: crate::values::MessageStatus::Read, at },
+                Some(PublicEvent::MessageUpdated),
+            ),
+            (
+                E::MessageDeliveryFailed { message_id: message, code: None, reason: "refused".into(), at },
+                Some(PublicEvent::MessageUpdated),
+            ),
             (
                 E::CustomAttributesChanged { contact_id: contact, attributes: None, at },
                 Some(PublicEvent::ConversationUpdated),
@@ -163,6 +184,7 @@ mod tests {
             name: None,
             email: None,
             phone: None,
+            source_id: None,
             at,
         };
         assert_eq!(PublicEvent::of("contact", &created.event_type()), Some(PublicEvent::ContactCreated));

@@ -79,6 +79,40 @@ str_enum!(
 );
 
 str_enum!(
+    /// Where one of our messages stands at the provider that delivers it.
+    MessageStatus {
+        /// Not yet accepted by the provider.
+        Pending = "pending",
+        Sent = "sent",
+        Delivered = "delivered",
+        Read = "read",
+        /// Terminal: the provider refused or gave up.
+        Failed = "failed",
+    }
+);
+
+impl MessageStatus {
+    /// Whether a callback saying `next` moves a message that is at `self`: statuses
+    /// only move forward (sent < delivered < read), and failed is terminal.
+    pub fn moves_to(self, next: MessageStatus) -> bool {
+        let rank = |s: MessageStatus| match s {
+            Self::Pending => 0,
+            Self::Sent => 1,
+            Self::Delivered => 2,
+            Self::Read => 3,
+            Self::Failed => 4,
+        };
+        match (self, next) {
+            (Self::Failed, _) => false,
+            // A read message was delivered: a failure after it is a late, stale callback.
+            (Self::Read, Self::Failed) => false,
+            (_, Self::Failed) => true,
+            _ => rank(next) > rank(self),
+        }
+    }
+}
+
+str_enum!(
     /// A conversation's priority, from none to urgent.
     #[derive(Default, PartialOrd, Ord)]
     Priority {

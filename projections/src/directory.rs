@@ -61,7 +61,7 @@ impl Projector for Directory {
                 continue;
             }
             match event.decode::<ContactEvent>()? {
-                ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at } => {
+                ContactEvent::ContactCreated { contact_id, account_id, name, email, phone, at, .. } => {
                     for term in
                         contact_search::terms_of(&self.keyring, name.as_deref(), email.as_deref(), phone.as_deref())
                     {

@@ -60,6 +60,9 @@ struct Entry {
     messages_received: i32,
     created_at: DateTime<Utc>,
     last_activity_at: DateTime<Utc>,
+    /// When the contact last wrote, by the provider's clock where it says: a
+    /// provider's reply window runs from it.
+    last_received_at: Option<DateTime<Utc>>,
 }
 
 impl Entry {
@@ -88,6 +91,7 @@ impl Entry {
             messages_received: 0,
             created_at: at,
             last_activity_at: at,
+            last_received_at: None,
         })
     }
 
@@ -95,11 +99,12 @@ impl Entry {
     fn apply(&mut self, event: E) {
         match event {
             E::ConversationStarted { .. } => {}
-            E::MessageReceived { waiting_since, at, .. } => {
+            E::MessageReceived { waiting_since, sent_at, at, .. } => {
                 self.messages_count += 1;
                 self.messages_received += 1;
                 self.waiting_since = waiting_since;
                 self.last_activity_at = at;
+                self.last_received_at = Some(sent_at.unwrap_or(at));
             }
             E::MessageSent { private, first_reply, at, .. } => {
                 self.messages_count += 1;
@@ -137,6 +142,11 @@ impl Entry {
             }
             // Kept per reader, beside the row (`Reads`).
             E::ConversationRead { .. } => {}
+            // A message's delivery shows on the message (`timeline`), not in the list.
+            E::MessageDeliveryAttempted { .. }
+            | E::MessageAcceptedByProvider { .. }
+            | E::MessageStatusUpdated { .. }
+            | E::MessageDeliveryFailed { .. } => {}
         }
     }
 }
@@ -312,19 +322,20 @@ async fn upsert(tx: &mut Transaction<'_, Postgres>, rows: &[Entry]) -> anyhow::R
     sqlx::query(
         "INSERT INTO rm_conversations (conversation_id, account_id, display_id, inbox_id, contact_id, status, priority, \
          priority_rank, assignee_id, team_id, labels, snoozed_until, waiting_since, first_reply_at, muted, \
-         custom_attributes, messages_count, created_at, last_activity_at, messages_received) \
+         custom_attributes, messages_count, created_at, last_activity_at, messages_received, last_received_at) \
          SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, ARRAY(SELECT jsonb_array_elements_text(c11)), c12, c13, c14, \
-         c15, c16, c17, c18, c19, c20 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::uuid[], \
+         c15, c16, c17, c18, c19, c20, c21 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::uuid[], \
          $6::text[], $7::text[], $8::smallint[], $9::uuid[], $10::uuid[], $11::jsonb[], $12::timestamptz[], \
          $13::timestamptz[], $14::timestamptz[], $15::bool[], $16::jsonb[], $17::int[], $18::timestamptz[], \
-         $19::timestamptz[], $20::int[]) \
-         AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20) \
+         $19::timestamptz[], $20::int[], $21::timestamptz[]) \
+         AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21) \
          ON CONFLICT (conversation_id) DO UPDATE SET status = EXCLUDED.status, priority = EXCLUDED.priority, \
          priority_rank = EXCLUDED.priority_rank, assignee_id = EXCLUDED.assignee_id, team_id = EXCLUDED.team_id, \
          labels = EXCLUDED.labels, snoozed_until = EXCLUDED.snoozed_until, waiting_since = EXCLUDED.waiting_since, \
          first_reply_at = EXCLUDED.first_reply_at, muted = EXCLUDED.muted, \
          custom_attributes = EXCLUDED.custom_attributes, messages_count = EXCLUDED.messages_count, \
-         last_activity_at = EXCLUDED.last_activity_at, messages_received = EXCLUDED.messages_received",
+         last_activity_at = EXCLUDED.last_activity_at, messages_received = EXCLUDED.messages_received, \
+         last_received_at = EXCLUDED.last_received_at",
     )
     .bind(column!(conversation_id))
     .bind(column!(account_id))
@@ -346,6 +357,7 @@ async fn upsert(tx: &mut Transaction<'_, Postgres>, rows: &[Entry]) -> anyhow::R
     .bind(column!(created_at))
     .bind(column!(last_activity_at))
     .bind(column!(messages_received))
+    .bind(column!(last_received_at))
     .execute(&mut **tx)
     .await
     .context("failed to write inbox list rows")?;
@@ -424,6 +436,7 @@ pub struct ConversationRow {
     pub messages_received: i32,
     pub created_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,
+    pub last_received_at: Option<DateTime<Utc>>,
 }
 
 const SELECT: &str = "SELECT c.*, ct.name AS contact_name FROM rm_conversations c \

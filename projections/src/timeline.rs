@@ -12,7 +12,7 @@ use domain::actor::Actor;
 use domain::contact::ContactEvent;
 use domain::conversation::ConversationEvent as E;
 use domain::ids::{TeamId, UserId};
-use domain::values::MessageType;
+use domain::values::{MessageStatus, MessageType};
 use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -29,6 +29,8 @@ struct NewMessage {
     content: Option<String>,
     activity: Option<Json<ActivityLine>>,
     sender: String,
+    /// `pending` for a public reply a provider delivers.
+    status: Option<String>,
     at: DateTime<Utc>,
 }
 
@@ -49,8 +51,12 @@ impl Projector for Timeline {
     /// Collects the batch's messages and activity lines; one INSERT writes them all.
     async fn apply(&self, tx: &mut Transaction<'_, Postgres>, events: &[Cow<'_, FeedEvent>]) -> anyhow::Result<()> {
         let mut rows = Rows::default();
+        let mut deliveries = Vec::new();
         for event in events.iter().filter(|e| e.aggregate_type == "conversation") {
-            if let Some(message) = message_of(event)? {
+            let decoded = event.decode::<E>()?;
+            if let Some(delivery) = delivery_of(&decoded) {
+                deliveries.push(delivery);
+            } else if let Some(message) = message_of(event, decoded) {
                 let conversation: Uuid = event.aggregate_id.parse().context("conversation id is not a uuid")?;
                 rows.message_id.push(message.message_id);
                 rows.conversation_id.push(conversation);
@@ -61,11 +67,23 @@ impl Projector for Timeline {
                 rows.content.push(message.content);
                 rows.activity.push(message.activity);
                 rows.sender.push(message.sender);
+                rows.status.push(message.status);
                 rows.created_at.push(message.at);
             }
         }
         if !rows.message_id.is_empty() {
             insert(tx, rows).await?;
+        }
+        // Deliveries move their message's status, in the order they happened (after
+        // the batch's new messages, which they may concern).
+        for (message, status, error) in deliveries {
+            sqlx::query("UPDATE rm_messages SET status = $2, status_error = $3 WHERE message_id = $1")
+                .bind(message)
+                .bind(status.as_str())
+                .bind(error)
+                .execute(&mut **tx)
+                .await
+                .context("failed to move a message's status")?;
         }
         // Erasure: the text of the contact's conversations goes (its key is shredded).
         for event in events.iter().filter(|e| e.event_type == "ContactErased") {
@@ -85,8 +103,9 @@ impl Projector for Timeline {
 async fn insert(tx: &mut Transaction<'_, Postgres>, rows: Rows) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO rm_messages (message_id, conversation_id, account_id, seq, message_type, private, content, \
-             activity, sender, created_at) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], \
-             $5::text[], $6::bool[], $7::text[], $8::jsonb[], $9::text[], $10::timestamptz[])",
+             activity, sender, status, created_at) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], \
+             $4::bigint[], $5::text[], $6::bool[], $7::text[], $8::jsonb[], $9::text[], $10::text[], \
+             $11::timestamptz[])",
     )
     .bind(rows.message_id)
     .bind(rows.conversation_id)
@@ -97,6 +116,7 @@ async fn insert(tx: &mut Transaction<'_, Postgres>, rows: Rows) -> anyhow::Resul
     .bind(rows.content)
     .bind(rows.activity)
     .bind(rows.sender)
+    .bind(rows.status)
     .bind(rows.created_at)
     .execute(&mut **tx)
     .await
@@ -115,12 +135,29 @@ struct Rows {
     content: Vec<Option<String>>,
     activity: Vec<Option<Json<ActivityLine>>>,
     sender: Vec<String>,
+    status: Vec<Option<String>>,
     created_at: Vec<DateTime<Utc>>,
 }
 
+/// The status a delivery event moves its message to, with the provider's error.
+fn delivery_of(event: &E) -> Option<(Uuid, MessageStatus, Option<String>)> {
+    match event {
+        E::MessageAcceptedByProvider { message_id, .. } => Some((message_id.as_uuid(), MessageStatus::Sent, None)),
+        E::MessageStatusUpdated { message_id, status, .. } => Some((message_id.as_uuid(), *status, None)),
+        E::MessageDeliveryFailed { message_id, code, reason, .. } => {
+            let error = match code {
+                Some(code) => format!("{code}: {reason}"),
+                None => reason.clone(),
+            };
+            Some((message_id.as_uuid(), MessageStatus::Failed, Some(error)))
+        }
+        _ => None,
+    }
+}
+
 /// The timeline line an event adds, if any.
-fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
-    Ok(Some(match event.decode::<E>()? {
+fn message_of(event: &FeedEvent, decoded: E) -> Option<NewMessage> {
+    Some(match decoded {
         E::MessageReceived { message_id, contact_id, content, at, .. } => NewMessage {
             message_id: message_id.as_uuid(),
             message_type: MessageType::Incoming,
@@ -128,15 +165,17 @@ fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
             content,
             activity: None,
             sender: Actor::Contact(contact_id.as_uuid()).to_string(),
+            status: None,
             at,
         },
-        E::MessageSent { message_id, author, content, private, at, .. } => NewMessage {
+        E::MessageSent { message_id, author, content, private, delivered_by, at, .. } => NewMessage {
             message_id: message_id.as_uuid(),
             message_type: MessageType::Outgoing,
             private,
             content,
             activity: None,
             sender: Actor::User(author.as_uuid()).to_string(),
+            status: delivered_by.map(|_| MessageStatus::Pending.as_str().to_string()),
             at,
         },
         ref change @ (E::AssigneeChanged { at, .. }
@@ -145,7 +184,7 @@ fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
         | E::LabelsChanged { at, .. }
         | E::MuteChanged { at, .. }
         | E::StatusChanged { activity: Some(_), at, .. }) => {
-            let Some((message_id, line)) = change.activity_line() else { return Ok(None) };
+            let (message_id, line) = change.activity_line()?;
             let (content, activity) = match line {
                 Line::Structured(line) => (None, Some(Json(line))),
                 Line::Text(text) => (Some(text), None),
@@ -157,11 +196,12 @@ fn message_of(event: &FeedEvent) -> anyhow::Result<Option<NewMessage>> {
                 content,
                 activity,
                 sender: event.actor().unwrap_or(Actor::System).to_string(),
+                status: None,
                 at,
             }
         }
-        _ => return Ok(None),
-    }))
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -175,6 +215,10 @@ pub struct MessageRow {
     pub content: Option<String>,
     pub sender: String,
     pub created_at: DateTime<Utc>,
+    /// Where a reply a provider delivers stands (`pending` … `read`, `failed`).
+    pub status: Option<String>,
+    /// The provider's error, when it failed.
+    pub status_error: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -185,7 +229,7 @@ struct StoredMessage {
 }
 
 const MESSAGE_COLUMNS: &str = "message_id, conversation_id, seq, message_type, private, content, activity, sender, \
-                               created_at";
+                               created_at, status, status_error";
 
 /// Messages of one conversation in order, after position `after_seq`; `limit` rows.
 #[tracing::instrument(skip_all)]

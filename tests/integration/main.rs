@@ -4,6 +4,7 @@ mod access;
 mod access_matrix;
 mod across_processes;
 mod auth;
+mod channel_replies;
 mod channels;
 mod concurrency;
 mod conversation_flow;

@@ -14,6 +14,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod graph_api;
 pub mod receiver;
 pub mod smtp_sink;
 pub mod socket;
@@ -113,6 +114,9 @@ pub fn test_config(database_url: &str) -> Config {
         smtp_url: None,
         smtp_from: "inboxd <notifications@acme.test>".into(),
         vapid_subject: "mailto:ops@acme.test".into(),
+        // Tests that send through a provider start a fake Graph API and aim here.
+        meta_graph_api_url: "http://127.0.0.1:9".into(),
+        meta_graph_api_version: "v21.0".into(),
     }
 }
 

@@ -75,7 +75,7 @@ async fn conversation(
         if routed.new_contact {
             let details =
                 ContactDetails { name: Some(format!("Customer {contact_source_id}")), email: None, phone: None };
-            contact = Some(staging.contact(work.side_writes(), &routed, details).await?);
+            contact = Some(staging.contact(work.side_writes(), &routed, details, contact_source_id).await?);
         }
         let conversation = thread
             .get_or_insert_with(|| Loaded::<Conversation>::new_stream(routed.delivery.conversation_id.to_string()));

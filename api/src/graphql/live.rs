@@ -54,6 +54,8 @@ pub enum ConversationEventType {
     TeamChanged,
     ConversationRead,
     MessageCreated,
+    /// A message's delivery status moved (`Message.status`).
+    MessageUpdated,
     ContactCreated,
     ContactUpdated,
     /// Who has the conversation open changed (`Conversation.viewers`); pushed to
@@ -73,6 +75,7 @@ impl From<PublicEvent> for ConversationEventType {
             PublicEvent::ConversationTeamChanged => Self::TeamChanged,
             PublicEvent::ConversationRead => Self::ConversationRead,
             PublicEvent::MessageCreated => Self::MessageCreated,
+            PublicEvent::MessageUpdated => Self::MessageUpdated,
             PublicEvent::ContactCreated => Self::ContactCreated,
             PublicEvent::ContactUpdated => Self::ContactUpdated,
         }
@@ -115,7 +118,7 @@ impl ConversationEventPush {
         }
         self.event.as_ref()?.conversation.clone().map(Conversation::loaded)
     }
-    /// The message, for `MESSAGE_CREATED`.
+    /// The message, for `MESSAGE_CREATED` and `MESSAGE_UPDATED`.
     async fn message(&self) -> Option<Message> {
         let event = self.event.as_ref()?;
         event.message.clone().map(|row| Message::loaded(row, event.account_id))

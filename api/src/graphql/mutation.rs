@@ -252,6 +252,8 @@ impl Mutation {
                 content: Some(input.content.clone()),
                 sender: Actor::Contact(received.contact_id).to_string(),
                 created_at: context.at,
+                status: None,
+                status_error: None,
             };
             Ok(Message::written(row, account, received.written))
         })
@@ -267,7 +269,7 @@ impl Mutation {
             let (principal, state) = (&principal, &state);
             authorize_conversation(principal, state, &context, conversation).await?;
             let private = input.private.unwrap_or(false);
-            let (id, written) = state
+            let (id, written, delivered) = state
                 .commands
                 .send_message(&context, conversation, content.clone(), private, input.client_message_id.as_deref())
                 .await?;
@@ -283,6 +285,8 @@ impl Mutation {
                 content: Some(content.clone().into_inner()),
                 sender: Actor::User(principal.user_id).to_string(),
                 created_at: context.at,
+                status: delivered.then(|| values::MessageStatus::Pending.as_str().to_string()),
+                status_error: None,
             };
             Ok(Message::written(row, principal.account_id, written))
         })

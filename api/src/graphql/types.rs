@@ -58,6 +58,16 @@ pub enum ChannelType {
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "values::MessageStatus")]
+pub enum MessageStatus {
+    Pending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "values::Role")]
 pub enum Role {
     Administrator,
@@ -101,6 +111,16 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// `None`: the inbox's channel has no reply window; `Some(closes)`: it has, and
+    /// it closes then (`None` before the contact wrote).
+    async fn reply_window(&self, ctx: &Context<'_>) -> Result<Option<Option<DateTime<Utc>>>> {
+        let row = self.row(ctx).await?;
+        let inbox = directory::inbox(&state(ctx)?.pool, self.account_id, row.inbox_id).await?;
+        let Some(address) = inbox.and_then(|inbox| inbox.address) else { return Ok(None) };
+        let window = address.delivery().window;
+        Ok(Some(row.last_received_at.map(|last| last + window)))
+    }
+
     pub fn loaded(row: ConversationRow) -> Self {
         Self {
             id: row.conversation_id,
@@ -183,6 +203,20 @@ impl Conversation {
     async fn unread_count(&self, ctx: &Context<'_>) -> Result<i32> {
         let row = self.row(ctx).await?;
         Ok(inbox_list::unread_count(&state(ctx)?.pool, row, principal(ctx)?.user_id).await?)
+    }
+    /// Whether a free-form reply can be sent now; outside the provider's window only
+    /// a template can (`MESSAGING_WINDOW_CLOSED`). Always true for channels without one.
+    async fn can_reply(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(match self.reply_window(ctx).await? {
+            None => true,
+            Some(closes) => closes.is_some_and(|closes| Utc::now() <= closes),
+        })
+    }
+    /// When the provider's window for free-form replies closes (24 hours after the
+    /// contact's last message; 7 days on Messenger with the human-agent tag). Null for
+    /// channels without a window, and before the contact wrote.
+    async fn reply_window_closes_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.reply_window(ctx).await?.flatten())
     }
     async fn created_at(&self, ctx: &Context<'_>) -> Result<DateTime<Utc>> {
         Ok(self.row(ctx).await?.created_at)
@@ -297,6 +331,16 @@ impl Message {
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.row.created_at
+    }
+    /// Where a reply a provider (WhatsApp, Messenger) delivers stands: `PENDING` until
+    /// the provider accepts it, then `SENT`, `DELIVERED`, `READ`, or `FAILED`. Null for
+    /// incoming messages, private notes and channels without a provider.
+    async fn status(&self) -> Result<Option<MessageStatus>> {
+        self.row.status.as_deref().map(|s| Ok(stored::<values::MessageStatus>(s)?.into())).transpose()
+    }
+    /// The provider's error (`<code>: <title>`) when the status is `FAILED`.
+    async fn status_error(&self) -> Option<&str> {
+        self.row.status_error.as_deref()
     }
     async fn conversation(&self) -> Conversation {
         Conversation::changed(self.row.conversation_id, self.account_id, self.written)

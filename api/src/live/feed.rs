@@ -337,7 +337,7 @@ impl Candidate {
             "conversation" => {
                 candidate.conversation_id = Some(id);
                 // The message's id is not sealed.
-                candidate.message_id = (public == PublicEvent::MessageCreated)
+                candidate.message_id = matches!(public, PublicEvent::MessageCreated | PublicEvent::MessageUpdated)
                     .then(|| event.payload.get(&event.event_type)?.get("message_id")?.as_str()?.parse().ok())
                     .flatten();
             }

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-use anyhow::Context;
 use domain::actor::Actor;
 use domain::channel::ChannelSecret;
 use domain::contact::ContactDetails;
@@ -15,7 +14,8 @@ use uuid::Uuid;
 
 use super::settings::{self, ChannelInbox};
 use super::signature::verifies;
-use super::{messenger, whatsapp, DeliveryStatus, Malformed, Notice, ProviderMessage};
+use super::tracking::Callback;
+use super::{messenger, whatsapp, Malformed, Notice, ProviderMessage};
 use crate::context::CommandContext;
 use crate::inbound::InboundMessage;
 use crate::{CommandError, Commands};
@@ -113,26 +113,18 @@ impl Commands {
                     }
                 }
                 Notice::Status(status) => {
-                    let (rank, error) = match &status.status {
-                        Ok(status) => (rank(*status), None),
-                        Err(error) => (FAILED, Some(error.clone())),
+                    let callback = Callback {
+                        inbox: target.inbox_id,
+                        provider_message_id: status.provider_message_id,
+                        status: status.status,
+                        at: status.at,
                     };
-                    keep_status(pool, target.inbox_id, &status.provider_message_id, rank, error, status.at).await?;
+                    self.track_status(&channel_context(target), &callback).await?;
                     intake.statuses += 1;
                 }
                 Notice::Watermark { recipient, status, up_to, .. } => {
-                    sqlx::query(
-                        "INSERT INTO channel_watermarks (inbox_id, recipient, status, up_to) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (inbox_id, recipient, status) \
-                         DO UPDATE SET up_to = greatest(channel_watermarks.up_to, EXCLUDED.up_to)",
-                    )
-                    .bind(target.inbox_id)
-                    .bind(&recipient)
-                    .bind(rank(status))
-                    .bind(up_to)
-                    .execute(pool)
-                    .await
-                    .context("failed to keep a watermark")?;
+                    let context = channel_context(target);
+                    self.track_watermark(&context, target.inbox_id, &recipient, status, up_to).await?;
                     intake.statuses += 1;
                 }
                 Notice::Echo { provider_message_id, .. } => {
@@ -150,10 +142,7 @@ impl Commands {
 
     /// Stores a contact's message; `false` if it had been stored before.
     async fn receive_provider_message(&self, inbox: &ChannelInbox, message: ProviderMessage) -> anyhow::Result<bool> {
-        let context = CommandContext {
-            channel: Some(inbox.channel.as_str().to_string()),
-            ..CommandContext::now(inbox.account_id, Actor::Channel(inbox.channel.as_str().to_string()))
-        };
+        let context = channel_context(inbox);
         // What the provider says of the sender is kept only if it reads as such.
         let contact = ContactDetails {
             name: message
@@ -194,41 +183,12 @@ impl Commands {
     }
 }
 
+/// The channel acts on the inbox's account: it authors what it records.
+fn channel_context(inbox: &ChannelInbox) -> CommandContext {
+    let name = inbox.channel.as_str().to_string();
+    CommandContext { channel: Some(name.clone()), ..CommandContext::now(inbox.account_id, Actor::Channel(name)) }
+}
+
 fn signed_by(inbox: &ChannelInbox, signature: Option<&str>, body: &[u8]) -> bool {
     inbox.secret(ChannelSecret::AppSecret).is_some_and(|secret| verifies(secret, signature, body))
-}
-
-const FAILED: i16 = 9;
-
-fn rank(status: DeliveryStatus) -> i16 {
-    match status {
-        DeliveryStatus::Sent => 1,
-        DeliveryStatus::Delivered => 2,
-        DeliveryStatus::Read => 3,
-    }
-}
-
-async fn keep_status(
-    pool: &sqlx::PgPool,
-    inbox: Uuid,
-    provider_message_id: &str,
-    rank: i16,
-    error: Option<(String, String)>,
-    at: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<()> {
-    let (code, title) = error.unzip();
-    sqlx::query(
-        "INSERT INTO channel_statuses (inbox_id, provider_message_id, status, error_code, error_title, at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-    )
-    .bind(inbox)
-    .bind(provider_message_id)
-    .bind(rank)
-    .bind(code)
-    .bind(title)
-    .bind(at)
-    .execute(pool)
-    .await
-    .context("failed to keep a delivery status")?;
-    Ok(())
 }

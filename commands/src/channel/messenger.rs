@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{DeliveryStatus, Malformed, Notice, ProviderMessage};
+use domain::values::MessageStatus;
+
+use super::{Malformed, Notice, ProviderMessage};
 
 #[derive(Deserialize)]
 struct Payload {
@@ -130,10 +132,10 @@ fn event(page_id: &str, item: Value) -> Notice {
         None => ignored(format!("watermark {}", mark.watermark)),
     };
     if let Some(mark) = event.delivery {
-        return watermark(DeliveryStatus::Delivered, mark);
+        return watermark(MessageStatus::Delivered, mark);
     }
     if let Some(mark) = event.read {
-        return watermark(DeliveryStatus::Read, mark);
+        return watermark(MessageStatus::Read, mark);
     }
     let Some(sent_at) = event.timestamp.and_then(millis) else {
         return ignored("messaging event without a timestamp".into());
@@ -193,6 +195,26 @@ fn attachment_titles(attachments: &[Value]) -> Option<String> {
     (!titles.is_empty()).then(|| titles.join("\n"))
 }
 
+/// The Send API's body for a text reply to `psid`: a `RESPONSE` inside the standard
+/// window, else a human agent's `HUMAN_AGENT`-tagged message.
+pub fn text(psid: &str, body: &str, human_agent_tag: bool) -> Value {
+    let mut request = serde_json::json!({
+        "recipient": {"id": psid},
+        "messaging_type": "RESPONSE",
+        "message": {"text": body},
+    });
+    if human_agent_tag {
+        request["messaging_type"] = "MESSAGE_TAG".into();
+        request["tag"] = "HUMAN_AGENT".into();
+    }
+    request
+}
+
+/// The id the Send API accepted a message under (`message_id`).
+pub fn accepted_id(answer: &Value) -> Option<String> {
+    answer.get("message_id")?.as_str().filter(|id| !id.is_empty()).map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,7 +255,7 @@ mod tests {
         assert_eq!((postback.provider_message_id.as_str(), postback.text.as_str()), ("m_pb", "Get started"));
         assert_eq!(notices[2], Notice::Echo { routing_id: "PAGE".into(), provider_message_id: "m_ours".into() });
         let Notice::Watermark { recipient, status, up_to, .. } = &notices[3] else { panic!("{:?}", notices[3]) };
-        assert_eq!((recipient.as_str(), *status), ("PSID1", DeliveryStatus::Delivered));
+        assert_eq!((recipient.as_str(), *status), ("PSID1", MessageStatus::Delivered));
         assert_eq!(up_to.timestamp_millis(), 1_458_668_856_253, "a watermark is milliseconds, not seconds");
         let Notice::Message(quick) = &notices[4] else { panic!("{:?}", notices[4]) };
         assert_eq!(quick.text, "RED");

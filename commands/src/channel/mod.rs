@@ -5,11 +5,14 @@
 //! so what happens next (a message received, a status applied) is written once.
 
 use chrono::{DateTime, Utc};
+use domain::values::MessageStatus;
 
+pub mod delivery;
 pub mod intake;
 pub mod messenger;
 pub mod settings;
 pub mod signature;
+pub mod tracking;
 pub mod whatsapp;
 
 /// The largest webhook body a provider may send (WhatsApp documents 3 MB).
@@ -25,7 +28,7 @@ pub enum Notice {
     Watermark {
         routing_id: String,
         recipient: String,
-        status: DeliveryStatus,
+        status: MessageStatus,
         up_to: DateTime<Utc>,
     },
     /// Our own send, echoed back: matched by its id, never stored as a new message.
@@ -71,21 +74,13 @@ pub struct ProviderMessage {
     pub reply_to: Option<String>,
 }
 
-/// Where an outgoing message stands at the provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DeliveryStatus {
-    Sent,
-    Delivered,
-    Read,
-}
-
 /// A provider's callback about one of our messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderStatus {
     pub routing_id: String,
     pub provider_message_id: String,
-    /// `Err((code, title))`: the provider failed it (terminal).
-    pub status: Result<DeliveryStatus, (String, String)>,
+    /// Sent, delivered or read; `Err((code, title))`: the provider failed it (terminal).
+    pub status: Result<MessageStatus, (String, String)>,
     pub at: DateTime<Utc>,
 }
 
@@ -93,3 +88,60 @@ pub struct ProviderStatus {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Malformed(pub String);
+
+/// A provider's refusal of a send, as the Graph API reports it.
+#[derive(Debug, Clone)]
+pub struct ProviderError {
+    /// The provider's error code (`131047`, `190`, …) or the HTTP status.
+    pub code: Option<String>,
+    pub message: String,
+    /// Worth trying again: no answer, 5xx, 429, or a throttling code.
+    pub transient: bool,
+    /// How long the provider asked us to wait (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// The Graph API's throttling codes (WhatsApp and Messenger): the send may succeed later.
+const THROTTLING_CODES: [&str; 9] = ["4", "17", "32", "613", "80007", "130429", "131048", "131056", "133016"];
+
+impl ProviderError {
+    pub fn transient(message: String) -> Self {
+        Self { code: None, message, transient: true, retry_after: None }
+    }
+
+    pub fn permanent(message: String) -> Self {
+        Self { code: None, message, transient: false, retry_after: None }
+    }
+
+    /// Reads a non-2xx answer: `{"error": {"message", "code", …}}` where the provider
+    /// gives one.
+    pub async fn of(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let error = &body["error"];
+        let code = match &error["code"] {
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::String(s) => Some(s.clone()),
+            _ => None,
+        };
+        let message = error["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_string);
+        let throttled = code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c));
+        let transient = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 || throttled;
+        Self { code: code.or_else(|| Some(status.as_u16().to_string())), message, transient, retry_after }
+    }
+}
+
+impl std::fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{code}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}

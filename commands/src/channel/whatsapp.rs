@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{DeliveryStatus, Malformed, Notice, ProviderMessage, ProviderStatus};
+use domain::values::MessageStatus;
+
+use super::{Malformed, Notice, ProviderMessage, ProviderStatus};
 
 #[derive(Deserialize)]
 struct Payload {
@@ -226,9 +228,9 @@ fn status(routing_id: &str, item: Value) -> Notice {
         return ignored(format!("status with timestamp '{}'", status.timestamp));
     };
     let outcome = match status.status.as_str() {
-        "sent" => Ok(DeliveryStatus::Sent),
-        "delivered" => Ok(DeliveryStatus::Delivered),
-        "read" => Ok(DeliveryStatus::Read),
+        "sent" => Ok(MessageStatus::Sent),
+        "delivered" => Ok(MessageStatus::Delivered),
+        "read" => Ok(MessageStatus::Read),
         "failed" => {
             let error = status.errors.first();
             let code = error.map(|e| e.code.to_string().trim_matches('"').to_string()).unwrap_or_default();
@@ -243,6 +245,22 @@ fn status(routing_id: &str, item: Value) -> Notice {
         status: outcome,
         at,
     })
+}
+
+/// The Cloud API's body for a text reply to `to` (a `wa_id`).
+pub fn text(to: &str, body: &str) -> Value {
+    serde_json::json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": "text",
+        "text": {"preview_url": false, "body": body},
+    })
+}
+
+/// The id the Cloud API accepted a message under (`messages[0].id`).
+pub fn accepted_id(answer: &Value) -> Option<String> {
+    answer.pointer("/messages/0/id")?.as_str().filter(|id| !id.is_empty()).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -299,7 +317,7 @@ mod tests {
             ("Yes", Some("wamid.ours"), None)
         );
         let Notice::Status(read) = &notices[2] else { panic!("{:?}", notices[2]) };
-        assert_eq!((read.routing_id.as_str(), read.status.clone()), ("222", Ok(DeliveryStatus::Read)));
+        assert_eq!((read.routing_id.as_str(), read.status.clone()), ("222", Ok(MessageStatus::Read)));
         let Notice::Status(failed) = &notices[3] else { panic!("{:?}", notices[3]) };
         assert_eq!(failed.status, Err(("131047".into(), "Re-engagement message".into())));
         assert_eq!(routing_ids(&body(vec![])).unwrap(), Vec::<String>::new());

@@ -192,19 +192,25 @@ impl WebhookDelivery {
                 "id": message_id, "conversationId": conversation_id, "messageType": "outgoing", "private": private,
                 "content": content, "sender": Actor::User(author.as_uuid()).to_string(), "createdAt": at,
             }))),
+            ConversationEvent::MessageAcceptedByProvider { message_id, .. }
+            | ConversationEvent::MessageStatusUpdated { message_id, .. }
+            | ConversationEvent::MessageDeliveryFailed { message_id, .. } => {
+                // The message's status as the timeline shows it, once it shows this event.
+                let position =
+                    FeedPosition { transaction_id: delivery.transaction_id, global_position: delivery.global_position };
+                if projections::engine::committed_through(store.pool(), "timeline").await? < position {
+                    return Ok(None);
+                }
+                let row = projections::timeline::message(store.pool(), account, message_id.as_uuid()).await?;
+                Ok(Some(row.map_or(Value::Null, |m| {
+                    json!({ "id": m.message_id, "conversationId": m.conversation_id, "status": m.status,
+                            "statusError": m.status_error })
+                })))
+            }
             _ => {
                 let position =
                     FeedPosition { transaction_id: delivery.transaction_id, global_position: delivery.global_position };
-                let projected: bool = sqlx::query_scalar(
-                    "SELECT (last_txid, last_position) >= ($1::text::xid8, $2) FROM projector_checkpoints \
-                     WHERE projector = 'inbox_list'",
-                )
-                .bind(position.transaction_id.to_string())
-                .bind(position.global_position)
-                .fetch_optional(&mut *conn)
-                .await?
-                .unwrap_or(false);
-                if !projected {
+                if projections::engine::committed_through(store.pool(), "inbox_list").await? < position {
                     return Ok(None);
                 }
                 let id: Uuid = conversation_id.parse().context("a conversation id that is no uuid")?;

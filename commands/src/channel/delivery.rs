@@ -1,0 +1,342 @@
+//! Replies out through their provider: the `channel_delivery` policy enqueues one job
+//! per public reply in a WhatsApp or Messenger inbox (keyed by the message, so once),
+//! and the job sends it through the Graph API.
+//!
+//! - Every attempt is recorded before it is made (`MessageDeliveryAttempted`), and the
+//!   provider's id as soon as it answers (`MessageAcceptedByProvider`, with the id in
+//!   `channel_messages` in the same transaction): an attempt that finds the message
+//!   accepted sends nothing. The one window where a crash sends twice is between the
+//!   provider's answer and that commit (one round trip to PostgreSQL).
+//! - Transient failures (no answer, 5xx, 429, the providers' throttling codes) are
+//!   retried on the jobs' schedule with full jitter, `Retry-After` winning; a
+//!   permanent refusal (another 4xx) fails the message with the provider's error.
+//! - Callbacks about the message that arrived before its acceptance was recorded are
+//!   applied right after it (the intake keeps them first, then looks for the message;
+//!   the job records the message first, then looks for them: one of the two sees the
+//!   other).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::Utc;
+use domain::actor::Actor;
+use domain::contact::Contact;
+use domain::conversation::{Conversation, ConversationEvent, DeliveryOutcome};
+use domain::ids::MessageId;
+use domain::inbox::Inbox;
+use domain::values::{Channel, MessageStatus};
+use projections::feed::{read_event, FeedEvent};
+use projections::policy::Policy;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::settings::{self, ChannelInbox};
+use super::tracking::{self, Accepted};
+use super::{messenger, whatsapp, ProviderError};
+use crate::context::CommandContext;
+use crate::jobs::{enqueue, Clock, Job, JobHandler, NewJob, Outcome, DEFAULT_MAX_ATTEMPTS};
+use crate::outbound::{Outbound, OutboundError};
+use crate::side_write::SideWrites;
+use crate::{CommandError, Commands};
+
+/// The policy's name (its checkpoint).
+pub const POLICY: &str = "channel_delivery";
+/// The job kind of one reply's delivery.
+pub const DELIVERY_JOB: &str = "channel_delivery";
+
+/// Where the providers' Graph API is: operator configuration, never a tenant's.
+#[derive(Debug, Clone)]
+pub struct GraphApi {
+    /// `https://graph.facebook.com` in production; a loopback fake in tests.
+    pub base_url: String,
+    /// `v21.0`.
+    pub version: String,
+}
+
+impl GraphApi {
+    fn url(&self, path: &str) -> String {
+        format!("{}/{}/{path}", self.base_url.trim_end_matches('/'), self.version)
+    }
+}
+
+/// What a delivery job carries: the reply by reference (its text is read, and opened,
+/// when it is sent: an erased contact's conversation sends nothing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub conversation_id: Uuid,
+    pub message_id: Uuid,
+    /// The `MessageSent` event's sequence in the conversation's stream.
+    pub sequence: i64,
+}
+
+pub struct DeliveryPolicy {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+}
+
+impl DeliveryPolicy {
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
+        Self { pool, clock }
+    }
+}
+
+#[async_trait]
+impl Policy for DeliveryPolicy {
+    fn name(&self) -> &'static str {
+        POLICY
+    }
+
+    fn consumes(&self) -> &'static [&'static str] {
+        &["conversation"]
+    }
+
+    /// The job reads (and opens) the reply when it sends: nothing to open here.
+    fn opens(&self) -> bool {
+        false
+    }
+
+    async fn react(&self, events: &[FeedEvent]) -> anyhow::Result<()> {
+        let mut jobs = Vec::new();
+        for event in events.iter().filter(|e| e.event_type == "MessageSent") {
+            if let ConversationEvent::MessageSent { message_id, private: false, delivered_by: Some(_), .. } =
+                event.decode()?
+            {
+                let job = DeliveryJob {
+                    conversation_id: event.aggregate_id.parse().context("conversation id is not a uuid")?,
+                    message_id: message_id.as_uuid(),
+                    sequence: event.sequence,
+                };
+                jobs.push(NewJob {
+                    kind: DELIVERY_JOB,
+                    account: event.account_id,
+                    key: format!("deliver:{}", job.message_id),
+                    payload: serde_json::to_value(&job)?,
+                    run_at: self.clock.now(),
+                    max_attempts: DEFAULT_MAX_ATTEMPTS,
+                });
+            }
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.context("failed to begin")?;
+        for job in &jobs {
+            enqueue(&mut *tx, job).await.context("failed to enqueue a reply's delivery")?;
+        }
+        tx.commit().await.context("failed to commit deliveries")?;
+        Ok(())
+    }
+}
+
+/// The job handler.
+pub struct ChannelDelivery {
+    commands: Commands,
+    outbound: Outbound,
+    graph: GraphApi,
+}
+
+impl ChannelDelivery {
+    pub fn new(commands: Commands, outbound: Outbound, graph: GraphApi) -> Self {
+        Self { commands, outbound, graph }
+    }
+}
+
+#[async_trait]
+impl JobHandler for ChannelDelivery {
+    fn kind(&self) -> &'static str {
+        DELIVERY_JOB
+    }
+
+    async fn run(&self, job: &Job) -> Outcome {
+        let delivery: DeliveryJob = match job.payload() {
+            Ok(delivery) => delivery,
+            Err(given_up) => return given_up,
+        };
+        match self.attempt(job, &delivery).await {
+            Ok(outcome) => outcome,
+            Err(error) => Outcome::Retry { error: format!("{error:#}"), after: None },
+        }
+    }
+}
+
+/// What one attempt found it has to send.
+struct Reply {
+    inbox: ChannelInbox,
+    conversation: Conversation,
+    recipient: String,
+    text: String,
+}
+
+impl ChannelDelivery {
+    fn context(&self, account: Uuid, channel: Channel) -> CommandContext {
+        CommandContext {
+            channel: Some(channel.as_str().to_string()),
+            ..CommandContext::now(account, Actor::Channel(channel.as_str().to_string()))
+        }
+    }
+
+    async fn attempt(&self, job: &Job, delivery: &DeliveryJob) -> anyhow::Result<Outcome> {
+        let account = job.account_id.context("a delivery job without an account")?;
+        let store = self.commands.store();
+        let conversation = store.peek::<Conversation>(&delivery.conversation_id.to_string()).await?.state;
+        let inbox_id = conversation.inbox_id().context("a delivery for a conversation that was never started")?;
+        let channel = store.peek::<Inbox>(&inbox_id.to_string()).await?.state.channel().unwrap_or(Channel::Api);
+        let context = self.context(account, channel);
+        // Recording the attempt asserts, against the log, that the message is still
+        // pending: a message the provider accepted is never sent again.
+        let status = self.record(&context, delivery, DeliveryOutcome::Attempted { attempt: job.attempts }).await?;
+        if status != Some(MessageStatus::Pending) {
+            tracing::debug!(message = %delivery.message_id, ?status, "a delivery whose message is no longer pending");
+            return Ok(Outcome::Done);
+        }
+        let reply = match self.reply(delivery, inbox_id.as_uuid(), channel, conversation).await? {
+            Ok(reply) => reply,
+            Err(reason) => {
+                let failed = DeliveryOutcome::Failed { code: None, reason: reason.clone() };
+                self.record(&context, delivery, failed).await?;
+                return Ok(Outcome::Give { error: reason });
+            }
+        };
+        let (url, body) = self.request(&reply);
+        let token = reply.inbox.access_token().context("the inbox has no access token")?;
+        let headers = [("authorization", format!("Bearer {token}")), ("content-type", "application/json".into())];
+        let answer = self.outbound.post(&url, &headers, serde_json::to_vec(&body)?).await;
+        let failure = match answer {
+            Ok(response) if response.status().is_success() => {
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                let accepted_id = match channel {
+                    Channel::Whatsapp => whatsapp::accepted_id(&body),
+                    _ => messenger::accepted_id(&body),
+                };
+                let Some(provider_message_id) = accepted_id else {
+                    // Accepted, maybe: sending again could send twice. Failed, with why.
+                    let reason = format!("the provider answered without a message id: {body}");
+                    self.record(&context, delivery, DeliveryOutcome::Failed { code: None, reason: reason.clone() })
+                        .await?;
+                    return Ok(Outcome::Give { error: reason });
+                };
+                self.accepted(&context, delivery, &reply, provider_message_id).await?;
+                return Ok(Outcome::Done);
+            }
+            Ok(response) => ProviderError::of(response).await,
+            Err(OutboundError::Refused(reason)) => ProviderError::permanent(reason),
+            Err(OutboundError::Failed(reason)) => ProviderError::transient(reason),
+        };
+        if failure.transient && !job.is_last_attempt() {
+            return Ok(Outcome::Retry { error: failure.to_string(), after: failure.retry_after });
+        }
+        let reason = if failure.transient {
+            format!("gave up after {} attempts: {}", job.attempts, failure.message)
+        } else {
+            failure.message.clone()
+        };
+        let failed = DeliveryOutcome::Failed { code: failure.code.clone(), reason };
+        self.record(&context, delivery, failed).await?;
+        Ok(Outcome::Give { error: failure.to_string() })
+    }
+
+    /// What to send and to whom; `Err` with the reason when it cannot be sent at all.
+    async fn reply(
+        &self,
+        delivery: &DeliveryJob,
+        inbox_id: Uuid,
+        channel: Channel,
+        conversation: Conversation,
+    ) -> anyhow::Result<Result<Reply, String>> {
+        let store = self.commands.store();
+        let Some(inbox) = settings::of_inbox(store.pool(), store.keyring(), channel, inbox_id).await? else {
+            return Ok(Err("the inbox has no channel settings".into()));
+        };
+        let contact_id = conversation.contact_id().context("a conversation without a contact")?;
+        let contact = store.peek::<Contact>(&contact_id.to_string()).await?.state;
+        let Some(recipient) = contact.source_id().map(str::to_string) else {
+            return Ok(Err("the contact has no id on the channel (erased)".into()));
+        };
+        let mut conn = store.pool().acquire().await.context("failed to read the reply")?;
+        let conversation_id = delivery.conversation_id.to_string();
+        let event = read_event(&mut conn, store.keyring(), "conversation", &conversation_id, delivery.sequence).await?;
+        let text = match event.map(|e| e.decode::<ConversationEvent>()).transpose()? {
+            Some(ConversationEvent::MessageSent { message_id, content: Some(text), .. })
+                if message_id.as_uuid() == delivery.message_id =>
+            {
+                text
+            }
+            Some(ConversationEvent::MessageSent { content: None, .. }) => {
+                return Ok(Err("the message's text was erased with the contact's data".into()))
+            }
+            _ => anyhow::bail!("the delivery names an event that is not its message"),
+        };
+        Ok(Ok(Reply { inbox, conversation, recipient, text }))
+    }
+
+    /// The provider's send request for the reply: its URL and body.
+    fn request(&self, reply: &Reply) -> (String, serde_json::Value) {
+        match reply.inbox.channel {
+            Channel::Whatsapp => (
+                self.graph.url(&format!("{}/messages", reply.inbox.routing_id)),
+                whatsapp::text(&reply.recipient, &reply.text),
+            ),
+            _ => {
+                // Past the standard 24 hours (and inside the inbox's window, which the
+                // reply was checked against), only a human agent's tagged message goes.
+                let tagged = reply
+                    .conversation
+                    .reply_window_closes_at(chrono::Duration::hours(24))
+                    .is_some_and(|closes| Utc::now() > closes);
+                let body = messenger::text(&reply.recipient, &reply.text, tagged);
+                (self.graph.url(&format!("{}/messages", reply.inbox.routing_id)), body)
+            }
+        }
+    }
+
+    /// Records an outcome; answers the message's status as the decision saw it.
+    async fn record(
+        &self,
+        context: &CommandContext,
+        delivery: &DeliveryJob,
+        outcome: DeliveryOutcome,
+    ) -> Result<Option<MessageStatus>, CommandError> {
+        self.commands
+            .record_delivery(
+                context,
+                delivery.conversation_id,
+                MessageId(delivery.message_id),
+                outcome,
+                &SideWrites::default(),
+            )
+            .await
+    }
+
+    /// Records the provider's id with the message's id beside it (one transaction),
+    /// then applies what the provider said about it before that.
+    async fn accepted(
+        &self,
+        context: &CommandContext,
+        delivery: &DeliveryJob,
+        reply: &Reply,
+        provider_message_id: String,
+    ) -> anyhow::Result<()> {
+        let accepted = Accepted {
+            inbox: reply.inbox.inbox_id,
+            provider_message_id: provider_message_id.clone(),
+            conversation: delivery.conversation_id,
+            message: delivery.message_id,
+            recipient: tracking::recipient_key(self.commands.store().keyring(), reply.inbox.inbox_id, &reply.recipient),
+            accepted_at: Utc::now(),
+        };
+        let outcome = DeliveryOutcome::Accepted { provider_message_id };
+        self.commands
+            .record_delivery(
+                context,
+                delivery.conversation_id,
+                MessageId(delivery.message_id),
+                outcome,
+                &SideWrites::of(accepted.clone()),
+            )
+            .await?;
+        self.commands.apply_kept_callbacks(context, &accepted).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! Replies out through WhatsApp and Messenger: the providers' documented request
+//! shapes, statuses moved only forward by callbacks in any order, retries without a
+//! second accepted send, permanent refusals shown on the message, and the 24-hour
+//! window enforced before anything is stored.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use commands::channel::signature::sign;
+use serde_json::{json, Value};
+use tests::graph_api::{Answer, GraphApi};
+use tests::TestApp;
+
+const APP_SECRET: &str = "app-secret-of-the-test-app";
+const ACCESS_TOKEN: &str = "EAAG-access-token";
+const PHONE_ID: &str = "106540352242922";
+const PAGE_ID: &str = "1234567890";
+const WA_ID: &str = "5511911110000";
+const PSID: &str = "6789012345";
+
+async fn app_with(graph: &GraphApi) -> TestApp {
+    let url = graph.url.clone();
+    TestApp::spawn_with(move |config| config.meta_graph_api_url = url).await
+}
+
+async fn create(app: &TestApp, input: Value) -> String {
+    let created =
+        app.ok("mutation($i: CreateInboxInput!) { createInbox(input: $i) { id } }", json!({ "i": input })).await;
+    created["createInbox"]["id"].as_str().unwrap().to_string()
+}
+
+async fn whatsapp_inbox(app: &TestApp) -> String {
+    create(app, json!({"name": "WhatsApp", "channel": "WHATSAPP", "whatsapp": {"phoneNumberId": PHONE_ID,
+        "businessAccountId": "102290129340398", "accessToken": ACCESS_TOKEN, "appSecret": APP_SECRET, "verifyToken": "v"}}))
+    .await
+}
+
+async fn messenger_inbox(app: &TestApp) -> String {
+    create(
+        app,
+        json!({"name": "Messenger", "channel": "MESSENGER", "messenger": {"pageId": PAGE_ID,
+        "pageAccessToken": ACCESS_TOKEN, "appSecret": APP_SECRET, "verifyToken": "v"}}),
+    )
+    .await
+}
+
+async fn webhook(app: &TestApp, path: &str, body: Value) {
+    let body = serde_json::to_vec(&body).unwrap();
+    let response = app
+        .client
+        .post(format!("{}{path}", app.server.address))
+        .header("X-Hub-Signature-256", sign(APP_SECRET, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+}
+
+fn whatsapp_change(value: Value) -> Value {
+    let mut value = value;
+    value["messaging_product"] = json!("whatsapp");
+    value["metadata"] = json!({"display_phone_number": "15550783881", "phone_number_id": PHONE_ID});
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]})
+}
+
+/// The contact writes on WhatsApp, `ago` before now by the provider's clock; answers
+/// the conversation's id.
+async fn contact_writes(app: &TestApp, ago: chrono::Duration) -> String {
+    let timestamp = (Utc::now() - ago).timestamp().to_string();
+    let message = json!({"from": WA_ID, "id": format!("wamid.in{timestamp}"), "timestamp": timestamp, "type": "text", "text": {"body": "Oi"}});
+    webhook(
+        app,
+        "/webhooks/whatsapp",
+        whatsapp_change(json!({"contacts": [{"profile": {"name": "Ana"}, "wa_id": WA_ID}], "messages": [message]})),
+    )
+    .await;
+    app.projected().await;
+    let listed = app.ok("{ conversations { edges { node { id } } } }", json!({})).await;
+    listed["conversations"]["edges"][0]["node"]["id"].as_str().unwrap().to_string()
+}
+
+async fn status_callback(app: &TestApp, provider_id: &str, status: &str) {
+    let status = json!({"id": provider_id, "status": status, "timestamp": Utc::now().timestamp().to_string(), "recipient_id": WA_ID});
+    webhook(app, "/webhooks/whatsapp", whatsapp_change(json!({"statuses": [status]}))).await;
+}
+
+const SEND: &str = "mutation($c: ID!, $text: String!, $private: Boolean) { \
+    sendMessage(input: {conversationId: $c, content: $text, private: $private}) { id status } }";
+
+async fn reply(app: &TestApp, conversation: &str, text: &str) -> Value {
+    app.gql(SEND, json!({ "c": conversation, "text": text })).await
+}
+
+/// The message's status and error as the API shows them (nulls until it is listed).
+async fn status_of(app: &TestApp, conversation: &str, message: &str) -> (Value, Value) {
+    let data = app
+        .ok(
+            "query($c: ID!) { conversation(id: $c) { messages { edges { node { id status statusError } } } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    let edges = data["conversation"]["messages"]["edges"].as_array().unwrap().clone();
+    let node = edges.iter().map(|e| &e["node"]).find(|n| n["id"] == message).cloned().unwrap_or_default();
+    (node["status"].clone(), node["statusError"].clone())
+}
+
+/// Waits (bounded) until the message shows `status`.
+async fn wait_for_status(app: &TestApp, conversation: &str, message: &str, status: &str) -> (Value, Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = status_of(app, conversation, message).await;
+        if found.0 == status || tokio::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_whatsapp_reply_reaches_the_provider_as_documented_and_callbacks_only_move_it_forward() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::minutes(5)).await;
+    let note = app.ok(SEND, json!({ "c": conversation, "text": "internal", "private": true })).await;
+    assert_eq!(note["sendMessage"]["status"], Value::Null, "a private note has no delivery");
+    let sent = reply(&app, &conversation, "Olá! Como posso ajudar?").await;
+    assert_eq!(sent["data"]["sendMessage"]["status"], "PENDING", "{sent}");
+    let message = sent["data"]["sendMessage"]["id"].as_str().unwrap().to_string();
+
+    let requests = graph.wait_for_sent(1, Duration::from_secs(10)).await;
+    assert_eq!(requests.len(), 1, "one send, and the private note never");
+    assert_eq!(requests[0].path, format!("/v21.0/{PHONE_ID}/messages"));
+    assert_eq!(requests[0].header("authorization"), format!("Bearer {ACCESS_TOKEN}"));
+    assert_eq!(
+        requests[0].body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": WA_ID, "type": "text",
+               "text": {"preview_url": false, "body": "Olá! Como posso ajudar?"}})
+    );
+    assert_eq!(wait_for_status(&app, &conversation, &message, "SENT").await.0, "SENT");
+    let provider_id = requests[0].accepted_as.clone().unwrap();
+
+    status_callback(&app, &provider_id, "delivered").await;
+    assert_eq!(wait_for_status(&app, &conversation, &message, "DELIVERED").await.0, "DELIVERED");
+    status_callback(&app, &provider_id, "read").await;
+    assert_eq!(wait_for_status(&app, &conversation, &message, "READ").await.0, "READ");
+    // A late DELIVERED (and a repeated READ) does not undo READ.
+    status_callback(&app, &provider_id, "delivered").await;
+    status_callback(&app, &provider_id, "read").await;
+    app.projected().await;
+    assert_eq!(status_of(&app, &conversation, &message).await.0, "READ");
+    let updates: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MessageStatusUpdated'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(updates, 2, "delivered, then read; nothing for the late ones");
+    // Every attempt and outcome is in the log, with the channel as its actor.
+    let history: Vec<(String, String)> = sqlx::query_as(
+        "SELECT event_type, metadata->>'actor' FROM events WHERE event_type LIKE 'Message%' \
+         AND event_type NOT IN ('MessageReceived', 'MessageSent') ORDER BY global_position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, String)> =
+        ["MessageDeliveryAttempted", "MessageAcceptedByProvider", "MessageStatusUpdated", "MessageStatusUpdated"]
+            .iter()
+            .map(|t| (t.to_string(), "channel:whatsapp".to_string()))
+            .collect();
+    assert_eq!(history, expected);
+}
+
+#[tokio::test]
+async fn a_provider_500_is_retried_until_one_accepted_send_and_a_429_waits_its_retry_after() {
+    let mut throttled = Answer::error(429, 130429, "Rate limit hit");
+    throttled.retry_after = Some(2);
+    let graph = GraphApi::start(vec![Answer::error(500, 1, "An unknown error occurred"), throttled]).await;
+    let app = app_with(&graph).await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::minutes(1)).await;
+    let message = reply(&app, &conversation, "hello").await["data"]["sendMessage"]["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_for_status(&app, &conversation, &message, "SENT").await.0, "SENT");
+    let sent = graph.sent();
+    assert_eq!(sent.len(), 3, "500, 429, then accepted");
+    assert_eq!(graph.accepted().len(), 1);
+    let waited = sent[2].at - sent[1].at;
+    assert!(waited >= Duration::from_secs(2), "the 429's Retry-After was honoured: {waited:?}");
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MessageDeliveryAttempted'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 3);
+}
+
+#[tokio::test]
+async fn a_permanent_refusal_fails_the_message_with_the_providers_reason_and_is_not_retried() {
+    let graph = GraphApi::start(vec![Answer::error(400, 131030, "Recipient phone number not in allowed list")]).await;
+    let app = app_with(&graph).await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::minutes(1)).await;
+    let message = reply(&app, &conversation, "hello").await["data"]["sendMessage"]["id"].as_str().unwrap().to_string();
+    let (status, error) = wait_for_status(&app, &conversation, &message, "FAILED").await;
+    assert_eq!(status, "FAILED");
+    assert_eq!(error, "131030: Recipient phone number not in allowed list");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(graph.sent().len(), 1, "a permanent refusal is not retried");
+}
+
+#[tokio::test]
+async fn a_free_form_whatsapp_reply_25_hours_after_the_contacts_message_is_refused_and_nothing_is_stored() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::hours(25)).await;
+    let window = app
+        .ok("query($c: ID!) { conversation(id: $c) { canReply replyWindowClosesAt } }", json!({ "c": conversation }))
+        .await;
+    assert_eq!(window["conversation"]["canReply"], false);
+    assert!(window["conversation"]["replyWindowClosesAt"].is_string(), "{window}");
+    let before = app.event_count().await;
+    let refused = reply(&app, &conversation, "hello?").await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "MESSAGING_WINDOW_CLOSED", "{refused}");
+    assert_eq!(app.event_count().await, before, "nothing stored as sent");
+    // A private note is still fine.
+    app.ok(SEND, json!({ "c": conversation, "text": "they went quiet", "private": true })).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(graph.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_messenger_reply_is_a_response_and_a_callback_that_came_before_its_send_was_recorded_is_applied() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    let inbox = messenger_inbox(&app).await;
+    let now = Utc::now().timestamp_millis();
+    let message = json!({"object": "page", "entry": [{"id": PAGE_ID, "time": now, "messaging": [{
+        "sender": {"id": PSID}, "recipient": {"id": PAGE_ID}, "timestamp": now, "message": {"mid": "m_in1", "text": "hello"}}]}]});
+    webhook(&app, &format!("/webhooks/messenger/{inbox}"), message).await;
+    app.projected().await;
+    let listed = app.ok("{ conversations { edges { node { id canReply } } } }", json!({})).await;
+    let conversation = listed["conversations"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
+    assert_eq!(listed["conversations"]["edges"][0]["node"]["canReply"], true);
+    // Meta says the page's message was read before we recorded sending it: a
+    // watermark a minute ahead.
+    let read = json!({"object": "page", "entry": [{"id": PAGE_ID, "messaging": [{
+        "sender": {"id": PSID}, "recipient": {"id": PAGE_ID}, "read": {"watermark": now + 60_000}}]}]});
+    webhook(&app, "/webhooks/messenger", read).await;
+    let sent = reply(&app, &conversation, "hi! how can I help?").await;
+    let id = sent["data"]["sendMessage"]["id"].as_str().unwrap().to_string();
+    let requests = graph.wait_for_sent(1, Duration::from_secs(10)).await;
+    assert_eq!(requests[0].path, format!("/v21.0/{PAGE_ID}/messages"));
+    assert_eq!(requests[0].header("authorization"), format!("Bearer {ACCESS_TOKEN}"));
+    assert_eq!(
+        requests[0].body,
+        json!({"recipient": {"id": PSID}, "messaging_type": "RESPONSE", "message": {"text": "hi! how can I help?"}})
+    );
+    assert_eq!(wait_for_status(&app, &conversation, &id, "READ").await.0, "READ");
+    // Our own send echoed back is not stored as a message.
+    let echo = json!({"object": "page", "entry": [{"id": PAGE_ID, "messaging": [{
+        "sender": {"id": PAGE_ID}, "recipient": {"id": PSID}, "timestamp": now + 1000,
+        "message": {"mid": requests[0].accepted_as.clone().unwrap(), "is_echo": true, "app_id": 1, "text": "hi! how can I help?"}}]}]});
+    webhook(&app, "/webhooks/messenger", echo).await;
+    app.projected().await;
+    let messages = app
+        .ok(
+            "query($c: ID!) { conversation(id: $c) { messages { edges { node { id } } } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    assert_eq!(messages["conversation"]["messages"]["edges"].as_array().unwrap().len(), 2);
+}

@@ -1,0 +1,151 @@
+//! A fake Graph API on loopback (WhatsApp Cloud API and Messenger Send API): answers
+//! sends with the providers' documented shapes, or with the scripted failures first,
+//! and keeps every request it got.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// A scripted answer: status, body, and a `Retry-After` in seconds.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after: Option<u64>,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Self {
+        Self { status, body: json!({}), retry_after: None }
+    }
+    /// The Graph API's error shape.
+    pub fn error(status: u16, code: i64, message: &str) -> Self {
+        let body = json!({"error": {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "Ax1"}});
+        Self { status, body, retry_after: None }
+    }
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub at: std::time::Instant,
+    /// The id it was accepted under (none: refused).
+    pub accepted_as: Option<String>,
+}
+
+impl Sent {
+    pub fn header(&self, name: &str) -> String {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    }
+}
+
+#[derive(Default)]
+struct Script {
+    answers: VecDeque<Answer>,
+    sent: Vec<Sent>,
+}
+
+#[derive(Clone)]
+pub struct GraphApi {
+    pub url: String,
+    script: Arc<Mutex<Script>>,
+    _task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl GraphApi {
+    /// Listens on a loopback port; `answers` answer the first sends, in order.
+    pub async fn start(answers: Vec<Answer>) -> GraphApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        Self::serve(listener, answers)
+    }
+
+    /// Listens on `port` (a provider that comes back where it was down).
+    pub async fn start_on(port: u16, answers: Vec<Answer>) -> GraphApi {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the port");
+        Self::serve(listener, answers)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, answers: Vec<Answer>) -> GraphApi {
+        let port = listener.local_addr().expect("address").port();
+        let script = Arc::new(Mutex::new(Script { answers: answers.into(), sent: Vec::new() }));
+        let app = Router::new().route("/{version}/{id}/messages", post(send)).with_state(script.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("the fake Graph API serves");
+        });
+        GraphApi { url: format!("http://127.0.0.1:{port}"), script, _task: Arc::new(task) }
+    }
+
+    pub fn sent(&self) -> Vec<Sent> {
+        self.script.lock().expect("script").sent.clone()
+    }
+
+    /// The sends it accepted.
+    pub fn accepted(&self) -> Vec<Sent> {
+        self.sent().into_iter().filter(|s| s.accepted_as.is_some()).collect()
+    }
+
+    /// Waits (at most `timeout`) until it has received `n` sends.
+    pub async fn wait_for_sent(&self, n: usize, timeout: Duration) -> Vec<Sent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let sent = self.sent();
+            if sent.len() >= n || tokio::time::Instant::now() > deadline {
+                return sent;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn send(
+    State(script): State<Arc<Mutex<Script>>>,
+    Path((version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut script = script.lock().expect("script");
+    let number = script.sent.len() + 1;
+    let scripted = script.answers.pop_front();
+    let whatsapp = body.get("messaging_product").is_some();
+    let (response, accepted_as) = match scripted {
+        Some(answer) => {
+            let status = StatusCode::from_u16(answer.status).expect("a status");
+            let mut response = (status, Json(answer.body)).into_response();
+            if let Some(seconds) = answer.retry_after {
+                response.headers_mut().insert("retry-after", seconds.to_string().parse().expect("a header"));
+            }
+            (response, None)
+        }
+        None if whatsapp => {
+            let to = body["to"].clone();
+            let id = format!("wamid.fake{number}");
+            let answer = json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
+                                "messages": [{"id": id, "message_status": "accepted"}]});
+            (Json(answer).into_response(), Some(id))
+        }
+        None => {
+            let id = format!("m_fake{number}");
+            (Json(json!({"recipient_id": body["recipient"]["id"], "message_id": id})).into_response(), Some(id))
+        }
+    };
+    script.sent.push(Sent {
+        path: format!("/{version}/{id}/messages"),
+        headers,
+        body,
+        at: std::time::Instant::now(),
+        accepted_as,
+    });
+    response
+}
