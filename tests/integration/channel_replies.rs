@@ -270,3 +270,75 @@ async fn a_messenger_reply_is_a_response_and_a_callback_that_came_before_its_sen
         .await;
     assert_eq!(messages["conversation"]["messages"]["edges"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn replies_queued_while_the_provider_is_down_survive_a_sigkill_and_each_is_accepted_once() {
+    let port = tests::free_port();
+    let down = format!("http://127.0.0.1:{port}");
+    let app = TestApp::spawn_with({
+        let down = down.clone();
+        move |config| config.meta_graph_api_url = down
+    })
+    .await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::minutes(1)).await;
+    let TestApp { server, pool, database_url, token, client, .. } = app;
+    server.stop().await;
+    let env =
+        [("META_GRAPH_API_URL", down.as_str()), ("OUTBOUND_ALLOW_PRIVATE_TARGETS", "true"), ("JOB_LEASE_SECS", "2")];
+
+    // Five replies while the provider is down; the server dies with them queued.
+    let (mut first, address) = tests::serve(&database_url, &env).await;
+    for n in 0..5 {
+        let sent = tests::gql_at(
+            &client,
+            &address,
+            Some(&token),
+            SEND,
+            json!({ "c": conversation, "text": format!("reply {n}") }),
+        )
+        .await;
+        assert_eq!(sent["data"]["sendMessage"]["status"], "PENDING", "{sent}");
+    }
+    let attempted = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type = 'MessageDeliveryAttempted'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while attempted().await < 5 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(attempted().await >= 5, "every reply was tried against the provider that is down");
+    first.start_kill().expect("SIGKILL the server");
+    first.wait().await.unwrap();
+
+    // The provider comes back, then the server: every reply goes out, once.
+    let graph = GraphApi::start_on(port, Vec::new()).await;
+    let (mut second, _) = tests::serve(&database_url, &env).await;
+    let accepted = graph.wait_for_sent(5, Duration::from_secs(30)).await;
+    let sent_ids = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type = 'MessageAcceptedByProvider'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sent_ids().await < 5 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sent_ids().await, 5);
+    // Killed again, and restarted: what was accepted and recorded is never sent again.
+    second.start_kill().unwrap();
+    second.wait().await.unwrap();
+    let (mut third, _) = tests::serve(&database_url, &env).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    third.start_kill().unwrap();
+    third.wait().await.unwrap();
+    let mut texts: Vec<String> =
+        graph.sent().iter().map(|s| s.body["text"]["body"].as_str().unwrap_or_default().to_string()).collect();
+    texts.sort();
+    assert_eq!(texts, (0..5).map(|n| format!("reply {n}")).collect::<Vec<_>>(), "each reply reached the provider once");
+    assert_eq!(accepted.len(), 5);
+}
