@@ -77,3 +77,16 @@ CREATE INDEX channel_messages_recipient ON channel_messages (inbox_id, recipient
 -- When the contact last wrote, by the provider's clock: `Conversation.canReply` and
 -- `replyWindowClosesAt` are read from it with the inbox's channel.
 ALTER TABLE rm_conversations ADD COLUMN last_received_at timestamptz;
+
+-- A WhatsApp inbox's message templates as the provider lists them, replaced whole by
+-- each sync (on creation, and `syncMessageTemplates`).
+CREATE TABLE message_templates (
+    inbox_id   uuid NOT NULL,
+    name       text NOT NULL,
+    language   text NOT NULL,
+    category   text NOT NULL,
+    status     text NOT NULL,
+    components jsonb NOT NULL,
+    synced_at  timestamptz NOT NULL,
+    PRIMARY KEY (inbox_id, name, language)
+);

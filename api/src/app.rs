@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
-use commands::channel::delivery::{ChannelDelivery, DeliveryPolicy, GraphApi};
+use commands::channel::delivery::{ChannelDelivery, DeliveryPolicy};
+use commands::channel::templates::TemplateSync;
+use commands::channel::GraphApi;
 use commands::connection::CHECK_IDLE_AFTER;
 use commands::digest::{DigestKey, Digests};
 use commands::erasure::ERASURE_CHANNEL;
@@ -140,9 +142,10 @@ impl Services {
         );
         let graph =
             GraphApi { base_url: config.meta_graph_api_url.clone(), version: config.meta_graph_api_version.clone() };
-        let replies = ChannelDelivery::new(commands.clone(), outbound.clone(), graph);
+        let replies = ChannelDelivery::new(commands.clone(), outbound.clone(), graph.clone());
+        let templates = TemplateSync::new(commands.clone(), outbound.clone(), graph.clone());
         let handlers: Vec<Arc<dyn commands::jobs::JobHandler>> =
-            vec![Arc::new(delivery), Arc::new(notifying), Arc::new(replies)];
+            vec![Arc::new(delivery), Arc::new(notifying), Arc::new(replies), Arc::new(templates)];
         let jobs = Jobs::new(pool.clone(), clock, handlers, config.job_lease, config.projector_poll);
         let live = LiveFeed::new(pool.clone(), engine.clone());
         let notices = NotificationFeed::new(pool.clone(), engine.clone());
@@ -160,6 +163,7 @@ impl Services {
             commands,
             engine,
             outbound,
+            graph,
             policies,
             jobs,
             live,

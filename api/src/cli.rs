@@ -71,7 +71,7 @@ enum Configured {
         #[arg(long, default_value = "target/bench/report.json")]
         out: std::path::PathBuf,
         /// Run only this case (raw, library, ingest, webhooks, live, rebuild, query); repeatable.
-        #[arg(long, value_parser = ["raw", "library", "ingest", "webhooks", "live", "rebuild", "query"])]
+        #[arg(long, value_parser = ["raw", "library", "ingest", "webhooks", "live", "channels", "rebuild", "query"])]
         only: Vec<String>,
     },
     /// Record a digest of the log now if it moved since the last, and print the newest

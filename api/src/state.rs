@@ -69,6 +69,8 @@ pub struct Shared {
     pub requests: Arc<RequestMetrics>,
     /// The guard every request a tenant's setting aims goes through.
     pub outbound: Outbound,
+    /// Where WhatsApp and Messenger requests go (operator configuration).
+    pub graph: commands::channel::GraphApi,
     pub policies: Policies,
     pub jobs: Jobs,
     /// This process's reader of the feed for subscriptions.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use domain::activity::ActedBy;
 use domain::actor::Actor;
-use domain::channel::{ChannelAddress, ProviderDelivery};
+use domain::channel::{ChannelAddress, ProviderDelivery, TemplateRef};
 use domain::conversation::{ChangedBy, Conversation, ConversationCommand};
 use domain::ids::{ConversationId, MessageId, TeamId, UserId};
 use domain::inbox::Inbox;
@@ -77,9 +77,35 @@ impl Commands {
         private: bool,
         client_key: Option<&str>,
     ) -> Result<(Uuid, Written, bool), CommandError> {
+        self.send(context, conversation_id, Outgoing { content, private, client_key, template: None }).await
+    }
+
+    /// An approved WhatsApp template (the only message allowed outside the reply
+    /// window); `content` is its text as agents read it in the timeline.
+    pub async fn send_template(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        template: TemplateRef,
+        components: serde_json::Value,
+        content: MessageContent,
+    ) -> Result<(Uuid, Written), CommandError> {
+        TemplateRef::check_components(&components)?;
+        let outgoing = Outgoing { content, private: false, client_key: None, template: Some((template, components)) };
+        let (id, written, _) = self.send(context, conversation_id, outgoing).await?;
+        Ok((id, written))
+    }
+
+    async fn send(
+        &self,
+        context: &CommandContext,
+        conversation_id: Uuid,
+        outgoing: Outgoing<'_>,
+    ) -> Result<(Uuid, Written, bool), CommandError> {
         let Actor::User(author) = context.actor else {
             return Err(DomainError::invalid("only an agent can send a message").into());
         };
+        let Outgoing { content, private, client_key, template } = outgoing;
         let message_id = match client_key {
             Some(key) => MessageId::keyed(ConversationId(conversation_id), UserId(author), key)?.as_uuid(),
             None => Uuid::now_v7(),
@@ -90,6 +116,7 @@ impl Commands {
                 in_account(context, conversation)?;
                 Ok(ConversationCommand::SendMessage {
                     delivery,
+                    template: template.clone(),
                     message_id: MessageId(message_id),
                     author: UserId(author),
                     content: content.clone(),
@@ -256,4 +283,12 @@ fn changed_by(context: &CommandContext) -> ChangedBy {
         Actor::Automation(_) | Actor::Channel(_) | Actor::Policy(_) | Actor::System => ActedBy::System,
     };
     ChangedBy { by, activity_message_id: MessageId(Uuid::now_v7()) }
+}
+
+/// What an agent sends.
+struct Outgoing<'a> {
+    content: MessageContent,
+    private: bool,
+    client_key: Option<&'a str>,
+    template: Option<(TemplateRef, serde_json::Value)>,
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::access::tables::InboxMembership;
 use crate::channel::settings::ChannelSettingsWrite;
+use crate::channel::templates::SyncJob;
 use crate::context::CommandContext;
 use crate::side_write::SideWrites;
 use crate::{CommandError, Commands, Written};
@@ -45,7 +46,12 @@ impl Commands {
         let parsed = settings.as_ref().map(ChannelInput::settings).transpose()?;
         let writes = match (&settings, &parsed) {
             (Some(input), Some(ChannelSettings { address: Some(address), .. })) => {
-                self.settings_write(context, id, address, &input.secrets)?
+                let mut writes = self.settings_write(context, id, address, &input.secrets)?;
+                // A new WhatsApp number's templates are listed from the provider.
+                if let ChannelAddress::Whatsapp { business_account_id, .. } = address {
+                    writes.add(SyncJob::enqueue(id, context.account_id, business_account_id)?);
+                }
+                writes
             }
             _ => SideWrites::default(),
         };

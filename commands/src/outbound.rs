@@ -141,6 +141,21 @@ impl Outbound {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<reqwest::Response, OutboundError> {
+        self.send(reqwest::Method::POST, url, headers, Some(body)).await
+    }
+
+    /// GETs a URL under the same checks as [`Outbound::post`].
+    pub async fn get(&self, url: &str, headers: &[(&str, String)]) -> Result<reqwest::Response, OutboundError> {
+        self.send(reqwest::Method::GET, url, headers, None).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, OutboundError> {
         let url = self.parse(url).map_err(|e| OutboundError::Refused(e.to_string()))?;
         // An address in the URL is not resolved, so the resolver cannot drop it.
         if let Some(ip) = url.host_str().and_then(|h| h.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>().ok()) {
@@ -148,7 +163,10 @@ impl Outbound {
                 return Err(OutboundError::Refused(format!("{ip} is not a public address")));
             }
         }
-        let mut request = self.client.post(url).body(body);
+        let mut request = self.client.request(method, url);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
         for (name, value) in headers {
             request = request.header(*name, value);
         }

@@ -84,6 +84,51 @@ pub struct ProviderDelivery {
     pub window: chrono::Duration,
 }
 
+/// Longest template name Meta accepts.
+const MAX_TEMPLATE_NAME_CHARS: usize = 512;
+/// Largest `components` a template message may carry, serialised.
+const MAX_TEMPLATE_COMPONENTS_BYTES: usize = 16 * 1024;
+
+/// Which approved template a message is (WhatsApp): what may go out outside the
+/// reply window. Its parameters travel apart, sealed (they may name the contact).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRef {
+    pub name: String,
+    /// The template's language code (`en_US`, `pt_BR`).
+    pub language: String,
+}
+
+impl TemplateRef {
+    pub fn parse(name: &str, language: &str) -> Result<Self, DomainError> {
+        let name_ok = !name.is_empty()
+            && name.chars().count() <= MAX_TEMPLATE_NAME_CHARS
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !name_ok {
+            return Err(DomainError::invalid("a template name is lower-case letters, digits and underscores"));
+        }
+        let language_ok = (2..=15).contains(&language.len())
+            && language.chars().all(|c| c.is_ascii_alphabetic() || c == '_' || c == '-');
+        if !language_ok {
+            return Err(DomainError::invalid("a template language is a code such as en_US or pt_BR"));
+        }
+        Ok(Self { name: name.to_string(), language: language.to_string() })
+    }
+
+    /// Checks a template's components as given: the provider's array of objects, bounded.
+    pub fn check_components(components: &serde_json::Value) -> Result<(), DomainError> {
+        let is_array_of_objects = components.as_array().is_some_and(|items| items.iter().all(|c| c.is_object()));
+        if !is_array_of_objects {
+            return Err(DomainError::invalid("components must be an array of the provider's component objects"));
+        }
+        if components.to_string().len() > MAX_TEMPLATE_COMPONENTS_BYTES {
+            return Err(DomainError::invalid(format!(
+                "components are at most {MAX_TEMPLATE_COMPONENTS_BYTES} bytes serialised"
+            )));
+        }
+        crate::values::storable("components", &components.to_string())
+    }
+}
+
 /// A provider channel's secrets, by name. Their values never enter the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

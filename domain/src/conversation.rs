@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::activity::{ActedBy, Activity, ActivityLine, Line};
-use crate::channel::ProviderDelivery;
+use crate::channel::{ProviderDelivery, TemplateRef};
 use crate::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId, TeamId, UserId};
 use crate::values::{Channel, CustomAttributes, Instant, MessageContent, MessageStatus, Priority, Status};
 use crate::{domain_event, DomainError, PersonalData};
@@ -116,6 +116,9 @@ pub enum ConversationCommand {
         private: bool,
         /// The provider that delivers public replies in this conversation's inbox.
         delivery: Option<ProviderDelivery>,
+        /// An approved template and its components (WhatsApp): allowed outside the
+        /// reply window.
+        template: Option<(TemplateRef, serde_json::Value)>,
         at: Instant,
     },
     /// Records an attempt or outcome of a provider's delivery of our message.
@@ -201,6 +204,12 @@ pub enum ConversationEvent {
         /// Messenger inbox): pending until the provider accepts it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delivered_by: Option<Channel>,
+        /// The approved template this message is (WhatsApp).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<TemplateRef>,
+        /// The template's components as sent; sealed (parameters may name the contact).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template_components: Option<serde_json::Value>,
         at: Instant,
     },
     /// We are about to hand the message to its provider (attempt 1, 2, …).
@@ -336,7 +345,8 @@ domain_event!(
 impl PersonalData for ConversationEvent {
     fn personal_fields(&self) -> &'static [&'static str] {
         match self {
-            Self::MessageReceived { .. } | Self::MessageSent { .. } => &["content"],
+            Self::MessageReceived { .. } => &["content"],
+            Self::MessageSent { .. } => &["content", "template_components"],
             Self::CustomAttributesChanged { .. } => &["attributes"],
             _ => &[],
         }
@@ -407,13 +417,17 @@ impl Aggregate for Conversation {
                     sink.write(reopened, self).await;
                 }
             }
-            ConversationCommand::SendMessage { message_id, author, content, private, delivery, at } => {
+            ConversationCommand::SendMessage { message_id, author, content, private, delivery, template, at } => {
                 if self.keyed_replies.contains(&message_id) {
                     return Ok(());
                 }
                 let public = !private;
                 let delivery = delivery.filter(|_| public);
-                if let Some(delivery) = delivery {
+                if template.is_some() && (private || delivery.is_none_or(|d| d.channel != Channel::Whatsapp)) {
+                    return Err(DomainError::invalid("a template is sent as a reply in a WhatsApp inbox"));
+                }
+                // A template is what may go out when the window is closed.
+                if let Some(delivery) = delivery.filter(|_| template.is_none()) {
                     match self.reply_window_closes_at(delivery.window) {
                         Some(closes) if at <= closes => {}
                         closed => {
@@ -441,6 +455,8 @@ impl Aggregate for Conversation {
                     first_reply,
                     reply_time_seconds,
                     delivered_by: delivery.map(|d| d.channel),
+                    template: template.as_ref().map(|(t, _)| t.clone()),
+                    template_components: template.map(|(_, components)| components),
                     at,
                 };
                 sink.write(event, self).await;
@@ -700,6 +716,8 @@ mod tests {
             first_reply: false,
             reply_time_seconds: None,
             delivered_by: None,
+            template: None,
+            template_components: None,
             at: t(3),
         };
         let send = |id: MessageId| C::SendMessage {
@@ -708,6 +726,7 @@ mod tests {
             content: text("hello"),
             private: true,
             delivery: None,
+            template: None,
             at: t(3),
         };
         conversation().given(vec![started(), sent(keyed)]).when(send(keyed)).then_expect_events(vec![]);
@@ -729,6 +748,7 @@ mod tests {
                 content: text("note"),
                 private: true,
                 delivery: None,
+                template: None,
                 at: t(3),
             })
             .then_expect_events(vec![E::MessageSent {
@@ -740,6 +760,8 @@ mod tests {
                 first_reply: false,
                 reply_time_seconds: None,
                 delivered_by: None,
+                template: None,
+                template_components: None,
                 at: t(3),
             }]);
         conversation()
@@ -750,6 +772,7 @@ mod tests {
                 content: text("hello"),
                 private: false,
                 delivery: None,
+                template: None,
                 at: t(4),
             })
             .then_expect_events(vec![E::MessageSent {
@@ -761,6 +784,8 @@ mod tests {
                 first_reply: true,
                 reply_time_seconds: Some(240),
                 delivered_by: None,
+                template: None,
+                template_components: None,
                 at: t(4),
             }]);
     }
@@ -776,6 +801,8 @@ mod tests {
             first_reply: true,
             reply_time_seconds: Some(240),
             delivered_by: None,
+            template: None,
+            template_components: None,
             at: t(4),
         };
         conversation()
@@ -919,6 +946,7 @@ mod tests {
             content: text("hello"),
             private: false,
             delivery,
+            template: None,
             at: t(minute),
         }
     }
@@ -952,13 +980,23 @@ mod tests {
             content: text("note"),
             private: true,
             delivery: whatsapp(),
+            template: None,
             at: t(hours(30)),
         };
         let events = conversation().given(vec![started(), received.clone()]).when(note).inspect_result().unwrap();
-        assert!(matches!(&events[0], E::MessageSent { delivered_by: None, .. }), "{events:?}");
+        assert!(
+            matches!(&events[0], E::MessageSent { delivered_by: None, template: None, template_components: None, .. }),
+            "{events:?}"
+        );
         let events = conversation().given(vec![started(), received]).when(reply(2, hours(23), whatsapp()));
         let events = events.inspect_result().unwrap();
-        assert!(matches!(&events[0], E::MessageSent { delivered_by: Some(Channel::Whatsapp), .. }), "{events:?}");
+        assert!(
+            matches!(
+                &events[0],
+                E::MessageSent { delivered_by: Some(Channel::Whatsapp), template: None, template_components: None, .. }
+            ),
+            "{events:?}"
+        );
     }
 
     #[test]
@@ -972,6 +1010,8 @@ mod tests {
             first_reply: true,
             reply_time_seconds: Some(60),
             delivered_by: Some(Channel::Whatsapp),
+            template: None,
+            template_components: None,
             at: t(1),
         };
         let record = |outcome| C::RecordDelivery { message_id: msg(2), outcome, at: t(2) };

@@ -342,3 +342,69 @@ async fn replies_queued_while_the_provider_is_down_survive_a_sigkill_and_each_is
     assert_eq!(texts, (0..5).map(|n| format!("reply {n}")).collect::<Vec<_>>(), "each reply reached the provider once");
     assert_eq!(accepted.len(), 5);
 }
+
+#[tokio::test]
+async fn templates_are_synced_with_the_inbox_and_an_approved_one_goes_out_when_the_window_is_closed() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    let inbox = whatsapp_inbox(&app).await;
+    // Listed from the provider by a job of the inbox's creation, every page.
+    let list = "query($i: ID!) { messageTemplates(inboxId: $i) { name language category status components } }";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed = app.ok(list, json!({ "i": inbox })).await["messageTemplates"].clone();
+        if listed.as_array().unwrap().len() == 3 || tokio::time::Instant::now() > deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["hello_world", "order_update", "summer_promo"]);
+    assert_eq!(listed[1]["components"][1]["text"], "Hi {{1}}, your order {{2}} ships today.");
+    let requests = graph.listed();
+    assert_eq!(requests[0].0, "/v21.0/102290129340398/message_templates");
+    assert_eq!(requests[0].1, format!("Bearer {ACCESS_TOKEN}"));
+    assert_eq!(requests[1].0, "/v21.0/102290129340398/message_templates?after=2", "paging.next is followed");
+    let synced = app
+        .ok(
+            "mutation($i: ID!) { syncMessageTemplates(input: {inboxId: $i}) { templates { name } } }",
+            json!({ "i": inbox }),
+        )
+        .await;
+    assert_eq!(synced["syncMessageTemplates"]["templates"].as_array().unwrap().len(), 3);
+
+    // Outside the window a free-form reply is refused and a template goes out.
+    let conversation = contact_writes(&app, chrono::Duration::hours(25)).await;
+    let refused = reply(&app, &conversation, "are you there?").await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "MESSAGING_WINDOW_CLOSED");
+    let send = "mutation($c: ID!, $name: String!, $lang: String!, $components: JSON) { sendTemplate(input: \
+        {conversationId: $c, name: $name, language: $lang, components: $components}) { id content status } }";
+    let components =
+        json!([{"type": "body", "parameters": [{"type": "text", "text": "John"}, {"type": "text", "text": "#42"}]}]);
+    let sent = app
+        .ok(send, json!({ "c": conversation, "name": "order_update", "lang": "en_US", "components": components }))
+        .await;
+    assert_eq!(sent["sendTemplate"]["content"], "Hi John, your order #42 ships today.");
+    assert_eq!(sent["sendTemplate"]["status"], "PENDING");
+    let message = sent["sendTemplate"]["id"].as_str().unwrap().to_string();
+    let requests = graph.wait_for_sent(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        requests[0].body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": WA_ID, "type": "template",
+               "template": {"name": "order_update", "language": {"code": "en_US"}, "components": components}})
+    );
+    assert_eq!(wait_for_status(&app, &conversation, &message, "SENT").await.0, "SENT");
+    // Only approved templates the inbox has.
+    let rejected = app.gql(send, json!({ "c": conversation, "name": "summer_promo", "lang": "pt_BR" })).await;
+    assert_eq!(rejected["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{rejected}");
+    let unknown = app.gql(send, json!({ "c": conversation, "name": "no_such", "lang": "en_US" })).await;
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "NOT_FOUND", "{unknown}");
+    // The parameters (they may name the contact) are sealed in the log.
+    let stored: String = sqlx::query_scalar(
+        "SELECT payload->'MessageSent'->>'template_components' FROM events WHERE event_type = 'MessageSent'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(!stored.contains("John"), "{stored}");
+}

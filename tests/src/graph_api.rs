@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -54,6 +55,23 @@ impl Sent {
 struct Script {
     answers: VecDeque<Answer>,
     sent: Vec<Sent>,
+    /// Template list requests: (path with query, authorization header).
+    listed: Vec<(String, String)>,
+    /// Its own address, for the `paging.next` links it hands out.
+    url: String,
+}
+
+/// The templates the fake lists, over two pages.
+pub fn templates() -> Vec<Value> {
+    vec![
+        json!({"name": "order_update", "language": "en_US", "category": "UTILITY", "status": "APPROVED", "id": "1",
+               "components": [{"type": "HEADER", "format": "TEXT", "text": "Your order"},
+                              {"type": "BODY", "text": "Hi {{1}}, your order {{2}} ships today."}]}),
+        json!({"name": "hello_world", "language": "en_US", "category": "UTILITY", "status": "APPROVED", "id": "2",
+               "components": [{"type": "BODY", "text": "Hello World"}]}),
+        json!({"name": "summer_promo", "language": "pt_BR", "category": "MARKETING", "status": "REJECTED", "id": "3",
+               "components": [{"type": "BODY", "text": "Promoção!"}]}),
+    ]
 }
 
 #[derive(Clone)]
@@ -78,16 +96,25 @@ impl GraphApi {
 
     fn serve(listener: tokio::net::TcpListener, answers: Vec<Answer>) -> GraphApi {
         let port = listener.local_addr().expect("address").port();
-        let script = Arc::new(Mutex::new(Script { answers: answers.into(), sent: Vec::new() }));
-        let app = Router::new().route("/{version}/{id}/messages", post(send)).with_state(script.clone());
+        let url = format!("http://127.0.0.1:{port}");
+        let script = Arc::new(Mutex::new(Script { answers: answers.into(), url: url.clone(), ..Script::default() }));
+        let app = Router::new()
+            .route("/{version}/{id}/messages", post(send))
+            .route("/{version}/{id}/message_templates", get(list_templates))
+            .with_state(script.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("the fake Graph API serves");
         });
-        GraphApi { url: format!("http://127.0.0.1:{port}"), script, _task: Arc::new(task) }
+        GraphApi { url, script, _task: Arc::new(task) }
     }
 
     pub fn sent(&self) -> Vec<Sent> {
         self.script.lock().expect("script").sent.clone()
+    }
+
+    /// The template lists it was asked for: (path and query, authorization).
+    pub fn listed(&self) -> Vec<(String, String)> {
+        self.script.lock().expect("script").listed.clone()
     }
 
     /// The sends it accepted.
@@ -148,4 +175,30 @@ async fn send(
         accepted_as,
     });
     response
+}
+
+/// `GET /{version}/{waba}/message_templates`: two templates on the first page, the
+/// rest behind `paging.next`.
+async fn list_templates(
+    State(script): State<Arc<Mutex<Script>>>,
+    Path((version, id)): Path<(String, String)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut script = script.lock().expect("script");
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let page_two = query.get("after").is_some_and(|a| a == "2");
+    let mut path = format!("/{version}/{id}/message_templates");
+    if page_two {
+        path.push_str("?after=2");
+    }
+    script.listed.push((path, authorization));
+    let all = templates();
+    let body = if page_two {
+        json!({"data": all[2..].to_vec(), "paging": {"cursors": {"before": "2", "after": "3"}}})
+    } else {
+        let next = format!("{}/{version}/{id}/message_templates?after=2", script.url);
+        json!({"data": all[..2].to_vec(), "paging": {"cursors": {"before": "0", "after": "2"}, "next": next}})
+    };
+    (StatusCode::OK, Json(body)).into_response()
 }

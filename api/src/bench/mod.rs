@@ -26,6 +26,7 @@ use crate::config::{database_url_with_name, Config};
 use harness::{median, peak_rss_mb, percentile, Operation, Plan};
 use lag::LagProbe;
 
+mod channels;
 pub mod harness;
 mod history;
 mod lag;
@@ -41,8 +42,8 @@ const LAG_SAMPLE_EVERY: u64 = 10;
 pub struct Options {
     pub quick: bool,
     pub out: PathBuf,
-    /// Run only these cases (`raw`, `library`, `ingest`, `webhooks`, `live`, `rebuild`,
-    /// `query`); all if empty.
+    /// Run only these cases (`raw`, `library`, `ingest`, `webhooks`, `live`,
+    /// `channels`, `rebuild`, `query`); all if empty.
     pub only: Vec<String>,
 }
 
@@ -79,6 +80,10 @@ pub async fn run(config: &Config, options: &Options) -> anyhow::Result<()> {
     if runs("live") {
         eprintln!("bench: 8/8 a subscriber on one server, ingest through another");
         bench.live(plan, &mut report).await?;
+    }
+    if runs("channels") {
+        eprintln!("bench: 9/9 signed WhatsApp webhooks beside the API channel");
+        bench.channels(plan, &mut report).await?;
     }
     if let Some(library) = &library {
         eprintln!("bench: 2/6 cqrs-es + postgres-es");
@@ -754,6 +759,18 @@ fn print_table(report: &Report) {
         ),
         ("webhook_drain_after_ingest_s", format!("{:.2}", number("webhook_drain_after_ingest_s")), "".into(), None),
         ("webhook_deliveries_per_s", format!("{:.0}", number("webhook_deliveries_per_s")), "".into(), None),
+        (
+            "whatsapp_webhook_messages_per_s",
+            format!("{:.0}", number("whatsapp_webhook_messages_per_s")),
+            format!("({:.2}x API)", number("whatsapp_webhook_to_api_ingest")),
+            None,
+        ),
+        (
+            "api_ingest_beside_whatsapp_messages_per_s",
+            format!("{:.0}", number("api_ingest_beside_whatsapp_messages_per_s")),
+            "".into(),
+            None,
+        ),
         (
             "subscription_latency_2_clients_p99_ms",
             format!("{:.2}", number("subscription_latency_2_clients_p99_ms")),

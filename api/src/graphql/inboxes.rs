@@ -2,18 +2,70 @@
 //! provider channel's address and secrets. Secrets are write-only: the API says
 //! whether each is set, never its value.
 
-use async_graphql::{Context, InputObject, Object, ID};
+use async_graphql::{Context, InputObject, Json, Object, SimpleObject, ID};
+use commands::channel::templates;
 use commands::inbox::ChannelInput;
 use domain::channel::{ChannelAddress, ChannelSecret};
 use projections::directory;
 
 use super::types::{ChannelType, Inbox};
-use super::{mutate, parse_id, Acting};
+use super::{mutate, parse_id, principal, state, Acting};
 use crate::error::{ApiError, Result};
 use crate::policy::Action;
 
 #[derive(Default)]
 pub struct InboxMutation;
+
+#[derive(Default)]
+pub struct InboxQuery;
+
+/// A WhatsApp message template as the provider lists it (synced).
+#[derive(SimpleObject)]
+pub struct MessageTemplate {
+    pub name: String,
+    pub language: String,
+    /// `MARKETING`, `UTILITY`, `AUTHENTICATION`.
+    pub category: String,
+    /// `APPROVED` templates can be sent; `PENDING`, `REJECTED`, … cannot.
+    pub status: String,
+    /// The provider's components (header, body with `{{1}}` placeholders, buttons).
+    pub components: Json<serde_json::Value>,
+}
+
+impl From<templates::MessageTemplate> for MessageTemplate {
+    fn from(t: templates::MessageTemplate) -> Self {
+        Self {
+            name: t.name,
+            language: t.language,
+            category: t.category,
+            status: t.status,
+            components: Json(t.components.0),
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct SyncMessageTemplatesInput {
+    pub inbox_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct SyncMessageTemplatesPayload {
+    pub templates: Vec<MessageTemplate>,
+}
+
+#[Object]
+impl InboxQuery {
+    /// A WhatsApp inbox's message templates as last synced (on creation, and by
+    /// `syncMessageTemplates`); for the inbox's members and administrators.
+    async fn message_templates(&self, ctx: &Context<'_>, inbox_id: ID) -> Result<Vec<MessageTemplate>> {
+        let inbox = parse_id(&inbox_id, "inbox")?;
+        let principal = principal(ctx)?;
+        principal.require_inbox(inbox)?;
+        let listed = state(ctx)?.commands.templates(inbox).await.map_err(ApiError::internal)?;
+        Ok(listed.into_iter().map(MessageTemplate::from).collect())
+    }
+}
 
 #[derive(InputObject)]
 pub struct CreateInboxInput {
@@ -132,6 +184,30 @@ fn channel_input(
 
 #[Object]
 impl InboxMutation {
+    /// Lists a WhatsApp inbox's templates from the provider now, replacing the synced list.
+    async fn sync_message_templates(
+        &self,
+        ctx: &Context<'_>,
+        input: SyncMessageTemplatesInput,
+    ) -> Result<SyncMessageTemplatesPayload> {
+        let inbox_id = parse_id(&input.inbox_id, "inbox")?;
+        principal(ctx)?.require(Action::ManageAccount)?;
+        let state = state(ctx)?;
+        let context = state.context(principal(ctx)?, super::request_id(ctx));
+        let inbox = state.commands.inbox(&context, inbox_id).await?;
+        let Some(ChannelAddress::Whatsapp { business_account_id, .. }) = inbox.address() else {
+            return Err(ApiError::bad_input("message templates are a WhatsApp inbox's"));
+        };
+        let synced = state.commands.sync_templates(&state.outbound, &state.graph, inbox_id, business_account_id).await;
+        match synced {
+            Ok(templates) => {
+                Ok(SyncMessageTemplatesPayload { templates: templates.into_iter().map(Into::into).collect() })
+            }
+            Err(error) if error.transient => Err(ApiError::unavailable(anyhow::anyhow!("the provider: {error}"))),
+            Err(error) => Err(ApiError::bad_input(format!("the provider refused to list the templates: {error}"))),
+        }
+    }
+
     /// Creates an inbox; a WhatsApp or Messenger inbox with all its settings. Its
     /// webhooks are `/webhooks/whatsapp/{id}` or `/webhooks/messenger/{id}` (or the
     /// app-level `/webhooks/whatsapp`, `/webhooks/messenger`).

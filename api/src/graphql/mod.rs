@@ -26,7 +26,7 @@ pub mod types;
 mod webhooks;
 
 use access::{AccessMutation, AccessQuery};
-use inboxes::InboxMutation;
+use inboxes::{InboxMutation, InboxQuery};
 use live::ConversationSubscription;
 use live_metrics::{LiveMetricsQuery, LiveMetricsSubscription};
 use mutation::Mutation;
@@ -36,7 +36,7 @@ use query::Query;
 use webhooks::{WebhookMutation, WebhookQuery};
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct QueryRoot(Query, AccessQuery, WebhookQuery, LiveMetricsQuery, NotificationQuery);
+pub struct QueryRoot(Query, InboxQuery, AccessQuery, WebhookQuery, LiveMetricsQuery, NotificationQuery);
 
 #[derive(async_graphql::MergedObject, Default)]
 pub struct MutationRoot(

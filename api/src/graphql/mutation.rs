@@ -3,11 +3,13 @@
 
 use async_graphql::{Context, InputObject, MaybeUndefined, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use commands::channel::templates;
 use commands::context::CommandContext;
 use commands::conversation::Assignment;
 use commands::inbound::InboundMessage;
 use commands::Written;
 use domain::actor::Actor;
+use domain::channel::TemplateRef;
 use domain::contact::ContactDetails;
 use domain::values::{self, EmailAddress, MessageContent, Name, PhoneNumber};
 use projections::{directory, timeline};
@@ -21,6 +23,18 @@ use crate::state::AppState;
 
 #[derive(Default)]
 pub struct Mutation;
+
+/// An approved WhatsApp template, sent as a reply (the one kind of message allowed
+/// outside the 24-hour window).
+#[derive(InputObject)]
+pub struct SendTemplateInput {
+    pub conversation_id: ID,
+    pub name: String,
+    /// The template's language code (`en_US`, `pt_BR`).
+    pub language: String,
+    /// The provider's `components` (body parameters, header media, button payloads).
+    pub components: Option<async_graphql::Json<serde_json::Value>>,
+}
 
 #[derive(InputObject)]
 pub struct InboxMemberInput {
@@ -286,6 +300,49 @@ impl Mutation {
                 sender: Actor::User(principal.user_id).to_string(),
                 created_at: context.at,
                 status: delivered.then(|| values::MessageStatus::Pending.as_str().to_string()),
+                status_error: None,
+            };
+            Ok(Message::written(row, principal.account_id, written))
+        })
+        .await
+    }
+
+    /// Sends an approved template of the conversation's WhatsApp inbox (synced with
+    /// `syncMessageTemplates`); its text as agents read it is the template's body with
+    /// the parameters in place.
+    async fn send_template(&self, ctx: &Context<'_>, input: SendTemplateInput) -> Result<Message> {
+        let conversation = parse_id(&input.conversation_id, "conversation")?;
+        let template = &TemplateRef::parse(&input.name, &input.language)?;
+        let components = &input.components.as_ref().map_or_else(|| serde_json::json!([]), |c| c.0.clone());
+        TemplateRef::check_components(components)?;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            let (principal, state) = (&principal, &state);
+            authorize_conversation(principal, state, &context, conversation).await?;
+            let placed = state.commands.conversation_placement(&context, conversation).await?;
+            let inbox = placed.inbox_id().ok_or_else(|| ApiError::not_found("conversation"))?.as_uuid();
+            let synced = state.commands.templates(inbox).await.map_err(ApiError::internal)?;
+            let found = synced.iter().find(|t| t.name == template.name && t.language == template.language);
+            let found = found.ok_or_else(|| {
+                ApiError::not_found("message template (sync the inbox's templates with syncMessageTemplates)")
+            })?;
+            if found.status != "APPROVED" {
+                return Err(ApiError::bad_input(format!("the template is {}, not APPROVED", found.status)));
+            }
+            let content = MessageContent::parse(templates::render(found, components))?;
+            let (id, written) = state
+                .commands
+                .send_template(&context, conversation, template.clone(), components.clone(), content.clone())
+                .await?;
+            let row = timeline::MessageRow {
+                message_id: id,
+                conversation_id: conversation,
+                seq: 0,
+                message_type: values::MessageType::Outgoing.as_str().into(),
+                private: false,
+                content: Some(content.into_inner()),
+                sender: Actor::User(principal.user_id).to_string(),
+                created_at: context.at,
+                status: Some(values::MessageStatus::Pending.as_str().to_string()),
                 status_error: None,
             };
             Ok(Message::written(row, principal.account_id, written))

@@ -21,6 +21,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::Utc;
 use domain::actor::Actor;
+use domain::channel::TemplateRef;
 use domain::contact::Contact;
 use domain::conversation::{Conversation, ConversationEvent, DeliveryOutcome};
 use domain::ids::MessageId;
@@ -34,7 +35,7 @@ use uuid::Uuid;
 
 use super::settings::{self, ChannelInbox};
 use super::tracking::{self, Accepted};
-use super::{messenger, whatsapp, ProviderError};
+use super::{messenger, whatsapp, GraphApi, ProviderError};
 use crate::context::CommandContext;
 use crate::jobs::{enqueue, Clock, Job, JobHandler, NewJob, Outcome, DEFAULT_MAX_ATTEMPTS};
 use crate::outbound::{Outbound, OutboundError};
@@ -45,21 +46,6 @@ use crate::{CommandError, Commands};
 pub const POLICY: &str = "channel_delivery";
 /// The job kind of one reply's delivery.
 pub const DELIVERY_JOB: &str = "channel_delivery";
-
-/// Where the providers' Graph API is: operator configuration, never a tenant's.
-#[derive(Debug, Clone)]
-pub struct GraphApi {
-    /// `https://graph.facebook.com` in production; a loopback fake in tests.
-    pub base_url: String,
-    /// `v21.0`.
-    pub version: String,
-}
-
-impl GraphApi {
-    fn url(&self, path: &str) -> String {
-        format!("{}/{}/{path}", self.base_url.trim_end_matches('/'), self.version)
-    }
-}
 
 /// What a delivery job carries: the reply by reference (its text is read, and opened,
 /// when it is sent: an erased contact's conversation sends nothing).
@@ -167,6 +153,8 @@ struct Reply {
     conversation: Conversation,
     recipient: String,
     text: String,
+    /// An approved template and its components, sent as such.
+    template: Option<(TemplateRef, serde_json::Value)>,
 }
 
 impl ChannelDelivery {
@@ -257,27 +245,34 @@ impl ChannelDelivery {
         let mut conn = store.pool().acquire().await.context("failed to read the reply")?;
         let conversation_id = delivery.conversation_id.to_string();
         let event = read_event(&mut conn, store.keyring(), "conversation", &conversation_id, delivery.sequence).await?;
-        let text = match event.map(|e| e.decode::<ConversationEvent>()).transpose()? {
-            Some(ConversationEvent::MessageSent { message_id, content: Some(text), .. })
-                if message_id.as_uuid() == delivery.message_id =>
-            {
-                text
+        let (text, template) = match event.map(|e| e.decode::<ConversationEvent>()).transpose()? {
+            Some(ConversationEvent::MessageSent {
+                message_id,
+                content: Some(text),
+                template,
+                template_components,
+                ..
+            }) if message_id.as_uuid() == delivery.message_id => {
+                (text, template.map(|t| (t, template_components.unwrap_or_else(|| serde_json::json!([])))))
             }
             Some(ConversationEvent::MessageSent { content: None, .. }) => {
                 return Ok(Err("the message's text was erased with the contact's data".into()))
             }
             _ => anyhow::bail!("the delivery names an event that is not its message"),
         };
-        Ok(Ok(Reply { inbox, conversation, recipient, text }))
+        Ok(Ok(Reply { inbox, conversation, recipient, text, template }))
     }
 
     /// The provider's send request for the reply: its URL and body.
     fn request(&self, reply: &Reply) -> (String, serde_json::Value) {
         match reply.inbox.channel {
-            Channel::Whatsapp => (
-                self.graph.url(&format!("{}/messages", reply.inbox.routing_id)),
-                whatsapp::text(&reply.recipient, &reply.text),
-            ),
+            Channel::Whatsapp => {
+                let body = match &reply.template {
+                    Some((template, components)) => whatsapp::template(&reply.recipient, template, components),
+                    None => whatsapp::text(&reply.recipient, &reply.text),
+                };
+                (self.graph.url(&format!("{}/messages", reply.inbox.routing_id)), body)
+            }
             _ => {
                 // Past the standard 24 hours (and inside the inbox's window, which the
                 // reply was checked against), only a human agent's tagged message goes.

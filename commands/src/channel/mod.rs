@@ -12,8 +12,25 @@ pub mod intake;
 pub mod messenger;
 pub mod settings;
 pub mod signature;
+pub mod templates;
 pub mod tracking;
 pub mod whatsapp;
+
+/// Where the providers' Graph API is: operator configuration, never a tenant's.
+#[derive(Debug, Clone)]
+pub struct GraphApi {
+    /// `https://graph.facebook.com` in production; a loopback fake in tests.
+    pub base_url: String,
+    /// `v21.0`.
+    pub version: String,
+}
+
+impl GraphApi {
+    /// The URL of a Graph API path (`<id>/messages`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}/{path}", self.base_url.trim_end_matches('/'), self.version)
+    }
+}
 
 /// The largest webhook body a provider may send (WhatsApp documents 3 MB).
 pub const MAX_WEBHOOK_BYTES: usize = 4 * 1024 * 1024;

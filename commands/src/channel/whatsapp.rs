@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use domain::channel::TemplateRef;
 use domain::values::MessageStatus;
 
 use super::{Malformed, Notice, ProviderMessage, ProviderStatus};
@@ -255,6 +256,18 @@ pub fn text(to: &str, body: &str) -> Value {
         "to": to,
         "type": "text",
         "text": {"preview_url": false, "body": body},
+    })
+}
+
+/// The Cloud API's body for an approved template to `to`, with its components as the
+/// agent gave them (the provider's shape).
+pub fn template(to: &str, template: &TemplateRef, components: &Value) -> Value {
+    serde_json::json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": "template",
+        "template": {"name": template.name, "language": {"code": template.language}, "components": components},
     })
 }
 
