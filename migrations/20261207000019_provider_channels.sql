@@ -90,3 +90,16 @@ CREATE TABLE message_templates (
     synced_at  timestamptz NOT NULL,
     PRIMARY KEY (inbox_id, name, language)
 );
+
+-- Files of messages kept in the attachment store (sealed with the contact's key).
+CREATE TABLE attachment_files (
+    attachment_id uuid PRIMARY KEY,
+    account_id    uuid NOT NULL,
+    contact_id    uuid NOT NULL,
+    mime_type     text NOT NULL,
+    file_size     bigint NOT NULL,
+    stored_at     timestamptz NOT NULL DEFAULT now()
+);
+
+-- The files a message carries, as the timeline shows them (id, type, MIME type, name).
+ALTER TABLE rm_messages ADD COLUMN attachments jsonb;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
+use commands::attachments::{Attachments, LocalDirectory};
 use commands::channel::delivery::{ChannelDelivery, DeliveryPolicy};
+use commands::channel::media::{MediaFetch, MediaPolicy};
 use commands::channel::templates::TemplateSync;
 use commands::channel::GraphApi;
 use commands::connection::CHECK_IDLE_AFTER;
@@ -121,6 +123,7 @@ impl Services {
             vec![
                 Arc::new(WebhooksPolicy::new(pool.clone(), clock.clone())),
                 Arc::new(DeliveryPolicy::new(pool.clone(), clock.clone())),
+                Arc::new(MediaPolicy::new(pool.clone(), clock.clone())),
                 Arc::new(NotificationsPolicy::new(
                     pool.clone(),
                     clock.clone(),
@@ -144,8 +147,11 @@ impl Services {
             GraphApi { base_url: config.meta_graph_api_url.clone(), version: config.meta_graph_api_version.clone() };
         let replies = ChannelDelivery::new(commands.clone(), outbound.clone(), graph.clone());
         let templates = TemplateSync::new(commands.clone(), outbound.clone(), graph.clone());
+        let files = LocalDirectory::new(config.attachments_dir.clone());
+        let attachments = Attachments::new(Arc::new(files), pool.clone(), keyring.clone());
+        let fetches = MediaFetch::new(commands.clone(), outbound.clone(), graph.clone(), attachments.clone());
         let handlers: Vec<Arc<dyn commands::jobs::JobHandler>> =
-            vec![Arc::new(delivery), Arc::new(notifying), Arc::new(replies), Arc::new(templates)];
+            vec![Arc::new(delivery), Arc::new(notifying), Arc::new(replies), Arc::new(templates), Arc::new(fetches)];
         let jobs = Jobs::new(pool.clone(), clock, handlers, config.job_lease, config.projector_poll);
         let live = LiveFeed::new(pool.clone(), engine.clone());
         let notices = NotificationFeed::new(pool.clone(), engine.clone());
@@ -164,6 +170,7 @@ impl Services {
             engine,
             outbound,
             graph,
+            attachments,
             policies,
             jobs,
             live,

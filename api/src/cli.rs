@@ -268,6 +268,7 @@ async fn seed_demo(commands: &commands::Commands, account: &commands::account::B
             contact,
             source_id: format!("{source}-1"),
             content: MessageContent::parse(text)?,
+            attachments: Vec::new(),
             sent_at: None,
         };
         let received =

@@ -74,6 +74,8 @@ pub struct Config {
     pub meta_graph_api_url: String,
     /// `META_GRAPH_API_VERSION`: the Graph API version the paths name.
     pub meta_graph_api_version: String,
+    /// `ATTACHMENTS_DIR`: where files of messages are kept (sealed).
+    pub attachments_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +112,7 @@ impl std::fmt::Debug for Config {
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("smtp", &self.smtp_url.as_ref().map(|_| "<set>"))
             .field("meta_graph_api_url", &self.meta_graph_api_url)
+            .field("attachments_dir", &self.attachments_dir)
             .finish_non_exhaustive()
     }
 }
@@ -176,6 +179,7 @@ impl Config {
             vapid_subject: var("VAPID_SUBJECT").unwrap_or_else(|| "mailto:notifications@localhost".into()),
             meta_graph_api_url: var("META_GRAPH_API_URL").unwrap_or_else(|| "https://graph.facebook.com".into()),
             meta_graph_api_version: var("META_GRAPH_API_VERSION").unwrap_or_else(|| "v21.0".into()),
+            attachments_dir: var("ATTACHMENTS_DIR").unwrap_or_else(|| "data/attachments".into()).into(),
         })
     }
 }

@@ -87,6 +87,7 @@ pub fn router(app: AppState, schema: ApiSchema, settings: HttpSettings) -> Route
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .merge(crate::provider_webhooks::router(app.clone()))
+        .merge(crate::files::router(app.clone()))
         .layer(axum::middleware::map_response(move |response| security_headers(response, tls)))
         .layer(TraceLayer::new_for_http())
         .with_state(Arc::new(HttpState { app, schema, settings }))

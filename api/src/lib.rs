@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fanout;
+pub mod files;
 pub mod graphql;
 pub mod http;
 pub mod live;

@@ -71,6 +71,8 @@ pub struct Shared {
     pub outbound: Outbound,
     /// Where WhatsApp and Messenger requests go (operator configuration).
     pub graph: commands::channel::GraphApi,
+    /// Files of messages, and their links.
+    pub attachments: commands::attachments::Attachments,
     pub policies: Policies,
     pub jobs: Jobs,
     /// This process's reader of the feed for subscriptions.

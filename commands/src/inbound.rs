@@ -9,6 +9,7 @@
 
 use anyhow::Context;
 use domain::actor::Actor;
+use domain::attachment::Attachment;
 use domain::contact::{Contact, ContactCommand, ContactDetails, ContactEvent};
 use domain::conversation::{Conversation, ConversationCommand, ConversationEvent};
 use domain::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId};
@@ -32,7 +33,17 @@ pub struct InboundMessage {
     /// The message's id on the channel: unique per sender.
     pub source_id: String,
     pub content: MessageContent,
+    /// Files it carries (channels with media); with them the content may be empty.
+    pub attachments: Vec<Attachment>,
     /// When the contact sent it, by the provider's clock (channels that say).
+    pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What a message says, as the conversation records it.
+#[derive(Debug, Clone)]
+pub struct Said {
+    pub content: MessageContent,
+    pub attachments: Vec<Attachment>,
     pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -94,8 +105,12 @@ impl Commands {
             } else {
                 (self.store().load_for_update::<Conversation>(&conversation_key).await?, None)
             };
-            let received = (message.content.clone(), message.sent_at);
-            let events = staging.conversation(&mut conversation, &routed, display_id, received).await?;
+            let said = Said {
+                content: message.content.clone(),
+                attachments: message.attachments.clone(),
+                sent_at: message.sent_at,
+            };
+            let events = staging.conversation(&mut conversation, &routed, display_id, said).await?;
             work.append(conversation, events)?;
             let position = self.store().commit(work).await?;
             Ok(outcome(false, Written { position }))
@@ -184,15 +199,14 @@ impl InboundStaging<'_> {
         Ok((contact, events))
     }
 
-    /// The conversation's events for the message (its content, and when the contact
-    /// sent it if the channel says): started first (with `display_id`) when the route
-    /// opened it.
+    /// The conversation's events for what the message says: started first (with
+    /// `display_id`) when the route opened it.
     pub async fn conversation(
         &self,
         conversation: &mut Loaded<Conversation>,
         routed: &Routed,
         display_id: Option<i64>,
-        (content, sent_at): (MessageContent, Option<chrono::DateTime<chrono::Utc>>),
+        said: Said,
     ) -> Result<Vec<ConversationEvent>, CommandError> {
         let mut events = Vec::new();
         if routed.new_conversation {
@@ -208,8 +222,9 @@ impl InboundStaging<'_> {
         }
         let receive = ConversationCommand::ReceiveMessage {
             message_id: routed.delivery.message_id,
-            content,
-            sent_at,
+            content: said.content,
+            attachments: said.attachments,
+            sent_at: said.sent_at,
             at: self.context.at,
         };
         events.extend(decide(conversation, receive).await?);

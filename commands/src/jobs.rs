@@ -98,6 +98,19 @@ pub async fn enqueue<'e>(db: impl PgExecutor<'e>, job: &NewJob) -> sqlx::Result<
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Enqueues a policy's jobs for a batch in one transaction (each key once).
+pub async fn enqueue_all(pool: &PgPool, jobs: &[NewJob]) -> anyhow::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await.context("failed to begin")?;
+    for job in jobs {
+        enqueue(&mut *tx, job).await.with_context(|| format!("failed to enqueue a {} job", job.kind))?;
+    }
+    tx.commit().await.context("failed to commit jobs")?;
+    Ok(())
+}
+
 /// A claimed job, as its handler sees it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {

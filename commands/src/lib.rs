@@ -11,6 +11,7 @@ use projections::feed::FeedPosition;
 pub mod access;
 pub mod account;
 mod append;
+pub mod attachments;
 pub mod availability;
 pub mod cache;
 pub mod channel;

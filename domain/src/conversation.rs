@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::activity::{ActedBy, Activity, ActivityLine, Line};
+use crate::attachment::Attachment;
 use crate::channel::{ProviderDelivery, TemplateRef};
 use crate::ids::{AccountId, ContactId, ConversationId, InboxId, MessageId, TeamId, UserId};
 use crate::values::{Channel, CustomAttributes, Instant, MessageContent, MessageStatus, Priority, Status};
@@ -104,7 +105,9 @@ pub enum ConversationCommand {
     },
     ReceiveMessage {
         message_id: MessageId,
+        /// May be empty when the message is its attachments.
         content: MessageContent,
+        attachments: Vec<Attachment>,
         /// When the contact sent it, by the provider's clock (channels that say).
         sent_at: Option<Instant>,
         at: Instant,
@@ -188,6 +191,9 @@ pub enum ConversationEvent {
         /// window runs from it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sent_at: Option<Instant>,
+        /// The files it carries ([`Attachment`]s); sealed, and `None` once erased.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachments: Option<serde_json::Value>,
         at: Instant,
     },
     MessageSent {
@@ -345,7 +351,7 @@ domain_event!(
 impl PersonalData for ConversationEvent {
     fn personal_fields(&self) -> &'static [&'static str] {
         match self {
-            Self::MessageReceived { .. } => &["content"],
+            Self::MessageReceived { .. } => &["content", "attachments"],
             Self::MessageSent { .. } => &["content", "template_components"],
             Self::CustomAttributesChanged { .. } => &["attributes"],
             _ => &[],
@@ -406,10 +412,15 @@ impl Aggregate for Conversation {
         let contact_id = self.started()?;
         match command {
             ConversationCommand::Start { .. } => unreachable!("handled above"),
-            ConversationCommand::ReceiveMessage { message_id, content, sent_at, at } => {
+            ConversationCommand::ReceiveMessage { message_id, content, attachments, sent_at, at } => {
+                if content.is_empty() && attachments.is_empty() {
+                    return Err(DomainError::invalid("a message needs text or a file"));
+                }
                 let waiting_since = self.waiting_since.or(Some(at));
                 let content = Some(content.into_inner());
-                let received = E::MessageReceived { message_id, contact_id, content, waiting_since, sent_at, at };
+                let attachments = Attachment::record(&attachments)?;
+                let received =
+                    E::MessageReceived { message_id, contact_id, content, waiting_since, sent_at, attachments, at };
                 sink.write(received, self).await;
                 if matches!(self.status, Status::Snoozed | Status::Resolved) && !self.muted {
                     let from = self.status;
@@ -670,6 +681,7 @@ mod tests {
             content: Some("hi".into()),
             waiting_since: Some(waiting_since),
             sent_at: None,
+            attachments: None,
             at: t(minute),
         }
     }
@@ -686,7 +698,13 @@ mod tests {
     fn an_incoming_message_reopens_a_resolved_conversation() {
         conversation()
             .given(vec![started(), status(Status::Open, Status::Resolved, 5, true)])
-            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), sent_at: None, at: t(10) })
+            .when(C::ReceiveMessage {
+                message_id: msg(1),
+                content: text("hi"),
+                attachments: Vec::new(),
+                sent_at: None,
+                at: t(10),
+            })
             .then_expect_events(vec![received(1, 10, t(10)), status(Status::Resolved, Status::Open, 10, false)]);
     }
 
@@ -695,12 +713,24 @@ mod tests {
         let snoozed = status(Status::Open, Status::Snoozed, 5, true);
         conversation()
             .given(vec![started(), snoozed.clone()])
-            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), sent_at: None, at: t(10) })
+            .when(C::ReceiveMessage {
+                message_id: msg(1),
+                content: text("hi"),
+                attachments: Vec::new(),
+                sent_at: None,
+                at: t(10),
+            })
             .then_expect_events(vec![received(1, 10, t(0)), status(Status::Snoozed, Status::Open, 10, false)]);
         let muted = E::MuteChanged { muted: true, activity: activity(), at: t(6) };
         conversation()
             .given(vec![started(), snoozed, muted])
-            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), sent_at: None, at: t(10) })
+            .when(C::ReceiveMessage {
+                message_id: msg(1),
+                content: text("hi"),
+                attachments: Vec::new(),
+                sent_at: None,
+                at: t(10),
+            })
             .then_expect_events(vec![received(1, 10, t(0))]);
     }
 
@@ -807,13 +837,20 @@ mod tests {
         };
         conversation()
             .given(vec![started(), received(1, 1, t(0)), reply])
-            .when(C::ReceiveMessage { message_id: msg(3), content: text("thanks"), sent_at: None, at: t(20) })
+            .when(C::ReceiveMessage {
+                message_id: msg(3),
+                content: text("thanks"),
+                attachments: Vec::new(),
+                sent_at: None,
+                at: t(20),
+            })
             .then_expect_events(vec![E::MessageReceived {
                 message_id: msg(3),
                 contact_id: CONTACT,
                 content: Some("thanks".into()),
                 waiting_since: Some(t(20)),
                 sent_at: None,
+                attachments: None,
                 at: t(20),
             }]);
     }
@@ -874,7 +911,13 @@ mod tests {
     fn a_conversation_that_was_never_started_is_not_found() {
         conversation()
             .given_no_previous_events()
-            .when(C::ReceiveMessage { message_id: msg(1), content: text("hi"), sent_at: None, at: t(1) })
+            .when(C::ReceiveMessage {
+                message_id: msg(1),
+                content: text("hi"),
+                attachments: Vec::new(),
+                sent_at: None,
+                at: t(1),
+            })
             .then_expect_error(DomainError::NotFound("conversation"));
     }
 
@@ -960,6 +1003,7 @@ mod tests {
             content: Some("hi".into()),
             waiting_since: Some(t(5)),
             sent_at: Some(t(0)),
+            attachments: None,
             at: t(5),
         };
         let hours = |h: i64| h * 60;

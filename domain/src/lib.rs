@@ -5,6 +5,7 @@
 pub mod account;
 pub mod activity;
 pub mod actor;
+pub mod attachment;
 pub mod availability;
 pub mod channel;
 pub mod contact;

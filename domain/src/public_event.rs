@@ -132,6 +132,7 @@ mod tests {
                     content: None,
                     waiting_since: None,
                     sent_at: None,
+                    attachments: None,
                     at,
                 },
                 Some(PublicEvent::MessageCreated),

@@ -144,6 +144,11 @@ str_enum!(
 );
 
 str_enum!(
+    /// What kind of file an attachment is.
+    FileType { Image = "image", Audio = "audio", Video = "video", File = "file", Sticker = "sticker" }
+);
+
+str_enum!(
     /// Message direction, as agents see it in the timeline.
     MessageType { Incoming = "incoming", Outgoing = "outgoing", Activity = "activity", Template = "template" }
 );
@@ -175,6 +180,18 @@ impl MessageContent {
             )));
         }
         Ok(Self(text))
+    }
+    /// A caption of files: may be empty (the message is its attachments), else as
+    /// [`MessageContent::parse`].
+    pub fn caption(text: impl Into<String>) -> Result<Self, DomainError> {
+        let text = text.into();
+        if text.trim().is_empty() {
+            return Ok(Self(String::new()));
+        }
+        Self::parse(text)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
     pub fn into_inner(self) -> String {
         self.0

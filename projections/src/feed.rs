@@ -89,6 +89,15 @@ impl FeedEvent {
         envelope::is_sealed(&self.metadata)
     }
 
+    /// Whether the payload's `field` is sealed (so it was there, and not null, when the
+    /// event was written), known without opening it.
+    pub fn seals(&self, field: &str) -> bool {
+        self.metadata
+            .get(envelope::META_SEALED)
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|sealed| sealed.split(',').any(|f| f == field))
+    }
+
     /// The event's identity: `<aggregate type>/<aggregate id>/<sequence>`, what the
     /// events a policy or job writes in reaction name as their cause.
     pub fn id(&self) -> String {

@@ -175,14 +175,16 @@ fn derive(master_key: &[u8; 32], purpose: &str) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-pub(crate) fn encrypt(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// Seals `plain` with `cipher` (AES-256-GCM, a fresh nonce first), bound to `aad`.
+pub fn encrypt(cipher: &Aes256Gcm, aad: &[u8], plain: &[u8]) -> anyhow::Result<Vec<u8>> {
     let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
     let mut out = nonce.to_vec();
     out.extend(cipher.encrypt(&nonce, Payload { msg: plain, aad }).map_err(|_| anyhow!("encryption failed"))?);
     Ok(out)
 }
 
-pub(crate) fn decrypt(cipher: &Aes256Gcm, aad: &[u8], bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// Opens what [`encrypt`] sealed with the same key and `aad`.
+pub fn decrypt(cipher: &Aes256Gcm, aad: &[u8], bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     if bytes.len() < 12 {
         return Err(anyhow!("sealed value too short"));
     }

@@ -33,6 +33,10 @@ use crate::keyring::Keyring;
 const BATCH_SIZE: i64 = 200;
 /// The longest pause between two tries of an event that fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often a policy that had nothing to react to records where it is (a commit of
+/// its own per batch would cost every ingest batch one more; reading the skipped
+/// events again after a crash costs nothing).
+const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// A reaction to events, with effects outside the read models.
 #[async_trait]
@@ -44,6 +48,11 @@ pub trait Policy: Send + Sync {
     fn consumes(&self) -> &'static [&'static str];
     /// Whether it reads personal fields (opening them costs a decryption each).
     fn opens(&self) -> bool {
+        true
+    }
+    /// Whether it reacts to this event of a consumed stream at all, told from its
+    /// type and metadata: the others are neither opened nor handed to it.
+    fn wants(&self, _event: &FeedEvent) -> bool {
         true
     }
     /// Reacts to a batch of events, in feed order (personal fields opened, in their
@@ -184,9 +193,15 @@ impl Policies {
             s.position = at;
         });
         let mut woken = self.wake.subscribe();
+        let mut checkpointed = (at, std::time::Instant::now());
         while !shutdown.is_cancelled() {
             let events = read_sealed_after(&mut conn, None, Some(policy.consumes()), at, BATCH_SIZE).await?;
             let Some(last) = events.last().map(|e| e.position) else {
+                // Caught up: what was skipped since the last record is recorded now.
+                if checkpointed.0 != at && checkpointed.1.elapsed() >= IDLE_CHECKPOINT_EVERY {
+                    checkpoint(&mut conn, name, at).await?;
+                    checkpointed = (at, std::time::Instant::now());
+                }
                 tokio::select! {
                     _ = woken.changed() => {},
                     _ = tokio::time::sleep(self.poll) => {},
@@ -195,16 +210,22 @@ impl Policies {
                 continue;
             };
             let scanned = events.len();
-            let consumed: Vec<FeedEvent> =
-                events.into_iter().filter(|e| policy.consumes().contains(&e.aggregate_type.as_str())).collect();
-            if !consumed.is_empty() {
+            let consumed: Vec<FeedEvent> = events
+                .into_iter()
+                .filter(|e| policy.consumes().contains(&e.aggregate_type.as_str()) && policy.wants(e))
+                .collect();
+            let reacted = !consumed.is_empty();
+            if reacted {
                 self.react_until_done(&mut conn, policy, &consumed, shutdown).await?;
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
                 self.set_status(name, |s| s.events_reacted += consumed.len() as u64);
             }
-            checkpoint(&mut conn, name, last).await?;
+            if reacted || checkpointed.1.elapsed() >= IDLE_CHECKPOINT_EVERY || scanned as i64 >= BATCH_SIZE {
+                checkpoint(&mut conn, name, last).await?;
+                checkpointed = (last, std::time::Instant::now());
+            }
             at = last;
             self.set_status(name, |s| {
                 s.state = PolicyState::Running;

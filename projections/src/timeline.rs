@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use domain::activity::{ActivityLine, Line, Names};
 use domain::actor::Actor;
+use domain::attachment::Attachment;
 use domain::contact::ContactEvent;
 use domain::conversation::ConversationEvent as E;
 use domain::ids::{TeamId, UserId};
@@ -31,6 +32,8 @@ struct NewMessage {
     sender: String,
     /// `pending` for a public reply a provider delivers.
     status: Option<String>,
+    /// The files it carries, as shown (their sources left out).
+    attachments: Option<Json<serde_json::Value>>,
     at: DateTime<Utc>,
 }
 
@@ -68,6 +71,7 @@ impl Projector for Timeline {
                 rows.activity.push(message.activity);
                 rows.sender.push(message.sender);
                 rows.status.push(message.status);
+                rows.attachments.push(message.attachments);
                 rows.created_at.push(message.at);
             }
         }
@@ -89,11 +93,13 @@ impl Projector for Timeline {
         for event in events.iter().filter(|e| e.event_type == "ContactErased") {
             if let ContactEvent::ContactErased { conversations, .. } = event.decode()? {
                 let ids: Vec<Uuid> = conversations.iter().map(|c| c.as_uuid()).collect();
-                sqlx::query("UPDATE rm_messages SET content = NULL WHERE conversation_id = ANY($1)")
-                    .bind(ids)
-                    .execute(&mut **tx)
-                    .await
-                    .context("failed to erase message text")?;
+                sqlx::query(
+                    "UPDATE rm_messages SET content = NULL, attachments = NULL WHERE conversation_id = ANY($1)",
+                )
+                .bind(ids)
+                .execute(&mut **tx)
+                .await
+                .context("failed to erase message text")?;
             }
         }
         Ok(())
@@ -103,9 +109,9 @@ impl Projector for Timeline {
 async fn insert(tx: &mut Transaction<'_, Postgres>, rows: Rows) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO rm_messages (message_id, conversation_id, account_id, seq, message_type, private, content, \
-             activity, sender, status, created_at) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], \
-             $4::bigint[], $5::text[], $6::bool[], $7::text[], $8::jsonb[], $9::text[], $10::text[], \
-             $11::timestamptz[])",
+             activity, sender, status, attachments, created_at) SELECT * FROM UNNEST($1::uuid[], $2::uuid[], \
+             $3::uuid[], $4::bigint[], $5::text[], $6::bool[], $7::text[], $8::jsonb[], $9::text[], $10::text[], \
+             $11::jsonb[], $12::timestamptz[])",
     )
     .bind(rows.message_id)
     .bind(rows.conversation_id)
@@ -117,6 +123,7 @@ async fn insert(tx: &mut Transaction<'_, Postgres>, rows: Rows) -> anyhow::Resul
     .bind(rows.activity)
     .bind(rows.sender)
     .bind(rows.status)
+    .bind(rows.attachments)
     .bind(rows.created_at)
     .execute(&mut **tx)
     .await
@@ -136,7 +143,24 @@ struct Rows {
     activity: Vec<Option<Json<ActivityLine>>>,
     sender: Vec<String>,
     status: Vec<Option<String>>,
+    attachments: Vec<Option<Json<serde_json::Value>>>,
     created_at: Vec<DateTime<Utc>>,
+}
+
+/// A message's files as the timeline shows them: without where they came from.
+fn shown(attachments: Option<&serde_json::Value>) -> Option<Json<serde_json::Value>> {
+    let files = Attachment::list(attachments);
+    if files.is_empty() {
+        return None;
+    }
+    let shown: Vec<serde_json::Value> = files
+        .into_iter()
+        .map(|a| {
+            serde_json::json!({"attachment_id": a.attachment_id, "file_type": a.file_type,
+                               "mime_type": a.mime_type, "file_name": a.file_name})
+        })
+        .collect();
+    Some(Json(serde_json::Value::Array(shown)))
 }
 
 /// The status a delivery event moves its message to, with the provider's error.
@@ -158,7 +182,7 @@ fn delivery_of(event: &E) -> Option<(Uuid, MessageStatus, Option<String>)> {
 /// The timeline line an event adds, if any.
 fn message_of(event: &FeedEvent, decoded: E) -> Option<NewMessage> {
     Some(match decoded {
-        E::MessageReceived { message_id, contact_id, content, at, .. } => NewMessage {
+        E::MessageReceived { message_id, contact_id, content, attachments, at, .. } => NewMessage {
             message_id: message_id.as_uuid(),
             message_type: MessageType::Incoming,
             private: false,
@@ -166,6 +190,7 @@ fn message_of(event: &FeedEvent, decoded: E) -> Option<NewMessage> {
             activity: None,
             sender: Actor::Contact(contact_id.as_uuid()).to_string(),
             status: None,
+            attachments: shown(attachments.as_ref()),
             at,
         },
         E::MessageSent { message_id, author, content, private, delivered_by, at, .. } => NewMessage {
@@ -176,6 +201,7 @@ fn message_of(event: &FeedEvent, decoded: E) -> Option<NewMessage> {
             activity: None,
             sender: Actor::User(author.as_uuid()).to_string(),
             status: delivered_by.map(|_| MessageStatus::Pending.as_str().to_string()),
+            attachments: None,
             at,
         },
         ref change @ (E::AssigneeChanged { at, .. }
@@ -197,6 +223,7 @@ fn message_of(event: &FeedEvent, decoded: E) -> Option<NewMessage> {
                 activity,
                 sender: event.actor().unwrap_or(Actor::System).to_string(),
                 status: None,
+                attachments: None,
                 at,
             }
         }
@@ -219,6 +246,8 @@ pub struct MessageRow {
     pub status: Option<String>,
     /// The provider's error, when it failed.
     pub status_error: Option<String>,
+    /// The files it carries: `[{attachment_id, file_type, mime_type, file_name}]`.
+    pub attachments: Option<Json<serde_json::Value>>,
 }
 
 #[derive(FromRow)]
@@ -229,7 +258,7 @@ struct StoredMessage {
 }
 
 const MESSAGE_COLUMNS: &str = "message_id, conversation_id, seq, message_type, private, content, activity, sender, \
-                               created_at, status, status_error";
+                               created_at, status, status_error, attachments";
 
 /// Messages of one conversation in order, after position `after_seq`; `limit` rows.
 #[tracing::instrument(skip_all)]

@@ -408,3 +408,98 @@ async fn templates_are_synced_with_the_inbox_and_an_approved_one_goes_out_when_t
     .unwrap();
     assert!(!stored.contains("John"), "{stored}");
 }
+
+/// Each message of the conversation: (content, [(fileType, fileName, url)]).
+async fn files(app: &TestApp, conversation: &str) -> Vec<(String, Vec<(String, Value, Value)>)> {
+    let data = app
+        .ok(
+            "query($c: ID!) { conversation(id: $c) { messages { edges { node { content \
+             attachments { id fileType mimeType fileName fileSize url } } } } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    data["conversation"]["messages"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let node = &e["node"];
+            let files = node["attachments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| (a["fileType"].as_str().unwrap().to_string(), a["fileName"].clone(), a["url"].clone()))
+                .collect();
+            (node["content"].as_str().unwrap_or_default().to_string(), files)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn inbound_media_is_copied_from_the_provider_and_served_by_a_short_lived_link_to_the_account_only() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    whatsapp_inbox(&app).await;
+    let now = Utc::now().timestamp().to_string();
+    let messages = json!([
+        {"from": WA_ID, "id": "wamid.img", "timestamp": now, "type": "image",
+         "image": {"id": "MEDIA1", "mime_type": "image/jpeg", "sha256": "x", "caption": "my receipt"}},
+        {"from": WA_ID, "id": "wamid.doc", "timestamp": now, "type": "document",
+         "document": {"id": "DOC1", "mime_type": "application/pdf", "filename": "invoice.pdf"}},
+    ]);
+    webhook(
+        &app,
+        "/webhooks/whatsapp",
+        whatsapp_change(json!({"contacts": [{"profile": {"name": "Ana"}, "wa_id": WA_ID}], "messages": messages})),
+    )
+    .await;
+    app.projected().await;
+    let listed = app.ok("{ conversations { edges { node { id } } } }", json!({})).await;
+    let conversation = listed["conversations"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let found = files(&app, &conversation).await;
+        let fetched = found.iter().flat_map(|(_, f)| f).filter(|(_, _, url)| url.is_string()).count();
+        if fetched == 2 || tokio::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, "my receipt");
+    assert_eq!((found[0].1[0].0.as_str(), &found[0].1[0].1), ("IMAGE", &Value::Null));
+    assert_eq!(found[1].0, "", "a document without a caption is stored too");
+    assert_eq!((found[1].1[0].0.as_str(), &found[1].1[0].1), ("FILE", &json!("invoice.pdf")));
+    // Fetched through the media endpoint with the inbox's token, then its URL.
+    let requests = graph.media_requests();
+    assert!(requests.contains(&("/v21.0/MEDIA1".to_string(), format!("Bearer {ACCESS_TOKEN}"))), "{requests:?}");
+    assert!(requests.contains(&("/media-bytes/MEDIA1".to_string(), format!("Bearer {ACCESS_TOKEN}"))), "{requests:?}");
+
+    // The link serves the bytes without credentials, as an <img> would load them.
+    let url = found[0].1[0].2.as_str().unwrap().to_string();
+    let response = app.client.get(format!("{}{url}", app.server.address)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    assert_eq!(response.bytes().await.unwrap().to_vec(), tests::graph_api::media_bytes_of("MEDIA1"));
+    // Altered or expired, it is refused.
+    let tampered = url.replace("signature=", "signature=00");
+    let response = app.client.get(format!("{}{tampered}", app.server.address)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    let id: uuid::Uuid = url.trim_start_matches("/attachments/").split('?').next().unwrap().parse().unwrap();
+    let expired = app.server.state.attachments.link(id, Utc::now() - chrono::Duration::seconds(1));
+    let response = app.client.get(format!("{}{expired}", app.server.address)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    // Another account sees neither the conversation nor its files.
+    let other = app.other_account().await;
+    let refused = app
+        .gql_as(
+            Some(&other.token),
+            "query($c: ID!) { conversation(id: $c) { messages { edges { node { attachments { url } } } } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "NOT_FOUND", "{refused}");
+    // Sealed at rest with the contact's key.
+    let sealed: i64 = sqlx::query_scalar("SELECT count(*) FROM attachment_files").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(sealed, 2);
+}

@@ -33,6 +33,7 @@ async fn publications_reach_both_processes_in_order(redis_url: Option<String>) {
             contact: ContactDetails { name: Some(format!("Customer {}", n % 4)), email: None, phone: None },
             source_id: format!("m-{n}"),
             content: MessageContent::parse(format!("message {n}")).unwrap(),
+            attachments: Vec::new(),
             sent_at: None,
         };
         server.state.commands.receive_message(&context, message).await.unwrap();

@@ -59,6 +59,8 @@ struct Script {
     listed: Vec<(String, String)>,
     /// Its own address, for the `paging.next` links it hands out.
     url: String,
+    /// Media requests: (path, authorization header).
+    media: Vec<(String, String)>,
 }
 
 /// The templates the fake lists, over two pages.
@@ -101,6 +103,8 @@ impl GraphApi {
         let app = Router::new()
             .route("/{version}/{id}/messages", post(send))
             .route("/{version}/{id}/message_templates", get(list_templates))
+            .route("/{version}/{id}", get(media_url))
+            .route("/media-bytes/{id}", get(media_bytes))
             .with_state(script.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("the fake Graph API serves");
@@ -115,6 +119,11 @@ impl GraphApi {
     /// The template lists it was asked for: (path and query, authorization).
     pub fn listed(&self) -> Vec<(String, String)> {
         self.script.lock().expect("script").listed.clone()
+    }
+
+    /// The media requests it got: (path, authorization).
+    pub fn media_requests(&self) -> Vec<(String, String)> {
+        self.script.lock().expect("script").media.clone()
     }
 
     /// The sends it accepted.
@@ -201,4 +210,44 @@ async fn list_templates(
         json!({"data": all[..2].to_vec(), "paging": {"cursors": {"before": "0", "after": "2"}, "next": next}})
     };
     (StatusCode::OK, Json(body)).into_response()
+}
+
+/// The bytes the fake serves for a media id.
+pub fn media_bytes_of(id: &str) -> Vec<u8> {
+    format!("\u{89}PNG fake bytes of {id}").into_bytes()
+}
+
+fn authorization(headers: &HeaderMap) -> String {
+    headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+/// `GET /{version}/{media_id}`: where a WhatsApp media id's bytes are, for 5 minutes.
+async fn media_url(
+    State(script): State<Arc<Mutex<Script>>>,
+    Path((version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut script = script.lock().expect("script");
+    script.media.push((format!("/{version}/{id}"), authorization(&headers)));
+    if authorization(&headers).is_empty() {
+        return Answer::error(401, 190, "Invalid OAuth access token").into_response();
+    }
+    let url = format!("{}/media-bytes/{id}", script.url);
+    let size = media_bytes_of(&id).len();
+    Json(json!({"url": url, "mime_type": "image/png", "sha256": "x", "file_size": size, "id": id,
+                "messaging_product": "whatsapp"}))
+    .into_response()
+}
+
+/// `GET /media-bytes/{id}`: the bytes (a CDN for Messenger, the media URL for WhatsApp).
+async fn media_bytes(State(script): State<Arc<Mutex<Script>>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    script.lock().expect("script").media.push((format!("/media-bytes/{id}"), authorization(&headers)));
+    ([("content-type", "image/png")], media_bytes_of(&id)).into_response()
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).expect("a status");
+        (status, Json(self.body)).into_response()
+    }
 }

@@ -117,6 +117,7 @@ pub fn test_config(database_url: &str) -> Config {
         // Tests that send through a provider start a fake Graph API and aim here.
         meta_graph_api_url: "http://127.0.0.1:9".into(),
         meta_graph_api_version: "v21.0".into(),
+        attachments_dir: std::env::temp_dir().join(format!("inboxd-test-files-{}", Uuid::now_v7())),
     }
 }
 

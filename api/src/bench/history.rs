@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use commands::context::CommandContext;
-use commands::inbound::{InboundStaging, RouteKeys};
+use commands::inbound::{InboundStaging, RouteKeys, Said};
 use commands::store::{EventStore, Loaded, UnitOfWork};
 use domain::actor::Actor;
 use domain::contact::ContactDetails;
@@ -82,7 +82,14 @@ async fn conversation(
         let text = format!("Hello, this is message {n} about my order; could someone from support look at it please?");
         let display_id = routed.new_conversation.then_some(display_id);
         thread_events.extend(
-            staging.conversation(conversation, &routed, display_id, (MessageContent::parse(text)?, None)).await?,
+            staging
+                .conversation(
+                    conversation,
+                    &routed,
+                    display_id,
+                    Said { content: MessageContent::parse(text)?, attachments: Vec::new(), sent_at: None },
+                )
+                .await?,
         );
         route_events.extend(routed.events);
     }

@@ -250,6 +250,7 @@ impl Mutation {
                 contact: contact.clone(),
                 source_id: input.source_id.clone(),
                 content: content.clone(),
+                attachments: Vec::new(),
                 sent_at: None,
             };
             let received = state.commands.receive_message(&context, message).await?;
@@ -268,6 +269,7 @@ impl Mutation {
                 created_at: context.at,
                 status: None,
                 status_error: None,
+                attachments: None,
             };
             Ok(Message::written(row, account, received.written))
         })
@@ -301,6 +303,7 @@ impl Mutation {
                 created_at: context.at,
                 status: delivered.then(|| values::MessageStatus::Pending.as_str().to_string()),
                 status_error: None,
+                attachments: None,
             };
             Ok(Message::written(row, principal.account_id, written))
         })
@@ -344,6 +347,7 @@ impl Mutation {
                 created_at: context.at,
                 status: Some(values::MessageStatus::Pending.as_str().to_string()),
                 status_error: None,
+                attachments: None,
             };
             Ok(Message::written(row, principal.account_id, written))
         })

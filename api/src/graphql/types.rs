@@ -58,6 +58,16 @@ pub enum ChannelType {
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "values::FileType")]
+pub enum FileType {
+    Image,
+    Audio,
+    Video,
+    File,
+    Sticker,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "values::MessageStatus")]
 pub enum MessageStatus {
     Pending,
@@ -342,9 +352,56 @@ impl Message {
     async fn status_error(&self) -> Option<&str> {
         self.row.status_error.as_deref()
     }
+    /// The files it carries. `url` is a link that works for a few minutes (ask again
+    /// for a fresh one), null until the file has been copied from the provider.
+    async fn attachments(&self, ctx: &Context<'_>) -> Result<Vec<MessageAttachment>> {
+        let Some(listed) = self.row.attachments.as_ref().and_then(|a| a.0.as_array()) else { return Ok(Vec::new()) };
+        let shown: Vec<ShownAttachment> =
+            listed.iter().filter_map(|a| serde_json::from_value(a.clone()).ok()).collect();
+        let ids: Vec<Uuid> = shown.iter().map(|a| a.attachment_id).collect();
+        let files = &state(ctx)?.attachments;
+        let kept = files.kept(&ids).await.map_err(ApiError::internal)?;
+        let expires = Utc::now() + commands::attachments::LINK_TTL;
+        Ok(shown
+            .into_iter()
+            .map(|a| {
+                let file = kept.iter().find(|k| k.attachment_id == a.attachment_id && k.account_id == self.account_id);
+                MessageAttachment {
+                    id: ID(a.attachment_id.to_string()),
+                    file_type: a.file_type.into(),
+                    mime_type: file.map(|f| f.mime_type.clone()).or(a.mime_type),
+                    file_name: a.file_name,
+                    file_size: file.map(|f| f.file_size),
+                    url: file.map(|f| files.link(f.attachment_id, expires)),
+                }
+            })
+            .collect())
+    }
     async fn conversation(&self) -> Conversation {
         Conversation::changed(self.row.conversation_id, self.account_id, self.written)
     }
+}
+
+/// A file of a message.
+#[derive(SimpleObject)]
+pub struct MessageAttachment {
+    pub id: ID,
+    pub file_type: FileType,
+    pub mime_type: Option<String>,
+    pub file_name: Option<String>,
+    /// Bytes, once copied.
+    pub file_size: Option<i64>,
+    /// A path on this server that serves the file for a few minutes.
+    pub url: Option<String>,
+}
+
+/// A file as the timeline keeps it.
+#[derive(serde::Deserialize)]
+struct ShownAttachment {
+    attachment_id: Uuid,
+    file_type: values::FileType,
+    mime_type: Option<String>,
+    file_name: Option<String>,
 }
 
 pub struct Agent(pub AgentRow);

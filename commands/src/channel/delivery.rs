@@ -37,7 +37,7 @@ use super::settings::{self, ChannelInbox};
 use super::tracking::{self, Accepted};
 use super::{messenger, whatsapp, GraphApi, ProviderError};
 use crate::context::CommandContext;
-use crate::jobs::{enqueue, Clock, Job, JobHandler, NewJob, Outcome, DEFAULT_MAX_ATTEMPTS};
+use crate::jobs::{enqueue_all, Clock, Job, JobHandler, NewJob, Outcome, DEFAULT_MAX_ATTEMPTS};
 use crate::outbound::{Outbound, OutboundError};
 use crate::side_write::SideWrites;
 use crate::{CommandError, Commands};
@@ -83,9 +83,13 @@ impl Policy for DeliveryPolicy {
         false
     }
 
+    fn wants(&self, event: &FeedEvent) -> bool {
+        event.event_type == "MessageSent"
+    }
+
     async fn react(&self, events: &[FeedEvent]) -> anyhow::Result<()> {
         let mut jobs = Vec::new();
-        for event in events.iter().filter(|e| e.event_type == "MessageSent") {
+        for event in events {
             if let ConversationEvent::MessageSent { message_id, private: false, delivered_by: Some(_), .. } =
                 event.decode()?
             {
@@ -104,15 +108,7 @@ impl Policy for DeliveryPolicy {
                 });
             }
         }
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await.context("failed to begin")?;
-        for job in &jobs {
-            enqueue(&mut *tx, job).await.context("failed to enqueue a reply's delivery")?;
-        }
-        tx.commit().await.context("failed to commit deliveries")?;
-        Ok(())
+        enqueue_all(&self.pool, &jobs).await
     }
 }
 

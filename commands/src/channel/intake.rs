@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use domain::actor::Actor;
+use domain::attachment::Attachment;
 use domain::channel::ChannelSecret;
 use domain::contact::ContactDetails;
 use domain::values::{Channel, MessageContent, Name, PhoneNumber};
@@ -157,7 +158,25 @@ impl Commands {
                 .and_then(|p| PhoneNumber::parse(p).ok())
                 .map(PhoneNumber::into_inner),
         };
-        let content = match MessageContent::parse(message.text) {
+        // Ids derived from the provider's: the same files whatever the redelivery.
+        let attachments: Vec<Attachment> = message
+            .media
+            .iter()
+            .enumerate()
+            .map(|(n, media)| Attachment {
+                attachment_id: Uuid::new_v5(&inbox.inbox_id, format!("{}/{n}", message.provider_message_id).as_bytes()),
+                file_type: media.file_type,
+                mime_type: media.mime_type.clone(),
+                file_name: media.file_name.clone(),
+                source: media.source.clone(),
+            })
+            .collect();
+        let content = if attachments.is_empty() {
+            MessageContent::parse(message.text)
+        } else {
+            MessageContent::caption(message.text)
+        };
+        let content = match content {
             Ok(content) => content,
             Err(refused) => {
                 tracing::warn!(error = %refused, "a provider's message that cannot be stored; acknowledged");
@@ -170,6 +189,7 @@ impl Commands {
             contact,
             source_id: message.provider_message_id,
             content,
+            attachments,
             sent_at: Some(message.sent_at),
         };
         match self.receive_message(&context, inbound).await {

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use domain::values::MessageStatus;
+use domain::values::{FileType, MessageStatus};
 
-use super::{Malformed, Notice, ProviderMessage};
+use super::{Malformed, Notice, ProviderMedia, ProviderMessage};
 
 #[derive(Deserialize)]
 struct Payload {
@@ -140,7 +140,7 @@ fn event(page_id: &str, item: Value) -> Notice {
     let Some(sent_at) = event.timestamp.and_then(millis) else {
         return ignored("messaging event without a timestamp".into());
     };
-    let received = |mid: String, text: String, reply_to: Option<String>| {
+    let received = |mid: String, text: String, media: Vec<ProviderMedia>, reply_to: Option<String>| {
         Notice::Message(ProviderMessage {
             routing_id: page_id.to_string(),
             sender: event.sender.id.clone(),
@@ -149,6 +149,7 @@ fn event(page_id: &str, item: Value) -> Notice {
             provider_message_id: mid,
             sent_at,
             text,
+            media,
             reply_to,
         })
     };
@@ -157,14 +158,16 @@ fn event(page_id: &str, item: Value) -> Notice {
             // Sent by the page: the sender is the page, the recipient the user.
             return Notice::Echo { routing_id: page_id.to_string(), provider_message_id: message.mid };
         }
+        let media = files(&message.attachments);
         let text = message
             .text
             .filter(|t| !t.trim().is_empty())
             .or_else(|| quick_reply(message.quick_reply.as_ref()))
-            .or_else(|| (!message.attachments.is_empty()).then(|| attachment_titles(&message.attachments)).flatten());
+            .or_else(|| attachment_titles(&message.attachments))
+            .or_else(|| (!media.is_empty()).then(String::new));
         return match text {
-            Some(text) => received(message.mid, text, message.reply_to.and_then(|r| r.mid)),
-            None => ignored("message without text".into()),
+            Some(text) => received(message.mid, text, media, message.reply_to.and_then(|r| r.mid)),
+            None => ignored("message without text or files".into()),
         };
     }
     if let Some(postback) = event.postback {
@@ -174,7 +177,7 @@ fn event(page_id: &str, item: Value) -> Notice {
             postback.mid.unwrap_or_else(|| format!("postback:{}:{}", event.sender.id, sent_at.timestamp_millis()));
         let text = postback.title.or(postback.payload).filter(|t| !t.trim().is_empty());
         return match text {
-            Some(text) => received(mid, text, None),
+            Some(text) => received(mid, text, Vec::new(), None),
             None => ignored("postback without a title".into()),
         };
     }
@@ -185,7 +188,27 @@ fn quick_reply(reply: Option<&Value>) -> Option<String> {
     reply?.get("payload")?.as_str().filter(|p| !p.trim().is_empty()).map(str::to_string)
 }
 
-/// Attachments as text, for now: their titles (a shared link or product) if any.
+/// The files of a message (image, audio, video, file, sticker), by their CDN URLs.
+fn files(attachments: &[Value]) -> Vec<ProviderMedia> {
+    attachments
+        .iter()
+        .filter_map(|a| {
+            let url = a.pointer("/payload/url")?.as_str()?.to_string();
+            let file_type = match a.get("type")?.as_str()? {
+                _ if a.pointer("/payload/sticker_id").is_some() => FileType::Sticker,
+                "image" => FileType::Image,
+                "audio" => FileType::Audio,
+                "video" => FileType::Video,
+                "file" => FileType::File,
+                "sticker" => FileType::Sticker,
+                _ => return None,
+            };
+            Some(ProviderMedia { file_type, mime_type: None, file_name: None, source: url })
+        })
+        .collect()
+}
+
+/// Shared links and products as text: their titles, if any.
 fn attachment_titles(attachments: &[Value]) -> Option<String> {
     let titles: Vec<&str> = attachments
         .iter()

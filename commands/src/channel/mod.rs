@@ -5,10 +5,11 @@
 //! so what happens next (a message received, a status applied) is written once.
 
 use chrono::{DateTime, Utc};
-use domain::values::MessageStatus;
+use domain::values::{FileType, MessageStatus};
 
 pub mod delivery;
 pub mod intake;
+pub mod media;
 pub mod messenger;
 pub mod settings;
 pub mod signature;
@@ -85,10 +86,24 @@ pub struct ProviderMessage {
     pub provider_message_id: String,
     /// The provider's timestamp: the 24-hour window runs from it.
     pub sent_at: DateTime<Utc>,
-    /// The text an agent reads (the body, a caption, a button's title, …).
+    /// The text an agent reads (the body, a caption, a button's title, …); empty
+    /// when the message is only files.
     pub text: String,
+    /// The files it carries, to fetch at once (their sources expire).
+    pub media: Vec<ProviderMedia>,
     /// The provider's id of the message this one answers or reacts to.
     pub reply_to: Option<String>,
+}
+
+/// A file of a contact's message, as the provider points to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderMedia {
+    pub file_type: FileType,
+    pub mime_type: Option<String>,
+    pub file_name: Option<String>,
+    /// The provider's media id (WhatsApp: fetched through the media endpoint) or a
+    /// URL (Messenger's CDN).
+    pub source: String,
 }
 
 /// A provider's callback about one of our messages.

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use domain::channel::TemplateRef;
-use domain::values::MessageStatus;
+use domain::values::{FileType, MessageStatus};
 
-use super::{Malformed, Notice, ProviderMessage, ProviderStatus};
+use super::{Malformed, Notice, ProviderMedia, ProviderMessage, ProviderStatus};
 
 #[derive(Deserialize)]
 struct Payload {
@@ -158,11 +158,30 @@ fn message(routing_id: &str, contacts: &[WaContact], item: Value) -> Notice {
         at.as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
     };
     let mut reply_to = message.context.and_then(|c| c.id);
+    let mut media = Vec::new();
     let text = match message.kind.as_str() {
         "text" => field(&["body"]),
         "button" => field(&["text"]),
         "interactive" => field(&["button_reply", "title"]).or_else(|| field(&["list_reply", "title"])),
-        "image" | "video" | "document" | "audio" | "sticker" => field(&["caption"]).or_else(|| field(&["filename"])),
+        "image" | "video" | "document" | "audio" | "sticker" => {
+            let Some(source) = field(&["id"]) else {
+                return ignored(format!("{} without a media id", message.kind));
+            };
+            let file_type = match message.kind.as_str() {
+                "image" => FileType::Image,
+                "video" => FileType::Video,
+                "audio" => FileType::Audio,
+                "sticker" => FileType::Sticker,
+                _ => FileType::File,
+            };
+            media.push(ProviderMedia {
+                file_type,
+                mime_type: field(&["mime_type"]),
+                file_name: field(&["filename"]),
+                source,
+            });
+            Some(field(&["caption"]).unwrap_or_default())
+        }
         "location" => location(part),
         "contacts" => shared_contacts(part),
         "reaction" => {
@@ -184,6 +203,7 @@ fn message(routing_id: &str, contacts: &[WaContact], item: Value) -> Notice {
         provider_message_id: message.id,
         sent_at,
         text,
+        media,
         reply_to,
     })
 }

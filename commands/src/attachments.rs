@@ -1,0 +1,179 @@
+//! Files of messages, kept outside the database: each sealed with its contact's data
+//! key (erasing the contact shreds their files with the rest of their data), stored
+//! behind [`AttachmentStore`] (a local directory by default, `ATTACHMENTS_DIR`), and
+//! served through short-lived signed links an `<img>` can load.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use projections::keyring::{decrypt, encrypt, Keyring};
+use sha2::Sha256;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// How long a link to a file works.
+pub const LINK_TTL: Duration = Duration::from_secs(10 * 60);
+/// The largest file kept (WhatsApp documents go to 100 MB; more is refused, not kept).
+pub const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
+
+/// Where sealed files live.
+#[async_trait]
+pub trait AttachmentStore: Send + Sync {
+    async fn put(&self, id: Uuid, sealed: &[u8]) -> anyhow::Result<()>;
+    /// `None`: no such file.
+    async fn get(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>>;
+}
+
+/// Files in a local directory (`<root>/<first two hex digits>/<id>`), written whole
+/// under a temporary name and renamed, so a reader never sees half a file.
+pub struct LocalDirectory {
+    root: PathBuf,
+}
+
+impl LocalDirectory {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn path(&self, id: Uuid) -> PathBuf {
+        let name = id.simple().to_string();
+        self.root.join(&name[..2]).join(name)
+    }
+}
+
+#[async_trait]
+impl AttachmentStore for LocalDirectory {
+    async fn put(&self, id: Uuid, sealed: &[u8]) -> anyhow::Result<()> {
+        let path = self.path(id);
+        let dir = path.parent().context("a file path without a directory")?;
+        tokio::fs::create_dir_all(dir).await.with_context(|| format!("failed to create {}", dir.display()))?;
+        let temporary = path.with_extension(format!("part-{}", Uuid::now_v7().simple()));
+        tokio::fs::write(&temporary, sealed)
+            .await
+            .with_context(|| format!("failed to write {}", temporary.display()))?;
+        tokio::fs::rename(&temporary, &path).await.with_context(|| format!("failed to keep {}", path.display()))?;
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
+        match tokio::fs::read(self.path(id)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context("failed to read a file")),
+        }
+    }
+}
+
+/// A kept file as the API shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeptFile {
+    pub attachment_id: Uuid,
+    pub account_id: Uuid,
+    pub mime_type: String,
+    pub file_size: i64,
+}
+
+/// The files of messages: sealing, keeping, opening, and their links.
+#[derive(Clone)]
+pub struct Attachments {
+    store: Arc<dyn AttachmentStore>,
+    pool: PgPool,
+    keyring: Arc<Keyring>,
+}
+
+impl Attachments {
+    pub fn new(store: Arc<dyn AttachmentStore>, pool: PgPool, keyring: Arc<Keyring>) -> Self {
+        Self { store, pool, keyring }
+    }
+
+    /// Seals `bytes` with the contact's key and keeps them; a file kept before stays.
+    pub async fn keep(
+        &self,
+        id: Uuid,
+        account: Uuid,
+        contact: Uuid,
+        mime_type: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<KeepOutcome> {
+        let Some(cipher) = self.keyring.data_key(&self.pool, contact).await? else {
+            return Ok(KeepOutcome::Erased);
+        };
+        let sealed = encrypt(&cipher, id.as_bytes(), bytes)?;
+        self.store.put(id, &sealed).await?;
+        sqlx::query(
+            "INSERT INTO attachment_files (attachment_id, account_id, contact_id, mime_type, file_size) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(account)
+        .bind(contact)
+        .bind(mime_type)
+        .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .context("failed to record a kept file")?;
+        Ok(KeepOutcome::Kept)
+    }
+
+    /// Which of these files are kept.
+    pub async fn kept(&self, ids: &[Uuid]) -> anyhow::Result<Vec<KeptFile>> {
+        sqlx::query_as(
+            "SELECT attachment_id, account_id, mime_type, file_size FROM attachment_files WHERE attachment_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .context("failed to read kept files")
+    }
+
+    /// A kept file's type and bytes, opened; `None` if it is not kept or its contact
+    /// was erased.
+    pub async fn open(&self, id: Uuid) -> anyhow::Result<Option<(String, Vec<u8>)>> {
+        let row: Option<(Uuid, String)> =
+            sqlx::query_as("SELECT contact_id, mime_type FROM attachment_files WHERE attachment_id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .context("failed to find a file")?;
+        let Some((contact, mime_type)) = row else { return Ok(None) };
+        let Some(cipher) = self.keyring.data_key(&self.pool, contact).await? else { return Ok(None) };
+        let Some(sealed) = self.store.get(id).await? else { return Ok(None) };
+        Ok(Some((mime_type, decrypt(&cipher, id.as_bytes(), &sealed)?)))
+    }
+
+    fn signature(&self, id: Uuid, expires: i64) -> String {
+        let key = self.keyring.derive("attachment-links");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
+        mac.update(format!("{id}.{expires}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// A link to the file that works until `expires` (a path on this server).
+    pub fn link(&self, id: Uuid, expires: DateTime<Utc>) -> String {
+        let expires = expires.timestamp();
+        format!("/attachments/{id}?expires={expires}&signature={}", self.signature(id, expires))
+    }
+
+    /// Whether a link's `expires` and `signature` are ours and it has not expired.
+    pub fn link_works(&self, id: Uuid, expires: i64, signature: &str, now: DateTime<Utc>) -> bool {
+        let Ok(given) = hex::decode(signature) else { return false };
+        let key = self.keyring.derive("attachment-links");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
+        mac.update(format!("{id}.{expires}").as_bytes());
+        // `verify_slice` compares in constant time.
+        mac.verify_slice(&given).is_ok() && now.timestamp() <= expires
+    }
+}
+
+/// What keeping a file did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeepOutcome {
+    Kept,
+    /// The contact was erased meanwhile: nothing is kept.
+    Erased,
+}
