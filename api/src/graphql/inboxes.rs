@@ -60,9 +60,13 @@ impl InboxQuery {
     /// `syncMessageTemplates`); for the inbox's members and administrators.
     async fn message_templates(&self, ctx: &Context<'_>, inbox_id: ID) -> Result<Vec<MessageTemplate>> {
         let inbox = parse_id(&inbox_id, "inbox")?;
-        let principal = principal(ctx)?;
+        let (principal, state) = (principal(ctx)?, state(ctx)?);
+        // An inbox of another account is not found, whoever asks.
+        if directory::inbox(&state.pool, principal.account_id, inbox).await?.is_none() {
+            return Err(ApiError::not_found("inbox"));
+        }
         principal.require_inbox(inbox)?;
-        let listed = state(ctx)?.commands.templates(inbox).await.map_err(ApiError::internal)?;
+        let listed = state.commands.templates(inbox).await.map_err(ApiError::internal)?;
         Ok(listed.into_iter().map(MessageTemplate::from).collect())
     }
 }
