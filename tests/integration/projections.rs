@@ -226,9 +226,7 @@ async fn a_write_in_another_process_wakes_the_projectors_without_waiting_for_the
     // (their poll is two minutes; a loaded suite's other transactions may hold the
     // watermark back a while, which the woken runners look past again, at doubling
     // pauses for 30 s: the last look may come after 30 s).
-    tokio::time::timeout(Duration::from_secs(60), wait_until_projected(&pool))
-        .await
-        .expect("the projectors were not woken by the other process's NOTIFY");
+    tests::wait_until_projected_within(&pool, Duration::from_secs(60)).await;
     let agents: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_agents").fetch_one(&pool).await.unwrap();
     assert_eq!(agents, 1);
     server.stop().await;

@@ -336,7 +336,12 @@ pub async fn read_models(pool: &PgPool) -> BTreeMap<String, Vec<String>> {
 }
 
 pub async fn wait_until_projected(pool: &PgPool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    wait_until_projected_within(pool, Duration::from_secs(30)).await
+}
+
+/// [`wait_until_projected`], for at most `within`.
+pub async fn wait_until_projected_within(pool: &PgPool, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM projector_checkpoints c WHERE (c.last_txid, c.last_position) < \
@@ -356,7 +361,7 @@ pub async fn wait_until_projected(pool: &PgPool) {
         {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "projectors did not catch up within 30 s");
+        assert!(tokio::time::Instant::now() < deadline, "projectors did not catch up within {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
