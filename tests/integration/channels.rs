@@ -255,6 +255,25 @@ async fn a_whatsapp_message_redelivered_ten_times_at_once_is_stored_once_with_it
 }
 
 #[tokio::test]
+async fn a_messenger_message_redelivered_ten_times_at_once_is_stored_once() {
+    let app = TestApp::spawn().await;
+    let inbox = messenger_inbox(&app, "222").await;
+    let body = messenger_payload(&[("222", "PSID-A", "m_once", "hello once")]);
+    let path = format!("/webhooks/messenger/{inbox}");
+    let deliveries = (0..10).map(|_| signed(&app, &path, &body));
+    let statuses = futures_util::future::join_all(deliveries).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(signed(&app, "/webhooks/messenger", &body).await, 200);
+    app.projected().await;
+    assert_eq!(conversations(&app).await, vec![("(none)".to_string(), vec!["hello once".to_string()])]);
+    let received: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MessageReceived'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(received, 1);
+}
+
+#[tokio::test]
 async fn every_message_of_a_payload_is_stored_three_from_two_contacts_in_two_conversations() {
     let app = TestApp::spawn().await;
     whatsapp_inbox(&app, "111").await;
