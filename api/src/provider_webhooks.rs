@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use commands::channel::intake::IntakeError;
+use commands::channel::intake::{IntakeError, ProviderApi};
 use commands::channel::settings;
 use commands::channel::signature::SIGNATURE_HEADER;
 use commands::channel::MAX_WEBHOOK_BYTES;
@@ -97,7 +97,8 @@ async fn handshake_inbox(
 /// failure loses nothing and a redelivery stores nothing twice.
 async fn notify(app: &AppState, channel: Channel, inbox: Option<Uuid>, headers: &HeaderMap, body: &[u8]) -> Response {
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    match app.commands.receive_webhook(channel, inbox, signature, body).await {
+    let provider = ProviderApi { outbound: &app.outbound, graph: &app.graph };
+    match app.commands.receive_webhook(&provider, channel, inbox, signature, body).await {
         Ok(intake) => {
             tracing::debug!(channel = channel.as_str(), ?intake, "provider webhook");
             answer(StatusCode::OK, "EVENT_RECEIVED")

@@ -146,27 +146,26 @@ impl Attachments {
         Ok(Some((mime_type, decrypt(&cipher, id.as_bytes(), &sealed)?)))
     }
 
-    fn signature(&self, id: Uuid, expires: i64) -> String {
+    /// The link's MAC over the file and its expiry, keyed from the master key.
+    fn mac(&self, id: Uuid, expires: i64) -> Hmac<Sha256> {
         let key = self.keyring.derive("attachment-links");
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
         mac.update(format!("{id}.{expires}").as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        mac
     }
 
     /// A link to the file that works until `expires` (a path on this server).
     pub fn link(&self, id: Uuid, expires: DateTime<Utc>) -> String {
         let expires = expires.timestamp();
-        format!("/attachments/{id}?expires={expires}&signature={}", self.signature(id, expires))
+        let signature = hex::encode(self.mac(id, expires).finalize().into_bytes());
+        format!("/attachments/{id}?expires={expires}&signature={signature}")
     }
 
     /// Whether a link's `expires` and `signature` are ours and it has not expired.
     pub fn link_works(&self, id: Uuid, expires: i64, signature: &str, now: DateTime<Utc>) -> bool {
         let Ok(given) = hex::decode(signature) else { return false };
-        let key = self.keyring.derive("attachment-links");
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
-        mac.update(format!("{id}.{expires}").as_bytes());
         // `verify_slice` compares in constant time.
-        mac.verify_slice(&given).is_ok() && now.timestamp() <= expires
+        self.mac(id, expires).verify_slice(&given).is_ok() && now.timestamp() <= expires
     }
 }
 

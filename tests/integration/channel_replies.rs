@@ -238,9 +238,12 @@ async fn a_messenger_reply_is_a_response_and_a_callback_that_came_before_its_sen
         "sender": {"id": PSID}, "recipient": {"id": PAGE_ID}, "timestamp": now, "message": {"mid": "m_in1", "text": "hello"}}]}]});
     webhook(&app, &format!("/webhooks/messenger/{inbox}"), message).await;
     app.projected().await;
-    let listed = app.ok("{ conversations { edges { node { id canReply } } } }", json!({})).await;
+    let listed = app.ok("{ conversations { edges { node { id canReply contact { name } } } } }", json!({})).await;
     let conversation = listed["conversations"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
     assert_eq!(listed["conversations"]["edges"][0]["node"]["canReply"], true);
+    // A new sender's name is asked of the Graph API with the page's token, once.
+    assert_eq!(listed["conversations"]["edges"][0]["node"]["contact"]["name"], "Peter Chang");
+    assert_eq!(graph.profile_requests(), vec![(PSID.to_string(), format!("Bearer {ACCESS_TOKEN}"))]);
     // Meta says the page's message was read before we recorded sending it: a
     // watermark a minute ahead.
     let read = json!({"object": "page", "entry": [{"id": PAGE_ID, "messaging": [{

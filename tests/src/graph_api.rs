@@ -61,6 +61,8 @@ struct Script {
     url: String,
     /// Media requests: (path, authorization header).
     media: Vec<(String, String)>,
+    /// Profile requests: (user id, authorization header).
+    profiles: Vec<(String, String)>,
 }
 
 /// The templates the fake lists, over two pages.
@@ -119,6 +121,11 @@ impl GraphApi {
     /// The template lists it was asked for: (path and query, authorization).
     pub fn listed(&self) -> Vec<(String, String)> {
         self.script.lock().expect("script").listed.clone()
+    }
+
+    /// The profiles it was asked for: (user id, authorization).
+    pub fn profile_requests(&self) -> Vec<(String, String)> {
+        self.script.lock().expect("script").profiles.clone()
     }
 
     /// The media requests it got: (path, authorization).
@@ -221,13 +228,19 @@ fn authorization(headers: &HeaderMap) -> String {
     headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
 }
 
-/// `GET /{version}/{media_id}`: where a WhatsApp media id's bytes are, for 5 minutes.
+/// `GET /{version}/{id}`: a Messenger user's profile (`?fields=…`), or where a
+/// WhatsApp media id's bytes are, for 5 minutes.
 async fn media_url(
     State(script): State<Arc<Mutex<Script>>>,
     Path((version, id)): Path<(String, String)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let mut script = script.lock().expect("script");
+    if query.contains_key("fields") {
+        script.profiles.push((id.clone(), authorization(&headers)));
+        return Json(json!({"first_name": "Peter", "last_name": "Chang", "id": id})).into_response();
+    }
     script.media.push((format!("/{version}/{id}"), authorization(&headers)));
     if authorization(&headers).is_empty() {
         return Answer::error(401, 190, "Invalid OAuth access token").into_response();

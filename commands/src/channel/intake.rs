@@ -16,9 +16,11 @@ use uuid::Uuid;
 use super::settings::{self, ChannelInbox};
 use super::signature::verifies;
 use super::tracking::Callback;
+use super::GraphApi;
 use super::{messenger, whatsapp, Malformed, Notice, ProviderMessage};
 use crate::context::CommandContext;
-use crate::inbound::InboundMessage;
+use crate::inbound::{InboundMessage, RouteKeys};
+use crate::outbound::{Outbound, OutboundError};
 use crate::{CommandError, Commands};
 
 /// Why a webhook was refused.
@@ -66,6 +68,7 @@ impl Commands {
     /// dropped, and if none does the webhook is refused.
     pub async fn receive_webhook(
         &self,
+        provider: &ProviderApi<'_>,
         channel: Channel,
         inbox: Option<Uuid>,
         signature: Option<&str>,
@@ -107,7 +110,7 @@ impl Commands {
             };
             match notice {
                 Notice::Message(message) => {
-                    if self.receive_provider_message(target, message).await? {
+                    if self.receive_provider_message(provider, target, message).await? {
                         intake.messages += 1;
                     } else {
                         intake.duplicates += 1;
@@ -142,8 +145,16 @@ impl Commands {
     }
 
     /// Stores a contact's message; `false` if it had been stored before.
-    async fn receive_provider_message(&self, inbox: &ChannelInbox, message: ProviderMessage) -> anyhow::Result<bool> {
+    async fn receive_provider_message(
+        &self,
+        provider: &ProviderApi<'_>,
+        inbox: &ChannelInbox,
+        mut message: ProviderMessage,
+    ) -> anyhow::Result<bool> {
         let context = channel_context(inbox);
+        if inbox.channel == Channel::Messenger && message.sender_name.is_none() {
+            message.sender_name = self.new_senders_name(provider, inbox, &message.sender).await;
+        }
         // What the provider says of the sender is kept only if it reads as such.
         let contact = ContactDetails {
             name: message
@@ -200,6 +211,47 @@ impl Commands {
             }
             Err(other) => Err(anyhow::Error::new(other).context("failed to store a provider's message")),
         }
+    }
+}
+
+/// The longest a new Messenger sender's profile is waited for.
+const PROFILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What the intake may ask the provider (a Messenger user's profile).
+pub struct ProviderApi<'a> {
+    pub outbound: &'a Outbound,
+    pub graph: &'a GraphApi,
+}
+
+impl Commands {
+    /// A Messenger user's name from the Graph API, asked only for a sender the inbox
+    /// has not seen (a failure leaves the contact unnamed, as Messenger sends none).
+    async fn new_senders_name(&self, provider: &ProviderApi<'_>, inbox: &ChannelInbox, psid: &str) -> Option<String> {
+        let keys = RouteKeys::new(self.store().keyring(), inbox.inbox_id, psid);
+        let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM channel_identities WHERE identity_hash = $1")
+            .bind(&keys.identity_hash)
+            .fetch_optional(self.store().pool())
+            .await
+            .ok()?;
+        if known.is_some() {
+            return None;
+        }
+        let url = provider.graph.url(&format!("{psid}?fields=first_name,last_name"));
+        let headers = [("authorization", format!("Bearer {}", inbox.access_token()?))];
+        // Bounded: the provider waits for this webhook's answer.
+        let asked = tokio::time::timeout(PROFILE_TIMEOUT, provider.outbound.get(&url, &headers)).await;
+        let asked = match asked.unwrap_or_else(|_| Err(OutboundError::Failed("timed out".into()))) {
+            Ok(response) if response.status().is_success() => response.json::<serde_json::Value>().await.ok(),
+            Ok(response) => {
+                tracing::debug!(status = %response.status(), "the Graph API gave no profile for a Messenger user");
+                None
+            }
+            Err(error) => {
+                tracing::debug!(%error, "the Graph API could not be asked for a Messenger user's profile");
+                None
+            }
+        };
+        asked.as_ref().and_then(messenger::profile_name)
     }
 }
 

@@ -233,6 +233,15 @@ pub fn text(psid: &str, body: &str, human_agent_tag: bool) -> Value {
     request
 }
 
+/// A user's name from the Graph API's profile answer (`first_name`, `last_name`), if
+/// it gives one.
+pub fn profile_name(answer: &Value) -> Option<String> {
+    let part = |key: &str| answer.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    let name = [part("first_name"), part("last_name")].into_iter().flatten().collect::<Vec<_>>().join(" ");
+    let name = if name.is_empty() { part("name").unwrap_or_default().to_string() } else { name };
+    (!name.is_empty()).then_some(name)
+}
+
 /// The id the Send API accepted a message under (`message_id`).
 pub fn accepted_id(answer: &Value) -> Option<String> {
     answer.get("message_id")?.as_str().filter(|id| !id.is_empty()).map(str::to_string)
