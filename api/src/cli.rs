@@ -277,7 +277,7 @@ async fn seed_demo(commands: &commands::Commands, account: &commands::account::B
     }
     if let Some(conversation) = first {
         let reply = MessageContent::parse("Sorry for the wait, Ana: it left our warehouse this morning.")?;
-        commands.send_message(&admin, conversation, reply, false, None).await?;
+        commands.send_message(&admin, conversation, reply, false, None, None).await?;
     }
     Ok(())
 }

@@ -76,8 +76,10 @@ impl Commands {
         content: MessageContent,
         private: bool,
         client_key: Option<&str>,
+        reply_to: Option<Uuid>,
     ) -> Result<(Uuid, Written, bool), CommandError> {
-        self.send(context, conversation_id, Outgoing { content, private, client_key, template: None }).await
+        let reply_to = reply_to.map(MessageId);
+        self.send(context, conversation_id, Outgoing { content, private, client_key, template: None, reply_to }).await
     }
 
     /// An approved WhatsApp template (the only message allowed outside the reply
@@ -91,7 +93,8 @@ impl Commands {
         content: MessageContent,
     ) -> Result<(Uuid, Written), CommandError> {
         TemplateRef::check_components(&components)?;
-        let outgoing = Outgoing { content, private: false, client_key: None, template: Some((template, components)) };
+        let template = Some((template, components));
+        let outgoing = Outgoing { content, private: false, client_key: None, template, reply_to: None };
         let (id, written, _) = self.send(context, conversation_id, outgoing).await?;
         Ok((id, written))
     }
@@ -105,7 +108,7 @@ impl Commands {
         let Actor::User(author) = context.actor else {
             return Err(DomainError::invalid("only an agent can send a message").into());
         };
-        let Outgoing { content, private, client_key, template } = outgoing;
+        let Outgoing { content, private, client_key, template, reply_to } = outgoing;
         let message_id = match client_key {
             Some(key) => MessageId::keyed(ConversationId(conversation_id), UserId(author), key)?.as_uuid(),
             None => Uuid::now_v7(),
@@ -117,6 +120,7 @@ impl Commands {
                 Ok(ConversationCommand::SendMessage {
                     delivery,
                     template: template.clone(),
+                    reply_to,
                     message_id: MessageId(message_id),
                     author: UserId(author),
                     content: content.clone(),
@@ -291,4 +295,6 @@ struct Outgoing<'a> {
     private: bool,
     client_key: Option<&'a str>,
     template: Option<(TemplateRef, serde_json::Value)>,
+    /// The message of the conversation it answers.
+    reply_to: Option<MessageId>,
 }

@@ -45,6 +45,8 @@ pub struct Said {
     pub content: MessageContent,
     pub attachments: Vec<Attachment>,
     pub sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The message's id on the channel, kept (sealed) so a reply can quote it.
+    pub source_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +111,7 @@ impl Commands {
                 content: message.content.clone(),
                 attachments: message.attachments.clone(),
                 sent_at: message.sent_at,
+                source_id: Some(message.source_id.clone()),
             };
             let events = staging.conversation(&mut conversation, &routed, display_id, said).await?;
             work.append(conversation, events)?;
@@ -225,6 +228,7 @@ impl InboundStaging<'_> {
             content: said.content,
             attachments: said.attachments,
             sent_at: said.sent_at,
+            source_id: said.source_id,
             at: self.context.at,
         };
         events.extend(decide(conversation, receive).await?);

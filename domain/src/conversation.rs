@@ -110,6 +110,8 @@ pub enum ConversationCommand {
         attachments: Vec<Attachment>,
         /// When the contact sent it, by the provider's clock (channels that say).
         sent_at: Option<Instant>,
+        /// Its id on the channel (a reply quotes it).
+        source_id: Option<String>,
         at: Instant,
     },
     SendMessage {
@@ -122,6 +124,8 @@ pub enum ConversationCommand {
         /// An approved template and its components (WhatsApp): allowed outside the
         /// reply window.
         template: Option<(TemplateRef, serde_json::Value)>,
+        /// The message of the conversation it answers (quoted by providers that can).
+        reply_to: Option<MessageId>,
         at: Instant,
     },
     /// Records an attempt or outcome of a provider's delivery of our message.
@@ -194,6 +198,10 @@ pub enum ConversationEvent {
         /// The files it carries ([`Attachment`]s); sealed, and `None` once erased.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attachments: Option<serde_json::Value>,
+        /// Its id on the channel (a reply quotes it); sealed: a WhatsApp id embeds the
+        /// sender's number.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_id: Option<String>,
         at: Instant,
     },
     MessageSent {
@@ -216,6 +224,9 @@ pub enum ConversationEvent {
         /// The template's components as sent; sealed (parameters may name the contact).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         template_components: Option<serde_json::Value>,
+        /// The message of the conversation it answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageId>,
         at: Instant,
     },
     /// We are about to hand the message to its provider (attempt 1, 2, …).
@@ -351,7 +362,7 @@ domain_event!(
 impl PersonalData for ConversationEvent {
     fn personal_fields(&self) -> &'static [&'static str] {
         match self {
-            Self::MessageReceived { .. } => &["content", "attachments"],
+            Self::MessageReceived { .. } => &["content", "attachments", "source_id"],
             Self::MessageSent { .. } => &["content", "template_components"],
             Self::CustomAttributesChanged { .. } => &["attributes"],
             _ => &[],
@@ -412,15 +423,23 @@ impl Aggregate for Conversation {
         let contact_id = self.started()?;
         match command {
             ConversationCommand::Start { .. } => unreachable!("handled above"),
-            ConversationCommand::ReceiveMessage { message_id, content, attachments, sent_at, at } => {
+            ConversationCommand::ReceiveMessage { message_id, content, attachments, sent_at, source_id, at } => {
                 if content.is_empty() && attachments.is_empty() {
                     return Err(DomainError::invalid("a message needs text or a file"));
                 }
                 let waiting_since = self.waiting_since.or(Some(at));
                 let content = Some(content.into_inner());
                 let attachments = Attachment::record(&attachments)?;
-                let received =
-                    E::MessageReceived { message_id, contact_id, content, waiting_since, sent_at, attachments, at };
+                let received = E::MessageReceived {
+                    message_id,
+                    contact_id,
+                    content,
+                    waiting_since,
+                    sent_at,
+                    attachments,
+                    source_id,
+                    at,
+                };
                 sink.write(received, self).await;
                 if matches!(self.status, Status::Snoozed | Status::Resolved) && !self.muted {
                     let from = self.status;
@@ -428,7 +447,16 @@ impl Aggregate for Conversation {
                     sink.write(reopened, self).await;
                 }
             }
-            ConversationCommand::SendMessage { message_id, author, content, private, delivery, template, at } => {
+            ConversationCommand::SendMessage {
+                message_id,
+                author,
+                content,
+                private,
+                delivery,
+                template,
+                reply_to,
+                at,
+            } => {
                 if self.keyed_replies.contains(&message_id) {
                     return Ok(());
                 }
@@ -468,6 +496,7 @@ impl Aggregate for Conversation {
                     delivered_by: delivery.map(|d| d.channel),
                     template: template.as_ref().map(|(t, _)| t.clone()),
                     template_components: template.map(|(_, components)| components),
+                    reply_to,
                     at,
                 };
                 sink.write(event, self).await;
@@ -682,6 +711,7 @@ mod tests {
             waiting_since: Some(waiting_since),
             sent_at: None,
             attachments: None,
+            source_id: None,
             at: t(minute),
         }
     }
@@ -703,6 +733,7 @@ mod tests {
                 content: text("hi"),
                 attachments: Vec::new(),
                 sent_at: None,
+                source_id: None,
                 at: t(10),
             })
             .then_expect_events(vec![received(1, 10, t(10)), status(Status::Resolved, Status::Open, 10, false)]);
@@ -718,6 +749,7 @@ mod tests {
                 content: text("hi"),
                 attachments: Vec::new(),
                 sent_at: None,
+                source_id: None,
                 at: t(10),
             })
             .then_expect_events(vec![received(1, 10, t(0)), status(Status::Snoozed, Status::Open, 10, false)]);
@@ -729,6 +761,7 @@ mod tests {
                 content: text("hi"),
                 attachments: Vec::new(),
                 sent_at: None,
+                source_id: None,
                 at: t(10),
             })
             .then_expect_events(vec![received(1, 10, t(0))]);
@@ -748,6 +781,7 @@ mod tests {
             delivered_by: None,
             template: None,
             template_components: None,
+            reply_to: None,
             at: t(3),
         };
         let send = |id: MessageId| C::SendMessage {
@@ -757,6 +791,7 @@ mod tests {
             private: true,
             delivery: None,
             template: None,
+            reply_to: None,
             at: t(3),
         };
         conversation().given(vec![started(), sent(keyed)]).when(send(keyed)).then_expect_events(vec![]);
@@ -779,6 +814,7 @@ mod tests {
                 private: true,
                 delivery: None,
                 template: None,
+                reply_to: None,
                 at: t(3),
             })
             .then_expect_events(vec![E::MessageSent {
@@ -792,6 +828,7 @@ mod tests {
                 delivered_by: None,
                 template: None,
                 template_components: None,
+                reply_to: None,
                 at: t(3),
             }]);
         conversation()
@@ -803,6 +840,7 @@ mod tests {
                 private: false,
                 delivery: None,
                 template: None,
+                reply_to: None,
                 at: t(4),
             })
             .then_expect_events(vec![E::MessageSent {
@@ -816,6 +854,7 @@ mod tests {
                 delivered_by: None,
                 template: None,
                 template_components: None,
+                reply_to: None,
                 at: t(4),
             }]);
     }
@@ -833,6 +872,7 @@ mod tests {
             delivered_by: None,
             template: None,
             template_components: None,
+            reply_to: None,
             at: t(4),
         };
         conversation()
@@ -842,6 +882,7 @@ mod tests {
                 content: text("thanks"),
                 attachments: Vec::new(),
                 sent_at: None,
+                source_id: None,
                 at: t(20),
             })
             .then_expect_events(vec![E::MessageReceived {
@@ -851,6 +892,7 @@ mod tests {
                 waiting_since: Some(t(20)),
                 sent_at: None,
                 attachments: None,
+                source_id: None,
                 at: t(20),
             }]);
     }
@@ -916,6 +958,7 @@ mod tests {
                 content: text("hi"),
                 attachments: Vec::new(),
                 sent_at: None,
+                source_id: None,
                 at: t(1),
             })
             .then_expect_error(DomainError::NotFound("conversation"));
@@ -990,6 +1033,7 @@ mod tests {
             private: false,
             delivery,
             template: None,
+            reply_to: None,
             at: t(minute),
         }
     }
@@ -1004,6 +1048,7 @@ mod tests {
             waiting_since: Some(t(5)),
             sent_at: Some(t(0)),
             attachments: None,
+            source_id: None,
             at: t(5),
         };
         let hours = |h: i64| h * 60;
@@ -1025,11 +1070,15 @@ mod tests {
             private: true,
             delivery: whatsapp(),
             template: None,
+            reply_to: None,
             at: t(hours(30)),
         };
         let events = conversation().given(vec![started(), received.clone()]).when(note).inspect_result().unwrap();
         assert!(
-            matches!(&events[0], E::MessageSent { delivered_by: None, template: None, template_components: None, .. }),
+            matches!(
+                &events[0],
+                E::MessageSent { delivered_by: None, template: None, template_components: None, reply_to: None, .. }
+            ),
             "{events:?}"
         );
         let events = conversation().given(vec![started(), received]).when(reply(2, hours(23), whatsapp()));
@@ -1037,7 +1086,13 @@ mod tests {
         assert!(
             matches!(
                 &events[0],
-                E::MessageSent { delivered_by: Some(Channel::Whatsapp), template: None, template_components: None, .. }
+                E::MessageSent {
+                    delivered_by: Some(Channel::Whatsapp),
+                    template: None,
+                    template_components: None,
+                    reply_to: None,
+                    ..
+                }
             ),
             "{events:?}"
         );
@@ -1056,6 +1111,7 @@ mod tests {
             delivered_by: Some(Channel::Whatsapp),
             template: None,
             template_components: None,
+            reply_to: None,
             at: t(1),
         };
         let record = |outcome| C::RecordDelivery { message_id: msg(2), outcome, at: t(2) };

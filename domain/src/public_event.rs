@@ -133,6 +133,7 @@ mod tests {
                     waiting_since: None,
                     sent_at: None,
                     attachments: None,
+                    source_id: None,
                     at,
                 },
                 Some(PublicEvent::MessageCreated),

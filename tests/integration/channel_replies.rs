@@ -506,3 +506,33 @@ async fn inbound_media_is_copied_from_the_provider_and_served_by_a_short_lived_l
     let sealed: i64 = sqlx::query_scalar("SELECT count(*) FROM attachment_files").fetch_one(&app.pool).await.unwrap();
     assert_eq!(sealed, 2);
 }
+
+#[tokio::test]
+async fn a_whatsapp_reply_to_the_contacts_message_quotes_it() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::minutes(1)).await;
+    let listed = app
+        .ok(
+            "query($c: ID!) { conversation(id: $c) { messages { edges { node { id } } } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    let theirs = listed["conversation"]["messages"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
+    // `contact_writes` names its message `wamid.in<timestamp>`.
+    let wamid = "wamid.in";
+    let quoting = "mutation($c: ID!, $q: ID!) { sendMessage(input: {conversationId: $c, content: \"Yes, in blue\", \
+        replyToMessageId: $q}) { id } }";
+    app.ok(quoting, json!({ "c": conversation, "q": theirs })).await;
+    let requests = graph.wait_for_sent(1, Duration::from_secs(10)).await;
+    let quoted = requests[0].body["context"]["message_id"].as_str().unwrap_or_default().to_string();
+    assert!(
+        quoted.starts_with(wamid) && quoted.len() > wamid.len(),
+        "the contact's wamid is quoted: {}",
+        requests[0].body
+    );
+    assert_eq!(requests[0].body["text"]["body"], "Yes, in blue");
+    let elsewhere = app.gql(quoting, json!({ "c": conversation, "q": uuid::Uuid::now_v7().to_string() })).await;
+    assert_eq!(elsewhere["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{elsewhere}");
+}

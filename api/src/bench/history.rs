@@ -87,7 +87,12 @@ async fn conversation(
                     conversation,
                     &routed,
                     display_id,
-                    Said { content: MessageContent::parse(text)?, attachments: Vec::new(), sent_at: None },
+                    Said {
+                        content: MessageContent::parse(text)?,
+                        attachments: Vec::new(),
+                        sent_at: None,
+                        source_id: None,
+                    },
                 )
                 .await?,
         );

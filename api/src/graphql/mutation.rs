@@ -79,6 +79,8 @@ pub struct SendMessageInput {
     /// The client's own id for this reply: sending it again (a retry after a lost
     /// answer) returns the reply already sent instead of sending another.
     pub client_message_id: Option<String>,
+    /// The message of this conversation it answers (WhatsApp shows it quoted).
+    pub reply_to_message_id: Option<ID>,
 }
 
 #[derive(InputObject)]
@@ -280,15 +282,21 @@ impl Mutation {
     async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
         let conversation = parse_id(&input.conversation_id, "conversation")?;
         let content = &MessageContent::parse(input.content.clone())?;
+        let reply_to = input.reply_to_message_id.as_ref().map(|id| parse_id(id, "message")).transpose()?;
         let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
             authorize_conversation(principal, state, &context, conversation).await?;
             let private = input.private.unwrap_or(false);
-            let (id, written, delivered) = state
-                .commands
-                .send_message(&context, conversation, content.clone(), private, input.client_message_id.as_deref())
-                .await?;
+            if let Some(quoted) = reply_to {
+                let found = timeline::message(&state.pool, principal.account_id, quoted).await?;
+                if found.is_none_or(|m| m.conversation_id != conversation) {
+                    return Err(ApiError::bad_input("replyToMessageId names no message of this conversation"));
+                }
+            }
+            let key = input.client_message_id.as_deref();
+            let (id, written, delivered) =
+                state.commands.send_message(&context, conversation, content.clone(), private, key, reply_to).await?;
             if written.position.is_none() {
                 return original(state, principal.account_id, id).await;
             }

@@ -151,6 +151,8 @@ struct Reply {
     text: String,
     /// An approved template and its components, sent as such.
     template: Option<(TemplateRef, serde_json::Value)>,
+    /// The provider's id of the message it answers.
+    quoted: Option<String>,
 }
 
 impl ChannelDelivery {
@@ -241,22 +243,59 @@ impl ChannelDelivery {
         let mut conn = store.pool().acquire().await.context("failed to read the reply")?;
         let conversation_id = delivery.conversation_id.to_string();
         let event = read_event(&mut conn, store.keyring(), "conversation", &conversation_id, delivery.sequence).await?;
-        let (text, template) = match event.map(|e| e.decode::<ConversationEvent>()).transpose()? {
+        let (text, template, reply_to) = match event.map(|e| e.decode::<ConversationEvent>()).transpose()? {
             Some(ConversationEvent::MessageSent {
                 message_id,
                 content: Some(text),
                 template,
                 template_components,
+                reply_to,
                 ..
             }) if message_id.as_uuid() == delivery.message_id => {
-                (text, template.map(|t| (t, template_components.unwrap_or_else(|| serde_json::json!([])))))
+                let template = template.map(|t| (t, template_components.unwrap_or_else(|| serde_json::json!([]))));
+                (text, template, reply_to)
             }
             Some(ConversationEvent::MessageSent { content: None, .. }) => {
                 return Ok(Err("the message's text was erased with the contact's data".into()))
             }
             _ => anyhow::bail!("the delivery names an event that is not its message"),
         };
-        Ok(Ok(Reply { inbox, conversation, recipient, text, template }))
+        let quoted = match reply_to {
+            Some(quoted) => self.provider_id_of(&mut conn, delivery.conversation_id, quoted.as_uuid()).await?,
+            None => None,
+        };
+        Ok(Ok(Reply { inbox, conversation, recipient, text, template, quoted }))
+    }
+
+    /// The provider's id of a message of the conversation: ours as the provider
+    /// accepted it, or the contact's as it arrived (opened from its event).
+    async fn provider_id_of(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        conversation: Uuid,
+        message: Uuid,
+    ) -> anyhow::Result<Option<String>> {
+        let ours: Option<String> =
+            sqlx::query_scalar("SELECT provider_message_id FROM channel_messages WHERE message_id = $1")
+                .bind(message)
+                .fetch_optional(&mut *conn)
+                .await
+                .context("failed to find a quoted message")?;
+        if ours.is_some() {
+            return Ok(ours);
+        }
+        let sequence: Option<i64> = sqlx::query_scalar("SELECT seq FROM rm_messages WHERE message_id = $1")
+            .bind(message)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("failed to find a quoted message")?;
+        let Some(sequence) = sequence else { return Ok(None) };
+        let keyring = self.commands.store().keyring();
+        let event = read_event(conn, keyring, "conversation", &conversation.to_string(), sequence).await?;
+        Ok(match event.map(|e| e.decode::<ConversationEvent>()).transpose()? {
+            Some(ConversationEvent::MessageReceived { source_id, .. }) => source_id,
+            _ => None,
+        })
     }
 
     /// The provider's send request for the reply: its URL and body.
@@ -265,7 +304,7 @@ impl ChannelDelivery {
             Channel::Whatsapp => {
                 let body = match &reply.template {
                     Some((template, components)) => whatsapp::template(&reply.recipient, template, components),
-                    None => whatsapp::text(&reply.recipient, &reply.text),
+                    None => whatsapp::text(&reply.recipient, &reply.text, reply.quoted.as_deref()),
                 };
                 (self.graph.url(&format!("{}/messages", reply.inbox.routing_id)), body)
             }

@@ -268,15 +268,20 @@ fn status(routing_id: &str, item: Value) -> Notice {
     })
 }
 
-/// The Cloud API's body for a text reply to `to` (a `wa_id`).
-pub fn text(to: &str, body: &str) -> Value {
-    serde_json::json!({
+/// The Cloud API's body for a text reply to `to` (a `wa_id`), quoting the message
+/// `quoted` (its wamid) when it answers one.
+pub fn text(to: &str, body: &str, quoted: Option<&str>) -> Value {
+    let mut request = serde_json::json!({
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": to,
         "type": "text",
         "text": {"preview_url": false, "body": body},
-    })
+    });
+    if let Some(quoted) = quoted {
+        request["context"] = serde_json::json!({"message_id": quoted});
+    }
+    request
 }
 
 /// The Cloud API's body for an approved template to `to`, with its components as the
