@@ -536,3 +536,28 @@ async fn a_whatsapp_reply_to_the_contacts_message_quotes_it() {
     let elsewhere = app.gql(quoting, json!({ "c": conversation, "q": uuid::Uuid::now_v7().to_string() })).await;
     assert_eq!(elsewhere["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{elsewhere}");
 }
+
+#[tokio::test]
+async fn with_two_servers_a_reply_is_sent_once() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    let mut config = tests::test_config(&app.database_url);
+    config.meta_graph_api_url = graph.url.clone();
+    let other = tests::TestServer::start_with(config).await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::minutes(1)).await;
+    let sent = tests::gql_at(
+        &app.client,
+        &other.address,
+        Some(&app.token),
+        SEND,
+        json!({ "c": conversation, "text": "from B" }),
+    )
+    .await;
+    let message = sent["data"]["sendMessage"]["id"].as_str().expect("sent through the other server").to_string();
+    assert_eq!(wait_for_status(&app, &conversation, &message, "SENT").await.0, "SENT");
+    // Both servers run policies and job workers: the reply still goes out once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(graph.sent().len(), 1);
+    other.stop().await;
+}

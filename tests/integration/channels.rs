@@ -360,3 +360,35 @@ async fn a_four_megabyte_payload_is_accepted() {
         .unwrap();
     assert_eq!(received, 38);
 }
+
+#[tokio::test]
+async fn redeliveries_spread_over_two_servers_store_the_message_once() {
+    let app = TestApp::spawn().await;
+    whatsapp_inbox(&app, "111").await;
+    let other = tests::TestServer::start(&app.database_url).await;
+    let body = whatsapp_payload(&[("111", &[("5511911110000", "wamid.twice", "Oi")])]);
+    let signature = sign(APP_SECRET, &body);
+    let deliveries = (0..10).map(|n| {
+        let address = if n % 2 == 0 { app.server.address.clone() } else { other.address.clone() };
+        let (client, body, signature) = (app.client.clone(), body.clone(), signature.clone());
+        async move {
+            let response = client
+                .post(format!("{address}/webhooks/whatsapp"))
+                .header("X-Hub-Signature-256", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(deliveries).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    app.projected().await;
+    let received: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MessageReceived'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(received, 1);
+    other.stop().await;
+}

@@ -202,7 +202,7 @@ async fn list_templates(
     headers: HeaderMap,
 ) -> Response {
     let mut script = script.lock().expect("script");
-    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let authorization = authorization(&headers);
     let page_two = query.get("after").is_some_and(|a| a == "2");
     let mut path = format!("/{version}/{id}/message_templates");
     if page_two {

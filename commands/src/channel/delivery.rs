@@ -38,7 +38,7 @@ use super::tracking::{self, Accepted};
 use super::{messenger, whatsapp, GraphApi, ProviderError};
 use crate::context::CommandContext;
 use crate::jobs::{enqueue_all, Clock, Job, JobHandler, NewJob, Outcome, DEFAULT_MAX_ATTEMPTS};
-use crate::outbound::{Outbound, OutboundError};
+use crate::outbound::Outbound;
 use crate::side_write::SideWrites;
 use crate::{CommandError, Commands};
 
@@ -189,8 +189,8 @@ impl ChannelDelivery {
         let token = reply.inbox.access_token().context("the inbox has no access token")?;
         let headers = [("authorization", format!("Bearer {token}")), ("content-type", "application/json".into())];
         let answer = self.outbound.post(&url, &headers, serde_json::to_vec(&body)?).await;
-        let failure = match answer {
-            Ok(response) if response.status().is_success() => {
+        let failure = match ProviderError::answered(answer).await {
+            Ok(response) => {
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
                 let accepted_id = match channel {
                     Channel::Whatsapp => whatsapp::accepted_id(&body),
@@ -206,9 +206,7 @@ impl ChannelDelivery {
                 self.accepted(&context, delivery, &reply, provider_message_id).await?;
                 return Ok(Outcome::Done);
             }
-            Ok(response) => ProviderError::of(response).await,
-            Err(OutboundError::Refused(reason)) => ProviderError::permanent(reason),
-            Err(OutboundError::Failed(reason)) => ProviderError::transient(reason),
+            Err(failure) => failure,
         };
         if failure.transient && !job.is_last_attempt() {
             return Ok(Outcome::Retry { error: failure.to_string(), after: failure.retry_after });

@@ -22,7 +22,7 @@ use super::settings;
 use super::{GraphApi, ProviderError};
 use crate::attachments::{Attachments, KeepOutcome, MAX_FILE_BYTES};
 use crate::jobs::{enqueue_all, Clock, Job, JobHandler, NewJob, Outcome, DEFAULT_MAX_ATTEMPTS};
-use crate::outbound::{Outbound, OutboundError};
+use crate::outbound::Outbound;
 use crate::Commands;
 
 /// The policy's name (its checkpoint).
@@ -190,12 +190,7 @@ impl MediaFetch {
 
     /// A GET's body, at most `limit` bytes (a larger one is refused, not kept).
     async fn body(&self, url: &str, headers: &[(&str, String)], limit: usize) -> Result<Vec<u8>, ProviderError> {
-        let mut response = match self.outbound.get(url, headers).await {
-            Ok(response) if response.status().is_success() => response,
-            Ok(response) => return Err(ProviderError::of(response).await),
-            Err(OutboundError::Refused(reason)) => return Err(ProviderError::permanent(reason)),
-            Err(OutboundError::Failed(reason)) => return Err(ProviderError::transient(reason)),
-        };
+        let mut response = ProviderError::answered(self.outbound.get(url, headers).await).await?;
         let too_large = || ProviderError::permanent(format!("the file is larger than {limit} bytes"));
         if response.content_length().is_some_and(|length| length > limit as u64) {
             return Err(too_large());

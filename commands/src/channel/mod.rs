@@ -145,6 +145,20 @@ impl ProviderError {
         Self { code: None, message, transient: false, retry_after: None }
     }
 
+    /// A request's successful answer, or why there was none: no answer through the
+    /// guard (refused: permanent; failed: transient), or the provider's error.
+    pub async fn answered(
+        sent: Result<reqwest::Response, crate::outbound::OutboundError>,
+    ) -> Result<reqwest::Response, Self> {
+        use crate::outbound::OutboundError;
+        match sent {
+            Ok(response) if response.status().is_success() => Ok(response),
+            Ok(response) => Err(Self::of(response).await),
+            Err(OutboundError::Refused(reason)) => Err(Self::permanent(reason)),
+            Err(OutboundError::Failed(reason)) => Err(Self::transient(reason)),
+        }
+    }
+
     /// Reads a non-2xx answer: `{"error": {"message", "code", …}}` where the provider
     /// gives one.
     pub async fn of(response: reqwest::Response) -> Self {

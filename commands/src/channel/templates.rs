@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::settings;
 use super::{GraphApi, ProviderError};
 use crate::jobs::{Job, JobHandler, NewJob, Outcome, DEFAULT_MAX_ATTEMPTS};
-use crate::outbound::{Outbound, OutboundError};
+use crate::outbound::Outbound;
 use crate::Commands;
 
 /// The job kind of a sync.
@@ -102,12 +102,7 @@ impl Commands {
         ));
         let mut listed = Vec::new();
         for _ in 0..MAX_PAGES {
-            let response = match outbound.get(&url, &headers).await {
-                Ok(response) if response.status().is_success() => response,
-                Ok(response) => return Err(ProviderError::of(response).await),
-                Err(OutboundError::Refused(reason)) => return Err(ProviderError::permanent(reason)),
-                Err(OutboundError::Failed(reason)) => return Err(ProviderError::transient(reason)),
-            };
+            let response = ProviderError::answered(outbound.get(&url, &headers).await).await?;
             let page: Page = response
                 .json()
                 .await
