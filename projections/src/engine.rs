@@ -19,7 +19,7 @@ use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::feed::{open_sealed_fields, read_sealed_after, FeedEvent, FeedPosition};
+use crate::feed::{self, open_sealed_fields, read_sealed_after, FeedEvent, FeedPosition};
 use crate::keyring::Keyring;
 use crate::publication::{Fanout, PgFanout, Published, Publisher};
 
@@ -322,13 +322,19 @@ impl Engine {
                     }
                     self.set_status(name, |s| s.position = cursor.scanned);
                 }
+                if recheck_until.is_some_and(|until| until <= std::time::Instant::now()) {
+                    // Committed events still held back (a long transaction elsewhere in
+                    // the cluster): keep looking rather than wait for the poll.
+                    let held = feed::held_back_after(&mut conn, cursor.scanned).await.map_err(transient)?;
+                    recheck_until = held.then(|| std::time::Instant::now() + RECHECK_WINDOW);
+                }
                 let pause = match recheck_until {
-                    Some(until) if until > std::time::Instant::now() => {
+                    Some(_) => {
                         let pause = self.poll.min(recheck_pause);
                         recheck_pause = (recheck_pause * 2).min(RECHECK_PAUSE_MAX);
                         pause
                     }
-                    _ => self.poll,
+                    None => self.poll,
                 };
                 tokio::select! {
                     _ = woken.changed() => {
@@ -626,7 +632,8 @@ const CHECKPOINT_EVERY: std::time::Duration = Duration::from_secs(1);
 /// The shortest time between two reads of a runner that is keeping up.
 const BATCH_INTERVAL: Duration = Duration::from_millis(5);
 /// How soon a runner woken to nothing looks again (then at doubling pauses, at most a
-/// second apart), and for how long it keeps doing so.
+/// second apart), and for how long before it asks whether committed events are still
+/// held back by the watermark (then it keeps looking as long as they are).
 const RECHECK_AFTER_WAKE: Duration = Duration::from_millis(50);
 const RECHECK_PAUSE_MAX: Duration = Duration::from_secs(1);
 const RECHECK_WINDOW: Duration = Duration::from_secs(30);

@@ -142,6 +142,20 @@ pub async fn read_after(
 const IN_FEED_ORDER_AFTER: &str = "(transaction_id, global_position) > ($1::text::xid8, $2) \
      AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY transaction_id, global_position LIMIT $3";
 
+/// Whether committed events after `after` wait above the watermark: a transaction
+/// in flight anywhere in the cluster (the watermark is the cluster's) holds them back,
+/// and a reader that was told of them should keep looking until they show.
+pub async fn held_back_after(conn: &mut PgConnection, after: FeedPosition) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2) \
+         AND transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .fetch_one(&mut *conn)
+    .await
+}
+
 /// As [`read_after`], personal fields still sealed: for readers that open only the
 /// events they use. With `bodies_of`, events of other aggregate types come without
 /// payload and metadata (`null`): a projector scans past them, and neither the

@@ -224,8 +224,8 @@ async fn a_write_in_another_process_wakes_the_projectors_without_waiting_for_the
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     // Only the NOTIFY the other process sends after its commit can wake them this soon
     // (their poll is two minutes; a loaded suite's other transactions may hold the
-    // watermark back a while, which the woken runners look past again, at doubling
-    // pauses for 30 s: the last look may come after 30 s).
+    // watermark back a while, and the woken runners keep looking, at most a second
+    // apart, as long as committed events wait above it).
     tests::wait_until_projected_within(&pool, Duration::from_secs(60)).await;
     let agents: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_agents").fetch_one(&pool).await.unwrap();
     assert_eq!(agents, 1);
