@@ -145,10 +145,10 @@ impl Services {
         );
         let graph =
             GraphApi { base_url: config.meta_graph_api_url.clone(), version: config.meta_graph_api_version.clone() };
-        let replies = ChannelDelivery::new(commands.clone(), outbound.clone(), graph.clone());
-        let templates = TemplateSync::new(commands.clone(), outbound.clone(), graph.clone());
         let files = LocalDirectory::new(config.attachments_dir.clone());
         let attachments = Attachments::new(Arc::new(files), pool.clone(), keyring.clone());
+        let replies = ChannelDelivery::new(commands.clone(), outbound.clone(), graph.clone(), attachments.clone());
+        let templates = TemplateSync::new(commands.clone(), outbound.clone(), graph.clone());
         let fetches = MediaFetch::new(commands.clone(), outbound.clone(), graph.clone(), attachments.clone());
         let handlers: Vec<Arc<dyn commands::jobs::JobHandler>> =
             vec![Arc::new(delivery), Arc::new(notifying), Arc::new(replies), Arc::new(templates), Arc::new(fetches)];

@@ -247,6 +247,7 @@ impl Configured {
 /// inbox and three customers' conversations, one of them answered.
 async fn seed_demo(commands: &commands::Commands, account: &commands::account::Bootstrapped) -> anyhow::Result<()> {
     use commands::context::CommandContext;
+    use commands::conversation::Reply;
     use commands::inbound::InboundMessage;
     use domain::actor::Actor;
     use domain::contact::ContactDetails;
@@ -277,7 +278,8 @@ async fn seed_demo(commands: &commands::Commands, account: &commands::account::B
     }
     if let Some(conversation) = first {
         let reply = MessageContent::parse("Sorry for the wait, Ana: it left our warehouse this morning.")?;
-        commands.send_message(&admin, conversation, reply, false, None, None).await?;
+        let reply = Reply { content: reply, ..Reply::default() };
+        commands.send_message(&admin, conversation, reply).await?;
     }
     Ok(())
 }

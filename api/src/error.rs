@@ -90,6 +90,11 @@ impl ApiError {
     pub fn bad_input(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadUserInput, message)
     }
+    /// An uploaded file larger than the attachment store keeps.
+    pub fn file_too_large() -> Self {
+        let mb = commands::attachments::MAX_FILE_BYTES / (1024 * 1024);
+        Self::new(ErrorCode::PayloadTooLarge, format!("a file is at most {mb} MB"))
+    }
     pub fn not_found(what: &str) -> Self {
         Self::new(ErrorCode::NotFound, format!("{what} not found"))
     }

@@ -37,16 +37,23 @@ async fn download(
         return refused(StatusCode::FORBIDDEN, "this link is not valid, or has expired: ask the API for a new one");
     }
     match app.attachments.open(id).await {
-        Ok(Some((mime_type, bytes))) => (
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, mime_type),
-                (header::CACHE_CONTROL, "private, max-age=300".to_string()),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
-            ],
-            bytes,
-        )
-            .into_response(),
+        Ok(Some((mime_type, bytes))) => {
+            // Images, sound and video show in the page; anything else (an HTML file an
+            // agent or contact sent) is downloaded, never rendered from this origin.
+            let shown = ["image/", "audio/", "video/"].iter().any(|kind| mime_type.starts_with(kind));
+            let disposition = if shown { "inline" } else { "attachment" };
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, mime_type),
+                    (header::CONTENT_DISPOSITION, disposition.to_string()),
+                    (header::CACHE_CONTROL, "private, max-age=300".to_string()),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
         Ok(None) => refused(StatusCode::NOT_FOUND, "no such file (not fetched yet, or erased)"),
         Err(error) => {
             tracing::warn!(error = format!("{error:#}"), "a file could not be served");

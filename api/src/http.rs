@@ -6,8 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -17,6 +16,10 @@ use projections::policy::PolicyState;
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
+use commands::attachments::MAX_FILE_BYTES;
+use futures_util::TryStreamExt;
+
+use crate::auth::Auth;
 use crate::error::{ensure_codes, ApiError, ErrorCode};
 use crate::graphql::ApiSchema;
 use crate::state::{AppState, ClientAddress, RequestId};
@@ -135,15 +138,57 @@ async fn subscriptions(
 async fn graphql(
     State(state): State<Arc<HttpState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Response {
     let metrics = state.app.requests.clone();
     let _in_flight = metrics.start();
     let started = std::time::Instant::now();
-    let (answer, operation, code) = answer_graphql(state, peer, headers, body).await;
+    let headers = request.headers().clone();
+    // Who asks, before the body is read: a file is spooled for known callers only.
+    let read = match state.app.authenticator.authenticate(&headers).await {
+        Ok(auth) => read_graphql(&state, request, auth.0.is_ok()).await.map(|request| (request, auth)),
+        Err(error) => Err(error),
+    };
+    let (answer, operation, code) = match read {
+        Ok((request, auth)) => answer_graphql(state, peer, headers, request, auth).await,
+        Err(error) => {
+            let code = error.code.as_str();
+            (error.into_response(), None, code)
+        }
+    };
     metrics.record(operation.as_deref(), code, started.elapsed().as_secs_f64());
     answer
+}
+
+/// Reads a GraphQL request: JSON (at most `max_body_bytes`), or a multipart request
+/// carrying a file (the GraphQL multipart request spec: `operations`, `map`, one file
+/// of at most [`MAX_FILE_BYTES`], spooled to a temporary file).
+async fn read_graphql(
+    state: &HttpState,
+    request: axum::extract::Request,
+    authenticated: bool,
+) -> Result<async_graphql::Request, ApiError> {
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if content_type.as_deref().is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("multipart/")) {
+        if !authenticated {
+            return Err(ApiError::unauthenticated());
+        }
+        let options = async_graphql::http::MultipartOptions::default().max_file_size(MAX_FILE_BYTES).max_num_files(1);
+        let body = request.into_body().into_data_stream().map_err(std::io::Error::other).into_async_read();
+        return async_graphql::http::receive_body(content_type, body, options).await.map_err(|e| match e {
+            async_graphql::ParseRequestError::PayloadTooLarge => ApiError::file_too_large(),
+            other => ApiError::bad_input(format!("the request is not a GraphQL multipart request: {other}")),
+        });
+    }
+    let body = match Bytes::from_request(request, &()).await {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!("the request body is larger than {} bytes", state.settings.max_body_bytes);
+            return Err(ApiError::new(ErrorCode::PayloadTooLarge, message));
+        }
+        Err(rejection) => return Err(ApiError::bad_input(rejection.body_text())),
+    };
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_input(format!("the request is not a GraphQL request: {e}")))
 }
 
 /// The answer, with the operation's name and the outcome (`OK` or the first code).
@@ -151,33 +196,11 @@ async fn answer_graphql(
     state: Arc<HttpState>,
     peer: SocketAddr,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: async_graphql::Request,
+    auth: Auth,
 ) -> (Response, Option<String>, &'static str) {
-    let refused = |error: ApiError| {
-        let code = error.code.as_str();
-        (error.into_response(), None, code)
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let message = format!("the request body is larger than {} bytes", state.settings.max_body_bytes);
-            return refused(ApiError::new(ErrorCode::PayloadTooLarge, message));
-        }
-        Err(rejection) => return refused(ApiError::bad_input(rejection.body_text())),
-    };
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(e) => return refused(ApiError::bad_input(format!("the request is not a GraphQL request: {e}"))),
-    };
     let operation = crate::request_metrics::operation_name(request.operation_name.as_deref(), &request.query);
     let client = client_address(&headers, peer, state.settings.trust_forwarded_for);
-    let auth = match state.app.authenticator.authenticate(&headers).await {
-        Ok(auth) => auth,
-        Err(error) => {
-            let (answer, _, code) = refused(error);
-            return (answer, operation, code);
-        }
-    };
     let request_id = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())

@@ -1,5 +1,5 @@
-//! Files of messages, kept outside the database: each sealed with its contact's data
-//! key (erasing the contact shreds their files with the rest of their data), stored
+//! Files of messages (a contact's, copied from their provider; an agent's, uploaded),
+//! kept outside the database: each sealed with its contact's data key (erasing the contact shreds their files with the rest of their data), stored
 //! behind [`AttachmentStore`] (a local directory by default, `ATTACHMENTS_DIR`), and
 //! served through short-lived signed links an `<img>` can load.
 
@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use domain::attachment::Attachment;
+use domain::values::FileType;
 use hmac::{Hmac, Mac};
 use projections::keyring::{decrypt, encrypt, Keyring};
 use sha2::Sha256;
@@ -120,6 +122,77 @@ impl Attachments {
         Ok(KeepOutcome::Kept)
     }
 
+    /// Keeps a file an agent uploads to a conversation, sealed with the contact's key;
+    /// `None` when the contact was erased.
+    pub async fn upload(&self, upload: Upload<'_>) -> anyhow::Result<Option<Attachment>> {
+        let Some(cipher) = self.keyring.data_key(&self.pool, upload.contact).await? else {
+            return Ok(None);
+        };
+        let id = Uuid::now_v7();
+        let file_type = FileType::of_mime(upload.mime_type);
+        self.store.put(id, &encrypt(&cipher, id.as_bytes(), upload.bytes)?).await?;
+        sqlx::query(
+            "INSERT INTO attachment_files (attachment_id, account_id, contact_id, mime_type, file_size, \
+             conversation_id, uploaded_by, file_type, file_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(upload.account)
+        .bind(upload.contact)
+        .bind(upload.mime_type)
+        .bind(i64::try_from(upload.bytes.len()).unwrap_or(i64::MAX))
+        .bind(upload.conversation)
+        .bind(upload.uploaded_by)
+        .bind(file_type.as_str())
+        .bind(encrypt(&cipher, id.as_bytes(), upload.file_name.as_bytes())?)
+        .execute(&self.pool)
+        .await
+        .context("failed to record an uploaded file")?;
+        Ok(Some(Attachment {
+            attachment_id: id,
+            file_type,
+            mime_type: Some(upload.mime_type.to_string()),
+            file_name: Some(upload.file_name.to_string()),
+            source: UPLOADED.to_string(),
+        }))
+    }
+
+    /// The files uploaded to a conversation among `ids`, as a message records them, in
+    /// the order asked; `None` if any of them is not one (or its contact was erased).
+    pub async fn uploaded(
+        &self,
+        account: Uuid,
+        conversation: Uuid,
+        ids: &[Uuid],
+    ) -> anyhow::Result<Option<Vec<Attachment>>> {
+        let rows: Vec<UploadedRow> = sqlx::query_as(
+            "SELECT attachment_id, contact_id, mime_type, file_type, file_name FROM attachment_files \
+             WHERE attachment_id = ANY($1) AND account_id = $2 AND conversation_id = $3",
+        )
+        .bind(ids)
+        .bind(account)
+        .bind(conversation)
+        .fetch_all(&self.pool)
+        .await
+        .context("failed to read uploaded files")?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(row) = rows.iter().find(|r| r.attachment_id == *id) else { return Ok(None) };
+            let Some(cipher) = self.keyring.data_key(&self.pool, row.contact_id).await? else { return Ok(None) };
+            let file_name = match &row.file_name {
+                Some(sealed) => Some(String::from_utf8(decrypt(&cipher, id.as_bytes(), sealed)?)?),
+                None => None,
+            };
+            found.push(Attachment {
+                attachment_id: *id,
+                file_type: row.file_type.as_deref().and_then(|t| t.parse().ok()).unwrap_or(FileType::File),
+                mime_type: Some(row.mime_type.clone()),
+                file_name,
+                source: UPLOADED.to_string(),
+            });
+        }
+        Ok(Some(found))
+    }
+
     /// Which of these files are kept.
     pub async fn kept(&self, ids: &[Uuid]) -> anyhow::Result<Vec<KeptFile>> {
         sqlx::query_as(
@@ -168,6 +241,30 @@ impl Attachments {
         self.mac(id, expires).verify_slice(&given).is_ok() && now.timestamp() <= expires
     }
 }
+
+/// A file an agent uploads to a conversation (checked: a storable name, a MIME type).
+pub struct Upload<'a> {
+    pub account: Uuid,
+    pub contact: Uuid,
+    pub conversation: Uuid,
+    pub uploaded_by: Uuid,
+    pub file_name: &'a str,
+    pub mime_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
+#[derive(sqlx::FromRow)]
+struct UploadedRow {
+    attachment_id: Uuid,
+    contact_id: Uuid,
+    mime_type: String,
+    file_type: Option<String>,
+    /// Sealed with the contact's key.
+    file_name: Option<Vec<u8>>,
+}
+
+/// The [`Attachment::source`] of an agent's upload: kept already, nothing to fetch.
+pub const UPLOADED: &str = "upload";
 
 /// What keeping a file did.
 #[derive(Debug, PartialEq, Eq)]

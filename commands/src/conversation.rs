@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use domain::activity::ActedBy;
 use domain::actor::Actor;
+use domain::attachment::Attachment;
 use domain::channel::{ChannelAddress, ProviderDelivery, TemplateRef};
 use domain::conversation::{ChangedBy, Conversation, ConversationCommand};
 use domain::ids::{ConversationId, MessageId, TeamId, UserId};
@@ -73,13 +74,9 @@ impl Commands {
         &self,
         context: &CommandContext,
         conversation_id: Uuid,
-        content: MessageContent,
-        private: bool,
-        client_key: Option<&str>,
-        reply_to: Option<Uuid>,
+        reply: Reply<'_>,
     ) -> Result<(Uuid, Written, bool), CommandError> {
-        let reply_to = reply_to.map(MessageId);
-        self.send(context, conversation_id, Outgoing { content, private, client_key, template: None, reply_to }).await
+        self.send(context, conversation_id, reply, None).await
     }
 
     /// An approved WhatsApp template (the only message allowed outside the reply
@@ -93,9 +90,8 @@ impl Commands {
         content: MessageContent,
     ) -> Result<(Uuid, Written), CommandError> {
         TemplateRef::check_components(&components)?;
-        let template = Some((template, components));
-        let outgoing = Outgoing { content, private: false, client_key: None, template, reply_to: None };
-        let (id, written, _) = self.send(context, conversation_id, outgoing).await?;
+        let reply = Reply { content, ..Reply::default() };
+        let (id, written, _) = self.send(context, conversation_id, reply, Some((template, components))).await?;
         Ok((id, written))
     }
 
@@ -103,12 +99,14 @@ impl Commands {
         &self,
         context: &CommandContext,
         conversation_id: Uuid,
-        outgoing: Outgoing<'_>,
+        reply: Reply<'_>,
+        template: Option<(TemplateRef, serde_json::Value)>,
     ) -> Result<(Uuid, Written, bool), CommandError> {
         let Actor::User(author) = context.actor else {
             return Err(DomainError::invalid("only an agent can send a message").into());
         };
-        let Outgoing { content, private, client_key, template, reply_to } = outgoing;
+        let Reply { content, attachments, private, client_key, reply_to } = reply;
+        let reply_to = reply_to.map(MessageId);
         let message_id = match client_key {
             Some(key) => MessageId::keyed(ConversationId(conversation_id), UserId(author), key)?.as_uuid(),
             None => Uuid::now_v7(),
@@ -124,6 +122,7 @@ impl Commands {
                     message_id: MessageId(message_id),
                     author: UserId(author),
                     content: content.clone(),
+                    attachments: attachments.clone(),
                     private,
                     at: context.at,
                 })
@@ -289,12 +288,17 @@ fn changed_by(context: &CommandContext) -> ChangedBy {
     ChangedBy { by, activity_message_id: MessageId(Uuid::now_v7()) }
 }
 
-/// What an agent sends.
-struct Outgoing<'a> {
-    content: MessageContent,
-    private: bool,
-    client_key: Option<&'a str>,
-    template: Option<(TemplateRef, serde_json::Value)>,
+/// An agent's reply or private note.
+#[derive(Default)]
+pub struct Reply<'a> {
+    /// May be empty when the reply is its files.
+    pub content: MessageContent,
+    /// Files uploaded to the conversation ([`crate::attachments::Attachments::uploaded`]).
+    pub attachments: Vec<Attachment>,
+    /// A private note, visible to agents only.
+    pub private: bool,
+    /// The client's own id for it: a retry is answered with the reply already sent.
+    pub client_key: Option<&'a str>,
     /// The message of the conversation it answers.
-    reply_to: Option<MessageId>,
+    pub reply_to: Option<Uuid>,
 }

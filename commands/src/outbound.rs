@@ -141,7 +141,7 @@ impl Outbound {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<reqwest::Response, OutboundError> {
-        self.send(reqwest::Method::POST, url, headers, Some(body)).await
+        self.send(reqwest::Method::POST, url, headers, Some(Body::Bytes(body))).await
     }
 
     /// GETs a URL under the same checks as [`Outbound::post`].
@@ -149,12 +149,22 @@ impl Outbound {
         self.send(reqwest::Method::GET, url, headers, None).await
     }
 
+    /// POSTs a multipart form (a file upload) under the same checks as [`Outbound::post`].
+    pub async fn post_form(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        form: reqwest::multipart::Form,
+    ) -> Result<reqwest::Response, OutboundError> {
+        self.send(reqwest::Method::POST, url, headers, Some(Body::Form(form))).await
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
         url: &str,
         headers: &[(&str, String)],
-        body: Option<Vec<u8>>,
+        body: Option<Body>,
     ) -> Result<reqwest::Response, OutboundError> {
         let url = self.parse(url).map_err(|e| OutboundError::Refused(e.to_string()))?;
         // An address in the URL is not resolved, so the resolver cannot drop it.
@@ -164,9 +174,11 @@ impl Outbound {
             }
         }
         let mut request = self.client.request(method, url);
-        if let Some(body) = body {
-            request = request.body(body);
-        }
+        request = match body {
+            Some(Body::Bytes(bytes)) => request.body(bytes),
+            Some(Body::Form(form)) => request.multipart(form),
+            None => request,
+        };
         for (name, value) in headers {
             request = request.header(*name, value);
         }
@@ -179,6 +191,12 @@ impl Outbound {
             }
         })
     }
+}
+
+/// What a request carries.
+enum Body {
+    Bytes(Vec<u8>),
+    Form(reqwest::multipart::Form),
 }
 
 /// Why an outbound request did not get an answer.

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::values::Channel;
+use crate::attachment::Attachment;
+use crate::values::{Channel, FileType};
 use crate::DomainError;
 
 /// Longest provider id (phone number id, business account id, page id).
@@ -82,6 +83,34 @@ impl ChannelAddress {
 pub struct ProviderDelivery {
     pub channel: Channel,
     pub window: chrono::Duration,
+}
+
+impl ProviderDelivery {
+    /// Checks that a reply is one message to the provider: at most one file (each
+    /// provider sends a file per message), and text beside it only as a caption where
+    /// the provider shows one (WhatsApp images, videos and documents; Messenger none).
+    pub fn check_files(&self, attachments: &[Attachment], text: &str) -> Result<(), DomainError> {
+        let [file] = attachments else {
+            return match attachments.len() {
+                0 => Ok(()),
+                _ => Err(DomainError::invalid(format!(
+                    "a {} reply carries one file: send each file as its own message",
+                    self.channel.as_str()
+                ))),
+            };
+        };
+        let captioned = match self.channel {
+            Channel::Whatsapp => matches!(file.file_type, FileType::Image | FileType::Video | FileType::File),
+            _ => false,
+        };
+        if !text.is_empty() && !captioned {
+            return Err(DomainError::invalid(format!(
+                "{} does not show text with a file of this kind: send the text as its own message",
+                self.channel.as_str()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Longest template name Meta accepts.

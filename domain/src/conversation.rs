@@ -117,7 +117,10 @@ pub enum ConversationCommand {
     SendMessage {
         message_id: MessageId,
         author: UserId,
+        /// May be empty when the message is its attachments.
         content: MessageContent,
+        /// Files the agent uploaded to the conversation.
+        attachments: Vec<Attachment>,
         private: bool,
         /// The provider that delivers public replies in this conversation's inbox.
         delivery: Option<ProviderDelivery>,
@@ -227,6 +230,9 @@ pub enum ConversationEvent {
         /// The message of the conversation it answers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<MessageId>,
+        /// The files it carries ([`Attachment`]s); sealed, and `None` once erased.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachments: Option<serde_json::Value>,
         at: Instant,
     },
     /// We are about to hand the message to its provider (attempt 1, 2, …).
@@ -363,7 +369,7 @@ impl PersonalData for ConversationEvent {
     fn personal_fields(&self) -> &'static [&'static str] {
         match self {
             Self::MessageReceived { .. } => &["content", "attachments", "source_id"],
-            Self::MessageSent { .. } => &["content", "template_components"],
+            Self::MessageSent { .. } => &["content", "template_components", "attachments"],
             Self::CustomAttributesChanged { .. } => &["attributes"],
             _ => &[],
         }
@@ -451,6 +457,7 @@ impl Aggregate for Conversation {
                 message_id,
                 author,
                 content,
+                attachments,
                 private,
                 delivery,
                 template,
@@ -465,6 +472,16 @@ impl Aggregate for Conversation {
                 if template.is_some() && (private || delivery.is_none_or(|d| d.channel != Channel::Whatsapp)) {
                     return Err(DomainError::invalid("a template is sent as a reply in a WhatsApp inbox"));
                 }
+                if content.is_empty() && attachments.is_empty() {
+                    return Err(DomainError::invalid("a message needs text or a file"));
+                }
+                if template.is_some() && !attachments.is_empty() {
+                    return Err(DomainError::invalid("a template carries no files"));
+                }
+                if let Some(delivery) = delivery {
+                    delivery.check_files(&attachments, content.as_str())?;
+                }
+                let attachments = Attachment::record(&attachments)?;
                 // A template is what may go out when the window is closed.
                 if let Some(delivery) = delivery.filter(|_| template.is_none()) {
                     match self.reply_window_closes_at(delivery.window) {
@@ -497,6 +514,7 @@ impl Aggregate for Conversation {
                     template: template.as_ref().map(|(t, _)| t.clone()),
                     template_components: template.map(|(_, components)| components),
                     reply_to,
+                    attachments,
                     at,
                 };
                 sink.write(event, self).await;
@@ -782,6 +800,7 @@ mod tests {
             template: None,
             template_components: None,
             reply_to: None,
+            attachments: None,
             at: t(3),
         };
         let send = |id: MessageId| C::SendMessage {
@@ -792,6 +811,7 @@ mod tests {
             delivery: None,
             template: None,
             reply_to: None,
+            attachments: Vec::new(),
             at: t(3),
         };
         conversation().given(vec![started(), sent(keyed)]).when(send(keyed)).then_expect_events(vec![]);
@@ -815,6 +835,7 @@ mod tests {
                 delivery: None,
                 template: None,
                 reply_to: None,
+                attachments: Vec::new(),
                 at: t(3),
             })
             .then_expect_events(vec![E::MessageSent {
@@ -829,6 +850,7 @@ mod tests {
                 template: None,
                 template_components: None,
                 reply_to: None,
+                attachments: None,
                 at: t(3),
             }]);
         conversation()
@@ -841,6 +863,7 @@ mod tests {
                 delivery: None,
                 template: None,
                 reply_to: None,
+                attachments: Vec::new(),
                 at: t(4),
             })
             .then_expect_events(vec![E::MessageSent {
@@ -855,6 +878,7 @@ mod tests {
                 template: None,
                 template_components: None,
                 reply_to: None,
+                attachments: None,
                 at: t(4),
             }]);
     }
@@ -873,6 +897,7 @@ mod tests {
             template: None,
             template_components: None,
             reply_to: None,
+            attachments: None,
             at: t(4),
         };
         conversation()
@@ -1034,6 +1059,7 @@ mod tests {
             delivery,
             template: None,
             reply_to: None,
+            attachments: Vec::new(),
             at: t(minute),
         }
     }
@@ -1071,6 +1097,7 @@ mod tests {
             delivery: whatsapp(),
             template: None,
             reply_to: None,
+            attachments: Vec::new(),
             at: t(hours(30)),
         };
         let events = conversation().given(vec![started(), received.clone()]).when(note).inspect_result().unwrap();
@@ -1112,6 +1139,7 @@ mod tests {
             template: None,
             template_components: None,
             reply_to: None,
+            attachments: None,
             at: t(1),
         };
         let record = |outcome| C::RecordDelivery { message_id: msg(2), outcome, at: t(2) };

@@ -148,13 +148,26 @@ str_enum!(
     FileType { Image = "image", Audio = "audio", Video = "video", File = "file", Sticker = "sticker" }
 );
 
+impl FileType {
+    /// What a file of this MIME type is shown and sent as (anything else is a file).
+    pub fn of_mime(mime_type: &str) -> Self {
+        match mime_type.split('/').next().unwrap_or_default().to_ascii_lowercase().as_str() {
+            "image" => Self::Image,
+            "audio" => Self::Audio,
+            "video" => Self::Video,
+            _ => Self::File,
+        }
+    }
+}
+
 str_enum!(
     /// Message direction, as agents see it in the timeline.
     MessageType { Incoming = "incoming", Outgoing = "outgoing", Activity = "activity", Template = "template" }
 );
 
-/// Message text: not blank, at most [`MAX_MESSAGE_CHARS`] characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Message text: not blank, at most [`MAX_MESSAGE_CHARS`] characters (or empty, for
+/// a message that is its files: [`MessageContent::caption`], the default).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MessageContent(String);
 
 /// Refuses text PostgreSQL cannot store (`text` and `jsonb` hold no NUL): accepted
@@ -192,6 +205,9 @@ impl MessageContent {
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
     pub fn into_inner(self) -> String {
         self.0

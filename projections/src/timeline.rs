@@ -148,7 +148,7 @@ struct Rows {
 }
 
 /// A message's files as the timeline shows them: without where they came from.
-fn shown(attachments: Option<&serde_json::Value>) -> Option<Json<serde_json::Value>> {
+pub fn shown(attachments: Option<&serde_json::Value>) -> Option<Json<serde_json::Value>> {
     let files = Attachment::list(attachments);
     if files.is_empty() {
         return None;
@@ -193,7 +193,7 @@ fn message_of(event: &FeedEvent, decoded: E) -> Option<NewMessage> {
             attachments: shown(attachments.as_ref()),
             at,
         },
-        E::MessageSent { message_id, author, content, private, delivered_by, at, .. } => NewMessage {
+        E::MessageSent { message_id, author, content, private, delivered_by, attachments, at, .. } => NewMessage {
             message_id: message_id.as_uuid(),
             message_type: MessageType::Outgoing,
             private,
@@ -201,7 +201,7 @@ fn message_of(event: &FeedEvent, decoded: E) -> Option<NewMessage> {
             activity: None,
             sender: Actor::User(author.as_uuid()).to_string(),
             status: delivered_by.map(|_| MessageStatus::Pending.as_str().to_string()),
-            attachments: None,
+            attachments: shown(attachments.as_ref()),
             at,
         },
         ref change @ (E::AssigneeChanged { at, .. }

@@ -81,6 +81,7 @@ fn operations(ids: &Ids) -> Vec<(&'static str, Kind, String)> {
         ("createCustomRole", Kind::Admin, "mutation { createCustomRole(input: {name: \"x\", permissions: [REPORT_MANAGE]}) { id } }".into()),
         ("receiveMessage", Kind::Targeted, format!("mutation {{ receiveMessage(input: {{inboxId: \"{i}\", contact: {{sourceId: \"z\"}}, sourceId: \"z1\", content: \"spoof\"}}) {{ id }} }}")),
         ("sendMessage", Kind::Targeted, format!("mutation {{ sendMessage(input: {{conversationId: \"{c}\", content: \"hi\"}}) {{ id }} }}")),
+        ("uploadAttachment", Kind::Targeted, format!("mutation {{ uploadAttachment(input: {{conversationId: \"{c}\", file: \"#__graphql_file__:0\"}}) {{ id }} }}")),
         ("sendTemplate", Kind::Targeted, format!("mutation {{ sendTemplate(input: {{conversationId: \"{c}\", name: \"x\", language: \"en_US\"}}) {{ id }} }}")),
         ("messageTemplates", Kind::Targeted, format!("{{ messageTemplates(inboxId: \"{i}\") {{ name }} }}")),
         ("syncMessageTemplates", Kind::Admin, format!("mutation {{ syncMessageTemplates(input: {{inboxId: \"{i}\"}}) {{ templates {{ name }} }} }}")),

@@ -80,6 +80,16 @@ async fn contact_writes(app: &TestApp, ago: chrono::Duration) -> String {
     listed["conversations"]["edges"][0]["node"]["id"].as_str().unwrap().to_string()
 }
 
+/// The contact writes on Messenger at `now` (milliseconds); answers the conversation's id.
+async fn messenger_contact_writes(app: &TestApp, inbox: &str, now: i64) -> String {
+    let message = json!({"object": "page", "entry": [{"id": PAGE_ID, "time": now, "messaging": [{
+        "sender": {"id": PSID}, "recipient": {"id": PAGE_ID}, "timestamp": now, "message": {"mid": "m_in1", "text": "hello"}}]}]});
+    webhook(app, &format!("/webhooks/messenger/{inbox}"), message).await;
+    app.projected().await;
+    let listed = app.ok("{ conversations { edges { node { id } } } }", json!({})).await;
+    listed["conversations"]["edges"][0]["node"]["id"].as_str().unwrap().to_string()
+}
+
 async fn status_callback(app: &TestApp, provider_id: &str, status: &str) {
     let status = json!({"id": provider_id, "status": status, "timestamp": Utc::now().timestamp().to_string(), "recipient_id": WA_ID});
     webhook(app, "/webhooks/whatsapp", whatsapp_change(json!({"statuses": [status]}))).await;
@@ -234,12 +244,8 @@ async fn a_messenger_reply_is_a_response_and_a_callback_that_came_before_its_sen
     let app = app_with(&graph).await;
     let inbox = messenger_inbox(&app).await;
     let now = Utc::now().timestamp_millis();
-    let message = json!({"object": "page", "entry": [{"id": PAGE_ID, "time": now, "messaging": [{
-        "sender": {"id": PSID}, "recipient": {"id": PAGE_ID}, "timestamp": now, "message": {"mid": "m_in1", "text": "hello"}}]}]});
-    webhook(&app, &format!("/webhooks/messenger/{inbox}"), message).await;
-    app.projected().await;
+    let conversation = messenger_contact_writes(&app, &inbox, now).await;
     let listed = app.ok("{ conversations { edges { node { id canReply contact { name } } } } }", json!({})).await;
-    let conversation = listed["conversations"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
     assert_eq!(listed["conversations"]["edges"][0]["node"]["canReply"], true);
     // A new sender's name is asked of the Graph API with the page's token, once.
     assert_eq!(listed["conversations"]["edges"][0]["node"]["contact"]["name"], "Peter Chang");
@@ -560,4 +566,169 @@ async fn with_two_servers_a_reply_is_sent_once() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(graph.sent().len(), 1);
     other.stop().await;
+}
+
+const SEND_FILES: &str = "mutation($c: ID!, $text: String, $files: [ID!], $private: Boolean) { \
+    sendMessage(input: {conversationId: $c, content: $text, attachmentIds: $files, private: $private}) \
+    { id status content attachments { id fileType fileName url } } }";
+
+/// Uploads a file to the conversation as the app's administrator; answers its id.
+async fn upload(app: &TestApp, conversation: &str, name: &str, mime_type: &str, bytes: &[u8]) -> String {
+    let answer = app.upload_as(Some(&app.token), conversation, name, mime_type, bytes.to_vec()).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    answer["data"]["uploadAttachment"]["id"].as_str().unwrap().to_string()
+}
+
+fn code(answer: &Value) -> &str {
+    answer["errors"][0]["extensions"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_agents_file_goes_to_whatsapp_as_uploaded_media_with_its_caption() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::minutes(5)).await;
+    let pdf = b"%PDF-1.4 the invoice".to_vec();
+    let uploaded = app.upload_as(Some(&app.token), &conversation, "invoice.pdf", "application/pdf", pdf.clone()).await;
+    let file = &uploaded["data"]["uploadAttachment"];
+    assert_eq!(
+        (&file["fileType"], &file["mimeType"], &file["fileName"], &file["fileSize"]),
+        (&json!("FILE"), &json!("application/pdf"), &json!("invoice.pdf"), &json!(pdf.len())),
+        "{uploaded}"
+    );
+    // The agent can look at it before sending; it is downloaded, not rendered here.
+    let url = file["url"].as_str().unwrap();
+    let response = app.client.get(format!("{}{url}", app.server.address)).send().await.unwrap();
+    assert_eq!(response.headers()["content-disposition"], "attachment");
+    assert_eq!(response.bytes().await.unwrap().to_vec(), pdf);
+    let id = file["id"].as_str().unwrap().to_string();
+
+    let sent = app.ok(SEND_FILES, json!({ "c": conversation, "text": "Your invoice", "files": [id] })).await;
+    let message = &sent["sendMessage"];
+    assert_eq!(message["status"], "PENDING");
+    assert_eq!(message["attachments"][0]["fileName"], "invoice.pdf", "{sent}");
+    let requests = graph.wait_for_sent(1, Duration::from_secs(10)).await;
+    // The file went up first, through the media endpoint, with the inbox's token.
+    let uploads = graph.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].path, format!("/v21.0/{PHONE_ID}/media"));
+    assert_eq!(uploads[0].authorization, format!("Bearer {ACCESS_TOKEN}"));
+    assert_eq!(
+        (uploads[0].text("messaging_product"), uploads[0].text("type")),
+        ("whatsapp".into(), "application/pdf".into())
+    );
+    let (name, mime_type, bytes) = uploads[0].parts["file"].clone();
+    assert_eq!((name.as_deref(), mime_type.as_deref(), bytes), (Some("invoice.pdf"), Some("application/pdf"), pdf));
+    assert_eq!(
+        requests[0].body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": WA_ID, "type": "document",
+               "document": {"id": uploads[0].id, "caption": "Your invoice", "filename": "invoice.pdf"}})
+    );
+    let id = message["id"].as_str().unwrap();
+    assert_eq!(wait_for_status(&app, &conversation, id, "SENT").await.0, "SENT");
+    // The timeline shows the file with the reply.
+    let shown = files(&app, &conversation).await;
+    assert!(shown.iter().any(|(text, f)| text == "Your invoice" && f[0].1 == "invoice.pdf"), "{shown:?}");
+}
+
+#[tokio::test]
+async fn files_a_provider_cannot_take_in_one_message_are_refused_and_nothing_is_stored() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::minutes(5)).await;
+    let one = upload(&app, &conversation, "a.jpg", "image/jpeg", b"jpeg one").await;
+    let two = upload(&app, &conversation, "b.jpg", "image/jpeg", b"jpeg two").await;
+    let voice = upload(&app, &conversation, "voice.ogg", "audio/ogg", b"ogg").await;
+    let elsewhere = app.create_inbox("API").await;
+    let other = app.receive(&elsewhere, "bob", "b-1", "hi").await["conversation"]["id"].as_str().unwrap().to_string();
+    let events = app.event_count().await;
+    for (files, text, why) in [
+        (json!([one, two]), json!(null), "two files in one WhatsApp message"),
+        (json!([voice]), json!("listen"), "text with an audio file, which WhatsApp shows without a caption"),
+        (json!([uuid::Uuid::now_v7().to_string()]), json!(null), "a file never uploaded"),
+        (json!([]), json!(null), "neither text nor a file"),
+    ] {
+        let answer = app.gql(SEND_FILES, json!({ "c": conversation, "text": text, "files": files })).await;
+        assert_eq!(code(&answer), "BAD_USER_INPUT", "{why}: {answer}");
+    }
+    // A file uploaded to one conversation is not another's to send.
+    let answer = app.gql(SEND_FILES, json!({ "c": other, "files": [one] })).await;
+    assert_eq!(code(&answer), "BAD_USER_INPUT", "{answer}");
+    assert_eq!(app.event_count().await, events, "nothing was written");
+    // A private note is not sent anywhere: it may carry several files.
+    let note = app.ok(SEND_FILES, json!({ "c": conversation, "files": [one, two], "private": true })).await;
+    assert_eq!(note["sendMessage"]["attachments"].as_array().unwrap().len(), 2, "{note}");
+    assert_eq!(note["sendMessage"]["status"], Value::Null);
+    app.projected().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(graph.sent().is_empty() && graph.uploads().is_empty(), "nothing went to the provider");
+}
+
+#[tokio::test]
+async fn uploads_are_refused_to_outsiders_too_large_or_forged_without_storing_anything() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("API").await;
+    let conversation =
+        app.receive(&inbox, "ana", "a-1", "hello").await["conversation"]["id"].as_str().unwrap().to_string();
+    let kept = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM attachment_files").fetch_one(&app.pool).await.unwrap();
+        n
+    };
+    let anonymous = app.upload_as(None, &conversation, "a.png", "image/png", b"png".to_vec()).await;
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED", "{anonymous}");
+    let other = app.other_account().await;
+    let foreign = app.upload_as(Some(&other.token), &conversation, "a.png", "image/png", b"png".to_vec()).await;
+    assert_eq!(code(&foreign), "NOT_FOUND", "{foreign}");
+    let (_, agent_token) = app.agent("not-in-the-inbox@acme.test", "AGENT").await;
+    let outsider = app.upload_as(Some(&agent_token), &conversation, "a.png", "image/png", b"png".to_vec()).await;
+    assert_eq!(code(&outsider), "FORBIDDEN", "{outsider}");
+    let large = vec![0u8; commands::attachments::MAX_FILE_BYTES + 1];
+    let too_large = app.upload_as(Some(&app.token), &conversation, "big.bin", "application/octet-stream", large).await;
+    assert_eq!(code(&too_large), "PAYLOAD_TOO_LARGE", "{too_large}");
+    let empty = app.upload_as(Some(&app.token), &conversation, "empty.txt", "text/plain", Vec::new()).await;
+    assert_eq!(code(&empty), "BAD_USER_INPUT", "{empty}");
+    // A file reference written by hand, without a file in the request.
+    for forged in ["#__graphql_file__:7", "#__graphql_file__:x", "#__graphql_file__:0", "a file"] {
+        let answer = app
+            .gql(
+                "mutation($c: ID!, $f: Upload!) { uploadAttachment(input: {conversationId: $c, file: $f}) { id } }",
+                json!({ "c": conversation, "f": forged }),
+            )
+            .await;
+        assert_eq!(code(&answer), "BAD_USER_INPUT", "{forged}: {answer}");
+    }
+    assert_eq!(kept().await, 0, "nothing was kept");
+    // The server is still there, and takes a good one.
+    let good = app.upload_as(Some(&app.token), &conversation, "ok.png", "image/png", b"png".to_vec()).await;
+    assert_eq!(good["data"]["uploadAttachment"]["fileType"], "IMAGE", "{good}");
+    assert_eq!(kept().await, 1);
+}
+
+#[tokio::test]
+async fn an_agents_image_goes_to_messenger_as_an_uploaded_attachment() {
+    let graph = GraphApi::start(Vec::new()).await;
+    let app = app_with(&graph).await;
+    let inbox = messenger_inbox(&app).await;
+    let conversation = messenger_contact_writes(&app, &inbox, Utc::now().timestamp_millis()).await;
+    let photo = upload(&app, &conversation, "photo.png", "image/png", b"png bytes").await;
+    // Messenger shows no text beside a file.
+    let answer = app.gql(SEND_FILES, json!({ "c": conversation, "text": "look", "files": [photo] })).await;
+    assert_eq!(code(&answer), "BAD_USER_INPUT", "{answer}");
+    let sent = app.ok(SEND_FILES, json!({ "c": conversation, "files": [photo] })).await;
+    let requests = graph.wait_for_sent(1, Duration::from_secs(10)).await;
+    let uploads = graph.uploads();
+    assert_eq!(uploads[0].path, format!("/v21.0/{PAGE_ID}/message_attachments"));
+    assert_eq!(uploads[0].authorization, format!("Bearer {ACCESS_TOKEN}"));
+    let described: Value = serde_json::from_str(&uploads[0].text("message")).unwrap();
+    assert_eq!(described, json!({"attachment": {"type": "image", "payload": {"is_reusable": false}}}));
+    assert_eq!(uploads[0].parts["filedata"].2, b"png bytes");
+    assert_eq!(
+        requests[0].body,
+        json!({"recipient": {"id": PSID}, "messaging_type": "RESPONSE",
+               "message": {"attachment": {"type": "image", "payload": {"attachment_id": uploads[0].id}}}})
+    );
+    let id = sent["sendMessage"]["id"].as_str().unwrap();
+    assert_eq!(wait_for_status(&app, &conversation, id, "SENT").await.0, "SENT");
 }

@@ -63,6 +63,28 @@ struct Script {
     media: Vec<(String, String)>,
     /// Profile requests: (user id, authorization header).
     profiles: Vec<(String, String)>,
+    /// File uploads (WhatsApp media, Messenger attachments).
+    uploads: Vec<Uploaded>,
+}
+
+/// A file uploaded to the fake: where, with which token, and its form's parts.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub path: String,
+    pub authorization: String,
+    /// The id it answered with.
+    pub id: String,
+    /// Part name → the part.
+    pub parts: std::collections::BTreeMap<String, FormPart>,
+}
+
+/// A part of a multipart form: its file name, content type and bytes.
+pub type FormPart = (Option<String>, Option<String>, Vec<u8>);
+
+impl Uploaded {
+    pub fn text(&self, part: &str) -> String {
+        self.parts.get(part).map(|p| String::from_utf8_lossy(&p.2).into_owned()).unwrap_or_default()
+    }
 }
 
 /// The templates the fake lists, over two pages.
@@ -105,6 +127,8 @@ impl GraphApi {
         let app = Router::new()
             .route("/{version}/{id}/messages", post(send))
             .route("/{version}/{id}/message_templates", get(list_templates))
+            .route("/{version}/{id}/media", post(upload))
+            .route("/{version}/{id}/message_attachments", post(upload))
             .route("/{version}/{id}", get(media_url))
             .route("/media-bytes/{id}", get(media_bytes))
             .with_state(script.clone());
@@ -131,6 +155,11 @@ impl GraphApi {
     /// The media requests it got: (path, authorization).
     pub fn media_requests(&self) -> Vec<(String, String)> {
         self.script.lock().expect("script").media.clone()
+    }
+
+    /// The files uploaded to it.
+    pub fn uploads(&self) -> Vec<Uploaded> {
+        self.script.lock().expect("script").uploads.clone()
     }
 
     /// The sends it accepted.
@@ -191,6 +220,34 @@ async fn send(
         accepted_as,
     });
     response
+}
+
+/// `POST /{version}/{phone_number_id}/media` (WhatsApp: answers `{id}`) and
+/// `POST /{version}/{page_id}/message_attachments` (Messenger: `{attachment_id}`).
+async fn upload(
+    State(script): State<Arc<Mutex<Script>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let mut parts = std::collections::BTreeMap::new();
+    while let Ok(Some(field)) = form.next_field().await {
+        let name = field.name().unwrap_or_default().to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let content_type = field.content_type().map(str::to_string);
+        let bytes = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        parts.insert(name, (file_name, content_type, bytes));
+    }
+    let mut script = script.lock().expect("script");
+    let path = uri.path().to_string();
+    let whatsapp = path.ends_with("/media");
+    let id = format!("{}{}", if whatsapp { "media-" } else { "att-" }, script.uploads.len() + 1);
+    script.uploads.push(Uploaded { path, authorization: authorization(&headers), id: id.clone(), parts });
+    if whatsapp {
+        Json(json!({"id": id})).into_response()
+    } else {
+        Json(json!({"attachment_id": id})).into_response()
+    }
 }
 
 /// `GET /{version}/{waba}/message_templates`: two templates on the first page, the

@@ -201,6 +201,34 @@ impl TestApp {
         gql_at(&self.client, &self.server.address, token, query, variables).await
     }
 
+    /// Uploads a file to a conversation as a GraphQL multipart request
+    /// (`uploadAttachment`); answers the whole response.
+    pub async fn upload_as(
+        &self,
+        token: Option<&str>,
+        conversation: &str,
+        file_name: &str,
+        mime_type: &str,
+        bytes: Vec<u8>,
+    ) -> Value {
+        let operations = json!({
+            "query": "mutation($c: ID!, $f: Upload!) { uploadAttachment(input: {conversationId: $c, file: $f}) \
+                      { id fileType mimeType fileName fileSize url } }",
+            "variables": {"c": conversation, "f": null},
+        });
+        let file = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()).mime_str(mime_type).unwrap();
+        let form = reqwest::multipart::Form::new()
+            .text("operations", operations.to_string())
+            .text("map", json!({"0": ["variables.f"]}).to_string())
+            .part("0", file);
+        let mut request = self.client.post(format!("{}/graphql", self.server.address)).multipart(form);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("the upload is answered");
+        response.json().await.expect("a JSON answer")
+    }
+
     /// `data` of a response that must have succeeded.
     pub async fn ok(&self, query: &str, variables: Value) -> Value {
         let response = self.gql(query, variables).await;

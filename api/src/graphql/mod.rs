@@ -23,6 +23,7 @@ mod query;
 pub mod request_checks;
 mod subscriber;
 pub mod types;
+mod upload;
 mod webhooks;
 
 use access::{AccessMutation, AccessQuery};

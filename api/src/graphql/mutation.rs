@@ -3,12 +3,14 @@
 
 use async_graphql::{Context, InputObject, MaybeUndefined, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use commands::attachments::{Upload as KeptUpload, MAX_FILE_BYTES};
 use commands::channel::templates;
 use commands::context::CommandContext;
-use commands::conversation::Assignment;
+use commands::conversation::{Assignment, Reply};
 use commands::inbound::InboundMessage;
 use commands::Written;
 use domain::actor::Actor;
+use domain::attachment::{Attachment, MAX_ATTACHMENTS};
 use domain::channel::TemplateRef;
 use domain::contact::ContactDetails;
 use domain::values::{self, EmailAddress, MessageContent, Name, PhoneNumber};
@@ -16,6 +18,7 @@ use projections::{directory, timeline};
 use uuid::Uuid;
 
 use super::types::*;
+use super::upload::Upload;
 use super::{authorize_conversation, mutate, parse_id, principal, Acting};
 use crate::error::{ApiError, Result};
 use crate::policy::Action;
@@ -73,7 +76,12 @@ pub struct ReceiveMessageInput {
 #[derive(InputObject)]
 pub struct SendMessageInput {
     pub conversation_id: ID,
-    pub content: String,
+    /// May be absent when the message is its files.
+    pub content: Option<String>,
+    /// Files uploaded to this conversation with `uploadAttachment`. A WhatsApp or
+    /// Messenger reply carries one, with text only as a WhatsApp image, video or
+    /// document caption.
+    pub attachment_ids: Option<Vec<ID>>,
     /// A private note, visible to agents only.
     pub private: Option<bool>,
     /// The client's own id for this reply: sending it again (a retry after a lost
@@ -81,6 +89,13 @@ pub struct SendMessageInput {
     pub client_message_id: Option<String>,
     /// The message of this conversation it answers (WhatsApp shows it quoted).
     pub reply_to_message_id: Option<ID>,
+}
+
+#[derive(InputObject)]
+pub struct UploadAttachmentInput {
+    pub conversation_id: ID,
+    /// The file, sent as a GraphQL multipart request; at most 25 MB.
+    pub file: Upload,
 }
 
 #[derive(InputObject)]
@@ -173,6 +188,26 @@ pub struct CreateLabelInput {
 
 /// A message a retried delivery or reply names, as it was first written: committed
 /// before this retry looked, so projected once the projectors reach the head of the log.
+/// An uploaded file's bytes (spooled to a temporary file while the request was read),
+/// at most [`MAX_FILE_BYTES`] and not empty.
+async fn read_upload(mut file: std::fs::File) -> Result<Vec<u8>> {
+    let bytes = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        (&mut file).take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes).map(|_| bytes)
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::anyhow!("reading an upload failed: {e}")))?
+    .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("failed to read an upload")))?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(ApiError::file_too_large());
+    }
+    if bytes.is_empty() {
+        return Err(ApiError::bad_input("the file is empty"));
+    }
+    Ok(bytes)
+}
+
 async fn original(state: &AppState, account: Uuid, message_id: Uuid) -> Result<Message> {
     let head = state.engine.head().await.map_err(ApiError::internal)?;
     let written = Written { position: Some(head) };
@@ -278,11 +313,53 @@ impl Mutation {
         .await
     }
 
+    /// Uploads a file to a conversation, to send with a reply or note
+    /// (`sendMessage(attachmentIds)`): kept sealed like the contact's own files.
+    async fn upload_attachment(&self, ctx: &Context<'_>, input: UploadAttachmentInput) -> Result<MessageAttachment> {
+        let conversation = parse_id(&input.conversation_id, "conversation")?;
+        let input = &input;
+        mutate(ctx, move |Acting { principal, state, context }| async move {
+            authorize_conversation(&principal, &state, &context, conversation).await?;
+            let upload = input.file.value(ctx)?;
+            let file_name = &Attachment::file_name(&upload.filename)?;
+            let mime_type = &Attachment::mime_type(upload.content_type.as_deref());
+            let bytes = &read_upload(upload.content).await?;
+            let placed = state.commands.conversation_placement(&context, conversation).await?;
+            let contact = placed.contact_id().ok_or_else(|| ApiError::not_found("conversation"))?;
+            let upload = KeptUpload {
+                account: principal.account_id,
+                contact: contact.as_uuid(),
+                conversation,
+                uploaded_by: principal.user_id,
+                file_name,
+                mime_type,
+                bytes,
+            };
+            let kept = state.attachments.upload(upload).await.map_err(ApiError::internal)?;
+            let kept = kept.ok_or_else(|| ApiError::bad_input("the conversation's contact was erased"))?;
+            let expires = Utc::now() + commands::attachments::LINK_TTL;
+            Ok(MessageAttachment {
+                id: ID(kept.attachment_id.to_string()),
+                file_type: kept.file_type.into(),
+                mime_type: kept.mime_type,
+                file_name: kept.file_name,
+                file_size: Some(i64::try_from(bytes.len()).unwrap_or(i64::MAX)),
+                url: Some(state.attachments.link(kept.attachment_id, expires)),
+            })
+        })
+        .await
+    }
+
     /// An agent's reply, or a private note.
     async fn send_message(&self, ctx: &Context<'_>, input: SendMessageInput) -> Result<Message> {
         let conversation = parse_id(&input.conversation_id, "conversation")?;
-        let content = &MessageContent::parse(input.content.clone())?;
+        let content = &MessageContent::caption(input.content.clone().unwrap_or_default())?;
         let reply_to = input.reply_to_message_id.as_ref().map(|id| parse_id(id, "message")).transpose()?;
+        let files = input.attachment_ids.iter().flatten().map(|id| parse_id(id, "attachment"));
+        let files = &files.collect::<Result<Vec<Uuid>>>()?;
+        if files.len() > MAX_ATTACHMENTS {
+            return Err(ApiError::bad_input(format!("a message carries at most {MAX_ATTACHMENTS} files")));
+        }
         let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
             let (principal, state) = (&principal, &state);
@@ -294,9 +371,19 @@ impl Mutation {
                     return Err(ApiError::bad_input("replyToMessageId names no message of this conversation"));
                 }
             }
-            let key = input.client_message_id.as_deref();
-            let (id, written, delivered) =
-                state.commands.send_message(&context, conversation, content.clone(), private, key, reply_to).await?;
+            let uploaded = state.attachments.uploaded(principal.account_id, conversation, files).await;
+            let attachments = uploaded
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::bad_input("attachmentIds names a file not uploaded to this conversation"))?;
+            let shown = timeline::shown(Attachment::record(&attachments)?.as_ref());
+            let reply = Reply {
+                content: content.clone(),
+                attachments,
+                private,
+                client_key: input.client_message_id.as_deref(),
+                reply_to,
+            };
+            let (id, written, delivered) = state.commands.send_message(&context, conversation, reply).await?;
             if written.position.is_none() {
                 return original(state, principal.account_id, id).await;
             }
@@ -311,7 +398,7 @@ impl Mutation {
                 created_at: context.at,
                 status: delivered.then(|| values::MessageStatus::Pending.as_str().to_string()),
                 status_error: None,
-                attachments: None,
+                attachments: shown,
             };
             Ok(Message::written(row, principal.account_id, written))
         })

@@ -21,6 +21,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::Utc;
 use domain::actor::Actor;
+use domain::attachment::Attachment;
 use domain::channel::TemplateRef;
 use domain::contact::Contact;
 use domain::conversation::{Conversation, ConversationEvent, DeliveryOutcome};
@@ -36,6 +37,7 @@ use uuid::Uuid;
 use super::settings::{self, ChannelInbox};
 use super::tracking::{self, Accepted};
 use super::{messenger, whatsapp, GraphApi, ProviderError};
+use crate::attachments::Attachments;
 use crate::context::CommandContext;
 use crate::jobs::{enqueue_all, Clock, Job, JobHandler, NewJob, Outcome, DEFAULT_MAX_ATTEMPTS};
 use crate::outbound::Outbound;
@@ -117,11 +119,12 @@ pub struct ChannelDelivery {
     commands: Commands,
     outbound: Outbound,
     graph: GraphApi,
+    attachments: Attachments,
 }
 
 impl ChannelDelivery {
-    pub fn new(commands: Commands, outbound: Outbound, graph: GraphApi) -> Self {
-        Self { commands, outbound, graph }
+    pub fn new(commands: Commands, outbound: Outbound, graph: GraphApi, attachments: Attachments) -> Self {
+        Self { commands, outbound, graph, attachments }
     }
 }
 
@@ -153,6 +156,8 @@ struct Reply {
     template: Option<(TemplateRef, serde_json::Value)>,
     /// The provider's id of the message it answers.
     quoted: Option<String>,
+    /// The file it carries (a provider reply carries at most one).
+    file: Option<Attachment>,
 }
 
 impl ChannelDelivery {
@@ -185,11 +190,19 @@ impl ChannelDelivery {
                 return Ok(Outcome::Give { error: reason });
             }
         };
-        let (url, body) = self.request(&reply);
         let token = reply.inbox.access_token().context("the inbox has no access token")?;
-        let headers = [("authorization", format!("Bearer {token}")), ("content-type", "application/json".into())];
-        let answer = self.outbound.post(&url, &headers, serde_json::to_vec(&body)?).await;
-        let failure = match ProviderError::answered(answer).await {
+        // A file goes up first (as often as it takes: an upload sends nothing to the
+        // contact), then the message naming it.
+        let sent = match self.upload(&reply, token).await? {
+            Ok(media_id) => {
+                let (url, body) = self.request(&reply, media_id.as_deref());
+                let headers =
+                    [("authorization", format!("Bearer {token}")), ("content-type", "application/json".into())];
+                ProviderError::answered(self.outbound.post(&url, &headers, serde_json::to_vec(&body)?).await).await
+            }
+            Err(failure) => Err(failure),
+        };
+        let failure = match sent {
             Ok(response) => {
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
                 let accepted_id = match channel {
@@ -241,17 +254,18 @@ impl ChannelDelivery {
         let mut conn = store.pool().acquire().await.context("failed to read the reply")?;
         let conversation_id = delivery.conversation_id.to_string();
         let event = read_event(&mut conn, store.keyring(), "conversation", &conversation_id, delivery.sequence).await?;
-        let (text, template, reply_to) = match event.map(|e| e.decode::<ConversationEvent>()).transpose()? {
+        let (text, template, reply_to, file) = match event.map(|e| e.decode::<ConversationEvent>()).transpose()? {
             Some(ConversationEvent::MessageSent {
                 message_id,
                 content: Some(text),
                 template,
                 template_components,
                 reply_to,
+                attachments,
                 ..
             }) if message_id.as_uuid() == delivery.message_id => {
                 let template = template.map(|t| (t, template_components.unwrap_or_else(|| serde_json::json!([]))));
-                (text, template, reply_to)
+                (text, template, reply_to, Attachment::list(attachments.as_ref()).into_iter().next())
             }
             Some(ConversationEvent::MessageSent { content: None, .. }) => {
                 return Ok(Err("the message's text was erased with the contact's data".into()))
@@ -262,7 +276,7 @@ impl ChannelDelivery {
             Some(quoted) => self.provider_id_of(&mut conn, delivery.conversation_id, quoted.as_uuid()).await?,
             None => None,
         };
-        Ok(Ok(Reply { inbox, conversation, recipient, text, template, quoted }))
+        Ok(Ok(Reply { inbox, conversation, recipient, text, template, quoted, file }))
     }
 
     /// The provider's id of a message of the conversation: ours as the provider
@@ -296,13 +310,47 @@ impl ChannelDelivery {
         })
     }
 
-    /// The provider's send request for the reply: its URL and body.
-    fn request(&self, reply: &Reply) -> (String, serde_json::Value) {
+    /// Uploads the reply's file to the provider: the id it is sent under (`None`
+    /// without a file), or why not.
+    async fn upload(&self, reply: &Reply, token: &str) -> anyhow::Result<Result<Option<String>, ProviderError>> {
+        let Some(file) = &reply.file else { return Ok(Ok(None)) };
+        let Some((mime_type, bytes)) = self.attachments.open(file.attachment_id).await? else {
+            return Ok(Err(ProviderError::permanent("the file is no longer kept (erased with the contact)".into())));
+        };
+        let routing_id = &reply.inbox.routing_id;
+        let (path, form) = match reply.inbox.channel {
+            Channel::Whatsapp => {
+                let name = file.file_name.as_deref().unwrap_or("file");
+                (format!("{routing_id}/media"), whatsapp::upload_form(name, &mime_type, bytes)?)
+            }
+            _ => (format!("{routing_id}/message_attachments"), messenger::upload_form(file, &mime_type, bytes)?),
+        };
+        let headers = [("authorization", format!("Bearer {token}"))];
+        let answer = self.outbound.post_form(&self.graph.url(&path), &headers, form).await;
+        let response = match ProviderError::answered(answer).await {
+            Ok(response) => response,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let uploaded = match reply.inbox.channel {
+            Channel::Whatsapp => whatsapp::uploaded_id(&body),
+            _ => messenger::uploaded_id(&body),
+        };
+        Ok(uploaded
+            .map(Some)
+            .ok_or_else(|| ProviderError::transient(format!("the upload answered without an id: {body}"))))
+    }
+
+    /// The provider's send request for the reply (its file uploaded as `media_id`):
+    /// its URL and body.
+    fn request(&self, reply: &Reply, media_id: Option<&str>) -> (String, serde_json::Value) {
         match reply.inbox.channel {
             Channel::Whatsapp => {
-                let body = match &reply.template {
-                    Some((template, components)) => whatsapp::template(&reply.recipient, template, components),
-                    None => whatsapp::text(&reply.recipient, &reply.text, reply.quoted.as_deref()),
+                let quoted = reply.quoted.as_deref();
+                let body = match (&reply.template, &reply.file, media_id) {
+                    (Some((template, components)), _, _) => whatsapp::template(&reply.recipient, template, components),
+                    (None, Some(file), Some(id)) => whatsapp::media(&reply.recipient, file, id, &reply.text, quoted),
+                    _ => whatsapp::text(&reply.recipient, &reply.text, quoted),
                 };
                 (self.graph.url(&format!("{}/messages", reply.inbox.routing_id)), body)
             }
@@ -313,7 +361,10 @@ impl ChannelDelivery {
                     .conversation
                     .reply_window_closes_at(chrono::Duration::hours(24))
                     .is_some_and(|closes| Utc::now() > closes);
-                let body = messenger::text(&reply.recipient, &reply.text, tagged);
+                let body = match (&reply.file, media_id) {
+                    (Some(file), Some(id)) => messenger::attachment(&reply.recipient, file, id, tagged),
+                    _ => messenger::text(&reply.recipient, &reply.text, tagged),
+                };
                 (self.graph.url(&format!("{}/messages", reply.inbox.routing_id)), body)
             }
         }

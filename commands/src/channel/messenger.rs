@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use domain::attachment::Attachment;
 use domain::values::{FileType, MessageStatus};
+use reqwest::multipart::{Form, Part};
 
 use super::{Malformed, Notice, ProviderMedia, ProviderMessage};
 
@@ -221,16 +223,50 @@ fn attachment_titles(attachments: &[Value]) -> Option<String> {
 /// The Send API's body for a text reply to `psid`: a `RESPONSE` inside the standard
 /// window, else a human agent's `HUMAN_AGENT`-tagged message.
 pub fn text(psid: &str, body: &str, human_agent_tag: bool) -> Value {
+    message(psid, serde_json::json!({"text": body}), human_agent_tag)
+}
+
+/// The Send API's body for a file uploaded as `attachment_id` (see [`upload_form`]).
+pub fn attachment(psid: &str, file: &Attachment, attachment_id: &str, human_agent_tag: bool) -> Value {
+    let payload = serde_json::json!({"attachment_id": attachment_id});
+    message(psid, serde_json::json!({"attachment": {"type": kind(file), "payload": payload}}), human_agent_tag)
+}
+
+/// A message to `psid`: a `RESPONSE`, or past the standard window a human agent's.
+fn message(psid: &str, message: Value, human_agent_tag: bool) -> Value {
     let mut request = serde_json::json!({
         "recipient": {"id": psid},
         "messaging_type": "RESPONSE",
-        "message": {"text": body},
+        "message": message,
     });
     if human_agent_tag {
         request["messaging_type"] = "MESSAGE_TAG".into();
         request["tag"] = "HUMAN_AGENT".into();
     }
     request
+}
+
+/// The Send API's attachment type of a file.
+fn kind(file: &Attachment) -> &'static str {
+    match file.file_type {
+        FileType::Image | FileType::Sticker => "image",
+        FileType::Audio => "audio",
+        FileType::Video => "video",
+        FileType::File => "file",
+    }
+}
+
+/// The Attachment Upload API's form (`POST /{page_id}/message_attachments`) for a file.
+pub fn upload_form(file: &Attachment, mime_type: &str, bytes: Vec<u8>) -> anyhow::Result<Form> {
+    let name = file.file_name.clone().unwrap_or_else(|| "file".to_string());
+    let message = serde_json::json!({"attachment": {"type": kind(file), "payload": {"is_reusable": false}}});
+    let data = Part::bytes(bytes).file_name(name).mime_str(mime_type)?;
+    Ok(Form::new().text("message", message.to_string()).part("filedata", data))
+}
+
+/// The attachment id an upload was given (`attachment_id`).
+pub fn uploaded_id(answer: &Value) -> Option<String> {
+    answer.get("attachment_id")?.as_str().filter(|id| !id.is_empty()).map(str::to_string)
 }
 
 /// A user's name from the Graph API's profile answer (`first_name`, `last_name`), if

@@ -5,8 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
+use domain::attachment::Attachment;
 use domain::channel::TemplateRef;
 use domain::values::{FileType, MessageStatus};
+use reqwest::multipart::{Form, Part};
 
 use super::{Malformed, Notice, ProviderMedia, ProviderMessage, ProviderStatus};
 
@@ -271,17 +273,54 @@ fn status(routing_id: &str, item: Value) -> Notice {
 /// The Cloud API's body for a text reply to `to` (a `wa_id`), quoting the message
 /// `quoted` (its wamid) when it answers one.
 pub fn text(to: &str, body: &str, quoted: Option<&str>) -> Value {
+    outgoing(to, "text", serde_json::json!({"preview_url": false, "body": body}), quoted)
+}
+
+/// The Cloud API's body for a file uploaded as `media_id` (see [`upload_form`]), with
+/// the reply's text as its caption (images, videos and documents show one) and a
+/// document's file name.
+pub fn media(to: &str, file: &Attachment, media_id: &str, caption: &str, quoted: Option<&str>) -> Value {
+    let kind = match file.file_type {
+        FileType::Image => "image",
+        FileType::Audio => "audio",
+        FileType::Video => "video",
+        FileType::Sticker => "sticker",
+        FileType::File => "document",
+    };
+    let mut object = serde_json::json!({"id": media_id});
+    if !caption.is_empty() {
+        object["caption"] = caption.into();
+    }
+    if let (FileType::File, Some(name)) = (file.file_type, &file.file_name) {
+        object["filename"] = name.as_str().into();
+    }
+    outgoing(to, kind, object, quoted)
+}
+
+/// A message of `kind` to `to`, its content under that key, quoting `quoted`.
+fn outgoing(to: &str, kind: &str, content: Value, quoted: Option<&str>) -> Value {
     let mut request = serde_json::json!({
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": to,
-        "type": "text",
-        "text": {"preview_url": false, "body": body},
+        "type": kind,
     });
+    request[kind] = content;
     if let Some(quoted) = quoted {
         request["context"] = serde_json::json!({"message_id": quoted});
     }
     request
+}
+
+/// The Cloud API's media upload (`POST /{phone_number_id}/media`) of a file.
+pub fn upload_form(file_name: &str, mime_type: &str, bytes: Vec<u8>) -> anyhow::Result<Form> {
+    let file = Part::bytes(bytes).file_name(file_name.to_string()).mime_str(mime_type)?;
+    Ok(Form::new().text("messaging_product", "whatsapp").text("type", mime_type.to_string()).part("file", file))
+}
+
+/// The media id an upload was given (`id`).
+pub fn uploaded_id(answer: &Value) -> Option<String> {
+    answer.get("id")?.as_str().filter(|id| !id.is_empty()).map(str::to_string)
 }
 
 /// The Cloud API's body for an approved template to `to`, with its components as the
