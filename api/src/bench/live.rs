@@ -37,7 +37,7 @@ impl Bench {
         let other = Server::start(self.inboxd(&url)).await?;
         let origin = Instant::now();
         let heard: Arc<Mutex<Heard>> = Arc::default();
-        let subscriber = subscribe(&other.graphql, &token, origin, heard.clone()).await?;
+        let subscriber = Dedicated::subscribe(other.graphql.clone(), token.clone(), origin, heard.clone()).await?;
 
         let (endpoint, sent_inbox, sender_token) = (server.graphql.clone(), inbox.clone(), token.clone());
         let send: harness::Operation = Arc::new(move |worker, i| {
@@ -77,7 +77,7 @@ impl Bench {
             report.insert(p99, json!(percentile(&measured.latencies, 99.0)));
             report.insert(dropped, json!(measured.dropped));
         }
-        subscriber.abort();
+        subscriber.stop();
         other.stop().await;
 
         self.broadcast(&server, &token, &inbox, report).await?;
@@ -126,6 +126,52 @@ impl Bench {
             socket.abort();
         }
         Ok(())
+    }
+}
+
+/// The measured subscriber, on a thread and runtime of its own: a real client is not
+/// queued behind the bench's load generators in one scheduler, and what it measures
+/// should be the servers' latency, not the load generators' backlog.
+struct Dedicated {
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Dedicated {
+    async fn subscribe(
+        endpoint: reqwest::Url,
+        token: String,
+        origin: Instant,
+        heard: Arc<Mutex<Heard>>,
+    ) -> anyhow::Result<Self> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (subscribed, on_subscribed) = tokio::sync::oneshot::channel();
+        let until = stop.clone();
+        std::thread::Builder::new().name("bench-subscriber".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = subscribed.send(Err(anyhow::Error::new(error)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match subscribe(&endpoint, &token, origin, heard).await {
+                    Ok(reader) => {
+                        let _ = subscribed.send(Ok(()));
+                        tokio::select! { _ = reader => {}, _ = until.cancelled() => {} }
+                    }
+                    Err(error) => {
+                        let _ = subscribed.send(Err(error));
+                    }
+                }
+            });
+        })?;
+        on_subscribed.await.context("the subscriber's thread ended")??;
+        Ok(Self { stop })
+    }
+
+    fn stop(&self) {
+        self.stop.cancel();
     }
 }
 

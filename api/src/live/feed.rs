@@ -3,14 +3,17 @@
 //!
 //! The reader follows the feed behind the read models: woken by the engine's
 //! publications (this process's projectors at once, the others' through the fan-out),
-//! it reads the events after its position that the read models a push shows have
+//! it takes the events after its position that the read models a push shows have
 //! committed, loads the rows they show (the conversation, the message, which inboxes a
-//! contact wrote to) once for everyone, and broadcasts each event. Subscribers filter
+//! contact wrote to) once for everyone, and broadcasts each event. It reads the feed
+//! ahead of the read models (a batch at most, kept in memory), so that when their
+//! publication comes only the rows are left to read: one round trip to the database
+//! between a projector's commit and the push, not two. Subscribers filter
 //! and authorize in memory. The broadcast keeps the last [`RETAINED_EVENTS`] events
 //! for subscribers to take; one that falls further behind is told it lagged (and is
 //! closed: ADR 0008), so memory stays bounded whatever a client does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +39,14 @@ const READ_BATCH: i64 = 500;
 const IDLE_LOOK: Duration = Duration::from_secs(1);
 /// Sealed fields stay sealed: what a push shows comes from the read models.
 const BODIES: &[&str] = &["conversation", "contact"];
+
+/// Events committed after what was broadcast, read before their read models showed
+/// them (in feed order), and where that reading stopped.
+#[derive(Default)]
+struct ReadAhead {
+    events: VecDeque<FeedEvent>,
+    through: FeedPosition,
+}
 
 /// One event of the feed as subscribers receive it, with the rows it shows as the
 /// read models had them when it was read.
@@ -103,6 +114,7 @@ impl LiveFeed {
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut publications = self.engine.publisher().subscribe();
         let mut reached: HashMap<String, FeedPosition> = HashMap::new();
+        let mut ahead = ReadAhead::default();
         loop {
             match self.start().await {
                 Ok(()) => break,
@@ -125,11 +137,13 @@ impl LiveFeed {
                 }
             }
             loop {
-                match self.look(&reached).await {
+                match self.look(&reached, &mut ahead).await {
                     Ok(true) => continue,
                     Ok(false) => break,
                     Err(error) => {
                         tracing::warn!(error = format!("{error:#}"), "the live feed could not read the feed");
+                        // What was read ahead may have been half taken: read it again.
+                        ahead = ReadAhead::default();
                         break;
                     }
                 }
@@ -170,37 +184,58 @@ impl LiveFeed {
         Ok(())
     }
 
-    /// Broadcasts what every read model shows after the position; says whether a
-    /// full batch was read (there may be more).
-    async fn look(&self, reached: &HashMap<String, FeedPosition>) -> anyhow::Result<bool> {
+    /// Broadcasts what every read model a push shows has committed after the position:
+    /// the events read ahead at the last look first (their rows are all that is read
+    /// now), then reads ahead what is committed but not shown yet, so that the next
+    /// publication finds it in memory. Says whether there may be more to show at once.
+    async fn look(&self, reached: &HashMap<String, FeedPosition>, ahead: &mut ReadAhead) -> anyhow::Result<bool> {
         let from = *self.sent_through.lock().expect("live feed position");
-        if !PUSHED_STREAMS.iter().any(|stream| shown_through(stream, reached) > from) {
-            // No event a push shows can be ready: nothing to read yet.
-            return Ok(false);
-        }
         if self.sender.receiver_count() == 0 {
             // Nobody listens: move past what is in every read model without reading it.
+            ahead.events.clear();
             if let Some(floor) = reached.values().min() {
                 let mut through = self.sent_through.lock().expect("live feed position");
                 *through = (*through).max(*floor);
             }
             return Ok(false);
         }
-        let mut conn = self.pool.acquire().await?;
-        let mut events = read_sealed_after(&mut conn, None, Some(BODIES), from, READ_BATCH).await?;
-        drop(conn);
-        let full = events.len() as i64 == READ_BATCH;
-        let shown = events.iter().position(|e| !self.projected(e, reached)).unwrap_or(events.len());
-        let complete = shown == events.len();
-        events.truncate(shown);
-        let Some(last) = events.last().map(|e| e.position) else { return Ok(false) };
-        let loaded = self.load(events).await?;
-        let mut through = self.sent_through.lock().expect("live feed position");
-        for event in loaded {
-            let _ = self.sender.send(Arc::new(event));
+        if ahead.through < from {
+            // Started, or restarted after an error: read from what was broadcast.
+            *ahead = ReadAhead { events: VecDeque::new(), through: from };
         }
-        *through = last;
-        Ok(full && complete)
+        let showable = PUSHED_STREAMS.iter().any(|stream| shown_through(stream, reached) > from);
+        if ahead.events.is_empty() && showable {
+            self.read_ahead(ahead).await?;
+        }
+        let shown = ahead.events.iter().position(|e| !self.projected(e, reached)).unwrap_or(ahead.events.len());
+        let all = shown == ahead.events.len();
+        if shown > 0 {
+            let events: Vec<FeedEvent> = ahead.events.drain(..shown).collect();
+            let last = events.last().map(|e| e.position).unwrap_or(from);
+            let loaded = self.load(events).await?;
+            let mut through = self.sent_through.lock().expect("live feed position");
+            for event in loaded {
+                let _ = self.sender.send(Arc::new(event));
+            }
+            *through = last;
+        }
+        if ahead.events.len() < READ_BATCH as usize {
+            self.read_ahead(ahead).await?;
+        }
+        // The whole buffer went out: what was just read may be shown already.
+        Ok(shown > 0 && all)
+    }
+
+    /// Reads the committed events after those read ahead, up to a batch in memory.
+    async fn read_ahead(&self, ahead: &mut ReadAhead) -> anyhow::Result<()> {
+        let room = READ_BATCH - ahead.events.len() as i64;
+        let mut conn = self.pool.acquire().await?;
+        let events = read_sealed_after(&mut conn, None, Some(BODIES), ahead.through, room).await?;
+        if let Some(last) = events.last() {
+            ahead.through = last.position;
+        }
+        ahead.events.extend(events);
+        Ok(())
     }
 
     /// Whether the read models a push of the event shows have committed it (the others,
