@@ -80,17 +80,27 @@ pub struct KeptFile {
     pub file_size: i64,
 }
 
+/// Agents' uploads held in memory at once (each up to [`MAX_FILE_BYTES`], twice: read
+/// and sealed): the memory they take stays bounded however many arrive.
+const CONCURRENT_UPLOADS: usize = 4;
+
 /// The files of messages: sealing, keeping, opening, and their links.
 #[derive(Clone)]
 pub struct Attachments {
     store: Arc<dyn AttachmentStore>,
     pool: PgPool,
     keyring: Arc<Keyring>,
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Attachments {
     pub fn new(store: Arc<dyn AttachmentStore>, pool: PgPool, keyring: Arc<Keyring>) -> Self {
-        Self { store, pool, keyring }
+        Self { store, pool, keyring, uploads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_UPLOADS)) }
+    }
+
+    /// A turn to hold an upload in memory; others wait for it.
+    pub async fn admit_upload(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.uploads.acquire().await.expect("the upload semaphore is never closed")
     }
 
     /// Seals `bytes` with the contact's key and keeps them; a file kept before stays.

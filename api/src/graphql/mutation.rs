@@ -321,6 +321,7 @@ impl Mutation {
         mutate(ctx, move |Acting { principal, state, context }| async move {
             authorize_conversation(&principal, &state, &context, conversation).await?;
             let upload = input.file.value(ctx)?;
+            let _turn = state.attachments.admit_upload().await;
             let file_name = &Attachment::file_name(&upload.filename)?;
             let mime_type = &Attachment::mime_type(upload.content_type.as_deref());
             let bytes = &read_upload(upload.content).await?;

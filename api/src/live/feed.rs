@@ -191,8 +191,9 @@ impl LiveFeed {
     async fn look(&self, reached: &HashMap<String, FeedPosition>, ahead: &mut ReadAhead) -> anyhow::Result<bool> {
         let from = *self.sent_through.lock().expect("live feed position");
         if self.sender.receiver_count() == 0 {
-            // Nobody listens: move past what is in every read model without reading it.
-            ahead.events.clear();
+            // Nobody listens: move past what is in every read model without reading it
+            // (and forget what was read ahead: the position may move past it, or not).
+            *ahead = ReadAhead::default();
             if let Some(floor) = reached.values().min() {
                 let mut through = self.sent_through.lock().expect("live feed position");
                 *through = (*through).max(*floor);
