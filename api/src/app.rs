@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
-use commands::attachments::{Attachments, LocalDirectory};
+use commands::attachments::{Attachments, LocalDirectory, UNSENT_RETENTION};
 use commands::channel::delivery::{ChannelDelivery, DeliveryPolicy};
 use commands::channel::media::{MediaFetch, MediaPolicy};
 use commands::channel::templates::TemplateSync;
@@ -266,7 +266,7 @@ impl Application {
         let policies = state.policies.clone();
         let policies_stop = shutdown.clone();
         let policies_task = tokio::spawn(async move { policies.run(policies_stop).await });
-        tokio::spawn(run_jobs(state.jobs.clone(), jobs, shutdown.clone()));
+        tokio::spawn(run_jobs(state.jobs.clone(), jobs, state.attachments.clone(), shutdown.clone()));
         let (live, live_stop) = (state.live.clone(), shutdown.clone());
         tokio::spawn(async move { live.run(live_stop).await });
         let (notices, notices_stop) = (state.notices.clone(), shutdown.clone());
@@ -320,8 +320,9 @@ impl Application {
 
 /// Records a digest of the log on every beat when it moved, and pushes what is not yet
 /// delivered (one process does, the others find the lock taken).
-/// Runs jobs until shutdown, and prunes finished ones past their retention hourly.
-async fn run_jobs(jobs: Jobs, settings: JobSettings, shutdown: CancellationToken) {
+/// Runs jobs until shutdown; hourly, prunes finished ones past their retention and
+/// sweeps agents' uploads never sent (`UNSENT_RETENTION`).
+async fn run_jobs(jobs: Jobs, settings: JobSettings, attachments: Attachments, shutdown: CancellationToken) {
     let pruner = jobs.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -332,6 +333,11 @@ async fn run_jobs(jobs: Jobs, settings: JobSettings, shutdown: CancellationToken
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned finished jobs past their retention"),
                 Err(error) => tracing::warn!(error = format!("{error:#}"), "could not prune finished jobs"),
+            }
+            match attachments.sweep_unsent(UNSENT_RETENTION).await {
+                Ok(0) => {}
+                Ok(swept) => tracing::info!(swept, "removed uploads no message was sent with"),
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "could not sweep unsent uploads"),
             }
         }
     });

@@ -15,8 +15,11 @@ use domain::values::FileType;
 use hmac::{Hmac, Mac};
 use projections::keyring::{decrypt, encrypt, Keyring};
 use sha2::Sha256;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::side_write::SideWrite;
 
 /// How long a link to a file works.
 pub const LINK_TTL: Duration = Duration::from_secs(10 * 60);
@@ -29,6 +32,8 @@ pub trait AttachmentStore: Send + Sync {
     async fn put(&self, id: Uuid, sealed: &[u8]) -> anyhow::Result<()>;
     /// `None`: no such file.
     async fn get(&self, id: Uuid) -> anyhow::Result<Option<Vec<u8>>>;
+    /// Removes a file (one already gone is no error).
+    async fn delete(&self, id: Uuid) -> anyhow::Result<()>;
 }
 
 /// Files in a local directory (`<root>/<first two hex digits>/<id>`), written whole
@@ -67,6 +72,14 @@ impl AttachmentStore for LocalDirectory {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(anyhow::Error::new(e).context("failed to read a file")),
+        }
+    }
+
+    async fn delete(&self, id: Uuid) -> anyhow::Result<()> {
+        match tokio::fs::remove_file(self.path(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context("failed to remove a file")),
         }
     }
 }
@@ -203,6 +216,24 @@ impl Attachments {
         Ok(Some(found))
     }
 
+    /// Removes the uploads no message was sent with that are older than `older_than`
+    /// (rows first, then their files: a file without a row is never served); answers
+    /// how many. Every process may run it: each row is removed by one.
+    pub async fn sweep_unsent(&self, older_than: Duration) -> anyhow::Result<usize> {
+        let swept: Vec<Uuid> = sqlx::query_scalar(
+            "DELETE FROM attachment_files WHERE conversation_id IS NOT NULL AND sent_at IS NULL \
+             AND stored_at < now() - make_interval(secs => $1) RETURNING attachment_id",
+        )
+        .bind(older_than.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+        .context("failed to sweep unsent uploads")?;
+        for id in &swept {
+            self.store.delete(*id).await?;
+        }
+        Ok(swept.len())
+    }
+
     /// Which of these files are kept.
     pub async fn kept(&self, ids: &[Uuid]) -> anyhow::Result<Vec<KeptFile>> {
         sqlx::query_as(
@@ -249,6 +280,35 @@ impl Attachments {
         let Ok(given) = hex::decode(signature) else { return false };
         // `verify_slice` compares in constant time.
         self.mac(id, expires).verify_slice(&given).is_ok() && now.timestamp() <= expires
+    }
+}
+
+/// How long an upload no message was sent with is kept.
+pub const UNSENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The uploads a message is sent with, marked sent in its transaction (so the sweep
+/// leaves them); one swept meanwhile makes the command decide again.
+pub struct UploadsSent {
+    pub conversation: Uuid,
+    pub attachments: Vec<Uuid>,
+}
+
+#[async_trait]
+impl SideWrite for UploadsSent {
+    async fn write(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        let marked = sqlx::query(
+            "UPDATE attachment_files SET sent_at = coalesce(sent_at, now()) \
+             WHERE attachment_id = ANY($1) AND conversation_id = $2",
+        )
+        .bind(&self.attachments)
+        .bind(self.conversation)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| StoreError::Internal(anyhow::Error::new(e).context("failed to mark uploads sent")))?;
+        if marked.rows_affected() != self.attachments.len() as u64 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
     }
 }
 

@@ -15,7 +15,9 @@ use domain::values::{CustomAttributes, Instant, MessageContent, Priority, Role, 
 use domain::DomainError;
 use uuid::Uuid;
 
+use crate::attachments::UploadsSent;
 use crate::context::CommandContext;
+use crate::side_write::SideWrites;
 use crate::{CommandError, Commands, Written};
 
 /// A change to assignee or team: `None` leaves it, `Some(None)` clears it.
@@ -112,21 +114,31 @@ impl Commands {
             None => Uuid::now_v7(),
         };
         let delivery = if private { None } else { self.provider_delivery(context, conversation_id).await? };
+        let mut side_writes = SideWrites::default();
+        if !attachments.is_empty() {
+            let attachments = attachments.iter().map(|a| a.attachment_id).collect();
+            side_writes.add(UploadsSent { conversation: conversation_id, attachments });
+        }
         let written = self
-            .execute::<Conversation>(context, &conversation_id.to_string(), |conversation| {
-                in_account(context, conversation)?;
-                Ok(ConversationCommand::SendMessage {
-                    delivery,
-                    template: template.clone(),
-                    reply_to,
-                    message_id: MessageId(message_id),
-                    author: UserId(author),
-                    content: content.clone(),
-                    attachments: attachments.clone(),
-                    private,
-                    at: context.at,
-                })
-            })
+            .execute_with::<Conversation>(
+                context,
+                &conversation_id.to_string(),
+                |conversation| {
+                    in_account(context, conversation)?;
+                    Ok(ConversationCommand::SendMessage {
+                        delivery,
+                        template: template.clone(),
+                        reply_to,
+                        message_id: MessageId(message_id),
+                        author: UserId(author),
+                        content: content.clone(),
+                        attachments: attachments.clone(),
+                        private,
+                        at: context.at,
+                    })
+                },
+                &side_writes,
+            )
             .await?;
         Ok((message_id, written, delivery.is_some()))
     }

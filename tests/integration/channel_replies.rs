@@ -732,3 +732,39 @@ async fn an_agents_image_goes_to_messenger_as_an_uploaded_attachment() {
     let id = sent["sendMessage"]["id"].as_str().unwrap();
     assert_eq!(wait_for_status(&app, &conversation, id, "SENT").await.0, "SENT");
 }
+
+#[tokio::test]
+async fn uploads_never_sent_are_swept_after_a_week_and_sent_ones_stay() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("API").await;
+    let conversation =
+        app.receive(&inbox, "ana", "a-1", "hello").await["conversation"]["id"].as_str().unwrap().to_string();
+    let sent = upload(&app, &conversation, "sent.png", "image/png", b"sent").await;
+    let abandoned = upload(&app, &conversation, "abandoned.png", "image/png", b"abandoned").await;
+    let fresh = upload(&app, &conversation, "fresh.png", "image/png", b"fresh").await;
+    app.ok(SEND_FILES, json!({ "c": conversation, "text": "here", "files": [sent] })).await;
+    // Eight days pass for the first two.
+    sqlx::query("UPDATE attachment_files SET stored_at = now() - interval '8 days' WHERE attachment_id = ANY($1)")
+        .bind(vec![sent.parse::<uuid::Uuid>().unwrap(), abandoned.parse().unwrap()])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let attachments = &app.server.state.attachments;
+    assert_eq!(attachments.sweep_unsent(commands::attachments::UNSENT_RETENTION).await.unwrap(), 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT attachment_id::text FROM attachment_files ORDER BY stored_at")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![sent.clone(), fresh.clone()], "the abandoned one is gone, the sent and the fresh stay");
+    for (id, found) in [(&abandoned, None), (&sent, Some(b"sent".to_vec()))] {
+        let opened = attachments.open(id.parse().unwrap()).await.unwrap();
+        assert_eq!(opened.map(|(_, bytes)| bytes), found);
+    }
+    // Its file went with it; the message still shows the sent one.
+    let file = app.server.state.attachments.link(abandoned.parse().unwrap(), Utc::now() + chrono::Duration::minutes(1));
+    let response = app.client.get(format!("{}{file}", app.server.address)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    // Sending the swept one now is refused, nothing written.
+    let answer = app.gql(SEND_FILES, json!({ "c": conversation, "files": [abandoned] })).await;
+    assert_eq!(code(&answer), "BAD_USER_INPUT", "{answer}");
+}
