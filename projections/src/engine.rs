@@ -629,7 +629,11 @@ impl Engine {
 /// How often a busy runner records how far it scanned past events it does not consume
 /// (an idle one records it whenever it catches up).
 const CHECKPOINT_EVERY: std::time::Duration = Duration::from_secs(1);
-/// The shortest time between two reads of a runner that is keeping up.
+/// The shortest time between two reads of a runner that is keeping up, rounded up to
+/// the engine's beat of the same length (runners woken together share one read). Reads
+/// start just after a beat, so a busy runner reads about every 10 ms (measured under
+/// the benchmark's ingest load); a shorter cadence cost a fifth of ingest throughput
+/// on two cores.
 const BATCH_INTERVAL: Duration = Duration::from_millis(5);
 /// How soon a runner woken to nothing looks again (then at doubling pauses, at most a
 /// second apart), and for how long before it asks whether committed events are still
