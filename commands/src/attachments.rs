@@ -1,7 +1,8 @@
 //! Files of messages (a contact's, copied from their provider; an agent's, uploaded),
-//! kept outside the database: each sealed with its contact's data key (erasing the contact shreds their files with the rest of their data), stored
-//! behind [`AttachmentStore`] (a local directory by default, `ATTACHMENTS_DIR`), and
-//! served through short-lived signed links an `<img>` can load.
+//! kept outside the database: each sealed with its contact's data key (erasing the
+//! contact shreds their files with the rest of their data), stored behind
+//! [`AttachmentStore`] (a local directory by default, `ATTACHMENTS_DIR`), and served
+//! through short-lived signed links an `<img>` can load.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use chrono::{DateTime, Utc};
 use domain::attachment::Attachment;
 use domain::values::FileType;
 use hmac::{Hmac, Mac};
-use projections::keyring::{decrypt, encrypt, Keyring};
+use projections::keyring::{decrypt, encrypt, Aes256Gcm, Keyring};
 use sha2::Sha256;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -125,11 +126,9 @@ impl Attachments {
         mime_type: &str,
         bytes: &[u8],
     ) -> anyhow::Result<KeepOutcome> {
-        let Some(cipher) = self.keyring.data_key(&self.pool, contact).await? else {
+        if self.put_sealed(id, contact, bytes).await?.is_none() {
             return Ok(KeepOutcome::Erased);
-        };
-        let sealed = encrypt(&cipher, id.as_bytes(), bytes)?;
-        self.store.put(id, &sealed).await?;
+        }
         sqlx::query(
             "INSERT INTO attachment_files (attachment_id, account_id, contact_id, mime_type, file_size) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -145,15 +144,22 @@ impl Attachments {
         Ok(KeepOutcome::Kept)
     }
 
+    /// Seals `bytes` with the contact's key and puts them in the store; answers the
+    /// key (`None`, nothing put: the contact was erased).
+    async fn put_sealed(&self, id: Uuid, contact: Uuid, bytes: &[u8]) -> anyhow::Result<Option<Arc<Aes256Gcm>>> {
+        let Some(cipher) = self.keyring.data_key(&self.pool, contact).await? else { return Ok(None) };
+        self.store.put(id, &encrypt(&cipher, id.as_bytes(), bytes)?).await?;
+        Ok(Some(cipher))
+    }
+
     /// Keeps a file an agent uploads to a conversation, sealed with the contact's key;
     /// `None` when the contact was erased.
     pub async fn upload(&self, upload: Upload<'_>) -> anyhow::Result<Option<Attachment>> {
-        let Some(cipher) = self.keyring.data_key(&self.pool, upload.contact).await? else {
+        let id = Uuid::now_v7();
+        let Some(cipher) = self.put_sealed(id, upload.contact, upload.bytes).await? else {
             return Ok(None);
         };
-        let id = Uuid::now_v7();
         let file_type = FileType::of_mime(upload.mime_type);
-        self.store.put(id, &encrypt(&cipher, id.as_bytes(), upload.bytes)?).await?;
         sqlx::query(
             "INSERT INTO attachment_files (attachment_id, account_id, contact_id, mime_type, file_size, \
              conversation_id, uploaded_by, file_type, file_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

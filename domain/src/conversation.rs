@@ -733,6 +733,17 @@ mod tests {
             at: t(minute),
         }
     }
+    /// The contact's text message `n`, at `minute`.
+    fn receive(n: u128, content: &str, minute: i64) -> C {
+        C::ReceiveMessage {
+            message_id: msg(n),
+            content: text(content),
+            attachments: Vec::new(),
+            sent_at: None,
+            source_id: None,
+            at: t(minute),
+        }
+    }
     /// A status change, by Bo or (`by_bo` false) automatic.
     fn status(from: Status, to: Status, minute: i64, by_bo: bool) -> E {
         let activity = by_bo.then(activity);
@@ -746,14 +757,7 @@ mod tests {
     fn an_incoming_message_reopens_a_resolved_conversation() {
         conversation()
             .given(vec![started(), status(Status::Open, Status::Resolved, 5, true)])
-            .when(C::ReceiveMessage {
-                message_id: msg(1),
-                content: text("hi"),
-                attachments: Vec::new(),
-                sent_at: None,
-                source_id: None,
-                at: t(10),
-            })
+            .when(receive(1, "hi", 10))
             .then_expect_events(vec![received(1, 10, t(10)), status(Status::Resolved, Status::Open, 10, false)]);
     }
 
@@ -762,26 +766,12 @@ mod tests {
         let snoozed = status(Status::Open, Status::Snoozed, 5, true);
         conversation()
             .given(vec![started(), snoozed.clone()])
-            .when(C::ReceiveMessage {
-                message_id: msg(1),
-                content: text("hi"),
-                attachments: Vec::new(),
-                sent_at: None,
-                source_id: None,
-                at: t(10),
-            })
+            .when(receive(1, "hi", 10))
             .then_expect_events(vec![received(1, 10, t(0)), status(Status::Snoozed, Status::Open, 10, false)]);
         let muted = E::MuteChanged { muted: true, activity: activity(), at: t(6) };
         conversation()
             .given(vec![started(), snoozed, muted])
-            .when(C::ReceiveMessage {
-                message_id: msg(1),
-                content: text("hi"),
-                attachments: Vec::new(),
-                sent_at: None,
-                source_id: None,
-                at: t(10),
-            })
+            .when(receive(1, "hi", 10))
             .then_expect_events(vec![received(1, 10, t(0))]);
     }
 
@@ -902,14 +892,7 @@ mod tests {
         };
         conversation()
             .given(vec![started(), received(1, 1, t(0)), reply])
-            .when(C::ReceiveMessage {
-                message_id: msg(3),
-                content: text("thanks"),
-                attachments: Vec::new(),
-                sent_at: None,
-                source_id: None,
-                at: t(20),
-            })
+            .when(receive(3, "thanks", 20))
             .then_expect_events(vec![E::MessageReceived {
                 message_id: msg(3),
                 contact_id: CONTACT,
@@ -978,14 +961,7 @@ mod tests {
     fn a_conversation_that_was_never_started_is_not_found() {
         conversation()
             .given_no_previous_events()
-            .when(C::ReceiveMessage {
-                message_id: msg(1),
-                content: text("hi"),
-                attachments: Vec::new(),
-                sent_at: None,
-                source_id: None,
-                at: t(1),
-            })
+            .when(receive(1, "hi", 1))
             .then_expect_error(DomainError::NotFound("conversation"));
     }
 

@@ -768,3 +768,42 @@ async fn uploads_never_sent_are_swept_after_a_week_and_sent_ones_stay() {
     let answer = app.gql(SEND_FILES, json!({ "c": conversation, "files": [abandoned] })).await;
     assert_eq!(code(&answer), "BAD_USER_INPUT", "{answer}");
 }
+
+#[tokio::test]
+async fn with_two_servers_a_file_uploaded_through_one_is_sent_through_the_other_once() {
+    let graph = GraphApi::start(Vec::new()).await;
+    // Every process sees the same attachment directory, as production requires.
+    let files = std::env::temp_dir().join(format!("inboxd-shared-files-{}", uuid::Uuid::now_v7()));
+    let (url, dir) = (graph.url.clone(), files.clone());
+    let app = TestApp::spawn_with(move |config| {
+        config.meta_graph_api_url = url;
+        config.attachments_dir = dir;
+    })
+    .await;
+    let mut config = tests::test_config(&app.database_url);
+    config.meta_graph_api_url = graph.url.clone();
+    config.attachments_dir = files;
+    let other = tests::TestServer::start_with(config).await;
+    whatsapp_inbox(&app).await;
+    let conversation = contact_writes(&app, chrono::Duration::minutes(1)).await;
+    let photo = upload(&app, &conversation, "photo.jpg", "image/jpeg", b"jpeg bytes").await;
+    let sent = tests::gql_at(
+        &app.client,
+        &other.address,
+        Some(&app.token),
+        SEND_FILES,
+        json!({ "c": conversation, "text": "as promised", "files": [photo] }),
+    )
+    .await;
+    let message = sent["data"]["sendMessage"]["id"].as_str().expect("sent through the other server").to_string();
+    assert_eq!(wait_for_status(&app, &conversation, &message, "SENT").await.0, "SENT");
+    // Both servers run policies and job workers: one upload, one send naming it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let uploads = graph.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].parts["file"].2, b"jpeg bytes");
+    let requests = graph.sent();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].body["image"], json!({"id": uploads[0].id, "caption": "as promised"}));
+    other.stop().await;
+}

@@ -180,13 +180,14 @@ pub fn state<'a>(ctx: &Context<'a>) -> Result<&'a AppState> {
 }
 
 /// The policy's word on a conversation of the caller's account, from the write side
-/// (a conversation of another account is NOT_FOUND).
+/// (a conversation of another account is NOT_FOUND); answers the conversation as read
+/// (its placement at least: account, inbox, contact).
 pub async fn authorize_conversation(
     principal: &Principal,
     state: &AppState,
     context: &CommandContext,
     id: Uuid,
-) -> Result<()> {
+) -> Result<domain::conversation::Conversation> {
     // Which inbox it is in never changes; whom it is assigned to does, and matters
     // only when the principal's role narrows by it.
     let conversation = if principal.sees_by_assignee() {
@@ -195,7 +196,8 @@ pub async fn authorize_conversation(
         state.commands.conversation_placement(context, id).await?
     };
     let inbox = conversation.inbox_id().ok_or_else(|| ApiError::not_found("conversation"))?;
-    principal.require_conversation(inbox.as_uuid(), conversation.assignee().map(|u| u.as_uuid()))
+    principal.require_conversation(inbox.as_uuid(), conversation.assignee().map(|u| u.as_uuid()))?;
+    Ok(conversation)
 }
 
 /// The access check of an auditor's reads, which must answer on a damaged log: where

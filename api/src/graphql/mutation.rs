@@ -186,8 +186,6 @@ pub struct CreateLabelInput {
     pub color: String,
 }
 
-/// A message a retried delivery or reply names, as it was first written: committed
-/// before this retry looked, so projected once the projectors reach the head of the log.
 /// An uploaded file's bytes (spooled to a temporary file while the request was read),
 /// at most [`MAX_FILE_BYTES`] and not empty.
 async fn read_upload(mut file: std::fs::File) -> Result<Vec<u8>> {
@@ -208,6 +206,8 @@ async fn read_upload(mut file: std::fs::File) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A message a retried delivery or reply names, as it was first written: committed
+/// before this retry looked, so projected once the projectors reach the head of the log.
 async fn original(state: &AppState, account: Uuid, message_id: Uuid) -> Result<Message> {
     let head = state.engine.head().await.map_err(ApiError::internal)?;
     let written = Written { position: Some(head) };
@@ -319,14 +319,13 @@ impl Mutation {
         let conversation = parse_id(&input.conversation_id, "conversation")?;
         let input = &input;
         mutate(ctx, move |Acting { principal, state, context }| async move {
-            authorize_conversation(&principal, &state, &context, conversation).await?;
+            let placed = authorize_conversation(&principal, &state, &context, conversation).await?;
+            let contact = placed.contact_id().ok_or_else(|| ApiError::not_found("conversation"))?;
             let upload = input.file.value(ctx)?;
             let _turn = state.attachments.admit_upload().await;
             let file_name = &Attachment::file_name(&upload.filename)?;
             let mime_type = &Attachment::mime_type(upload.content_type.as_deref());
             let bytes = &read_upload(upload.content).await?;
-            let placed = state.commands.conversation_placement(&context, conversation).await?;
-            let contact = placed.contact_id().ok_or_else(|| ApiError::not_found("conversation"))?;
             let upload = KeptUpload {
                 account: principal.account_id,
                 contact: contact.as_uuid(),
