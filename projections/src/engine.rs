@@ -609,12 +609,7 @@ impl Engine {
 
     /// The last event committed so far, in feed order.
     pub async fn head(&self) -> anyhow::Result<FeedPosition> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT transaction_id::text::bigint, global_position FROM events \
-             ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(i64, i64)> = sqlx::query_as(HEAD_QUERY).fetch_optional(&self.pool).await?;
         Ok(row.map(|(t, p)| FeedPosition { transaction_id: t, global_position: p }).unwrap_or_default())
     }
 
@@ -625,6 +620,12 @@ impl Engine {
         }
     }
 }
+
+/// The log's last event in feed order. The ORDER BY names the table's columns: bare,
+/// `transaction_id` would be the bigint it is selected as, which no index orders, and
+/// each call (every redelivered message asks) would sort the whole log.
+pub const HEAD_QUERY: &str = "SELECT transaction_id::text::bigint, global_position FROM events \
+     ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1";
 
 /// How often a busy runner records how far it scanned past events it does not consume
 /// (an idle one records it whenever it catches up).

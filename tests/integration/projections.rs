@@ -185,6 +185,31 @@ async fn read_models_catch_up_from_the_checkpoint_after_a_restart() {
 }
 
 #[tokio::test]
+async fn the_head_of_the_log_is_its_last_event_found_through_the_feed_index_without_sorting_the_log() {
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Head").await;
+    for n in 0..3 {
+        app.receive(&inbox, "c", &n.to_string(), "hello").await;
+    }
+    let head = app.server.state.engine.head().await.unwrap();
+    let last: (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events \
+         ORDER BY transaction_id::text::bigint DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((head.transaction_id, head.global_position), last);
+    // Redelivered messages ask for the head: it must not cost a sort of the whole log.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.unwrap();
+    let plan: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN {}", projections::engine::HEAD_QUERY)).fetch_all(&mut *tx).await.unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("events_feed_order") && !plan.contains("Sort"), "the head query sorts: {plan}");
+}
+
+#[tokio::test]
 async fn a_write_in_another_process_wakes_the_projectors_without_waiting_for_their_poll() {
     let database_url = tests::create_database().await;
     let config = api::config::Config { projector_poll: Duration::from_secs(120), ..tests::test_config(&database_url) };

@@ -44,7 +44,7 @@ async fn publications_reach_both_processes_in_order(redis_url: Option<String>) {
     for projector in projections::all_projectors(&one.state.keyring) {
         let last: Option<(i64, i64)> = sqlx::query_as(
             "SELECT transaction_id::text::bigint, global_position FROM events WHERE aggregate_type = ANY($1) \
-             ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+             ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
         )
         .bind(projector.consumes())
         .fetch_optional(&one.state.pool)

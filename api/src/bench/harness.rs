@@ -29,14 +29,21 @@ impl Plan {
 /// commands, messages) it completed.
 pub type Operation = Arc<dyn Fn(usize, u64) -> Pin<Box<dyn Future<Output = anyhow::Result<u64>> + Send>> + Send + Sync>;
 
-/// What a run measured: units per second per round, and every operation's latency
-/// (ms) during the measured rounds.
+/// What a run measured: units per second per round, every operation's latency (ms)
+/// during the measured rounds, and when each round ran (an operation started in one is
+/// measured; what it caused elsewhere is judged by the same windows).
 pub struct Measured {
     pub rates: Vec<f64>,
     pub latencies_ms: Vec<f64>,
+    pub windows: Vec<(Instant, Instant)>,
 }
 
 impl Measured {
+    /// Whether `at` falls in a measured round (not the warm-up, not a pause).
+    pub fn measured_at(&self, at: Instant) -> bool {
+        self.windows.iter().any(|(from, to)| (*from..*to).contains(&at))
+    }
+
     pub fn median_rate(&self) -> f64 {
         median(&self.rates)
     }
@@ -122,8 +129,9 @@ pub async fn run_alternating(plan: Plan, cases: Vec<(usize, Operation)>) -> anyh
         case.pause().await;
     }
     let mut rates = vec![Vec::new(); states.len()];
+    let mut windows = vec![Vec::new(); states.len()];
     for _ in 0..plan.rounds {
-        for (case, rates) in states.iter().zip(&mut rates) {
+        for ((case, rates), windows) in states.iter().zip(&mut rates).zip(&mut windows) {
             case.measuring.store(true, Ordering::Relaxed);
             let before = case.units.load(Ordering::Relaxed);
             let started = Instant::now();
@@ -131,6 +139,7 @@ pub async fn run_alternating(plan: Plan, cases: Vec<(usize, Operation)>) -> anyh
             tokio::time::sleep(plan.round).await;
             let done = case.units.load(Ordering::Relaxed) - before;
             rates.push(done as f64 / started.elapsed().as_secs_f64());
+            windows.push((started, Instant::now()));
             case.pause().await;
             case.measuring.store(false, Ordering::Relaxed);
         }
@@ -145,9 +154,11 @@ pub async fn run_alternating(plan: Plan, cases: Vec<(usize, Operation)>) -> anyh
     Ok(states
         .iter()
         .zip(rates)
-        .map(|(case, rates)| Measured {
+        .zip(windows)
+        .map(|((case, rates), windows)| Measured {
             rates,
             latencies_ms: std::mem::take(&mut *case.latencies.lock().expect("latency lock")),
+            windows,
         })
         .collect())
 }

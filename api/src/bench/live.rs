@@ -23,12 +23,18 @@ const BROADCAST_SOCKETS: usize = 1_000;
 /// Messages sent to them, one at a time.
 const BROADCAST_MESSAGES: usize = 20;
 
-/// What subscribers measured: each message's time from sent to received, and how
-/// many sockets were closed for falling too far behind.
+/// What subscribers measured: each message's time from sent to received (ms), with
+/// when it was sent, and how many sockets were closed for falling too far behind.
 #[derive(Default)]
 struct Heard {
-    latencies: Vec<f64>,
+    latencies: Vec<(Instant, f64)>,
     dropped: u64,
+}
+
+impl Heard {
+    fn latencies(&self) -> Vec<f64> {
+        self.latencies.iter().map(|(_, ms)| *ms).collect()
+    }
 }
 
 impl Bench {
@@ -39,43 +45,61 @@ impl Bench {
         let heard: Arc<Mutex<Heard>> = Arc::default();
         let subscriber = Dedicated::subscribe(other.graphql.clone(), token.clone(), origin, heard.clone()).await?;
 
-        let (endpoint, sent_inbox, sender_token) = (server.graphql.clone(), inbox.clone(), token.clone());
-        let send: harness::Operation = Arc::new(move |worker, i| {
-            let (client, endpoint, token, inbox) =
-                (client.clone(), endpoint.clone(), sender_token.clone(), sent_inbox.clone());
-            Box::pin(async move {
-                let sent = origin.elapsed().as_micros();
-                let variables = json!({ "input": {
-                    "inboxId": inbox,
-                    "contact": { "sourceId": format!("w{worker}-c{}", i / 10) },
-                    "sourceId": format!("m{i}"),
-                    "content": format!("sent at {sent}"),
-                }});
-                graphql_at(&client, &endpoint, &token, super::RECEIVE, variables).await?;
-                Ok(1)
+        // Each load's messages are its own (a run's iterations start again at 0: the
+        // same ids would be redeliveries, answered without being written).
+        let send = |clients: usize| -> harness::Operation {
+            let (client, endpoint, inbox, token) =
+                (client.clone(), server.graphql.clone(), inbox.clone(), token.clone());
+            Arc::new(move |worker, i| {
+                let (client, endpoint, token, inbox) = (client.clone(), endpoint.clone(), token.clone(), inbox.clone());
+                Box::pin(async move {
+                    let sent = origin.elapsed().as_micros();
+                    let variables = json!({ "input": {
+                        "inboxId": inbox,
+                        "contact": { "sourceId": format!("l{clients}-w{worker}-c{}", i / 10) },
+                        "sourceId": format!("m{i}"),
+                        "content": format!("sent at {sent}"),
+                    }});
+                    graphql_at(&client, &endpoint, &token, super::RECEIVE, variables).await?;
+                    Ok(1)
+                })
             })
-        });
+        };
         // Two clients (a busy team), then the full 16 (the ingest load, which keeps
         // both cores busy).
         let loads = [
             (
                 2,
                 [
+                    "subscription_load_2_clients_messages_per_s",
                     "subscription_latency_2_clients_p50_ms",
                     "subscription_latency_2_clients_p99_ms",
                     "subscription_dropped_2_clients",
                 ],
             ),
-            (CONCURRENCY, ["subscription_latency_p50_ms", "subscription_latency_p99_ms", "subscription_dropped"]),
+            (
+                CONCURRENCY,
+                [
+                    "subscription_load_messages_per_s",
+                    "subscription_latency_p50_ms",
+                    "subscription_latency_p99_ms",
+                    "subscription_dropped",
+                ],
+            ),
         ];
-        for (clients, [p50, p99, dropped]) in loads {
-            harness::run(plan, clients, send.clone()).await?;
+        for (clients, [rate, p50, p99, dropped]) in loads {
+            let rounds = harness::run(plan, clients, send(clients)).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let measured = std::mem::take(&mut *heard.lock().expect("heard"));
-            anyhow::ensure!(!measured.latencies.is_empty(), "the subscriber received nothing");
-            report.insert(p50, json!(percentile(&measured.latencies, 50.0)));
-            report.insert(p99, json!(percentile(&measured.latencies, 99.0)));
-            report.insert(dropped, json!(measured.dropped));
+            let heard = std::mem::take(&mut *heard.lock().expect("heard"));
+            // Messages sent in the measured rounds, as ingest latency counts them (the
+            // warm-up's new connections and the rounds' restarts left out).
+            let latencies: Vec<f64> =
+                heard.latencies.iter().filter(|(sent, _)| rounds.measured_at(*sent)).map(|(_, ms)| *ms).collect();
+            anyhow::ensure!(!latencies.is_empty(), "the subscriber received nothing");
+            report.insert(rate, json!(rounds.median_rate()));
+            report.insert(p50, json!(percentile(&latencies, 50.0)));
+            report.insert(p99, json!(percentile(&latencies, 99.0)));
+            report.insert(dropped, json!(heard.dropped));
         }
         subscriber.stop();
         other.stop().await;
@@ -118,8 +142,9 @@ impl Bench {
         report.insert("broadcast_sockets", json!(BROADCAST_SOCKETS));
         report.insert("broadcast_lost_deliveries", json!(expected.saturating_sub(measured.latencies.len())));
         report.insert("broadcast_dropped_sockets", json!(measured.dropped));
-        report.insert("broadcast_delivery_p50_ms", json!(percentile(&measured.latencies, 50.0)));
-        report.insert("broadcast_delivery_p99_ms", json!(percentile(&measured.latencies, 99.0)));
+        let latencies = measured.latencies();
+        report.insert("broadcast_delivery_p50_ms", json!(percentile(&latencies, 50.0)));
+        report.insert("broadcast_delivery_p99_ms", json!(percentile(&latencies, 99.0)));
         // With the 1,000 sockets still open.
         report.insert("broadcast_server_rss_mb", json!(server.rss_mb()));
         for socket in sockets {
@@ -206,7 +231,8 @@ async fn subscribe(
             let content = event["message"]["content"].as_str();
             if let Some(sent) = content.and_then(|c| c.strip_prefix("sent at ")).and_then(|s| s.parse::<u128>().ok()) {
                 let micros = origin.elapsed().as_micros().saturating_sub(sent);
-                heard.lock().expect("heard").latencies.push(micros as f64 / 1000.0);
+                let sent_at = origin + Duration::from_micros(u64::try_from(sent).unwrap_or(u64::MAX));
+                heard.lock().expect("heard").latencies.push((sent_at, micros as f64 / 1000.0));
             }
         }
     }))

@@ -772,6 +772,12 @@ fn print_table(report: &Report) {
             None,
         ),
         (
+            "subscription_load_messages_per_s",
+            format!("{:.0}", number("subscription_load_messages_per_s")),
+            "(load)".into(),
+            None,
+        ),
+        (
             "subscription_latency_2_clients_p99_ms",
             format!("{:.2}", number("subscription_latency_2_clients_p99_ms")),
             "".into(),
