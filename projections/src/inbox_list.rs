@@ -596,7 +596,7 @@ pub async fn counts(
 pub async fn get_many(pool: &PgPool, account: Uuid, conversations: &[Uuid]) -> sqlx::Result<Vec<ConversationRow>> {
     let mut query = QueryBuilder::<Postgres>::new(SELECT);
     query.push_bind(account).push(" AND c.conversation_id = ANY(").push_bind(conversations).push(")");
-    query.build_query_as().fetch_all(pool).await
+    query.build_query_as().persistent(crate::ONE_OFF_PLAN).fetch_all(pool).await
 }
 
 #[tracing::instrument(skip_all)]

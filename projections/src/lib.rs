@@ -18,6 +18,13 @@ pub mod publication;
 pub mod timeline;
 pub mod transient;
 
+/// For `.persistent(…)` on lookups by a set of ids that run all day on long-lived
+/// connections (the live feed's loads): planned for each call rather than cached on
+/// the connection. A plan cached while a read model was small scans the whole table
+/// for as long as the connection lives (statistics need not change to replan it:
+/// autovacuum may be off), and the growing table makes every call slower.
+pub const ONE_OFF_PLAN: bool = false;
+
 /// Every projector, in the order they are registered (the keyring keys the contacts'
 /// search index).
 pub fn all_projectors(keyring: &Arc<keyring::Keyring>) -> Vec<Arc<dyn engine::Projector>> {

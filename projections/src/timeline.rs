@@ -294,6 +294,7 @@ pub async fn messages_by_id(pool: &PgPool, account: Uuid, messages: &[Uuid]) -> 
     let stored: Vec<StoredMessage> = sqlx::query_as(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM rm_messages WHERE account_id = $1 AND message_id = ANY($2)"
     ))
+    .persistent(crate::ONE_OFF_PLAN)
     .bind(account)
     .bind(messages)
     .fetch_all(pool)

@@ -273,6 +273,7 @@ impl LiveFeed {
                 "SELECT contact_id, array_agg(DISTINCT inbox_id) FROM rm_conversations \
                  WHERE contact_id = ANY($1) GROUP BY contact_id",
             )
+            .persistent(projections::ONE_OFF_PLAN)
             .bind(&contacts)
             .fetch_all(&self.pool)
             .await
