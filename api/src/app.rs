@@ -131,7 +131,7 @@ impl Services {
                     engine.publisher().clone(),
                 )),
             ],
-            engine.wake().clone(),
+            engine.feed().clone(),
             config.projector_poll,
         );
         let delivery = WebhookDelivery::new(commands.clone(), outbound.clone(), clock.clone());

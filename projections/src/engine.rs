@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::feed::{self, open_sealed_fields, read_sealed_after, FeedEvent, FeedPosition};
 use crate::keyring::Keyring;
 use crate::publication::{Fanout, PgFanout, Published, Publisher};
+use crate::shared_feed::SharedFeed;
 
 /// The channel writers NOTIFY (after commit) to wake runners in other processes.
 pub const WAKE_CHANNEL: &str = "inbox_events";
@@ -99,45 +100,30 @@ pub struct Engine {
     pool: PgPool,
     keyring: Arc<Keyring>,
     projectors: Vec<Arc<dyn Projector>>,
-    wake: Wake,
+    /// How runners read the feed (with this process's policies) and are woken.
+    feed: SharedFeed,
     status: Arc<RwLock<HashMap<&'static str, RunnerStatus>>>,
     progress: watch::Sender<u64>,
     poll: Duration,
-    /// The last feed read of a runner that reached the head, for the other runners of
-    /// this process woken by the same commits: one read serves them all.
-    shared_read: Arc<tokio::sync::Mutex<Option<SharedRead>>>,
-    /// Runners read on a common beat, so that one read can serve them all.
-    epoch: tokio::time::Instant,
-    /// Aggregate types some projector here consumes: the bodies a shared read carries.
-    bodies: Arc<Vec<&'static str>>,
     /// Where committed batches are published, and how publications reach other processes.
     publisher: Publisher,
     fanout: Arc<dyn Fanout>,
 }
 
-/// A feed read from `after` to the head as it was when the read `started`.
-struct SharedRead {
-    after: FeedPosition,
-    started: std::time::Instant,
-    events: Arc<Vec<FeedEvent>>,
-}
-
 impl Engine {
     pub fn new(pool: PgPool, keyring: Arc<Keyring>, projectors: Vec<Arc<dyn Projector>>, poll: Duration) -> Self {
-        let mut bodies: Vec<&'static str> = projectors.iter().flat_map(|p| p.consumes().iter().copied()).collect();
-        bodies.sort_unstable();
-        bodies.dedup();
+        let feed = SharedFeed::default();
+        for projector in &projectors {
+            feed.carry_bodies_of(projector.consumes());
+        }
         Self {
             pool: pool.clone(),
             keyring,
             projectors,
-            wake: Wake::default(),
+            feed,
             status: Arc::default(),
             progress: watch::channel(0).0,
             poll,
-            shared_read: Arc::default(),
-            bodies: Arc::new(bodies),
-            epoch: tokio::time::Instant::now(),
             publisher: Publisher::default(),
             fanout: Arc::new(PgFanout::new(pool)),
         }
@@ -155,7 +141,12 @@ impl Engine {
     }
 
     pub fn wake(&self) -> &Wake {
-        &self.wake
+        self.feed.wake()
+    }
+
+    /// The feed as this process's consumers read it: policies read it with the runners.
+    pub fn feed(&self) -> &SharedFeed {
+        &self.feed
     }
 
     pub fn projector_names(&self) -> Vec<&'static str> {
@@ -212,11 +203,11 @@ impl Engine {
                 continue;
             }
             // Commits notified while nobody listened: the runners look now.
-            self.wake.wake();
+            self.feed.wake().wake();
             loop {
                 tokio::select! {
                     received = listener.recv() => match received {
-                        Ok(_) => self.wake.wake(),
+                        Ok(_) => self.feed.wake().wake(),
                         Err(error) => { tracing::warn!(%error, "event wake-up listener lost"); break; }
                     },
                     _ = shutdown.cancelled() => return,
@@ -300,7 +291,7 @@ impl Engine {
             s.state = RunnerState::Running;
             s.position = cursor.scanned;
         });
-        let mut woken = self.wake.subscribe();
+        let mut woken = self.feed.wake().subscribe();
         let mut woke_at = std::time::Instant::now();
         // After a wake-up that found nothing (a transaction elsewhere in the cluster
         // holding the watermark back), look again soon rather than after the poll.
@@ -347,7 +338,7 @@ impl Engine {
                 woke_at = std::time::Instant::now();
                 // Under load, a batch per few milliseconds rather than per commit: the
                 // statements a batch costs are shared by everything that landed meanwhile.
-                tokio::time::sleep_until(self.next_beat(read_at + BATCH_INTERVAL)).await;
+                tokio::time::sleep_until(self.feed.next_read(read_at)).await;
             } else if cursor.persisted_at.elapsed() > CHECKPOINT_EVERY
                 && cursor.persist(&mut conn, name).await.map_err(transient)?
             {
@@ -372,10 +363,13 @@ impl Engine {
         let name = projector.name();
         let wanted = projector.consumes();
         let events = match fresh_since {
-            Some(since) => self.read_shared(conn, cursor.scanned, batch, since).await?,
-            None => {
-                Arc::new(read_sealed_after(conn, None, Some(wanted), cursor.scanned, batch).await.map_err(classify)?)
-            }
+            Some(since) => self.feed.read(conn, cursor.scanned, batch, since).await.map_err(classify)?,
+            None => read_sealed_after(conn, None, Some(wanted), cursor.scanned, batch)
+                .await
+                .map_err(classify)?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
         };
         let Some(last) = events.last().map(|e| e.position) else { return Ok(0) };
         let scanned = events.len();
@@ -383,11 +377,11 @@ impl Engine {
         let mut consumed: Vec<Cow<'_, FeedEvent>> = Vec::new();
         for event in events.iter().filter(|e| wanted.contains(&e.aggregate_type.as_str())) {
             if projector.opens(&event.event_type) && event.is_sealed() {
-                let mut opened = event.clone();
+                let mut opened = FeedEvent::clone(event);
                 open_sealed_fields(conn, &self.keyring, &mut opened).await.map_err(classify)?;
                 consumed.push(Cow::Owned(opened));
             } else {
-                consumed.push(Cow::Borrowed(event));
+                consumed.push(Cow::Borrowed(&**event));
             }
         }
         if !consumed.is_empty() {
@@ -422,39 +416,6 @@ impl Engine {
         });
         self.progress.send_modify(|n| *n = n.wrapping_add(1));
         Ok(scanned)
-    }
-
-    /// The events after `after`: another runner's read if it started after `since`
-    /// from the same position, else a read of our own, shared if it reached the head.
-    /// Any such read is a prefix of the feed after `after` (the watermark holds back
-    /// every transaction that could still commit below its last event).
-    async fn read_shared(
-        &self,
-        conn: &mut PgConnection,
-        after: FeedPosition,
-        batch: i64,
-        since: std::time::Instant,
-    ) -> Result<Arc<Vec<FeedEvent>>, RunError> {
-        // Held across the read: runners arriving meanwhile wait for it rather than
-        // send the same query.
-        let mut shared = self.shared_read.lock().await;
-        if let Some(read) = shared.as_ref().filter(|r| r.after == after && r.started >= since) {
-            return Ok(read.events.clone());
-        }
-        let started = std::time::Instant::now();
-        let events = Arc::new(read_sealed_after(conn, None, Some(&self.bodies), after, batch).await.map_err(classify)?);
-        if (events.len() as i64) < batch {
-            *shared = Some(SharedRead { after, started, events: events.clone() });
-        }
-        Ok(events)
-    }
-
-    /// The first beat of the engine's [`BATCH_INTERVAL`] rhythm at or after `at`.
-    fn next_beat(&self, at: tokio::time::Instant) -> tokio::time::Instant {
-        let interval = BATCH_INTERVAL.as_nanos();
-        let since_epoch = at.saturating_duration_since(self.epoch).as_nanos();
-        let beats = since_epoch.div_ceil(interval);
-        self.epoch + Duration::from_nanos(u64::try_from(beats * interval).unwrap_or(u64::MAX))
     }
 
     /// Waits (at most `timeout`) until each named projector has applied `position`.
@@ -630,12 +591,6 @@ pub const HEAD_QUERY: &str = "SELECT transaction_id::text::bigint, global_positi
 /// How often a busy runner records how far it scanned past events it does not consume
 /// (an idle one records it whenever it catches up).
 const CHECKPOINT_EVERY: std::time::Duration = Duration::from_secs(1);
-/// The shortest time between two reads of a runner that is keeping up, rounded up to
-/// the engine's beat of the same length (runners woken together share one read). Reads
-/// start just after a beat, so a busy runner reads about every 10 ms (measured under
-/// the benchmark's ingest load); a shorter cadence cost a fifth of ingest throughput
-/// on two cores.
-const BATCH_INTERVAL: Duration = Duration::from_millis(5);
 /// How soon a runner woken to nothing looks again (then at doubling pauses, at most a
 /// second apart), and for how long before it asks whether committed events are still
 /// held back by the watermark (then it keeps looking as long as they are).

@@ -15,6 +15,7 @@ pub mod live_metrics;
 pub mod notifications;
 pub mod policy;
 pub mod publication;
+pub mod shared_feed;
 pub mod timeline;
 pub mod transient;
 

@@ -25,9 +25,9 @@ use sqlx::postgres::PgPool;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Wake;
-use crate::feed::{open_sealed_fields, read_sealed_after, FeedEvent, FeedPosition};
+use crate::feed::{open_sealed_fields, FeedEvent, FeedPosition};
 use crate::keyring::Keyring;
+use crate::shared_feed::SharedFeed;
 
 /// Events read per batch.
 const BATCH_SIZE: i64 = 200;
@@ -87,21 +87,25 @@ pub struct Policies {
     pool: PgPool,
     keyring: Arc<Keyring>,
     policies: Vec<Arc<dyn Policy>>,
-    wake: Wake,
+    feed: SharedFeed,
     poll: Duration,
     status: Arc<RwLock<HashMap<&'static str, PolicyStatus>>>,
 }
 
 impl Policies {
-    /// `wake`: signalled when events may have been appended (the engine's).
+    /// `feed`: the engine's, so that the policies and the projectors of a process read
+    /// the feed once between them, and are woken alike.
     pub fn new(
         pool: PgPool,
         keyring: Arc<Keyring>,
         policies: Vec<Arc<dyn Policy>>,
-        wake: Wake,
+        feed: SharedFeed,
         poll: Duration,
     ) -> Self {
-        Self { pool, keyring, policies, wake, poll, status: Arc::default() }
+        for policy in &policies {
+            feed.carry_bodies_of(policy.consumes());
+        }
+        Self { pool, keyring, policies, feed, poll, status: Arc::default() }
     }
 
     pub fn names(&self) -> Vec<&'static str> {
@@ -192,10 +196,12 @@ impl Policies {
             s.state = PolicyState::Running;
             s.position = at;
         });
-        let mut woken = self.wake.subscribe();
+        let mut woken = self.feed.wake().subscribe();
+        let mut woke_at = std::time::Instant::now();
         let mut checkpointed = (at, std::time::Instant::now());
         while !shutdown.is_cancelled() {
-            let events = read_sealed_after(&mut conn, None, Some(policy.consumes()), at, BATCH_SIZE).await?;
+            let read_at = tokio::time::Instant::now();
+            let events = self.feed.read(&mut conn, at, BATCH_SIZE, woke_at).await?;
             let Some(last) = events.last().map(|e| e.position) else {
                 // Caught up: what was skipped since the last record is recorded now.
                 if checkpointed.0 != at && checkpointed.1.elapsed() >= IDLE_CHECKPOINT_EVERY {
@@ -207,12 +213,15 @@ impl Policies {
                     _ = tokio::time::sleep(self.poll) => {},
                     _ = shutdown.cancelled() => {},
                 }
+                woke_at = std::time::Instant::now();
+                tokio::time::sleep_until(self.feed.next_read(read_at)).await;
                 continue;
             };
             let scanned = events.len();
             let consumed: Vec<FeedEvent> = events
-                .into_iter()
+                .iter()
                 .filter(|e| policy.consumes().contains(&e.aggregate_type.as_str()) && policy.wants(e))
+                .map(|e| FeedEvent::clone(e))
                 .collect();
             let reacted = !consumed.is_empty();
             if reacted {
@@ -232,7 +241,7 @@ impl Policies {
                 s.position = last;
             });
             if (scanned as i64) < BATCH_SIZE {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep_until(self.feed.next_read(read_at)).await;
             }
         }
         Ok(())

@@ -188,8 +188,8 @@ async fn a_policy_failing_between_its_effect_and_its_checkpoint_shows_in_readyz_
         reacted: AtomicU32::new(0),
     });
     let keyring = app.server.state.keyring.clone();
-    let wake = app.server.state.engine.wake().clone();
-    let policies = Policies::new(app.pool.clone(), keyring, vec![policy.clone()], wake, Duration::from_millis(20));
+    let feed = app.server.state.engine.feed().clone();
+    let policies = Policies::new(app.pool.clone(), keyring, vec![policy.clone()], feed, Duration::from_millis(20));
     policies.register().await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let runner = policies.clone();
