@@ -15,7 +15,7 @@ use commands::access::TokenKind;
 use commands::access::{token_hash, TOKEN_PREFIX};
 use domain::values::{Permission, Role};
 use lru::LruCache;
-use projections::engine::Wake;
+use projections::shared_feed::Wake;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;

@@ -10,8 +10,8 @@
 //! caller holds the stream's lock until its commit returns.
 
 use anyhow::Context;
-use projections::engine::Wake;
 use projections::feed::FeedPosition;
+use projections::shared_feed::Wake;
 use projections::transient::{connection_lost, is_transient, Unavailable};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::feed::{self, open_sealed_fields, read_sealed_after, FeedEvent, FeedPosition};
 use crate::keyring::Keyring;
 use crate::publication::{Fanout, PgFanout, Published, Publisher};
-use crate::shared_feed::SharedFeed;
+use crate::shared_feed::{SharedFeed, Wake};
 
 /// The channel writers NOTIFY (after commit) to wake runners in other processes.
 pub const WAKE_CHANNEL: &str = "inbox_events";
@@ -71,27 +71,6 @@ pub struct RunnerStatus {
     pub state: RunnerState,
     pub position: FeedPosition,
     pub events_applied: u64,
-}
-
-/// Wakes runners: in-process through a watch channel, across processes by NOTIFY.
-#[derive(Clone)]
-pub struct Wake {
-    tx: watch::Sender<u64>,
-}
-
-impl Default for Wake {
-    fn default() -> Self {
-        Self { tx: watch::channel(0).0 }
-    }
-}
-
-impl Wake {
-    pub fn wake(&self) {
-        self.tx.send_modify(|n| *n = n.wrapping_add(1));
-    }
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.tx.subscribe()
-    }
 }
 
 /// Shared state of the engine in this process.

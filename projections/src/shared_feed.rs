@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
+use tokio::sync::watch;
 
-use crate::engine::Wake;
 use crate::feed::{read_sealed_after, FeedEvent, FeedPosition};
 
 /// The shortest time between two reads of a consumer that is keeping up, rounded up
@@ -18,6 +18,27 @@ use crate::feed::{read_sealed_after, FeedEvent, FeedPosition};
 /// (measured under the benchmark's ingest load); a shorter cadence cost a fifth of
 /// ingest throughput on two cores.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Wakes runners: in-process through a watch channel, across processes by NOTIFY.
+#[derive(Clone)]
+pub struct Wake {
+    tx: watch::Sender<u64>,
+}
+
+impl Default for Wake {
+    fn default() -> Self {
+        Self { tx: watch::channel(0).0 }
+    }
+}
+
+impl Wake {
+    pub fn wake(&self) {
+        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
 
 /// Events kept in memory for consumers that have not taken them yet.
 const RECENT_EVENTS: usize = 2000;
