@@ -1,5 +1,5 @@
 //! One read of the feed for every consumer of a process: the projectors' runners and
-//! the policies' read the feed after the same commits, from the same position, and
+//! the policies read the feed after the same commits, from nearly the same position, and
 //! reading it once per beat for all of them (rather than once each) is most of what
 //! following the log costs the database under load.
 

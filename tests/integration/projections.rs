@@ -209,6 +209,57 @@ async fn the_head_of_the_log_is_its_last_event_found_through_the_feed_index_with
     assert!(plan.contains("events_feed_order") && !plan.contains("Sort"), "the head query sorts: {plan}");
 }
 
+/// Takes the shared feed after `after`, `batch` at a time, until it answers nothing.
+async fn take_all(
+    feed: &projections::shared_feed::SharedFeed,
+    conn: &mut sqlx::PgConnection,
+    mut after: projections::feed::FeedPosition,
+    batch: i64,
+    since: std::time::Instant,
+) -> Vec<(projections::feed::FeedPosition, serde_json::Value)> {
+    let mut taken = Vec::new();
+    loop {
+        let events = feed.read(conn, after, batch, since).await.unwrap();
+        let Some(last) = events.last() else { return taken };
+        after = last.position;
+        taken.extend(events.iter().map(|e| (e.position, e.payload.clone())));
+    }
+}
+
+#[tokio::test]
+async fn the_shared_feed_hands_every_consumer_what_a_read_of_its_own_would() {
+    use projections::feed::{read_sealed_after, FeedPosition};
+    let app = TestApp::spawn().await;
+    let inbox = app.create_inbox("Shared").await;
+    for n in 0..4 {
+        app.receive(&inbox, &format!("c{n}"), "1", "hello").await;
+    }
+    let bodies = ["conversation", "contact"];
+    let mut conn = app.pool.acquire().await.unwrap();
+    let direct = |events: Vec<projections::feed::FeedEvent>| {
+        events.into_iter().map(|e| (e.position, e.payload)).collect::<Vec<_>>()
+    };
+    let all = direct(read_sealed_after(&mut conn, None, Some(&bodies), FeedPosition::START, 1000).await.unwrap());
+    assert!(all.len() > 6, "a history longer than two batches: {}", all.len());
+
+    let feed = projections::shared_feed::SharedFeed::default();
+    feed.carry_bodies_of(&bodies);
+    let woken = std::time::Instant::now();
+    // Three at a time: a batch that filled is read on from, not taken for the head.
+    assert_eq!(take_all(&feed, &mut conn, FeedPosition::START, 3, woken).await, all);
+    // A consumer woken before those reads takes them from memory, whole.
+    assert_eq!(take_all(&feed, &mut conn, FeedPosition::START, 1000, woken).await, all);
+    // One woken after a new message reads it, from where the others stopped.
+    let last = all.last().unwrap().0;
+    app.receive(&inbox, "c9", "1", "later").await;
+    let woken = std::time::Instant::now();
+    let new = direct(read_sealed_after(&mut conn, None, Some(&bodies), last, 1000).await.unwrap());
+    assert!(!new.is_empty());
+    assert_eq!(take_all(&feed, &mut conn, last, 3, woken).await, new);
+    // From the start again: the old events and the new, in order.
+    assert_eq!(take_all(&feed, &mut conn, FeedPosition::START, 1000, woken).await, [all, new].concat());
+}
+
 #[tokio::test]
 async fn a_write_in_another_process_wakes_the_projectors_without_waiting_for_their_poll() {
     let database_url = tests::create_database().await;
