@@ -65,6 +65,11 @@ impl Receiver {
         Receiver { url: format!("http://127.0.0.1:{port}/hook"), script, task: Arc::new(task) }
     }
 
+    /// Drops what is left of the script: every request from now on is accepted.
+    pub fn accept_from_now(&self) {
+        self.script.lock().expect("script").statuses.clear();
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.script.lock().expect("script").received.clone()
     }
